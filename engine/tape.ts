@@ -1,0 +1,143 @@
+// Autograd tape. Each differentiable op appends a record while grad mode is on and an input requires grad.
+// backward() walks the records in reverse, accumulating gradients into leaves' .grad, and then releases the
+// whole tape (PyTorch's retain_graph=False): one forward and one backward per training step.
+
+import { Tensor, tidy, keep, fmtShape } from './tensor.ts';
+import { add, onesLike } from '../kernels/elementwise.ts';
+
+export interface TapeNode {
+  op: string;
+  inputs: Tensor[];
+  output: Tensor;
+  /** Returns one gradient per input (null where the input needs none); dy is the output's gradient. */
+  backward: (dy: Tensor) => (Tensor | null)[];
+  /** Tensors the backward reads, held alive past any dispose() of the user's handles. */
+  saved: Tensor[];
+}
+
+let tape: TapeNode[] = [];
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn without recording: for the target network, evaluation and optimizer updates. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    const r = fn();
+    if (r instanceof Promise) {
+      return r.finally(() => {
+        gradEnabled = prev;
+      }) as T;
+    }
+    gradEnabled = prev;
+    return r;
+  } catch (e) {
+    gradEnabled = prev;
+    throw e;
+  }
+}
+
+/** True when an op on these inputs must be recorded. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  return gradEnabled && inputs.some((t) => t?.requiresGrad);
+}
+
+/**
+ * Records an op. `save` lists the tensors its backward reads; they are shared (not copied) and released after
+ * backward. Call only when needsGrad(...inputs) is true.
+ */
+export function record(
+  op: string,
+  inputs: Tensor[],
+  output: Tensor,
+  backward: (dy: Tensor, saved: Tensor[]) => (Tensor | null)[],
+  save: Tensor[] = [],
+): void {
+  const saved = save.map((t) => keep(t.share()));
+  const node: TapeNode = { op, inputs, output, saved, backward: (dy) => backward(dy, saved) };
+  output.requiresGrad = true;
+  output._node = node;
+  tape.push(node);
+}
+
+/** A detached view: same data, no gradient history. */
+export function detach(t: Tensor): Tensor {
+  return t.share();
+}
+
+export function tapeLength(): number {
+  return tape.length;
+}
+
+/** Drops every record without computing gradients (e.g. after a forward pass that will not be differentiated). */
+export function clearTape(): void {
+  for (const n of tape) {
+    for (const s of n.saved) s.dispose();
+    // the graph is gone: the output is now a constant for any later graph
+    n.output._node = null;
+    n.output.requiresGrad = false;
+  }
+  tape = [];
+}
+
+/**
+ * Computes gradients of `root` with respect to every tensor that requires grad and accumulates them into
+ * leaves' `.grad`. A non-scalar root needs an explicit gradient of its shape.
+ */
+export function backward(root: Tensor, grad?: Tensor): void {
+  root.assertLive('backward');
+  if (!root.requiresGrad) throw new Error(`backward: tensor ${fmtShape(root.shape)} does not require grad (no input of the graph has requiresGrad, or it was computed under noGrad)`);
+  if (!grad && root.size !== 1) {
+    throw new Error(`backward: root has shape ${fmtShape(root.shape)}; backward through a non-scalar needs a gradient of the same shape`);
+  }
+  if (grad && (grad.shape.length !== root.shape.length || grad.shape.some((d, i) => d !== root.shape[i]))) {
+    throw new Error(`backward: gradient shape ${fmtShape(grad.shape)} does not match root shape ${fmtShape(root.shape)}`);
+  }
+  const grads = new Map<Tensor, Tensor>();
+  const seed = keep(grad ? grad.share() : onesLike(root));
+  grads.set(root, seed);
+  const accumulate = (t: Tensor, g: Tensor, op: string) => {
+    if (g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
+      throw new Error(`backward of ${op}: gradient ${fmtShape(g.shape)} does not match input ${fmtShape(t.shape)} (engine bug)`);
+    }
+    if (!t._node) {
+      // a leaf: accumulate into .grad, which outlives this call
+      if (t.disposed) return;
+      if (t.grad) {
+        const sum = keep(tidy(() => add(t.grad!, g)));
+        t.grad.dispose();
+        t.grad = sum;
+      } else t.grad = keep(g.share());
+      return;
+    }
+    const prev = grads.get(t);
+    grads.set(t, prev ? keep(add(prev, g)) : keep(g.share()));
+    prev?.dispose();
+  };
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    for (let i = tape.length - 1; i >= 0; i--) {
+      const node = tape[i];
+      const dy = grads.get(node.output);
+      if (!dy) continue;
+      grads.delete(node.output);
+      tidy(() => {
+        const gs = node.backward(dy);
+        gs.forEach((g, k) => {
+          const x = node.inputs[k];
+          if (g && x.requiresGrad) accumulate(x, g, node.op);
+        });
+      });
+      dy.dispose();
+    }
+  } finally {
+    gradEnabled = prev;
+    for (const g of grads.values()) g.dispose();
+    clearTape();
+  }
+}

@@ -1,0 +1,261 @@
+// Elementwise ops: unary maps, scalar ops and broadcasting binary ops, with their backward and float64
+// reference. One WGSL generator serves all of them: an expression over up to three inputs (a, b, c) and
+// three scalars (s0, s1, s2), contiguous when every input has the output's shape, strided otherwise.
+
+import { launch, grid1d, type KernelSpec } from '../engine/recorder.ts';
+import { Tensor, empty, fmtShape, shapeSize, type Shape } from '../engine/tensor.ts';
+import { needsGrad, record } from '../engine/tape.ts';
+import { broadcastShapes, broadcastIndex, map as refMap, sumTo as refSumTo, size, type Arr } from '../engine/ref.ts';
+import { sumToShape } from './reduce.ts';
+
+const WG = 256;
+const MAX_RANK = 8;
+
+function stridesFor(inShape: Shape, outShape: Shape): number[] {
+  // element strides of `inShape` laid over `outShape`, 0 along broadcast dimensions
+  const r = outShape.length;
+  const off = r - inShape.length;
+  const st = new Array(r).fill(0);
+  let mul = 1;
+  for (let d = r - 1; d >= off; d--) {
+    const n = inShape[d - off];
+    st[d] = n === 1 ? 0 : mul;
+    mul *= n;
+  }
+  return st;
+}
+
+const specCache = new Map<string, KernelSpec>();
+
+function ewSpec(name: string, expr: string, nIn: number, rank: number, contiguous: boolean, outType: string): KernelSpec {
+  const key = `${name}|${expr}|${nIn}|${rank}|${contiguous}|${outType}`;
+  let spec = specCache.get(key);
+  if (spec) return spec;
+  const names = ['a', 'b', 'c'].slice(0, nIn);
+  const vec = (n: string) => `${n}: array<vec4<u32>, 2>,`;
+  const structFields = ['n: u32, s0: f32, s1: f32, s2: f32,'];
+  if (!contiguous) {
+    structFields.push(vec('shape'));
+    names.forEach((_, k) => structFields.push(vec(`st${k}`)));
+  }
+  let index = '';
+  if (contiguous) names.forEach((n, k) => (index += `  let ${n} = in${k}[i];\n`));
+  else {
+    index += '  var r = i;\n';
+    names.forEach((_, k) => (index += `  var o${k} = 0u;\n`));
+    for (let d = rank - 1; d >= 0; d--) {
+      const at = (f: string) => `p.${f}[${d >> 2}][${d & 3}]`;
+      index += `  { let c = r % ${at('shape')}; r = r / ${at('shape')};`;
+      names.forEach((_, k) => (index += ` o${k} += c * ${at(`st${k}`)};`));
+      index += ' }\n';
+    }
+    names.forEach((n, k) => (index += `  let ${n} = in${k}[o${k}];\n`));
+  }
+  const code = `
+struct P { ${structFields.join(' ')} }
+@group(0) @binding(0) var<uniform> p: P;
+${names.map((_, k) => `@group(0) @binding(${k + 1}) var<storage, read> in${k}: array<f32>;`).join('\n')}
+@group(0) @binding(${nIn + 1}) var<storage, read_write> out: array<${outType}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * (nwg.x * ${WG}u);
+  if (i >= p.n) { return; }
+  let s0 = p.s0; let s1 = p.s1; let s2 = p.s2;
+${index}  out[i] = ${expr};
+}`;
+  spec = { name, code, bindings: ['uniform', ...names.map(() => 'read' as const), 'rw'] };
+  specCache.set(key, spec);
+  return spec;
+}
+
+/**
+ * Runs `expr` elementwise over inputs broadcast to `outShape`. The building block of every op in this file
+ * (and of fused updates elsewhere). Not differentiable by itself.
+ */
+export function ew(name: string, expr: string, inputs: Tensor[], outShape: Shape, scalars: number[] = []): Tensor {
+  for (const t of inputs) {
+    t.assertLive(name);
+    if (t.dtype !== 'f32') throw new Error(`${name}: expected f32 inputs, got ${t.dtype} tensor ${fmtShape(t.shape)}`);
+  }
+  if (outShape.length > MAX_RANK) throw new Error(`${name}: rank ${outShape.length} exceeds the supported ${MAX_RANK}`);
+  const out = empty(outShape, 'f32', name);
+  const n = out.size;
+  if (n === 0) return out;
+  const contiguous = inputs.every((t) => t.size === n && t.shape.length === outShape.length);
+  const spec = ewSpec(name, expr, inputs.length, outShape.length, contiguous, 'f32');
+  const u = new ArrayBuffer(contiguous ? 16 : 16 + 32 * (1 + inputs.length));
+  const u32 = new Uint32Array(u);
+  const f32 = new Float32Array(u);
+  u32[0] = n;
+  scalars.forEach((s, k) => (f32[1 + k] = s));
+  if (!contiguous) {
+    outShape.forEach((d, k) => (u32[4 + k] = d));
+    inputs.forEach((t, j) => stridesFor(t.shape, outShape).forEach((s, k) => (u32[12 + 8 * j + k] = s)));
+  }
+  launch(spec, [u, ...inputs.map((t) => t.binding(name)), out.binding(name)], grid1d(n, WG));
+  return out;
+}
+
+/** A tensor filled with `value`. */
+export function full(shape: Shape, value: number): Tensor {
+  const out = empty(shape, 'f32', 'full');
+  if (out.size === 0) return out;
+  const u = new ArrayBuffer(16);
+  new Uint32Array(u)[0] = out.size;
+  new Float32Array(u)[1] = value;
+  launch(ewSpec('full', 's0', 0, shape.length, true, 'f32'), [u, out.binding('full')], grid1d(out.size, WG));
+  return out;
+}
+
+export function onesLike(t: Tensor): Tensor {
+  return full(t.shape, 1);
+}
+
+// ---- unary ops ----------------------------------------------------------------------------------------
+
+interface UnaryDef {
+  fwd: string; // in terms of a (the input) and s0
+  /** gradient wrt the input in terms of a (dy), b (the saved input x) or b (the saved output y), s0 */
+  bwd: string;
+  saves: 'x' | 'y' | 'none';
+  ref: (x: number, s: number) => number;
+  refGrad: (x: number, y: number, s: number) => number;
+}
+
+const UNARY: Record<string, UnaryDef> = {
+  relu: { fwd: 'max(a, 0.0)', bwd: 'select(0.0, a, b > 0.0)', saves: 'x', ref: (x) => Math.max(x, 0), refGrad: (x) => (x > 0 ? 1 : 0) },
+  exp: { fwd: 'exp(a)', bwd: 'a * b', saves: 'y', ref: Math.exp, refGrad: (_x, y) => y },
+  log: { fwd: 'log(a)', bwd: 'a / b', saves: 'x', ref: Math.log, refGrad: (x) => 1 / x },
+  sqrt: { fwd: 'sqrt(a)', bwd: 'a * 0.5 / b', saves: 'y', ref: Math.sqrt, refGrad: (_x, y) => 0.5 / y },
+  neg: { fwd: '-a', bwd: '-a', saves: 'none', ref: (x) => -x, refGrad: () => -1 },
+  addScalar: { fwd: 'a + s0', bwd: 'a', saves: 'none', ref: (x, s) => x + s, refGrad: () => 1 },
+  mulScalar: { fwd: 'a * s0', bwd: 'a * s0', saves: 'none', ref: (x, s) => x * s, refGrad: (_x, _y, s) => s },
+  powScalar: { fwd: 'pow(a, s0)', bwd: 'a * s0 * pow(b, s0 - 1.0)', saves: 'x', ref: (x, s) => Math.pow(x, s), refGrad: (x, _y, s) => s * Math.pow(x, s - 1) },
+};
+
+function unary(op: keyof typeof UNARY, x: Tensor, s = 0): Tensor {
+  const def = UNARY[op];
+  const y = ew(op, def.fwd, [x], x.shape, [s]);
+  if (needsGrad(x)) {
+    const saved = def.saves === 'x' ? [x] : def.saves === 'y' ? [y] : [];
+    record(op, [x], y, (dy, [v]) => [ew(`${op}.backward`, def.bwd, v ? [dy, v] : [dy], x.shape, [s])], saved);
+  }
+  return y;
+}
+
+export const relu = (x: Tensor) => unary('relu', x);
+export const exp = (x: Tensor) => unary('exp', x);
+export const log = (x: Tensor) => unary('log', x);
+export const sqrt = (x: Tensor) => unary('sqrt', x);
+export const neg = (x: Tensor) => unary('neg', x);
+export const addScalar = (x: Tensor, s: number) => unary('addScalar', x, s);
+export const mulScalar = (x: Tensor, s: number) => unary('mulScalar', x, s);
+export const powScalar = (x: Tensor, s: number) => unary('powScalar', x, s);
+export const subScalar = (x: Tensor, s: number) => unary('addScalar', x, -s);
+export const divScalar = (x: Tensor, s: number) => unary('mulScalar', x, 1 / s);
+
+// ---- binary ops with broadcasting ---------------------------------------------------------------------
+
+function outShapeOf(op: string, a: Tensor, b: Tensor): number[] {
+  a.assertLive(op);
+  b.assertLive(op);
+  try {
+    return broadcastShapes(a.shape, b.shape);
+  } catch {
+    throw new Error(`${op}: shapes ${fmtShape(a.shape)} and ${fmtShape(b.shape)} cannot be broadcast together (trailing dimensions must match or be 1)`);
+  }
+}
+
+export function add(a: Tensor, b: Tensor): Tensor {
+  const shape = outShapeOf('add', a, b);
+  const y = ew('add', 'a + b', [a, b], shape);
+  if (needsGrad(a, b)) record('add', [a, b], y, (dy) => [sumToShape(dy, a.shape), sumToShape(dy, b.shape)]);
+  return y;
+}
+
+export function sub(a: Tensor, b: Tensor): Tensor {
+  const shape = outShapeOf('sub', a, b);
+  const y = ew('sub', 'a - b', [a, b], shape);
+  if (needsGrad(a, b)) {
+    record('sub', [a, b], y, (dy) => [sumToShape(dy, a.shape), b.requiresGrad ? sumToShape(ew('neg', '-a', [dy], dy.shape), b.shape) : null]);
+  }
+  return y;
+}
+
+export function mul(a: Tensor, b: Tensor): Tensor {
+  const shape = outShapeOf('mul', a, b);
+  const y = ew('mul', 'a * b', [a, b], shape);
+  if (needsGrad(a, b)) {
+    record('mul', [a, b], y, (dy, [sa, sb]) => [
+      a.requiresGrad ? sumToShape(ew('mul', 'a * b', [dy, sb], shape), a.shape) : null,
+      b.requiresGrad ? sumToShape(ew('mul', 'a * b', [dy, sa], shape), b.shape) : null,
+    ], [a, b]);
+  }
+  return y;
+}
+
+export function div(a: Tensor, b: Tensor): Tensor {
+  const shape = outShapeOf('div', a, b);
+  const y = ew('div', 'a / b', [a, b], shape);
+  if (needsGrad(a, b)) {
+    record('div', [a, b], y, (dy, [sa, sb]) => [
+      a.requiresGrad ? sumToShape(ew('div', 'a / b', [dy, sb], shape), a.shape) : null,
+      b.requiresGrad ? sumToShape(ew('div.backward', '-a * b / (c * c)', [dy, sa, sb], shape), b.shape) : null,
+    ], [a, b]);
+  }
+  return y;
+}
+
+/** A view with a new shape of the same size (no copy). */
+export function reshape(x: Tensor, shape: Shape): Tensor {
+  x.assertLive('reshape');
+  const s = [...shape];
+  const hole = s.indexOf(-1);
+  if (hole >= 0) {
+    const rest = shapeSize(s.filter((_, i) => i !== hole));
+    s[hole] = rest === 0 ? 0 : x.size / rest;
+  }
+  if (shapeSize(s) !== x.size || s.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new Error(`reshape: cannot reshape ${fmtShape(x.shape)} (${x.size} elements) to ${fmtShape(shape)}`);
+  }
+  const y = x.share(s);
+  if (needsGrad(x)) record('reshape', [x], y, (dy) => [dy.share(x.shape)]);
+  return y;
+}
+
+// ---- float64 reference --------------------------------------------------------------------------------
+
+export const ref = {
+  unary(op: keyof typeof UNARY, x: Arr, s = 0): Arr {
+    return refMap(x, (v) => UNARY[op].ref(v, s));
+  },
+  unaryBackward(op: keyof typeof UNARY, x: Arr, dy: Arr, s = 0): Arr {
+    const def = UNARY[op];
+    return refMap(x, (v, i) => dy.data[i] * def.refGrad(v, def.ref(v, s), s));
+  },
+  binary(op: 'add' | 'sub' | 'mul' | 'div', a: Arr, b: Arr): Arr {
+    const shape = broadcastShapes(a.shape, b.shape);
+    const out = new Float64Array(size(shape));
+    for (let i = 0; i < out.length; i++) {
+      const x = a.data[broadcastIndex(i, shape, a.shape)];
+      const y = b.data[broadcastIndex(i, shape, b.shape)];
+      out[i] = op === 'add' ? x + y : op === 'sub' ? x - y : op === 'mul' ? x * y : x / y;
+    }
+    return { data: out, shape };
+  },
+  binaryBackward(op: 'add' | 'sub' | 'mul' | 'div', a: Arr, b: Arr, dy: Arr): [Arr, Arr] {
+    const shape = dy.shape;
+    const da = new Float64Array(dy.data.length);
+    const db = new Float64Array(dy.data.length);
+    for (let i = 0; i < da.length; i++) {
+      const x = a.data[broadcastIndex(i, shape, a.shape)];
+      const y = b.data[broadcastIndex(i, shape, b.shape)];
+      const g = dy.data[i];
+      if (op === 'add') (da[i] = g), (db[i] = g);
+      else if (op === 'sub') (da[i] = g), (db[i] = -g);
+      else if (op === 'mul') (da[i] = g * y), (db[i] = g * x);
+      else (da[i] = g / y), (db[i] = (-g * x) / (y * y));
+    }
+    return [refSumTo({ data: da, shape }, a.shape), refSumTo({ data: db, shape }, b.shape)];
+  },
+};

@@ -1,0 +1,65 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { tensor, variable, add, matmul, sum, relu, reshape, backward, tidy, clearTape } from '../engine/index.ts';
+
+const t = suite('errors');
+
+const throwsWith = (fn: () => unknown, ...parts: (string | RegExp)[]) =>
+  assert.throws(fn, (e: Error) => parts.every((p) => (typeof p === 'string' ? e.message.includes(p) : p.test(e.message))) || (console.error('message was:', e.message), false));
+
+t('broadcast mismatch names the op and both shapes', () => {
+  const a = tensor([1, 2, 3], [3]);
+  const b = tensor([1, 2], [2]);
+  throwsWith(() => add(a, b), 'add', '[3]', '[2]', 'broadcast');
+  a.dispose();
+  b.dispose();
+});
+
+t('matmul inner dimension mismatch', () => {
+  const a = tensor(new Float32Array(6), [2, 3]);
+  const b = tensor(new Float32Array(8), [4, 2]);
+  throwsWith(() => matmul(a, b), 'matmul', '[2, 3]', '[4, 2]', 'inner');
+  throwsWith(() => matmul(a, tensor(new Float32Array(3), [3])), 'matmul', '2-D or 3-D');
+  a.dispose();
+  b.dispose();
+});
+
+t('dtype mismatch', () => {
+  const a = tensor([1, 2], [2], { dtype: 'i32' });
+  const b = tensor([1, 2], [2]);
+  throwsWith(() => add(a, b), 'add', 'f32', 'i32');
+  throwsWith(() => tensor([1], [1], { dtype: 'u32', requiresGrad: true }), 'tensor', 'require grad', 'u32');
+  a.dispose();
+  b.dispose();
+});
+
+t('use of a disposed tensor', () => {
+  const a = tensor([1, 2]);
+  a.dispose();
+  throwsWith(() => relu(a), 'relu', 'after dispose', '[2]');
+  throwsWith(() => sum(a), 'sum', 'after dispose');
+});
+
+t('bad shapes for tensor() and reshape', () => {
+  throwsWith(() => tensor([1, 2, 3], [2, 2]), 'tensor', '3 values', '[2, 2]');
+  throwsWith(() => tensor([1], [1.5]), 'tensor', 'invalid shape');
+  const a = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+  throwsWith(() => reshape(a, [4, 2]), 'reshape', '[2, 3]', '[4, 2]');
+  throwsWith(() => sum(a, 2), 'sum', 'axis 2', '[2, 3]');
+  throwsWith(() => sum(a, [0, 0]), 'sum', 'repeated axis');
+  a.dispose();
+});
+
+t('backward through a non-scalar without a gradient names the shape', () => {
+  const x = variable([1, 2, 3, 4], [2, 2]);
+  const y = tidy(() => relu(x));
+  throwsWith(() => backward(y), 'backward', '[2, 2]', 'non-scalar');
+  const g = tensor([1, 1, 1], [3]);
+  throwsWith(() => backward(y, g), 'backward', '[3]', '[2, 2]');
+  clearTape();
+  g.dispose();
+  y.dispose();
+  x.dispose();
+});
+
+t.run();
