@@ -3,7 +3,7 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync, deflateSync, crc32 } from 'node:zlib';
@@ -210,27 +210,33 @@ t('CIFAR-10 errors: truncated file, label out of range, missing batch', () => {
 
 // ---- PNG folders ---------------------------------------------------------------------------------------------
 
-t('PNG folder with two classes: sorted class order, labels, exact RGB pixels', () => {
+t('PNG folder with two classes: sorted class order, labels, exact RGB pixels; symbolic links followed', () => {
   const dir = freshDir('png');
   const w = 5;
   const h = 3;
   const pix: Record<string, Uint8Array> = {};
+  let seed = 0;
   for (const [cls, names] of [['dog', ['b.png', 'a.png']], ['cat', ['z.png']]] as const) {
     mkdirSync(join(dir, cls));
-    names.forEach((n, k) => {
-      pix[`${cls}/${n}`] = rgbaPixels(w * h, cls.length * 10 + k);
+    for (const n of names) {
+      pix[`${cls}/${n}`] = rgbaPixels(w * h, ++seed);
       writePng(join(dir, cls, n), w, h, pix[`${cls}/${n}`], 2);
-    });
+    }
   }
   writeFileSync(join(dir, 'dog', 'notes.txt'), 'not an image');
-  const ds = loadImageFolder(dir);
-  assert.equal(ds.classes, ['cat', 'dog']);
-  assert.equal([ds.n, ds.height, ds.width, ds.channels], [3, 3, 5, 3]);
-  assert.equal([...ds.labels!], [0, 1, 1]);
-  const order = ['cat/z.png', 'dog/a.png', 'dog/b.png'];
-  order.forEach((k, i) => {
-    for (let p = 0; p < w * h; p++) for (let c = 0; c < 3; c++) assert.is(ds.images[(i * w * h + p) * 3 + c], pix[k][4 * p + c]);
-  });
+  const linked = freshDir('pnglinks');
+  symlinkSync(join(dir, 'cat'), join(linked, 'cat'));
+  mkdirSync(join(linked, 'dog'));
+  symlinkSync(join(dir, 'dog', 'a.png'), join(linked, 'dog', 'a.png'));
+  symlinkSync(join(dir, 'dog', 'b.png'), join(linked, 'dog', 'b.png'));
+  for (const ds of [loadImageFolder(dir), loadImageFolder(linked)]) {
+    assert.equal(ds.classes, ['cat', 'dog']);
+    assert.equal([ds.n, ds.height, ds.width, ds.channels], [3, 3, 5, 3]);
+    assert.equal([...ds.labels!], [0, 1, 1]);
+    ['cat/z.png', 'dog/a.png', 'dog/b.png'].forEach((k, i) => {
+      for (let p = 0; p < w * h; p++) for (let c = 0; c < 3; c++) assert.is(ds.images[(i * w * h + p) * 3 + c], pix[k][4 * p + c], `${k} pixel ${p}`);
+    });
+  }
 });
 
 t('PNG colour types: grey, grey+alpha, 16-bit, palette, RGBA; channels from the data or forced', () => {

@@ -123,7 +123,10 @@ export function channelStats(ds: ImageDataset): { mean: number[]; std: number[] 
   // per-channel histograms make this exact and fast (integer counts, no float accumulation over 10^7 values)
   const hist = Array.from({ length: c }, () => new Float64Array(256));
   const img = ds.images;
-  for (let i = 0; i < img.length; i++) hist[i % c][img[i]]++;
+  for (let ch = 0; ch < c; ch++) {
+    const h = hist[ch];
+    for (let i = ch; i < img.length; i += c) h[img[i]]++;
+  }
   const count = img.length / c;
   for (let ch = 0; ch < c; ch++) {
     for (let v = 0; v < 256; v++) {

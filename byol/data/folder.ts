@@ -57,7 +57,20 @@ function listDir(dir: string): Dirent[] {
   }
 }
 
-const isPng = (e: Dirent) => e.isFile() && e.name.toLowerCase().endsWith('.png');
+/** 'file', 'dir' or 'other', following symbolic links (data sets are often linked in). */
+function kind(dir: string, e: Dirent): 'file' | 'dir' | 'other' {
+  if (e.isSymbolicLink()) {
+    try {
+      const st = statSync(join(dir, e.name));
+      return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other';
+    } catch {
+      return 'other'; // a dangling link
+    }
+  }
+  return e.isFile() ? 'file' : e.isDirectory() ? 'dir' : 'other';
+}
+
+const isPng = (dir: string, e: Dirent) => kind(dir, e) === 'file' && e.name.toLowerCase().endsWith('.png');
 
 /** Loads every PNG under `dir` (see the file header for the layout). Throws before returning anything partial. */
 export function loadImageFolder(dir: string, opts: FolderOptions = {}): ImageDataset {
@@ -70,8 +83,8 @@ export function loadImageFolder(dir: string, opts: FolderOptions = {}): ImageDat
   if (!isDir) throw new Error(`${dir}: not a folder`);
   const entries = listDir(dir);
   if (entries.length === 0) throw new Error(`${dir}: empty folder (expected PNG images, or one subfolder of PNGs per class)`);
-  const topPngs = entries.filter(isPng);
-  const subdirs = entries.filter((e) => e.isDirectory());
+  const topPngs = entries.filter((e) => isPng(dir, e));
+  const subdirs = entries.filter((e) => kind(dir, e) === 'dir');
   if (topPngs.length && subdirs.length) {
     throw new Error(`${dir}: mixes PNG files (${topPngs[0].name}, ...) with subfolders (${subdirs[0].name}, ...); use either one subfolder per class or a flat folder of PNGs`);
   }
@@ -83,7 +96,7 @@ export function loadImageFolder(dir: string, opts: FolderOptions = {}): ImageDat
     files = [];
     fileLabels = [];
     classes.forEach((c, k) => {
-      const pngs = listDir(join(dir, c)).filter(isPng);
+      const pngs = listDir(join(dir, c)).filter((e) => isPng(join(dir, c), e));
       if (pngs.length === 0) throw new Error(`${join(dir, c)}: class folder '${c}' has no PNG images`);
       for (const p of pngs) {
         files.push(join(dir, c, p.name));
@@ -111,7 +124,7 @@ export function loadImageFolder(dir: string, opts: FolderOptions = {}): ImageDat
   files.forEach((path, i) => {
     let rgba: Uint8Array;
     try {
-      const png = PNG.sync.read(Buffer.from(readBytes(path)));
+      const png = PNG.sync.read(readBytes(path));
       if (png.width !== width || png.height !== height) throw new Error(`decoded size ${png.width}x${png.height} differs from its header`);
       rgba = png.data;
     } catch (e) {

@@ -13,7 +13,7 @@ export interface IdxArray {
 const UBYTE = 0x08;
 
 /** Reads a whole file; errors name the path. */
-export function readBytes(path: string): Uint8Array {
+export function readBytes(path: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
