@@ -214,5 +214,8 @@ try {
   updateButtons();
 } catch (e) {
   $('adapter-info').replaceChildren(row('no adapter'));
-  fatal(`${(e as Error)?.message ?? e}`);
+  // device.ts's hint about engine/setup.sh is for Node; the page gives the browser's instead
+  const msg = String((e as Error)?.message ?? e).replace(/ On Linux without a GPU run .*$/, '');
+  fatal(`${msg}\n\nThis page needs WebGPU: a recent Chrome, Edge or Safari, or Firefox 141+. ` +
+    'Chromium on a machine without a usable GPU gives a (CPU) adapter only when started with --enable-unsafe-webgpu.');
 }

@@ -2,7 +2,10 @@
 // headless Chromium (WebGPU on its bundled SwiftShader adapter: no GPU needed, see /work/shared/browser-recipe.md),
 // clicks "Run kernel checks" and "Start training", downloads the checkpoint, and checks what the page published
 // on window.__byol. Saves a full-page screenshot. Ends with "N passed, N failed"; exits 1 on any failure.
-// Usage: tsx test/browser/run.ts [--screenshot FILE] [--filter TEXT] [--steps N] [--chromium PATH]
+// Usage: tsx test/browser/run.ts [--screenshot FILE] [--filter TEXT] [--steps N] [--timeout SECONDS] [--chromium PATH]
+//   --filter TEXT  only the kernel checks whose "family name" contains TEXT, e.g. 'matmul' or 'reduce: max'
+//   --steps N      training steps (default: the trainer's own)
+//   --timeout S    give up after S seconds (default 600: the page must finish within 10 minutes)
 
 import { createServer, type Server } from 'node:http';
 import { readFile, copyFile, mkdir } from 'node:fs/promises';
@@ -14,7 +17,9 @@ import { buildWeb } from '../../byol/web/build.ts';
 import { decodeSafetensors } from '../../byol/web/safetensors.ts';
 import type { PageState } from '../../byol/web/main.ts';
 
-const LIMIT_MS = 10 * 60 * 1000;
+const DEFAULT_LIMIT_S = 600;
+/** What the page may fetch from the server: itself and data files a trainer puts under dist/web/data/. */
+const EXPECTED_REQUEST = /^\/(index\.html|main\.js(\.map)?|data\/.+)$/;
 /** The training test passes when the mean loss of the last 10 steps is at most this fraction of the first 10's. */
 const LOSS_RATIO = 0.5;
 
@@ -27,6 +32,7 @@ const screenshotCopy = arg('--screenshot');
 const filter = arg('--filter') ?? '';
 const steps = arg('--steps');
 const executablePath = arg('--chromium') ?? '/usr/bin/chromium';
+const LIMIT_MS = 1000 * Number(arg('--timeout') ?? DEFAULT_LIMIT_S);
 
 const MIME: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -89,7 +95,7 @@ async function waitFor(page: Page, phase: string, done: (s: PageState) => boolea
     if (done(s)) return s;
     if (s?.fatal) throw new Error(`${phase}: the page reports: ${s.fatal}`);
     if (Date.now() > deadline) {
-      throw new Error(`${phase}: the page did not finish within ${LIMIT_MS / 60000} minutes (browser tests stop there; ` +
+      throw new Error(`${phase}: the page did not finish within ${LIMIT_MS / 1000} s (the --timeout limit; ` +
         `last state: ${JSON.stringify({ checksRun: s?.checksRun, step: s?.training?.step, errors: s?.errors })})`);
     }
     await new Promise((r) => setTimeout(r, 500));
@@ -105,7 +111,7 @@ async function main(): Promise<void> {
   let browser: Browser | null = null;
   // a last resort if Playwright itself hangs: kill the browser and exit
   const guard = setTimeout(() => {
-    console.error(`browser test: still running ${LIMIT_MS / 60000} minutes + 60 s after start; killing the browser`);
+    console.error(`browser test: still running ${LIMIT_MS / 1000 + 60} s after start (--timeout + 60 s); killing the browser`);
     try {
       (browser as any)?.process?.()?.kill('SIGKILL');
     } catch {}
@@ -216,8 +222,8 @@ async function main(): Promise<void> {
     console.log(`screenshot: ${shot}${screenshotCopy ? ` (copied to ${screenshotCopy})` : ''}`);
 
     const final = await pageState(page);
-    const strange = requested.filter((p) => !['/index.html', '/main.js', '/main.js.map'].includes(p));
-    const problems = [...pageErrors, ...final.errors, ...strange.map((p) => `unexpected request for ${p} (the page loads only index.html and main.js)`)];
+    const strange = requested.filter((p) => !EXPECTED_REQUEST.test(p));
+    const problems = [...pageErrors, ...final.errors, ...strange.map((p) => `unexpected request for ${p} (the page loads only index.html, main.js and data/*)`)];
     record('no page errors (console errors, uncaught exceptions, failed or unexpected requests)', problems.length === 0, problems.join('\n') || undefined);
   } finally {
     await browser?.close().catch(() => {});
@@ -230,7 +236,9 @@ async function main(): Promise<void> {
 try {
   await main();
 } catch (e) {
-  record('browser test', false, (e as Error).stack ?? String(e));
+  // a timeout or a page-reported failure is explained by its message; anything else gets its stack
+  const err = e as Error;
+  record('browser test', false, err?.message?.includes(': the page ') ? err.message : err?.stack ?? String(e));
 }
 const failed = outcomes.filter((o) => !o.ok).length;
 console.log(`browser test took ${secs()}`);
