@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Tensor, tensor, sub, mul, mean, add, backward, tidy, liveTensors, sync, noGrad } from '../engine/index.ts';
+import { Tensor, tensor, sub, mul, mean, add, backward, tidy, liveTensors, sync, noGrad, tapeLength } from '../engine/index.ts';
 import { arenaStats } from '../engine/arena.ts';
 import {
   Module, Linear, ReLU, Sequential, Flatten, Identity, materialize, init, torchStateDict, loadTorchStateDict,
@@ -168,10 +168,10 @@ t('a small MLP trained with SGD reduces its loss', async () => {
   const y = tensor(Float32Array.from({ length: 32 * 3 }, (_, i) => Math.sin(i)), [32, 3]);
   const opt = new SGD(net, { lr: 0.1, momentum: 0.9 });
   const lossAt = async () => {
-    const l = tidy(() => {
+    const l = noGrad(() => tidy(() => {
       const d = sub(net.forward(x), y);
       return mean(mul(d, d));
-    });
+    }));
     const v = await l.item();
     l.dispose();
     return v;
@@ -186,6 +186,8 @@ t('a small MLP trained with SGD reduces its loss', async () => {
   }
   const last = await lossAt();
   assert.ok(last < 0.5 * first, `loss ${first} → ${last}`);
+  assert.is(tapeLength(), 0);
+  assert.ok(net.parameters().every((p) => p.grad === null), 'step() consumed every gradient');
   for (const v of [x, y]) v.dispose();
   opt.dispose();
   net.dispose();

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, sum, mul, sub, mean, backward, tidy, liveTensors, sync, recorderStats } from '../engine/index.ts';
+import { tensor, sum, mul, sub, mean, backward, tidy, liveTensors, sync, recorderStats, noGrad, tapeLength } from '../engine/index.ts';
 import { Arena, arenaStats, type SegmentSpec } from '../engine/arena.ts';
 import { SGD, Adam, LARS, segmentNorms, type Optimizer } from '../engine/optim.ts';
 import { emaUpdate } from '../engine/ema.ts';
@@ -254,7 +254,7 @@ t('20 training steps with LARS and EMA leak no buffers', async () => {
   const opt = new LARS(online, { lr: 0.5, weightDecay: 1e-4 });
   const step = () => {
     tidy(() => {
-      const z = target.forward(x);
+      const z = noGrad(() => target.forward(x));
       backward(mean(mul(sub(online.forward(x), z), sub(online.forward(x), z))));
     });
     opt.step();
@@ -268,7 +268,9 @@ t('20 training steps with LARS and EMA leak no buffers', async () => {
   await sync();
   assert.is(liveTensors(), live, 'pooled buffers');
   assert.equal(arenaStats(), owned, 'arena buffers');
-  const loss = tidy(() => sum(online.forward(x)));
+  assert.is(tapeLength(), 0);
+  assert.ok(target.parameters().every((p) => p.grad === null), 'the target got no gradients');
+  const loss = noGrad(() => tidy(() => sum(online.forward(x))));
   assert.ok(Number.isFinite(await loss.item()));
   loss.dispose();
   for (const m of [online, target]) m.dispose();
