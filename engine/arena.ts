@@ -170,7 +170,8 @@ export class ArenaBuffer {
     const bytes = layout.length * 4;
     const max = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     if (bytes > max) {
-      throw new Error(`${label}: ${layout.numel} parameters (${(bytes / 2 ** 20).toFixed(1)} MiB) exceed the device's storage binding limit of ${(max / 2 ** 20).toFixed(1)} MiB`);
+      const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+      throw new Error(`${label}: ${layout.numel} parameters (${mib(bytes)}) exceed the device's storage binding limit of ${mib(max)}`);
     }
     this.buffer = device.createBuffer({ size: bytes, usage: USAGE_STORAGE, label });
     this.storage = new Storage(this.buffer, bytes, false);
@@ -224,7 +225,8 @@ export class ArenaBuffer {
     src.assertLive('copyFrom (source)');
     const why = this.layout.mismatch(src.layout, true);
     if (why) throw new Error(`${this.label}.copyFrom: layouts differ (${why})`);
-    copyRange({ buffer: src.buffer, offset: 0, size: this.layout.length * 4 }, { buffer: this.buffer, offset: 0, size: this.layout.length * 4 }, this.layout.length * 4);
+    const size = this.layout.length * 4;
+    copyRange({ buffer: src.buffer, offset: 0, size }, { buffer: this.buffer, offset: 0, size }, size);
   }
 
   destroy(): void {

@@ -56,7 +56,10 @@ export class Parameter {
 
   /** The parameter tensor; throws before materialize(). */
   get value(): Tensor {
-    if (!this.tensor) throw new Error(`parameter '${this.name}' ${fmtShape(this.shape)} is not materialized: call materialize(model, { seed }) first`);
+    if (!this.tensor) {
+      const what = `parameter '${this.name}' ${fmtShape(this.shape)}`;
+      throw new Error(`${what} is not materialized (or its model was disposed): call materialize(model, { seed }) first`);
+    }
     return this.tensor;
   }
 }
@@ -122,7 +125,9 @@ export abstract class Module {
   /** Declares a trained parameter. `kind` decides LARS adaptation and weight-decay exclusion. */
   protected param(name: string, shape: readonly number[], kind: SegmentKind, initial: Init, layout: ParamLayout = 'plain'): Parameter {
     this.claim(name);
-    if (shape.some((d) => !Number.isInteger(d) || d <= 0)) throw new Error(`${this.constructor.name}: parameter '${name}' has invalid shape ${fmtShape(shape)}`);
+    if (shape.some((d) => !Number.isInteger(d) || d <= 0)) {
+      throw new Error(`${this.constructor.name}: parameter '${name}' has invalid shape ${fmtShape(shape)}`);
+    }
     const p = new Parameter(name, [...shape], kind, initial, layout);
     this._params.set(name, p);
     return p;
@@ -131,7 +136,9 @@ export abstract class Module {
   /** Declares a buffer: not trained, not in the arena, filled with `fill` at materialize(), saved in stateDict. */
   protected buffer(name: string, shape: readonly number[], fill = 0): StateBuffer {
     this.claim(name);
-    if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`${this.constructor.name}: buffer '${name}' has invalid shape ${fmtShape(shape)}`);
+    if (shape.some((d) => !Number.isInteger(d) || d < 0)) {
+      throw new Error(`${this.constructor.name}: buffer '${name}' has invalid shape ${fmtShape(shape)}`);
+    }
     const b = new StateBuffer(name, [...shape], fill);
     this._buffers.set(name, b);
     return b;
@@ -239,7 +246,8 @@ export abstract class Module {
     const buffers = this.bufferSpecs();
     for (const [, p] of params) void p.value; // throws if not materialized
     for (const [, b] of buffers) void b.value;
-    const expected = new Map<string, readonly number[]>([...params.map(([n, p]) => [n, p.shape] as const), ...buffers.map(([n, b]) => [n, b.shape] as const)]);
+    const expected = new Map<string, readonly number[]>();
+    for (const [n, x] of [...params, ...buffers]) expected.set(n, x.shape);
     const problems: string[] = [];
     if (strict) {
       const missing = [...expected.keys()].filter((n) => !state.has(n));
@@ -253,7 +261,8 @@ export abstract class Module {
       if (!e) continue;
       if (!sameShape(e.shape, shape)) {
         const layout = layouts.get(n);
-        const hint = layout && layout !== 'plain' && sameShape(e.shape, torchShape(shape, layout)) ? ' (this is the PyTorch layout: use loadTorchStateDict)' : '';
+        const torchLike = layout && layout !== 'plain' && sameShape(e.shape, torchShape(shape, layout));
+        const hint = torchLike ? ' (this is the PyTorch layout: use loadTorchStateDict)' : '';
         problems.push(`'${n}' has shape ${fmtShape(e.shape)} in the checkpoint but ${fmtShape(shape)} in the model${hint}`);
       } else if (!(e.data instanceof Float32Array) || e.data.length !== shapeSize(shape)) {
         problems.push(`'${n}' has ${e.data?.length} values for shape ${fmtShape(shape)}`);
@@ -284,9 +293,17 @@ export abstract class Module {
     }
   }
 
-  /** Frees the arena (when this module owns it) and every buffer of the tree. */
+  /**
+   * Frees the arena (when this module owns it) and every buffer of the tree. The module can then be
+   * materialized again (e.g. on a new device after device loss) and reloaded with loadStateDict().
+   */
   dispose(): void {
-    this.arena?.dispose();
+    if (this.arena) {
+      for (const [, p] of this.parameterSpecs()) {
+        if (p.arena === this.arena) (p.tensor = null), (p.arena = null), (p.segment = null);
+      }
+      this.arena.dispose();
+    }
     this.arena = null;
     for (const [, b] of this.bufferSpecs()) {
       b.tensor?.dispose();
@@ -394,7 +411,8 @@ export function loadTorchStateDict(model: Module, state: ReadonlyMap<string, Ten
     const layout = p?.layout ?? 'plain';
     const rank = layout === 'linear' ? 2 : layout === 'conv' ? 4 : e.shape.length;
     if (e.shape.length !== rank) {
-      throw new Error(`loadTorchStateDict: '${n}' has shape ${fmtShape(e.shape)} in the checkpoint but ${fmtShape(torchShape(p!.shape, layout))} in PyTorch layout`);
+      const want = fmtShape(torchShape(p!.shape, layout));
+      throw new Error(`loadTorchStateDict: '${n}' has shape ${fmtShape(e.shape)} in the checkpoint but ${want} in PyTorch layout`);
     }
     converted.set(n, fromTorchLayout(e, layout));
   }
@@ -426,7 +444,8 @@ export class Linear extends Module {
 
   forward(x: Tensor): Tensor {
     if (x.rank < 2 || x.rank > 3 || x.shape[x.rank - 1] !== this.inFeatures) {
-      throw new Error(`Linear(${this.inFeatures}→${this.outFeatures}): input ${fmtShape(x.shape)} must be [N, ${this.inFeatures}] or [B, N, ${this.inFeatures}]`);
+      const i = this.inFeatures;
+      throw new Error(`Linear(${i}→${this.outFeatures}): input ${fmtShape(x.shape)} must be [N, ${i}] or [B, N, ${i}]`);
     }
     const y = matmul(x, this.weight.value);
     if (!this.bias) return y;

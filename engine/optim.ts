@@ -76,7 +76,8 @@ export abstract class Optimizer {
     const missing = [...expected].filter((k) => !map.has(k));
     const unexpected = [...map.keys()].filter((k) => !expected.has(k));
     if (missing.length || unexpected.length) {
-      throw new Error(`${what}: ${missing.length ? `missing ${missing.join(', ')}` : ''}${missing.length && unexpected.length ? '; ' : ''}${unexpected.length ? `unexpected ${unexpected.join(', ')}` : ''}`);
+      const parts = [missing.length ? `missing ${missing.join(', ')}` : '', unexpected.length ? `unexpected ${unexpected.join(', ')}` : ''];
+      throw new Error(`${what}: ${parts.filter(Boolean).join('; ')}`);
     }
     const packed = this.stateNames.map((n) => {
       const out = new Float32Array(this.arena.numel);

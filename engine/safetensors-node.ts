@@ -6,7 +6,11 @@ import { dirname } from 'node:path';
 import { serializeSafetensors, decodeSafetensors, type TensorEntry, type Metadata } from './safetensors.ts';
 
 /** Writes `path` atomically: `path.tmp-<pid>`, fsync, rename over `path`, then fsync of the directory. */
-export async function saveSafetensors(path: string, map: ReadonlyMap<string, TensorEntry> | Iterable<[string, TensorEntry]>, metadata?: Metadata): Promise<void> {
+export async function saveSafetensors(
+  path: string,
+  map: ReadonlyMap<string, TensorEntry> | Iterable<[string, TensorEntry]>,
+  metadata?: Metadata,
+): Promise<void> {
   const bytes = serializeSafetensors(map, metadata);
   const tmp = `${path}.tmp-${process.pid}`;
   let fh: Awaited<ReturnType<typeof open>> | null = null;

@@ -139,8 +139,12 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'safetensors data'
     }
     const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof e !== 'object' || e === null) fail(`tensor '${name}' is not an object in the header`);
-    if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) fail(`tensor '${name}' has unsupported dtype ${JSON.stringify(e.dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
-    if (!Array.isArray(e.shape) || e.shape.some((d) => !Number.isSafeInteger(d) || d < 0)) fail(`tensor '${name}' has invalid shape ${JSON.stringify(e.shape)}`);
+    if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) {
+      fail(`tensor '${name}' has unsupported dtype ${JSON.stringify(e.dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    }
+    if (!Array.isArray(e.shape) || e.shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+      fail(`tensor '${name}' has invalid shape ${JSON.stringify(e.shape)}`);
+    }
     const off = e.data_offsets;
     if (!Array.isArray(off) || off.length !== 2 || off.some((d) => !Number.isSafeInteger(d) || d < 0) || off[0] > off[1]) {
       fail(`tensor '${name}' has invalid data_offsets ${JSON.stringify(off)}`);
@@ -148,7 +152,9 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'safetensors data'
     const shape = e.shape as number[];
     const [begin, end] = off as number[];
     const need = shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[e.dtype as string];
-    if (end - begin !== need) fail(`tensor '${name}' (${e.dtype} [${shape.join(', ')}], ${need} bytes) has data_offsets [${begin}, ${end}] spanning ${end - begin} bytes`);
+    if (end - begin !== need) {
+      fail(`tensor '${name}' (${e.dtype} [${shape.join(', ')}], ${need} bytes) has data_offsets [${begin}, ${end}] spanning ${end - begin} bytes`);
+    }
     found.push({ name, dtype: e.dtype as string, shape, begin, end });
   }
   // the tensors must tile the data: sorted by offset, each starts where the previous ended

@@ -3,7 +3,7 @@
 // one dispatch over every parameter. Each thread finds its segment through the table's per-block index
 // (segments are 64-float aligned, so a 64-float block never straddles two). Float64 references at the bottom.
 
-import { launch, grid1d, params, WGSL_INDEX1D, type KernelSpec } from '../engine/recorder.ts';
+import { launch, grid1d, params, WGSL_INDEX1D, type KernelSpec, type BindingKind } from '../engine/recorder.ts';
 import { Tensor, empty } from '../engine/tensor.ts';
 import { ARENA_ALIGN, NORM_CHUNK, type Arena, type ArenaBuffer, type SegmentKind } from '../engine/arena.ts';
 
@@ -154,7 +154,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let gi = g[i];
   ${r.body}
 }`;
-    return { name: `optim.${rule}`, code, bindings: ['uniform', 'rw', 'read', 'read', ...r.state.map(() => 'rw' as const), ...(r.stats ? ['read' as const] : [])] };
+    const bindings: BindingKind[] = ['uniform', 'rw', 'read', 'read', ...r.state.map(() => 'rw' as const), ...(r.stats ? ['read' as const] : [])];
+    return { name: `optim.${rule}`, code, bindings };
   });
 }
 

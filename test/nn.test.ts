@@ -102,6 +102,15 @@ t('materialize: one arena for the whole tree, views as parameters, buffers fille
   await sync();
   assert.is(liveTensors(), live);
   assert.is(arenaStats().buffers, owned);
+  throwsWith(() => net.head.weight.value, "'weight'", 'disposed');
+  // a disposed model can be materialized again (a new device after device loss) and reloaded
+  const fresh = materialize(new Net(), { seed: 3 });
+  const sd = await fresh.stateDict();
+  materialize(net, { seed: 99 });
+  net.loadStateDict(sd);
+  assert.equal(await net.stateDict(), sd);
+  net.dispose();
+  fresh.dispose();
 });
 
 t('initialization: Kaiming normal weights, PyTorch-uniform biases, deterministic per seed and name', async () => {
