@@ -1,0 +1,284 @@
+// Kernels over whole parameter arenas (engine/arena.ts): per-segment norms by a two-level segmented
+// reduction, the optimizer updates (SGD, momentum, Adam/AdamW, LARS) and the EMA of a target network, each
+// one dispatch over every parameter. Each thread finds its segment through the table's per-block index
+// (segments are 64-float aligned, so a 64-float block never straddles two). Float64 references at the bottom.
+
+import { launch, grid1d, params, WGSL_INDEX1D, type KernelSpec, type BindingKind } from '../engine/recorder.ts';
+import { Tensor, empty } from '../engine/tensor.ts';
+import { ARENA_ALIGN, NORM_CHUNK, type Arena, type ArenaBuffer, type SegmentKind } from '../engine/arena.ts';
+
+const WG = 256;
+const PER_THREAD = NORM_CHUNK / WG;
+const specs = new Map<string, KernelSpec>();
+
+function cached(key: string, make: () => KernelSpec): KernelSpec {
+  let s = specs.get(key);
+  if (!s) specs.set(key, (s = make()));
+  return s;
+}
+
+// ---- segmented reduction --------------------------------------------------------------------------------
+
+/** Per chunk: (sum a², sum (b + wd·a)²) with wd applied in 'weight' segments only. */
+function partialSpec(): KernelSpec {
+  return cached('partials', () => {
+    let loads = '';
+    for (let k = 0; k < PER_THREAD; k++) {
+      loads += `  { let i = start + t + ${k * WG}u; if (i < end) { let x = a[i]; let u = b[i] + decay * x; sa += x * x; su += u * u; } }\n`;
+    }
+    let tree = '';
+    for (let s = WG / 2; s > 0; s >>= 1) tree += `  if (t < ${s}u) { pa[t] += pa[t + ${s}u]; pu[t] += pu[t + ${s}u]; }\n  workgroupBarrier();\n`;
+    const code = `
+struct P { nChunks: u32, chunkBase: u32, segBase: u32, wd: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> table: array<u32>;
+@group(0) @binding(4) var<storage, read_write> partial: array<vec2<f32>>;
+var<workgroup> pa: array<f32, ${WG}>;
+var<workgroup> pu: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let c = wid.x + wid.y * nwg.x;
+  if (c >= p.nChunks) { return; } // uniform per workgroup, so the barriers below stay uniform
+  let e = p.chunkBase + c * 4u;
+  let start = table[e + 1u];
+  let end = table[e + 2u];
+  let decay = select(0.0, p.wd, table[p.segBase + table[e] * 4u + 2u] == 0u);
+  var sa = 0.0;
+  var su = 0.0;
+${loads}  pa[t] = sa;
+  pu[t] = su;
+  workgroupBarrier();
+${tree}  if (t == 0u) { partial[c] = vec2<f32>(pa[0], pu[0]); }
+}`;
+    return { name: 'arena.partialNorms', code, bindings: ['uniform', 'read', 'read', 'read', 'rw'] };
+  });
+}
+
+/** Per segment: (LARS trust ratio, ||a||, ||b + wd·a||, 0) from the chunk partials. */
+function statsSpec(): KernelSpec {
+  return cached('stats', () => ({
+    name: 'arena.segmentStats',
+    bindings: ['uniform', 'read', 'read', 'rw'],
+    code: `
+struct P { nSeg: u32, segBase: u32, eta: f32, pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> table: array<u32>;
+@group(0) @binding(2) var<storage, read> partial: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> stats: array<vec4<f32>>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let s = gid.x;
+  if (s >= p.nSeg) { return; }
+  let e = p.segBase + s * 4u;
+  var sa = 0.0;
+  var su = 0.0;
+  for (var c = table[e + 3u]; c < table[e + 7u]; c++) { let v = partial[c]; sa += v.x; su += v.y; }
+  let wn = sqrt(sa);
+  let un = sqrt(su);
+  // LARS adapts weights only, and only when both norms are positive (optax scale_by_lars)
+  let adapt = table[e + 2u] == 0u && wn > 0.0 && un > 0.0;
+  stats[s] = vec4<f32>(select(1.0, p.eta * wn / un, adapt), wn, un, 0.0);
+}`,
+  }));
+}
+
+/**
+ * Per-segment statistics of two arena-layout buffers `a` (parameters) and `b` (gradients): a [S, 4] tensor of
+ * (trust ratio eta·||a||/||u||, ||a||, ||u||, 0) with u = b + wd·a in weight segments and u = b elsewhere;
+ * the ratio is 1 for bias/norm segments and where a norm is 0. Two dispatches.
+ */
+export function segmentStats(arena: Arena, a: ArenaBuffer, b: ArenaBuffer, wd: number, eta: number): Tensor {
+  arena.assertLive('segmentStats');
+  const L = arena.layout;
+  const bases = L.tableBases;
+  const partial = empty([L.nChunks, 2], 'f32', 'arena.partialNorms');
+  launch(partialSpec(), [params({ u: L.nChunks }, { u: bases.chunk }, { u: bases.seg }, wd), a.flat.binding('arena.partialNorms'),
+    b.flat.binding('arena.partialNorms'), arena.table.binding('arena.partialNorms'), partial.binding('arena.partialNorms')], grid1d(L.nChunks * WG, WG));
+  const S = L.segments.length;
+  const stats = empty([S, 4], 'f32', 'arena.segmentStats');
+  launch(statsSpec(), [params({ u: S }, { u: bases.seg }, eta), arena.table.binding(), partial.binding(), stats.binding()], [Math.ceil(S / 64)]);
+  partial.dispose();
+  return stats;
+}
+
+// ---- updates --------------------------------------------------------------------------------------------
+
+export type UpdateRule = 'sgd' | 'momentum' | 'adam' | 'adamw' | 'lars';
+
+const RULES: Record<UpdateRule, { state: string[]; stats: boolean; body: string }> = {
+  sgd: { state: [], stats: false, body: 'w[i] = x - p.lr * (gi + decay * x);' },
+  momentum: { state: ['mu'], stats: false, body: 'let m = p.momentum * mu[i] + gi + decay * x; mu[i] = m; w[i] = x - p.lr * m;' },
+  adam: {
+    state: ['m1', 'm2'],
+    stats: false,
+    body: `let gg = gi + decay * x;
+  let m = p.b1 * m1[i] + p.c1 * gg; let v = p.b2 * m2[i] + p.c2 * gg * gg;
+  m1[i] = m; m2[i] = v;
+  w[i] = x - p.lr * (m / p.bc1) / (sqrt(v / p.bc2) + p.eps);`,
+  },
+  // AdamW: decoupled decay (PyTorch: w *= 1 - lr·wd, then the Adam step on the raw gradient)
+  adamw: {
+    state: ['m1', 'm2'],
+    stats: false,
+    body: `let m = p.b1 * m1[i] + p.c1 * gi; let v = p.b2 * m2[i] + p.c2 * gi * gi;
+  m1[i] = m; m2[i] = v;
+  w[i] = x * (1.0 - p.lr * decay) - p.lr * (m / p.bc1) / (sqrt(v / p.bc2) + p.eps);`,
+  },
+  // LARS (BYOL's optax chain): u = (g + wd·w)·trust in weight segments, u = g elsewhere; then momentum
+  lars: { state: ['mu'], stats: true, body: 'let m = p.momentum * mu[i] + (gi + decay * x) * stats[seg].x; mu[i] = m; w[i] = x - p.lr * m;' },
+};
+
+function updateSpec(rule: UpdateRule): KernelSpec {
+  return cached(`update.${rule}`, () => {
+    const r = RULES[rule];
+    const extra = [...r.state.map((n) => `var<storage, read_write> ${n}: array<f32>;`), ...(r.stats ? ['var<storage, read> stats: array<vec4<f32>>;'] : [])];
+    const code = `
+struct P { n: u32, segBase: u32, blockBase: u32, exclude: u32, lr: f32, wd: f32, momentum: f32, eps: f32,
+  b1: f32, b2: f32, c1: f32, c2: f32, bc1: f32, bc2: f32, pad0: f32, pad1: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> w: array<f32>;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read> table: array<u32>;
+${extra.map((d, k) => `@group(0) @binding(${k + 4}) ${d}`).join('\n')}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = ${WGSL_INDEX1D(WG)};
+  if (i >= p.n) { return; }
+  let seg = table[p.blockBase + i / ${ARENA_ALIGN}u];
+  let e = p.segBase + seg * 4u;
+  if (i - table[e] >= table[e + 1u]) { return; } // padding after the segment stays zero
+  let decay = select(p.wd, 0.0, p.exclude != 0u && table[e + 2u] != 0u);
+  let x = w[i];
+  let gi = g[i];
+  ${r.body}
+}`;
+    const bindings: BindingKind[] = ['uniform', 'rw', 'read', 'read', ...r.state.map(() => 'rw' as const), ...(r.stats ? ['read' as const] : [])];
+    return { name: `optim.${rule}`, code, bindings };
+  });
+}
+
+export interface UpdateScalars {
+  lr: number;
+  weightDecay: number;
+  /** Skip weight decay in bias and norm segments. */
+  exclude: boolean;
+  momentum?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Adam bias corrections 1 - beta^t. */
+  bc1?: number;
+  bc2?: number;
+}
+
+/** One dispatch: updates arena.data in place from arena.grad and the rule's state buffers (and LARS stats). */
+export function arenaUpdate(arena: Arena, rule: UpdateRule, state: ArenaBuffer[], stats: Tensor | null, s: UpdateScalars): void {
+  arena.assertLive(`optim.${rule}`);
+  const r = RULES[rule];
+  if (state.length !== r.state.length) throw new Error(`optim.${rule}: expects ${r.state.length} state buffers, got ${state.length}`);
+  if (r.stats !== !!stats) throw new Error(`optim.${rule}: ${r.stats ? 'needs' : 'takes no'} segment stats`);
+  const L = arena.layout;
+  const b = L.tableBases;
+  const b1 = s.beta1 ?? 0;
+  const b2 = s.beta2 ?? 0;
+  const u = params({ u: L.length }, { u: b.seg }, { u: b.block }, { u: s.exclude ? 1 : 0 }, s.lr, s.weightDecay, s.momentum ?? 0, s.eps ?? 0,
+    b1, b2, 1 - b1, 1 - b2, s.bc1 ?? 1, s.bc2 ?? 1, 0, 0);
+  const name = `optim.${rule}`;
+  launch(updateSpec(rule), [u, arena.data.flat.binding(name), arena.grad.flat.binding(name), arena.table.binding(name),
+    ...state.map((x) => x.flat.binding(name)), ...(stats ? [stats.binding(name)] : [])], grid1d(L.length, WG));
+}
+
+// ---- EMA ------------------------------------------------------------------------------------------------
+
+function emaSpec(): KernelSpec {
+  return cached('ema', () => ({
+    name: 'ema',
+    bindings: ['uniform', 'rw', 'read'],
+    code: `
+struct P { n: u32, a: f32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> t: array<f32>;
+@group(0) @binding(2) var<storage, read> o: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = ${WGSL_INDEX1D(WG)};
+  if (i >= p.n) { return; }
+  let x = t[i];
+  t[i] = x + p.a * (o[i] - x);
+}`,
+  }));
+}
+
+/** t ← t + a·(o − t) over the first `t.layout.length` floats (a = 1 − tau, computed in float64 by the caller). */
+export function emaKernel(target: ArenaBuffer, online: ArenaBuffer, a: number): void {
+  const n = target.layout.length;
+  launch(emaSpec(), [params({ u: n }, a), target.flat.binding('ema'), online.flat.binding('ema')], grid1d(n, WG));
+}
+
+// ---- float64 reference ----------------------------------------------------------------------------------
+// Per-segment arrays, updated in place, exactly as the formulas in PyTorch (SGD, Adam, AdamW) and BYOL's
+// optax LARS (byol/utils/optimizers.py).
+
+export interface RefSeg {
+  kind: SegmentKind;
+  w: Float64Array;
+  g: Float64Array;
+}
+
+function norm(x: Float64Array): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  return Math.sqrt(s);
+}
+
+export const ref = {
+  norm,
+  sgd(segs: RefSeg[], mu: Float64Array[] | null, o: { lr: number; momentum: number; weightDecay: number; exclude: boolean }): void {
+    segs.forEach((s, k) => {
+      const wd = o.exclude && s.kind !== 'weight' ? 0 : o.weightDecay;
+      for (let i = 0; i < s.w.length; i++) {
+        const u = s.g[i] + wd * s.w[i];
+        if (mu) {
+          mu[k][i] = o.momentum * mu[k][i] + u;
+          s.w[i] -= o.lr * mu[k][i];
+        } else s.w[i] -= o.lr * u;
+      }
+    });
+  },
+  adam(segs: RefSeg[], m: Float64Array[], v: Float64Array[], t: number,
+    o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; exclude: boolean }): void {
+    const bc1 = 1 - o.beta1 ** t;
+    const bc2 = 1 - o.beta2 ** t;
+    segs.forEach((s, k) => {
+      const wd = o.exclude && s.kind !== 'weight' ? 0 : o.weightDecay;
+      for (let i = 0; i < s.w.length; i++) {
+        const g = o.decoupled ? s.g[i] : s.g[i] + wd * s.w[i];
+        m[k][i] = o.beta1 * m[k][i] + (1 - o.beta1) * g;
+        v[k][i] = o.beta2 * v[k][i] + (1 - o.beta2) * g * g;
+        const w = o.decoupled ? s.w[i] * (1 - o.lr * wd) : s.w[i];
+        s.w[i] = w - (o.lr * (m[k][i] / bc1)) / (Math.sqrt(v[k][i] / bc2) + o.eps);
+      }
+    });
+  },
+  /** Returns the trust ratio used for each segment. */
+  lars(segs: RefSeg[], mu: Float64Array[], o: { lr: number; momentum: number; weightDecay: number; eta: number }): number[] {
+    return segs.map((s, k) => {
+      const adapt = s.kind === 'weight';
+      const u = new Float64Array(s.w.length);
+      for (let i = 0; i < u.length; i++) u[i] = adapt ? s.g[i] + o.weightDecay * s.w[i] : s.g[i];
+      const wn = norm(s.w);
+      const un = norm(u);
+      const trust = adapt && wn > 0 && un > 0 ? (o.eta * wn) / un : 1;
+      for (let i = 0; i < u.length; i++) {
+        mu[k][i] = o.momentum * mu[k][i] + u[i] * trust;
+        s.w[i] -= o.lr * mu[k][i];
+      }
+      return trust;
+    });
+  },
+  ema(target: Float64Array, online: Float64Array, tau: number): void {
+    for (let i = 0; i < target.length; i++) target[i] = tau * target[i] + (1 - tau) * online[i];
+  },
+};
