@@ -9,6 +9,7 @@ import { gpu } from '../../engine/device.ts';
 import { Tensor, tensor, empty, tidy, keep, fmtShape } from '../../engine/tensor.ts';
 import { noGrad } from '../../engine/tape.ts';
 import { copyRange, sync } from '../../engine/recorder.ts';
+import { checkFeatures, labelArray, top1, type Labels } from './check.ts';
 import { ew } from '../../kernels/elementwise.ts';
 import { sum } from '../../kernels/reduce.ts';
 import { matmulRaw } from '../../kernels/matmul.ts';
@@ -33,29 +34,6 @@ export function l2NormalizeRows(x: Tensor): Tensor {
     const sq = sum(ew('l2NormalizeRows.square', 'a * a', [x], x.shape), 1, true);
     return ew('l2NormalizeRows', 'a / max(sqrt(b), 1e-12)', [x, sq], x.shape);
   }));
-}
-
-type Labels = Int32Array | Tensor;
-
-async function labelArray(what: string, labels: Labels, n: number, numClasses: number): Promise<Int32Array> {
-  let arr: Int32Array;
-  if (labels instanceof Tensor) {
-    labels.assertLive(what);
-    if (labels.dtype !== 'i32' || labels.rank !== 1) throw new Error(`${what} must be an i32 tensor [${n}], got ${labels.dtype} ${fmtShape(labels.shape)}`);
-    arr = (await labels.toArray()) as Int32Array;
-  } else if (labels instanceof Int32Array) arr = labels;
-  else throw new Error(`${what} must be an Int32Array or an i32 tensor`);
-  if (arr.length !== n) throw new Error(`${what}: ${arr.length} labels for ${n} feature rows`);
-  for (let i = 0; i < arr.length; i++) {
-    if (!(arr[i] >= 0 && arr[i] < numClasses)) throw new Error(`${what}: label ${arr[i]} at index ${i} is outside 0..${numClasses - 1} (numClasses ${numClasses})`);
-  }
-  return arr;
-}
-
-function checkFeatures(what: string, x: Tensor): void {
-  if (!(x instanceof Tensor)) throw new Error(`${what} must be a Tensor`);
-  x.assertLive(what);
-  if (x.dtype !== 'f32' || x.rank !== 2 || x.shape[0] < 1 || x.shape[1] < 1) throw new Error(`${what} must be f32 [rows, D] with rows, D >= 1, got ${x.dtype} ${fmtShape(x.shape)}`);
 }
 
 /** Default rows per chunk: a similarity matrix of at most 64 MiB (and the binding limit), 64..1024 rows. */
@@ -119,7 +97,5 @@ export async function knnAccuracy(train: Tensor, trainLabels: Labels, test: Tens
   checkFeatures('knn: test features', test);
   const want = await labelArray('knn: test labels', testLabels, test.shape[0], opts.numClasses);
   const got = await knnPredict(train, trainLabels, test, opts);
-  let correct = 0;
-  for (let i = 0; i < got.length; i++) if (got[i] === want[i]) correct++;
-  return { top1: correct / got.length };
+  return { top1: top1(got, want) };
 }
