@@ -93,14 +93,19 @@ ${scan('suffix')}    // scanBuf[t]: keys in bins >= t; exactly one bin has >= ne
   }
   let tau = prefix;
 
-  // ---- vote over contiguous index ranges (so ties can be ranked by index) ----
-  let len = (p.n + ${WG - 1}u) / ${WG}u;
-  let lo = min(t * len, p.n);
-  let hi = min(lo + len, p.n);
+  // ---- vote: interleaved over the row (contiguous loads), or, when only some of the keys equal to tau are
+  // taken, over contiguous index ranges per invocation so that those ties can be ranked by index ----
+  var first = t;
+  var step = ${WG}u;
+  var last = p.n;
   var tieBase = 0u;
   if (tieNeed != ALL) {
+    let len = (p.n + ${WG - 1}u) / ${WG}u;
+    first = min(t * len, p.n);
+    step = 1u;
+    last = min(first + len, p.n);
     var c = 0u;
-    for (var i = lo; i < hi; i++) { if (keyOf(sims[base + i]) == tau) { c++; } }
+    for (var i = first; i < last; i++) { if (keyOf(sims[base + i]) == tau) { c++; } }
     scanBuf[t] = c;
     workgroupBarrier();
 ${scan('prefix')}    tieBase = scanBuf[t] - c;
@@ -112,7 +117,7 @@ ${scan('prefix')}    tieBase = scanBuf[t] - c;
   for (var c0 = 0u; c0 < p.classes; c0 += ${B}u) {
     ${accs.map((j) => `var a${j} = 0.0;`).join(' ')}
     var ties = tieBase;
-    for (var i = lo; i < hi; i++) {
+    for (var i = first; i < last; i += step) {
       let v = sims[base + i];
       let key = keyOf(v);
       var take = key > tau;

@@ -59,6 +59,7 @@ const voteCases: VoteCase[] = [
   { R: 3, N: 2049, k: 64, T: 1, C: 37, ties: 'steps' }, // values on a coarse grid: many exact ties at the k-th
   { R: 4, N: 600, k: 250, T: 0.1, C: 4, ties: 'all' }, // every similarity equal: the first k by index vote
   { R: 2, N: 257, k: 256, T: 0.2, C: 5, ties: 'some' },
+  { R: 3, N: 400, k: 50, T: 0.005, C: 6 }, // exp(s / T) alone would overflow f32
 ];
 
 for (const c of voteCases) {
@@ -297,6 +298,15 @@ t('extractFeatures equals the encoder run on each batch (normalized), with progr
   assertClose(await raw.toArray(), await y.toArray(), 1e-5, 'unnormalized features');
   raw.dispose();
   y.dispose();
+  // a subset, in the order given
+  const pick = Int32Array.of(30, 2, 2, 17, 36);
+  const sub = await extractFeatures((x) => net.forward(x), gds, { indices: pick, batchSize: 2 });
+  const xs = new Float32Array(5 * 90);
+  pick.forEach((k, i) => xs.set(x.subarray(k * 90, (k + 1) * 90), i * 90));
+  const ys = noGrad(() => tidy(() => net.forward(tensor(xs, [5, 6, 5, 3]))));
+  assertClose(await sub.toArray(), await ys.toArray(), 1e-5, 'features of a subset');
+  sub.dispose();
+  ys.dispose();
   await sync();
   assert.is(liveTensors(), before);
   net.dispose();
@@ -310,10 +320,11 @@ t('extractFeatures errors: wrong batch from the encoder, wrong normalization, no
   let calls = 0;
   // 4 features for the first batch, 2 for the next
   const changing = (x: Tensor) => (calls++ ? sum(x.share([x.shape[0], 2, 2]), 2) : x.share([x.shape[0], 4]));
-  await rejectsWith(extractFeatures(changing, gds, { batchSize: 4 }), 'extractFeatures', 'returned [4, 2] at image 4', '4 features per image before');
+  await rejectsWith(extractFeatures(changing, gds, { batchSize: 4 }), 'extractFeatures', 'returned [4, 2] at batch row 4', '4 features per image before');
   await rejectsWith(extractFeatures((x) => x, gds, { normalize: { mean: [0.5, 0.5], std: [1, 1] } }), 'extractFeatures', '1 means and stds', '1 channels');
   await rejectsWith(extractFeatures((x) => x, gds, { normalize: { mean: [0.5], std: [0] } }), 'extractFeatures', 'positive stds');
   await rejectsWith(extractFeatures((x) => x, gds, { batchSize: 0 }), 'extractFeatures', 'batchSize');
+  await rejectsWith(extractFeatures((x) => x, gds, { indices: Int32Array.of(3, 10) }), 'extractFeatures', 'index 10 at position 1', '0..9');
   await sync();
   assert.is(liveTensors(), before);
   gds.dispose();

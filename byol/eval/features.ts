@@ -13,13 +13,15 @@ export interface ExtractOptions {
   batchSize?: number;
   /** Per-channel normalization applied to the [0, 1] pixels before the encoder: (x - mean) / std. */
   normalize?: { mean: number[]; std: number[] };
+  /** Only these images, in this order (default: all, in order); row i of the result is image indices[i]. */
+  indices?: Int32Array;
   /** Called after each batch has finished on the GPU, with images done so far and the total. */
   onProgress?: (done: number, total: number) => void;
 }
 
 /**
- * Runs `encoder` over every image of `data` in order and returns the features as one [N, D] f32 tensor
- * (owned by the caller). The encoder may return [B, D] or [B, ...] (flattened to D); put it in eval mode
+ * Runs `encoder` over every image of `data` in order (or the images at opts.indices) and returns the features
+ * as one [N, D] f32 tensor (owned by the caller). The encoder may return [B, D] or [B, ...] (flattened to D); put it in eval mode
  * first (BatchNorm running statistics). Runs under noGrad; every temporary is freed per batch.
  */
 export async function extractFeatures(encoder: (x: Tensor) => Tensor, data: GpuDataset, opts: ExtractOptions = {}): Promise<Tensor> {
@@ -36,7 +38,14 @@ export async function extractFeatures(encoder: (x: Tensor) => Tensor, data: GpuD
       throw new Error(`${what}: normalize needs finite means and positive stds, got mean [${norm.mean}] std [${norm.std}]`);
     }
   }
-  const n = data.n;
+  const indices = opts.indices;
+  if (indices !== undefined) {
+    if (!(indices instanceof Int32Array) || indices.length === 0) throw new Error(`${what}: indices must be a non-empty Int32Array`);
+    for (let i = 0; i < indices.length; i++) {
+      if (!(indices[i] >= 0 && indices[i] < data.n)) throw new Error(`${what}: index ${indices[i]} at position ${i} is out of range 0..${data.n - 1} for '${data.name}'`);
+    }
+  }
+  const n = indices ? indices.length : data.n;
   const meanT = norm ? keep(tensor(norm.mean, [data.channels])) : null;
   const stdT = norm ? keep(tensor(norm.std, [data.channels])) : null;
   // assigned inside the tidy() callback, so kept in an object (TypeScript does not track closure writes)
@@ -44,8 +53,7 @@ export async function extractFeatures(encoder: (x: Tensor) => Tensor, data: GpuD
   try {
     for (let start = 0; start < n; start += batchSize) {
       const count = Math.min(batchSize, n - start);
-      const idx = new Int32Array(count);
-      for (let i = 0; i < count; i++) idx[i] = start + i;
+      const idx = indices ? indices.subarray(start, start + count) : Int32Array.from({ length: count }, (_, i) => start + i);
       // tidy() frees its scope only when fn returns, so a failure is caught inside and rethrown after it
       let failure: unknown = null;
       noGrad(() => tidy(() => {
@@ -64,7 +72,7 @@ export async function extractFeatures(encoder: (x: Tensor) => Tensor, data: GpuD
             acc.dim = d;
             acc.out = keep(empty([n, d], 'f32', what));
           } else if (d !== acc.dim) {
-            throw new Error(`${what}: the encoder returned ${fmtShape(y.shape)} at image ${start} but ${acc.dim} features per image before`);
+            throw new Error(`${what}: the encoder returned ${fmtShape(y.shape)} at batch row ${start} but ${acc.dim} features per image before`);
           }
           const dst = acc.out.binding(what);
           const bytes = count * d * 4;
