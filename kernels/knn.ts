@@ -1,10 +1,13 @@
 // The selection and vote of a weighted k-nearest-neighbour classifier, one workgroup per query row of a
-// similarity matrix [R, N]: an exact radix select of the k-th largest similarity (four 8-bit histogram passes
-// over order-preserving u32 keys of the floats, in workgroup memory; it stops early once the remaining bin is
-// taken whole), then a vote that sums exp((s - s_max) / T) per class over the selected neighbours, then the
-// argmax. Only the predicted class of each row leaves the kernel; nothing of the N-wide rows is read back.
-// Ties at the k-th similarity are broken by train index (lower first), so exactly k neighbours vote.
-// Not differentiable (a classifier for evaluation).
+// similarity matrix [R, N]. Selection is an exact radix select of the k-th largest similarity over
+// order-preserving u32 keys of the floats (8-bit histograms in workgroup memory, stopping once the remaining bin
+// is taken whole). To touch each row few times, it first selects on a 1-in-16 sample of the row a key that at
+// least ~2k keys of the row should exceed, collects the keys at or above it into workgroup memory in one pass,
+// and selects among those; when that cannot work (k large, a sample unlike the row, too many equal keys) it
+// falls back to histogram passes over the whole row. Then one pass sums exp((s - s_max) / T) per class over the
+// selected neighbours, and the argmax is written. Only the predictions leave the kernel.
+// Ties at the k-th similarity go to the lower train index, so exactly k neighbours vote; the sums are in a fixed
+// order, so results are deterministic. Not differentiable (a classifier for evaluation).
 
 import { launch, params, type KernelSpec } from '../engine/recorder.ts';
 import { Tensor, empty, fmtShape } from '../engine/tensor.ts';
@@ -13,6 +16,10 @@ import { needsGrad } from '../engine/tape.ts';
 const WG = 256;
 /** Classes summed per pass over a row (registers per invocation); more classes take more passes. */
 const CLASS_BLOCK = 16;
+/** Candidate keys kept in workgroup memory by the sampled fast path. */
+const CAP = 2048;
+/** One element in SAMPLE_STRIDE is in the sample. */
+const SAMPLE_STRIDE = 16;
 
 let cached: KernelSpec | null = null;
 
@@ -27,12 +34,24 @@ function scan(dir: 'suffix' | 'prefix'): string {
   return s;
 }
 
+/**
+ * The sample rank for the fast path, or 0 for none: the sample's r-th largest key should have about
+ * SAMPLE_STRIDE * r >= k keys of the row above it (r is k / stride plus three standard deviations and a margin),
+ * and those must fit in CAP with room to spare.
+ */
+export function sampleRank(n: number, k: number): number {
+  const sampled = Math.ceil(n / SAMPLE_STRIDE);
+  const r = Math.ceil(k / SAMPLE_STRIDE) + Math.ceil(3 * Math.sqrt(k / SAMPLE_STRIDE)) + 4;
+  const expected = (r * n) / sampled;
+  return r <= sampled && expected <= CAP / 2 ? r : 0;
+}
+
 function voteSpec(): KernelSpec {
   if (cached) return cached;
   const B = CLASS_BLOCK;
   const accs = [...Array(B).keys()];
   const code = `
-struct P { n: u32, k: u32, rowOffset: u32, classes: u32, invT: f32, p0: u32, p1: u32, p2: u32 }
+struct P { n: u32, k: u32, rowOffset: u32, classes: u32, invT: f32, sampleRank: u32, p1: u32, p2: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> sims: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<i32>;
@@ -43,7 +62,12 @@ var<workgroup> hist: array<atomic<u32>, ${WG}>;
 var<workgroup> scanBuf: array<u32, ${WG}>;
 var<workgroup> pick: vec4<u32>;
 var<workgroup> maxKey: atomic<u32>;
+var<workgroup> candCount: atomic<u32>;
+var<workgroup> candTotal: u32;
+var<workgroup> cand: array<u32, ${CAP}>;
 var<workgroup> part: array<f32, ${B * WG}>;
+var<private> t: u32;
+var<private> base: u32;
 
 // order-preserving map of f32 bits to u32: negative floats reversed below the positive ones
 fn keyOf(v: f32) -> u32 {
@@ -55,28 +79,31 @@ fn valueOf(key: u32) -> f32 {
   return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));
 }
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let row = wid.x;
-  let base = row * p.n;
-  if (t == 0u) { atomicStore(&maxKey, 0u); }
-
-  // ---- radix select: the bin holding the k-th largest key, 8 bits at a time from the top ----
-  var prefix = 0u;   // the decided high bits of the k-th key
+// Radix select of the need-th largest key among the candidates (fromCand) or every stride-th key of the row.
+// Returns (tau, tieNeed): the neighbours are the keys > tau, and the first tieNeed (by index; ALL: every one)
+// of the keys == tau. floorKey: no key below it is a candidate (the early exit must not reach below it).
+fn radixSelect(stride: u32, fromCand: bool, count: u32, need0: u32, floorKey: u32) -> vec2<u32> {
+  var prefix = 0u;   // the decided high bits of the selected key
   var hiMask = 0u;   // which bits are decided
-  var need = p.k;    // neighbours still to take from inside the current bin
-  var tieNeed = ALL; // how many keys equal to prefix to take (ALL: every one)
+  var need = need0;  // keys still to take from inside the current bin
   for (var round = 0u; round < 4u; round++) {
     let shift = 24u - 8u * round;
     atomicStore(&hist[t], 0u);
     workgroupBarrier();
-    var mk = 0u;
-    for (var i = t; i < p.n; i += ${WG}u) {
-      let key = keyOf(sims[base + i]);
-      mk = max(mk, key);
-      if ((key & hiMask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
+    if (fromCand) {
+      for (var i = t; i < count; i += ${WG}u) {
+        let key = cand[i];
+        if ((key & hiMask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
+      }
+    } else {
+      var mk = 0u;
+      for (var i = t * stride; i < p.n; i += ${WG}u * stride) {
+        let key = keyOf(sims[base + i]);
+        mk = max(mk, key);
+        if ((key & hiMask) == prefix) { atomicAdd(&hist[(key >> shift) & 255u], 1u); }
+      }
+      if (round == 0u) { atomicMax(&maxKey, mk); }
     }
-    if (round == 0u) { atomicMax(&maxKey, mk); }
     workgroupBarrier();
     let h = atomicLoad(&hist[t]);
     scanBuf[t] = h;
@@ -88,10 +115,47 @@ ${scan('suffix')}    // scanBuf[t]: keys in bins >= t; exactly one bin has >= ne
     need -= pk.y;
     prefix |= pk.x << shift;
     hiMask |= 255u << shift;
-    if (pk.z == need) { break; } // the whole bin is taken: every key >= prefix is a neighbour
-    if (round == 3u) { tieNeed = need; } // prefix is the exact k-th key; take only 'need' of its copies
+    if (pk.z == need) { return vec2<u32>(max(prefix, floorKey), ALL); } // the whole bin is taken
   }
-  let tau = prefix;
+  return vec2<u32>(prefix, need); // prefix is the exact key; take 'need' of its copies
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  t = lid;
+  let row = wid.x;
+  base = row * p.n;
+  if (t == 0u) {
+    atomicStore(&maxKey, 0u);
+    atomicStore(&candCount, 0u);
+  }
+
+  // ---- select ----
+  var sel = vec2<u32>(0u, ALL);
+  var selected = false;
+  if (p.sampleRank > 0u) {
+    let keyLo = radixSelect(${SAMPLE_STRIDE}u, false, 0u, p.sampleRank, 0u).x;
+    var mk = 0u;
+    for (var i = t; i < p.n; i += ${WG}u) {
+      let key = keyOf(sims[base + i]);
+      mk = max(mk, key);
+      if (key >= keyLo) {
+        let slot = atomicAdd(&candCount, 1u);
+        if (slot < ${CAP}u) { cand[slot] = key; }
+      }
+    }
+    atomicMax(&maxKey, mk);
+    workgroupBarrier();
+    if (t == 0u) { candTotal = atomicLoad(&candCount); }
+    let total = workgroupUniformLoad(&candTotal);
+    if (total >= p.k && total <= ${CAP}u) {
+      sel = radixSelect(1u, true, total, p.k, keyLo);
+      selected = true;
+    }
+  }
+  if (!selected) { sel = radixSelect(1u, false, 0u, p.k, 0u); }
+  let tau = sel.x;
+  let tieNeed = sel.y;
 
   // ---- vote: interleaved over the row (contiguous loads), or, when only some of the keys equal to tau are
   // taken, over contiguous index ranges per invocation so that those ties can be ranked by index ----
@@ -191,7 +255,7 @@ export function knnVote(sims: Tensor, labels: Tensor, o: KnnVoteOptions, into?: 
     }
   } else preds = empty([R], 'i32', op);
   if (R === 0) return preds;
-  launch(voteSpec(), [params({ u: N }, { u: o.k }, { u: offset }, { u: o.numClasses }, 1 / o.temperature), sims.binding(op), labels.binding(op), preds.binding(op)], [R]);
+  launch(voteSpec(), [params({ u: N }, { u: o.k }, { u: offset }, { u: o.numClasses }, 1 / o.temperature, { u: sampleRank(N, o.k) }), sims.binding(op), labels.binding(op), preds.binding(op)], [R]);
   return preds;
 }
 

@@ -49,7 +49,7 @@ function gauss(r: () => number): number {
 
 // ---- kernels/knn.ts: the vote on given similarities --------------------------------------------------------
 
-interface VoteCase { R: number; N: number; k: number; T: number; C: number; ties?: 'some' | 'all' | 'steps' }
+interface VoteCase { R: number; N: number; k: number; T: number; C: number; ties?: 'some' | 'all' | 'steps' | 'top'; strided?: boolean }
 
 const voteCases: VoteCase[] = [
   { R: 5, N: 7, k: 3, T: 0.1, C: 3 },
@@ -60,10 +60,16 @@ const voteCases: VoteCase[] = [
   { R: 4, N: 600, k: 250, T: 0.1, C: 4, ties: 'all' }, // every similarity equal: the first k by index vote
   { R: 2, N: 257, k: 256, T: 0.2, C: 5, ties: 'some' },
   { R: 3, N: 400, k: 50, T: 0.005, C: 6 }, // exp(s / T) alone would overflow f32
+  // the sampled fast path (k small against N) and its fallbacks to full passes:
+  { R: 3, N: 5000, k: 20, T: 0.1, C: 10, ties: 'some' },
+  { R: 3, N: 5000, k: 20, T: 0.1, C: 10, ties: 'top' }, // the 30 largest are equal: the first 20 by index vote
+  { R: 2, N: 3000, k: 10, T: 0.1, C: 3, ties: 'all' }, // all keys tie: more candidates than workgroup memory holds
+  { R: 2, N: 4000, k: 100, T: 0.1, C: 4, strided: true }, // the 1-in-16 sample holds the largest values only
+  { R: 8, N: 4000, k: 8, T: 10, C: 4, strided: true }, // exactly k candidates, all in one top-digit bin
 ];
 
 for (const c of voteCases) {
-  t(`knnVote R${c.R} N${c.N} k${c.k} T${c.T} C${c.C}${c.ties ? ` ties:${c.ties}` : ''} matches the float64 vote`, async () => {
+  t(`knnVote R${c.R} N${c.N} k${c.k} T${c.T} C${c.C}${c.ties ? ` ties:${c.ties}` : ''}${c.strided ? ' strided' : ''} matches the float64 vote`, async () => {
     const r = rng(c.N + c.k);
     const sims = new Float32Array(c.R * c.N);
     for (let i = 0; i < sims.length; i++) {
@@ -71,9 +77,17 @@ for (const c of voteCases) {
       else if (c.ties === 'steps') sims[i] = Math.round((r() * 2 - 1) * 8) / 8;
       else sims[i] = r() * 2 - 1;
       if (c.ties === 'some' && i % 7 === 3) sims[i] = 0.5; // a block of equal values near the k-th largest
+      if (c.ties === 'top') sims[i] = i % 167 === 5 ? 0.995 : 0.99 * sims[i];
+      if (c.strided) sims[i] = (i % c.N) % 16 === 0 ? 0.9 + 0.1 * r() : -r();
     }
     // classes skewed so that k exceeds some class counts
     const labels = Int32Array.from({ length: c.N }, () => Math.min(c.C - 1, Math.floor(c.C * r() * r())));
+    if (c.strided) for (let i = 0; i < c.N; i += 16) labels[i] = (i / 16) % c.C; // the sampled ones: all classes
+    if (c.ties === 'top') {
+      // the first 20 tied (by index) are 11 of class 1 and 9 of class 0, the other 10 of class 0: taking all 30
+      // ties would elect class 0, taking the first 20 elects class 1
+      for (let i = 5, j = 0; i < c.N; i += 167, j++) labels[i] = j < 20 ? (j < 11 ? 1 : 0) : 0;
+    }
     const before = liveTensors();
     const s = tensor(sims, [c.R, c.N]);
     const l = tensor(labels, [c.N], { dtype: 'i32' });
