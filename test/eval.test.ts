@@ -262,7 +262,10 @@ t('knn errors: feature dimensions, label counts and ranges, k, chunk', async () 
   await rejectsWith(knnAccuracy(a, y10, c, y5, { numClasses: 2, k: 3, chunk: 0 }), 'chunk');
   const ints = tensor(new Int32Array(4), [1, 4], { dtype: 'i32' });
   await rejectsWith(knnAccuracy(a, y10, ints, Int32Array.of(0), { numClasses: 2, k: 3 }), 'test features', 'f32', 'i32');
-  for (const x of [a, b, c, ints]) x.dispose();
+  const nan = tensor(Float32Array.of(1, 2, 3, NaN, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20), [5, 4]);
+  await rejectsWith(knnAccuracy(a, y10, nan, y5, { numClasses: 2, k: 3 }), 'knn: test features', '[5, 4]', 'NaN or infinite');
+  await rejectsWith(linearProbe(nan, y5, c, y5, { numClasses: 2 }), 'linearProbe: train features', 'NaN or infinite');
+  for (const x of [a, b, c, ints, nan]) x.dispose();
   await sync();
   assert.is(liveTensors(), before);
 });

@@ -1,6 +1,8 @@
 // Argument checks shared by the evaluators: feature matrices and label lists (CPU arrays or GPU tensors).
 
 import { Tensor, fmtShape } from '../../engine/tensor.ts';
+import { noGrad } from '../../engine/tape.ts';
+import { sum } from '../../kernels/reduce.ts';
 
 export type Labels = Int32Array | Tensor;
 
@@ -36,4 +38,19 @@ export function top1(pred: Int32Array, labels: Int32Array): number {
   let correct = 0;
   for (let i = 0; i < pred.length; i++) if (pred[i] === labels[i]) correct++;
   return correct / pred.length;
+}
+
+/**
+ * Throws if x holds a NaN or an infinity (a diverged encoder), which would otherwise turn into silently wrong
+ * predictions. One reduction and one float read back.
+ */
+export async function assertFinite(what: string, x: Tensor): Promise<void> {
+  const total = noGrad(() => sum(x));
+  let v: number;
+  try {
+    v = await total.item();
+  } finally {
+    total.dispose();
+  }
+  if (!Number.isFinite(v)) throw new Error(`${what} ${fmtShape(x.shape)} contain NaN or infinite values (their sum is ${v})`);
 }

@@ -9,7 +9,7 @@ import { gpu } from '../../engine/device.ts';
 import { Tensor, tensor, empty, tidy, keep, fmtShape } from '../../engine/tensor.ts';
 import { noGrad } from '../../engine/tape.ts';
 import { copyRange, sync } from '../../engine/recorder.ts';
-import { checkFeatures, labelArray, top1, type Labels } from './check.ts';
+import { checkFeatures, labelArray, assertFinite, top1, type Labels } from './check.ts';
 import { ew } from '../../kernels/elementwise.ts';
 import { sum } from '../../kernels/reduce.ts';
 import { matmulRaw } from '../../kernels/matmul.ts';
@@ -65,6 +65,8 @@ export async function knnPredict(train: Tensor, trainLabels: Labels, test: Tenso
     throw new Error(`${what}: a similarity chunk of ${chunk} x ${N} floats exceeds the device's storage binding limit (${maxBinding} bytes); use a smaller chunk`);
   }
   const labelsCpu = await labelArray(`${what}: train labels`, trainLabels, N, C);
+  await assertFinite(`${what}: train features`, train);
+  await assertFinite(`${what}: test features`, test);
   const labelsT = keep(tensor(labelsCpu, [N], { dtype: 'i32' }));
   const trainN = keep(l2NormalizeRows(train));
   const preds = keep(empty([M], 'i32', what));

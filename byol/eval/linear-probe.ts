@@ -10,7 +10,7 @@ import { flush, sync } from '../../engine/recorder.ts';
 import { Linear, materialize } from '../../engine/nn.ts';
 import { Adam, SGD, type Optimizer } from '../../engine/optim.ts';
 import { Rng, deriveSeed } from '../../engine/random.ts';
-import { checkFeatures, labelArray, top1, type Labels } from './check.ts';
+import { checkFeatures, labelArray, assertFinite, top1, type Labels } from './check.ts';
 import { ew } from '../../kernels/elementwise.ts';
 import { mean } from '../../kernels/reduce.ts';
 import { softmaxCrossEntropy, argmax } from '../../kernels/softmax.ts';
@@ -90,6 +90,8 @@ export async function linearProbe(trainFeats: Tensor, trainLabels: Labels, testF
   const seed = opts.seed ?? 0;
   const trainY = await labelArray(`${what}: train labels`, trainLabels, N, C);
   const testY = await labelArray(`${what}: test labels`, testLabels, M, C);
+  await assertFinite(`${what}: train features`, trainFeats);
+  await assertFinite(`${what}: test features`, testFeats);
 
   const owned: Tensor[] = [];
   const own = (t: Tensor) => (owned.push(keep(t)), t);
