@@ -237,7 +237,8 @@ export function knnVote(sims: Tensor, labels: Tensor, o: KnnVoteOptions, into?: 
   if (sims.dtype !== 'f32' || sims.rank !== 2) throw new Error(`${op}: similarities must be f32 [R, N], got ${sims.dtype} ${fmtShape(sims.shape)}`);
   const [R, N] = sims.shape;
   if (labels.dtype !== 'i32' || labels.rank !== 1 || labels.size !== N) {
-    throw new Error(`${op}: labels must be i32 [${N}] (one per column of similarities ${fmtShape(sims.shape)}), got ${labels.dtype} ${fmtShape(labels.shape)}`);
+    const got = `${labels.dtype} ${fmtShape(labels.shape)}`;
+    throw new Error(`${op}: labels must be i32 [${N}] (one per column of similarities ${fmtShape(sims.shape)}), got ${got}`);
   }
   if (!Number.isInteger(o.k) || o.k < 1 || o.k > N) throw new Error(`${op}: k must be an integer in 1..${N} (the number of references), got ${o.k}`);
   if (!(o.temperature > 0) || !Number.isFinite(o.temperature)) throw new Error(`${op}: temperature must be a positive number, got ${o.temperature}`);
@@ -255,7 +256,8 @@ export function knnVote(sims: Tensor, labels: Tensor, o: KnnVoteOptions, into?: 
     }
   } else preds = empty([R], 'i32', op);
   if (R === 0) return preds;
-  launch(voteSpec(), [params({ u: N }, { u: o.k }, { u: offset }, { u: o.numClasses }, 1 / o.temperature, { u: sampleRank(N, o.k) }), sims.binding(op), labels.binding(op), preds.binding(op)], [R]);
+  const u = params({ u: N }, { u: o.k }, { u: offset }, { u: o.numClasses }, 1 / o.temperature, { u: sampleRank(N, o.k) });
+  launch(voteSpec(), [u, sims.binding(op), labels.binding(op), preds.binding(op)], [R]);
   return preds;
 }
 

@@ -165,7 +165,9 @@ t('gatherRows: f32 and i32 rows by a window of an index, out-of-range indices gi
 // ---- byol/eval/knn.ts ------------------------------------------------------------------------------------
 
 /** float64 kNN on f32 features: cosine similarities in float64, then the reference vote. */
-function cpuKnnScores(train: Float32Array, N: number, test: Float32Array, M: number, D: number, labels: Int32Array, k: number, T: number, C: number): Float64Array {
+function cpuKnnScores(
+  train: Float32Array, N: number, test: Float32Array, M: number, D: number, labels: Int32Array, k: number, T: number, C: number,
+): Float64Array {
   const norm = (x: Float32Array, i: number) => {
     let s = 0;
     for (let d = 0; d < D; d++) s += x[i * D + d] ** 2;

@@ -42,7 +42,9 @@ export async function extractFeatures(encoder: (x: Tensor) => Tensor, data: GpuD
   if (indices !== undefined) {
     if (!(indices instanceof Int32Array) || indices.length === 0) throw new Error(`${what}: indices must be a non-empty Int32Array`);
     for (let i = 0; i < indices.length; i++) {
-      if (!(indices[i] >= 0 && indices[i] < data.n)) throw new Error(`${what}: index ${indices[i]} at position ${i} is out of range 0..${data.n - 1} for '${data.name}'`);
+      if (!(indices[i] >= 0 && indices[i] < data.n)) {
+        throw new Error(`${what}: index ${indices[i]} at position ${i} is out of range 0..${data.n - 1} for '${data.name}'`);
+      }
     }
   }
   const n = indices ? indices.length : data.n;

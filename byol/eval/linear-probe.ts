@@ -68,7 +68,9 @@ async function accuracy(model: Linear, x: Tensor, labels: Int32Array): Promise<n
 }
 
 /** Trains a linear classifier on frozen train features and reports its top-1 accuracy on the test features. */
-export async function linearProbe(trainFeats: Tensor, trainLabels: Labels, testFeats: Tensor, testLabels: Labels, opts: LinearProbeOptions): Promise<LinearProbeResult> {
+export async function linearProbe(
+  trainFeats: Tensor, trainLabels: Labels, testFeats: Tensor, testLabels: Labels, opts: LinearProbeOptions,
+): Promise<LinearProbeResult> {
   const what = 'linearProbe';
   checkFeatures(`${what}: train features`, trainFeats);
   checkFeatures(`${what}: test features`, testFeats);
