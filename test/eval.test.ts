@@ -4,7 +4,7 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Tensor, tensor, sum, liveTensors, sync, noGrad, tidy } from '../engine/index.ts';
+import { Tensor, tensor, empty, sum, liveTensors, sync, noGrad, tidy, gpu } from '../engine/index.ts';
 import { arenaStats } from '../engine/arena.ts';
 import { Linear, ReLU, Sequential, Flatten, materialize } from '../engine/nn.ts';
 import { knnVote, ref as knnRef } from '../kernels/knn.ts';
@@ -267,7 +267,11 @@ t('knn errors: feature dimensions, label counts and ranges, k, chunk', async () 
   const nan = tensor(Float32Array.of(1, 2, 3, NaN, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20), [5, 4]);
   await rejectsWith(knnAccuracy(a, y10, nan, y5, { numClasses: 2, k: 3 }), 'knn: test features', '[5, 4]', 'NaN or infinite');
   await rejectsWith(linearProbe(nan, y5, c, y5, { numClasses: 2 }), 'linearProbe: train features', 'NaN or infinite');
-  for (const x of [a, b, c, ints, nan]) x.dispose();
+  // features too large for one storage binding (never written: the check comes first)
+  const rows = Math.floor(gpu().device.limits.maxStorageBufferBindingSize / 256) + 1;
+  const huge = empty([rows, 64]);
+  await rejectsWith(knnAccuracy(huge, new Int32Array(rows), c, y5, { numClasses: 2, k: 3 }), 'knn: train features', `[${rows}, 64]`, 'maxStorageBufferBindingSize');
+  for (const x of [a, b, c, ints, nan, huge]) x.dispose();
   await sync();
   assert.is(liveTensors(), before);
 });

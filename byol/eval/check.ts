@@ -1,17 +1,23 @@
 // Argument checks shared by the evaluators: feature matrices and label lists (CPU arrays or GPU tensors).
 
+import { gpu } from '../../engine/device.ts';
 import { Tensor, fmtShape } from '../../engine/tensor.ts';
 import { noGrad } from '../../engine/tape.ts';
 import { sum } from '../../kernels/reduce.ts';
 
 export type Labels = Int32Array | Tensor;
 
-/** Throws unless x is a live f32 [rows, D] tensor with rows, D >= 1. */
+/** Throws unless x is a live f32 [rows, D] tensor with rows, D >= 1 that kernels can bind whole. */
 export function checkFeatures(what: string, x: Tensor): void {
   if (!(x instanceof Tensor)) throw new Error(`${what} must be a Tensor`);
   x.assertLive(what);
   if (x.dtype !== 'f32' || x.rank !== 2 || x.shape[0] < 1 || x.shape[1] < 1) {
     throw new Error(`${what} must be f32 [rows, D] with rows, D >= 1, got ${x.dtype} ${fmtShape(x.shape)}`);
+  }
+  const limit = gpu().device.limits.maxStorageBufferBindingSize;
+  if (x.byteLength > limit) {
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+    throw new Error(`${what} ${fmtShape(x.shape)} take ${mib(x.byteLength)}, more than a kernel can bind on this device (maxStorageBufferBindingSize ${mib(limit)}); use fewer rows or features`);
   }
 }
 
