@@ -259,10 +259,12 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   const CK = mode === 'fwd' ? g.Cin : g.Cout;
   const CN = mode === 'fwd' ? g.Cout : g.Cin;
   const S = g.stride;
-  // odd channel counts (the RGB stem) take the scalar kernel with the smallest block: it compiles fast
+  // odd channel counts (the RGB stem) take the scalar kernel with the smallest block: it compiles fast. Without
+  // subgroups a lane keeps all of its group's rows, so the block stays small there too (GPU registers).
   const aligned = CK % 4 === 0 && CN % 4 === 0;
-  const RB = aligned ? t.RB : 1;
-  const CB = aligned ? t.CB : 1;
+  const big = aligned && L.subgroups;
+  const RB = big ? t.RB : 1;
+  const CB = big ? t.CB : 1;
   const spec = gatherSpec({ mode, aligned, RB, CB, lanes: L });
   // fwd rows decode as (n, oh, ow); dx rows as (n, ih / s, iw / s) within one parity class (ih % s, iw % s)
   const dh = mode === 'fwd' ? g.OH : Math.ceil(g.H / S);
@@ -406,9 +408,9 @@ const DW_MIN_PIXELS_PER_CHUNK = 64;
 function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor): Tensor {
   const L = lanes();
   const t = tiles;
-  const RQ = Math.min(t.RQ, L.SG);
+  const RQ = L.subgroups ? Math.min(t.RQ, L.SG) : 2;
   const aligned = g.Cin % 4 === 0 && g.Cout % 4 === 0;
-  const CB = aligned ? t.dwCB : 1;
+  const CB = aligned && L.subgroups ? t.dwCB : 1;
   const spec = weightGradSpec({ aligned, RQ, CB, U: t.U, lanes: L });
   const CQ = Math.ceil(g.Cin / 4);
   const NQ = Math.ceil(g.Cout / 4);
