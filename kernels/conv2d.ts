@@ -48,7 +48,7 @@ export interface ConvTiles {
   U: number;
 }
 
-export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 1, U: 1 };
+export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 2, U: 1 };
 let tiles: ConvTiles = DEFAULT_CONV_TILES;
 /** For the tuner and benchmarks. */
 export function setConvTiles(t: Partial<ConvTiles>): void {

@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { tensor } from '../engine/index.ts';
-import { conv2d, setConvLaneMode, ref } from '../kernels/conv2d.ts';
+import { conv2d, setConvLaneMode, setConvTiles, DEFAULT_CONV_TILES, ref } from '../kernels/conv2d.ts';
 
 const t = suite('conv2d');
 
@@ -55,6 +55,22 @@ for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of portable) {
     }
   });
 }
+
+// other register blocks (the tuner's knobs): 2 column quads per lane, 2 pixels per dW step, 2 dW steps unrolled
+t('conv2d with other tile shapes', async () => {
+  setConvTiles({ RB: 1, CB: 2, RQ: 2, dwCB: 1, U: 2 });
+  try {
+    await checkOp({
+      shapes: [[2, 7, 6, 8], [3, 3, 8, 72], [72]],
+      ref: ([x, w, b]) => ref.conv2d(x, w, b, 2, 1),
+      refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, 2, 1),
+      gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 2, padding: 1 }),
+      tol: 1e-4,
+    });
+  } finally {
+    setConvTiles(DEFAULT_CONV_TILES);
+  }
+});
 
 const throwsWith = (fn: () => unknown, ...parts: string[]) =>
   assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
