@@ -4,13 +4,16 @@
 //   dx        dx[m, ci] = sum_k dypatch[m, k] · wT[k, ci]   m = (n, ih, iw), k = (kh, kw, co), wT = w with ci/co swapped
 //   dW        dW[r, co] = sum_m xpatch[m, r] · dy[m, co]    r = (kh, kw, ci), split over chunks of m and summed
 //
-// Why the kernels look the way they do (measured on lavapipe, see bench/conv-quick.ts): every load from a storage
-// or workgroup buffer is a per-lane gather there, costing about as much for a vec4 as for one float, while ALU
-// work and subgroup shuffles are cheap. So operands are loaded as vec4 along channels (contiguous in NHWC/HWIO),
-// each lane loads a different row and the 8 lanes of a subgroup share them by subgroupBroadcast, and every lane
-// keeps a register block of rows x 4 columns; workgroup memory and barriers are not used at all. Where the adapter
-// has no subgroups of a fixed small width, the same kernels run with each lane loading the shared rows itself.
-// Channel counts that are not multiples of 4 take scalar loads with bounds checks (the RGB stem).
+// Why the kernels look the way they do (measured on lavapipe, Mesa 25.0, see bench/conv-quick.ts): llvmpipe turns
+// every buffer load whose address is not a compile-time constant into a per-lane loop of scalar loads, each with a
+// bounds-check branch, so loads dominate (a vec4 costs ~1.6x one float, i.e. 2.5x less per value), while ALU work
+// and subgroup shuffles are cheap. So operands are loaded as vec4 along channels (contiguous in NHWC/HWIO), each
+// lane of a subgroup loads a different row and the lanes share them by subgroupBroadcast, and every lane keeps a
+// register block of rows x 4 columns (spilling some of it is cheaper than loading more). Workgroup-memory loads are
+// only ~1.5-2x cheaper there and would need staging and barriers, so no tiles are staged: a workgroup is one
+// subgroup. Without subgroups of width 4 or 8 (browsers may have none) the same kernels run with every lane loading
+// the shared rows itself. Channel counts that are not multiples of 4 (the RGB stem) take scalar loads with checks.
+// Measured forward on the bench layer: ~25-30 GFLOPS per 2 CPU-seconds vs ~4.5 for matmulRaw's tiled kernel.
 
 import { launch, u32s, grid1d, type KernelSpec } from '../engine/recorder.ts';
 import { gpu } from '../engine/device.ts';
@@ -87,8 +90,8 @@ const range = (n: number) => [...Array(n).keys()];
 const XYZW = 'xyzw';
 
 // ---- forward and dx: gathered GEMM -----------------------------------------------------------------------
-// Shapes, kernel size, stride and padding are uniforms: one pipeline per (alignment, bias, tiles) serves every
-// layer of a network, which matters because each pipeline costs seconds of LLVM time on lavapipe.
+// Shapes, kernel size, stride, padding and bias are uniforms: one pipeline per (alignment, tiles) serves every layer
+// of a network, which matters because each pipeline costs seconds of LLVM time on lavapipe.
 
 interface GatherVariant {
   mode: 'fwd' | 'dx';
@@ -144,16 +147,15 @@ const GATHER_UNIFORMS = `struct P {
 function gatherSpec(v: GatherVariant): KernelSpec {
   return cached(JSON.stringify(v), () => {
     const { mode, aligned, RB, CB, lanes: L } = v;
-    const [alignK, alignN] = [aligned, aligned];
     const SG = L.SG;
-    const vt = (aligned: boolean) => (aligned ? 'vec4<f32>' : 'f32');
+    const T = aligned ? 'vec4<f32>' : 'f32';
     let c = header(L);
     c += `${GATHER_UNIFORMS}
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<${vt(alignK)}>;
-@group(0) @binding(2) var<storage, read> b: array<${vt(alignN)}>;
-@group(0) @binding(3) var<storage, read> bias: array<${vt(alignN)}>; // the weight again when there is no bias
-@group(0) @binding(4) var<storage, read_write> y: array<${vt(alignN)}>;
+@group(0) @binding(1) var<storage, read> a: array<${T}>;
+@group(0) @binding(2) var<storage, read> b: array<${T}>;
+@group(0) @binding(3) var<storage, read> bias: array<${T}>; // the weight again when there is no bias
+@group(0) @binding(4) var<storage, read_write> y: array<${T}>;
 ${entry(L)}
   let colTile = tile % p.colTiles;
   let rt = tile / p.colTiles;
@@ -194,14 +196,14 @@ ${entry(L)}
         const [yy, xx] = mode === 'fwd' ? [`y0${s} + kh`, `x0${s} + kw`] : [`y0${s} - (kh - kh0) / p.s`, `x0${s} - (kw - kw0) / p.s`];
         c += `    let yy${s} = ${yy}; let xx${s} = ${xx};
     let ab${s} = select(-1, (nb${s} + yy${s}) * p.sw + xx${s}, yy${s} >= 0 && yy${s} < p.sh && xx${s} >= 0 && xx${s} < p.sw);
-    let ai${s} = u32(max(ab${s}, 0)) * ${alignK ? 'p.kq' : 'p.ck'};
+    let ai${s} = u32(max(ab${s}, 0)) * ${aligned ? 'p.kq' : 'p.ck'};
 `;
       }
     }
     c += '    let kb = u32(kh * p.kw + kw) * p.ck;\n    for (var q = 0u; q < p.kq; q++) {\n';
     for (let rb = 0; rb < RB; rb++) {
       for (const { suffix: s } of rowsOf(L, rb)) {
-        if (alignK) c += `      let av${s} = select(vec4<f32>(0.0), a[ai${s} + q], ab${s} >= 0);\n`;
+        if (aligned) c += `      let av${s} = select(vec4<f32>(0.0), a[ai${s} + q], ab${s} >= 0);\n`;
         else {
           const ld = (j: number) => `select(0.0, a[ai${s} + min(q * 4u + ${j}u, p.ck - 1u)], ab${s} >= 0 && q * 4u + ${j}u < p.ck)`;
           c += `      let av${s} = vec4<f32>(${range(4).map(ld).join(', ')});\n`;
@@ -210,9 +212,9 @@ ${entry(L)}
     }
     for (let kk = 0; kk < 4; kk++) {
       // rows past the last channel multiply zeros; clamping keeps their (finite) weight reads in bounds
-      const krow = alignK ? `kb + q * 4u + ${kk}u` : `kb + min(q * 4u + ${kk}u, p.ck - 1u)`;
+      const krow = aligned ? `kb + q * 4u + ${kk}u` : `kb + min(q * 4u + ${kk}u, p.ck - 1u)`;
       for (let cb = 0; cb < CB; cb++) {
-        if (alignN) c += `      let b${kk}_${cb} = b[(${krow}) * p.nq + cl${cb}];\n`;
+        if (aligned) c += `      let b${kk}_${cb} = b[(${krow}) * p.nq + cl${cb}];\n`;
         else c += `      let b${kk}_${cb} = vec4<f32>(${range(4).map((j) => `b[(${krow}) * p.cn + min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')});\n`;
       }
     }
@@ -228,7 +230,7 @@ ${entry(L)}
     c += '    }\n  }\n  }\n';
     // epilogue: a lane keeps its column quads; row r's output index comes from the lane that decoded it
     for (let cb = 0; cb < CB; cb++) {
-      if (alignN) c += `  let bias${cb} = select(vec4<f32>(0.0), bias[cl${cb}], p.hasBias != 0u);\n`;
+      if (aligned) c += `  let bias${cb} = select(vec4<f32>(0.0), bias[cl${cb}], p.hasBias != 0u);\n`;
       else c += `  let bias${cb} = select(vec4<f32>(0.0), vec4<f32>(${range(4).map((j) => `bias[min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')}), p.hasBias != 0u);\n`;
     }
     for (let rb = 0; rb < RB; rb++) {
@@ -236,7 +238,7 @@ ${entry(L)}
         c += `  { let o = ${shared(L, 'o', rb, r)}; if (o >= 0) {\n`;
         for (let cb = 0; cb < CB; cb++) {
           const a = acc(rb, r, cb);
-          if (alignN) c += `    if (cq${cb} < p.nq) { y[u32(o) * p.nq + cq${cb}] = ${a} + bias${cb}; }\n`;
+          if (aligned) c += `    if (cq${cb} < p.nq) { y[u32(o) * p.nq + cq${cb}] = ${a} + bias${cb}; }\n`;
           else {
             for (let j = 0; j < 4; j++) {
               const col = `cq${cb} * 4u + ${j}u`;
@@ -304,16 +306,15 @@ const DW_UNIFORMS = `struct P {
 function weightGradSpec(v: WeightGradVariant): KernelSpec {
   return cached(JSON.stringify(v), () => {
     const { aligned, RQ, CB, U, lanes: L } = v;
-    const [alignK, alignN] = [aligned, aligned];
     const SG = L.SG;
     const PP = SG / RQ; // pixels per step
-    const vt = (aligned: boolean) => (aligned ? 'vec4<f32>' : 'f32');
+    const T = aligned ? 'vec4<f32>' : 'f32';
     let c = header(L);
     c += `${DW_UNIFORMS}
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<${vt(alignK)}>;
-@group(0) @binding(2) var<storage, read> dy: array<${vt(alignN)}>;
-@group(0) @binding(3) var<storage, read_write> out: array<${vt(alignN)}>;
+@group(0) @binding(1) var<storage, read> x: array<${T}>;
+@group(0) @binding(2) var<storage, read> dy: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> out: array<${T}>;
 ${entry(L)}
   let colTile = tile % p.colTiles;
   let rt = tile / p.colTiles;
@@ -353,7 +354,7 @@ ${entry(L)}
       let ok${s} = rowOk${s} && ow${s} < i32(p.OW) && xx${s} >= 0 && xx${s} < p.W;
       let xi${s} = u32(max(xrow${s} + xx${s}, 0));
 `;
-        if (alignK) c += `      let av${s} = select(vec4<f32>(0.0), x[xi${s} * p.cq + ciq${s}], ok${s});\n`;
+        if (aligned) c += `      let av${s} = select(vec4<f32>(0.0), x[xi${s} * p.cq + ciq${s}], ok${s});\n`;
         else {
           const ld = (j: number) => `select(0.0, x[xi${s} * p.cin + min(ciq${s} * 4u + ${j}u, p.cin - 1u)], ok${s} && ciq${s} * 4u + ${j}u < p.cin)`;
           c += `      let av${s} = vec4<f32>(${range(4).map(ld).join(', ')});\n`;
@@ -363,7 +364,7 @@ ${entry(L)}
         // a pixel past the row end has x = 0 in every lane that pairs with it; clamping keeps dy reads in bounds
         c += `      let pix${q} = dyrow + min(ow0 + ${u * PP + q}u, p.OW - 1u);\n`;
         for (let cb = 0; cb < CB; cb++) {
-          if (alignN) c += `      let b${q}_${cb} = dy[pix${q} * p.nq + cl${cb}];\n`;
+          if (aligned) c += `      let b${q}_${cb} = dy[pix${q} * p.nq + cl${cb}];\n`;
           else c += `      let b${q}_${cb} = vec4<f32>(${range(4).map((j) => `dy[pix${q} * p.cout + min(cl${cb} * 4u + ${j}u, p.cout - 1u)]`).join(', ')});\n`;
         }
       }
@@ -389,7 +390,7 @@ ${entry(L)}
         c += `    if (ci0 + ${j}u < p.cin) {\n      let row = base + ci0 + ${j}u;\n`;
         for (let cb = 0; cb < CB; cb++) {
           const a = acc(rr, j, cb);
-          if (alignN) c += `      if (cq${cb} < p.nq) { out[row * p.nq + cq${cb}] = ${a}; }\n`;
+          if (aligned) c += `      if (cq${cb} < p.nq) { out[row * p.nq + cq${cb}] = ${a}; }\n`;
           else for (let k = 0; k < 4; k++) c += `      if (cq${cb} * 4u + ${k}u < p.cout) { out[row * p.cout + cq${cb} * 4u + ${k}u] = ${a}.${XYZW[k]}; }\n`;
         }
         c += '    }\n';
