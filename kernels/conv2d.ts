@@ -17,7 +17,7 @@
 
 import { launch, u32s, grid1d, type KernelSpec } from '../engine/recorder.ts';
 import { gpu } from '../engine/device.ts';
-import { Tensor, empty, fmtShape } from '../engine/tensor.ts';
+import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { sum } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
@@ -419,6 +419,8 @@ function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor): Tensor {
   const rowTiles = Math.ceil(RQT / RQ);
   const colTiles = Math.ceil(NQ / (L.SG * CB));
   const lines = g.N * g.OH;
+  const wshape = [g.KH, g.KW, g.Cin, g.Cout];
+  if (lines === 0) return zeros(wshape); // an empty batch
   const byWork = Math.ceil((DW_TARGET_WORKGROUPS * L.G) / (rowTiles * colTiles));
   const byMinSize = Math.max(1, Math.floor((lines * g.OW) / DW_MIN_PIXELS_PER_CHUNK));
   let chunks = Math.max(1, Math.min(byWork, byMinSize, lines));
@@ -429,7 +431,6 @@ function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor): Tensor {
   const partial = empty([chunks, wsize], 'f32', 'conv2d.dW');
   const u = u32s(ntiles, rowTiles, colTiles, linesPerChunk, lines, g.H, g.W, g.OH, g.OW, g.Cin, g.Cout, CQ, NQ, RQT, g.KW, g.stride, g.pad, wsize);
   launch(spec, [u, x.binding('conv2d.dW'), dy.binding('conv2d.dW'), partial.binding('conv2d.dW')], grid1d(Math.ceil(ntiles / L.G), 1));
-  const wshape = [g.KH, g.KW, g.Cin, g.Cout];
   if (chunks === 1) {
     const dw = partial.share(wshape);
     partial.dispose();

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
-import { tensor } from '../engine/index.ts';
+import { tensor, variable, backward, tidy, liveTensors, sync } from '../engine/index.ts';
 import { conv2d, setConvLaneMode, setConvTiles, DEFAULT_CONV_TILES, ref } from '../kernels/conv2d.ts';
 
 const t = suite('conv2d');
@@ -9,7 +9,7 @@ const t = suite('conv2d');
 // [name, N, H, W, Cin, K, Cout, stride, pad, bias]
 type Case = [string, number, number, number, number, number, number, number, number, boolean];
 const cases: Case[] = [
-  ['1x1 stride 1 (matmul path)', 2, 5, 4, 8, 1, 12, 1, 0, true],
+  ['1x1 stride 1 (a plain GEMM)', 2, 5, 4, 8, 1, 12, 1, 0, true],
   ['1x1 stride 2 (ResNet downsample)', 2, 9, 7, 8, 1, 16, 2, 0, false],
   ['3x3 pad 1 stride 1, odd channels 5->17, batch 1', 1, 9, 7, 5, 3, 17, 1, 1, true],
   ['3x3 pad 1 stride 2', 2, 9, 7, 8, 3, 12, 2, 1, false],
@@ -70,6 +70,23 @@ t('conv2d with other tile shapes', async () => {
   } finally {
     setConvTiles(DEFAULT_CONV_TILES);
   }
+});
+
+t('conv2d of an empty batch', async () => {
+  const before = liveTensors();
+  const x = variable(new Float32Array(0), [0, 5, 5, 4]);
+  const w = variable(new Float32Array(3 * 3 * 4 * 8).fill(1), [3, 3, 4, 8]);
+  const b = variable(new Float32Array(8).fill(1), [8]);
+  const y = tidy(() => conv2d(x, w, b, { padding: 1 }));
+  assert.equal(y.shape, [0, 5, 5, 8]);
+  const dy = tensor(new Float32Array(0), [0, 5, 5, 8]);
+  backward(y, dy);
+  assert.equal(x.grad!.shape, [0, 5, 5, 4]);
+  assert.ok((await w.grad!.toArray()).every((v) => v === 0));
+  assert.ok((await b.grad!.toArray()).every((v) => v === 0));
+  for (const t of [x, w, b, y, dy]) t.dispose();
+  await sync();
+  assert.is(liveTensors(), before);
 });
 
 const throwsWith = (fn: () => unknown, ...parts: string[]) =>
