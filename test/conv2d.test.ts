@@ -56,7 +56,7 @@ for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of portable) {
   });
 }
 
-// other register blocks (the tuner's knobs): 2 column quads per lane, 2 pixels per dW step, 2 dW steps unrolled
+// other register blocks (the tuner's knobs): 2 column quads per lane; dW with 4 pixels per step, 2 steps unrolled
 t('conv2d with other tile shapes', async () => {
   setConvTiles({ RB: 1, CB: 2, RQ: 2, dwCB: 1, U: 2 });
   try {
