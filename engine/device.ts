@@ -43,6 +43,7 @@ let lostReason: string | null = null;
 const lostListeners: ((reason: string) => void)[] = [];
 // Bumped for every new device: GPU objects made under an older generation died with their device.
 let generation = 0;
+const RELEASED = 'released by releaseDevice()';
 // Resolves (never rejects) with the reason when the current device is lost, real or simulated; waits on the GPU
 // race it so that nothing pending hangs on a device that will never answer.
 let lostSignal: Promise<string> = new Promise(() => {});
@@ -122,9 +123,17 @@ export async function getDevice(): Promise<GpuContext> {
   }
 }
 
+/** What every use of a lost device throws: recover with releaseDevice() + getDevice() and reloading state. */
+export class DeviceLostError extends Error {
+  constructor(message: string, readonly reason: string) {
+    super(message);
+    this.name = 'DeviceLostError';
+  }
+}
+
 /** The error every use of a lost device throws; `op` names what was attempted. */
-export function deviceLostError(op: string, reason = lostReason ?? 'released'): Error {
-  return new Error(`WebGPU device lost (${reason}) during ${op}; call releaseDevice() and then getDevice() to continue on a new device (tensors of the lost device are gone: reload them, e.g. from a checkpoint)`);
+export function deviceLostError(op: string, reason = lostReason ?? RELEASED): DeviceLostError {
+  return new DeviceLostError(`WebGPU device lost (${reason}) during ${op}; call releaseDevice() and then getDevice() to continue on a new device (tensors of the lost device are gone: reload them, e.g. from a checkpoint)`, reason);
 }
 
 /**
@@ -174,7 +183,7 @@ export function releaseDevice(): void {
   current = null;
   lostReason = null;
   generation++; // even without a new device, what was made on the old one must not be used or pooled again
-  signalLost('released'); // anything still waiting on the old device stops waiting
+  signalLost(RELEASED); // anything still waiting on the old device stops waiting
   armLostSignal();
   c?.device.destroy();
   gpuHandle = null;

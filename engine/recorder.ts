@@ -2,7 +2,7 @@
 // submits it. A training step therefore costs one submit, and reading a tensor back is the only other sync.
 // Pipelines are cached by WGSL source, uniform buffers by their bytes (shapes repeat every step).
 
-import { gpu, onRelease, whenDeviceLost, deviceLostError } from './device.ts';
+import { gpu, onRelease, whenDeviceLost, deviceLostError, DeviceLostError } from './device.ts';
 import { BufferPool } from './pool.ts';
 
 export type BindingKind = 'uniform' | 'read' | 'rw';
@@ -311,6 +311,7 @@ export async function readRange(range: BufferRange, what: string): Promise<Array
     await unlessLost(staging.mapAsync(1), what); // GPUMapMode.READ
   } catch (e) {
     staging.destroy();
+    if (e instanceof DeviceLostError) throw e;
     gpu(what); // device loss first: it explains everything else
     await checkErrors(what);
     throw new Error(`${what}: reading back from the GPU failed: ${(e as Error).message}`);
