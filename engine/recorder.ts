@@ -45,6 +45,7 @@ interface EngineState {
   failed: Map<string, string>;
   dispatches: number;
   submits: number;
+  readbacks: number;
 }
 
 const MAX_UNIFORMS = 4096;
@@ -75,6 +76,7 @@ function engine(op?: string): EngineState {
       failed: new Map(),
       dispatches: 0,
       submits: 0,
+      readbacks: 0,
     };
   }
   return state;
@@ -305,6 +307,7 @@ export async function readRange(range: BufferRange, what: string): Promise<Array
   const size = Math.ceil(range.size / 4) * 4;
   if (range.offset + size > range.buffer.size) throw new Error(`${what}: range (offset ${range.offset}, size ${range.size}) exceeds its buffer of ${range.buffer.size} bytes`);
   const staging = device.createBuffer({ size, usage: 0x01 | 0x08 }); // MAP_READ | COPY_DST
+  engine().readbacks++;
   encoderForCopy(what).copyBufferToBuffer(range.buffer, range.offset, staging, 0, size);
   flush();
   try {
@@ -341,13 +344,15 @@ export function copyRange(src: BufferRange, dst: BufferRange, bytes: number): vo
 export interface RecorderStats {
   dispatches: number;
   submits: number;
+  /** readRange() calls: toArray(), item(), arena reads, health polls. */
+  readbacks: number;
   pipelines: number;
   uniforms: number;
 }
 
 export function recorderStats(): RecorderStats {
   const s = engine();
-  return { dispatches: s.dispatches, submits: s.submits, pipelines: s.pipelines.size, uniforms: s.uniforms.size };
+  return { dispatches: s.dispatches, submits: s.submits, readbacks: s.readbacks, pipelines: s.pipelines.size, uniforms: s.uniforms.size };
 }
 
 /** Packs uniform parameters: u32 for integers given as {u: n}, i32 as {i: n}, f32 for plain numbers. */
