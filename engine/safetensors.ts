@@ -52,7 +52,10 @@ function entriesOf(map: ReadonlyMap<string, TensorEntry> | Iterable<[string, Ten
   return [...(map as Iterable<[string, TensorEntry]>)];
 }
 
-/** The file's bytes: F32 tensors in the map's order, header padded with spaces to 8 bytes. */
+/**
+ * The file's bytes: tensors in the map's order as F32, or as I64 where an entry says dtype 'I64' (integer
+ * counters such as BatchNorm's num_batches_tracked, which PyTorch stores as int64); header padded to 8 bytes.
+ */
 export function serializeSafetensors(map: ReadonlyMap<string, TensorEntry> | Iterable<[string, TensorEntry]>, metadata?: Metadata): Uint8Array {
   const what = 'serializeSafetensors';
   const header: Record<string, unknown> = {};
@@ -70,8 +73,10 @@ export function serializeSafetensors(map: ReadonlyMap<string, TensorEntry> | Ite
     if (!(e.data instanceof Float32Array) || e.data.length !== n) {
       throw new Error(`${what}: '${name}' has shape [${e.shape.join(', ')}] (${n} values) but ${e.data?.length} Float32Array values`);
     }
-    header[name] = { dtype: 'F32', shape: e.shape, data_offsets: [offset, offset + 4 * n] };
-    offset += 4 * n;
+    if (e.dtype !== undefined && e.dtype !== 'F32' && e.dtype !== 'I64') throw new Error(`${what}: '${name}' has dtype ${e.dtype}; only F32 and I64 can be written`);
+    const width = e.dtype === 'I64' ? 8 : 4;
+    header[name] = { dtype: e.dtype === 'I64' ? 'I64' : 'F32', shape: e.shape, data_offsets: [offset, offset + width * n] };
+    offset += width * n;
   }
   let json = new TextEncoder().encode(JSON.stringify(header));
   const padded = Math.ceil(json.length / 8) * 8;
@@ -87,6 +92,11 @@ export function serializeSafetensors(map: ReadonlyMap<string, TensorEntry> | Ite
   out.set(json, 8);
   let at = 8 + json.length;
   for (const [, e] of entries) {
+    if (e.dtype === 'I64') {
+      for (let i = 0; i < e.data.length; i++) view.setBigInt64(at + 8 * i, BigInt(Math.round(e.data[i])), true);
+      at += 8 * e.data.length;
+      continue;
+    }
     if (littleEndian) out.set(new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength), at);
     else for (let i = 0; i < e.data.length; i++) view.setFloat32(at + 4 * i, e.data[i], true);
     at += e.data.byteLength;

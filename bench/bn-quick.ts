@@ -1,0 +1,92 @@
+// Quick timing of batchNorm (training, forward and forward + backward) on an NHWC activation, reported as GB/s of
+// the minimum traffic each pass needs. Not a test; a shared CPU "GPU" makes the numbers noisy.
+// Usage: npx tsx bench/bn-quick.ts [N H W C]   (default 32 32 32 64)
+
+import { getDevice, releaseDevice, tensor, tidy, backward, noGrad, sync, recorderStats, clearTape, type Tensor } from '../engine/index.ts';
+import { ew } from '../kernels/elementwise.ts';
+import { batchNorm, ref } from '../kernels/batchnorm.ts';
+import { randArr, rng, relErr } from '../test/helpers/gradcheck.ts';
+
+const shape = process.argv.length >= 6 ? process.argv.slice(2, 6).map(Number) : [32, 32, 32, 64];
+const C = shape[3];
+const N = shape.reduce((a, b) => a * b, 1);
+const ctx = await getDevice();
+console.log(`device: ${ctx.info.description || ctx.info.vendor}; x ${JSON.stringify(shape)} (${(N * 4 / 2 ** 20).toFixed(1)} MiB)`);
+
+const r = rng(1);
+const xa = randArr(shape, r);
+const ga = randArr([C], r, 0.5, 1.5);
+const ba = randArr([C], r);
+const x = tensor(Float32Array.from(xa.data), shape, { requiresGrad: true });
+const gamma = tensor(Float32Array.from(ga.data), [C], { requiresGrad: true });
+const beta = tensor(Float32Array.from(ba.data), [C], { requiresGrad: true });
+const runningMean = tensor(new Float32Array(C), [C]);
+const runningVar = tensor(new Float32Array(C).fill(1), [C]);
+const dy = tensor(Float32Array.from(randArr(shape, r).data), shape);
+
+function dropGrads(): void {
+  for (const t of [x, gamma, beta]) {
+    t.grad?.dispose();
+    t.grad = null;
+  }
+}
+
+function step(relu: boolean, withBackward: boolean): void {
+  const run = () => batchNorm(x, gamma, beta, { runningMean, runningVar }, { training: true, relu });
+  // forward alone under noGrad: a recorded tape that is never consumed would keep every step's tensors alive
+  if (withBackward) tidy(() => backward(run(), dy));
+  else tidy(() => noGrad(run));
+  dropGrads();
+}
+
+// check before timing: the forward against the float64 reference
+{
+  const y = tidy(() => batchNorm(x, gamma, beta, null, { training: true, relu: true }));
+  const err = relErr(await y.toArray() as Float32Array, ref.batchNorm(xa, ga, ba, { training: true, relu: true }).data);
+  console.log(`forward vs float64 reference: normalized error ${err.toExponential(2)}`);
+  y.dispose();
+  clearTape();
+}
+
+async function time(op: () => void): Promise<{ ms: number; dispatches: number }> {
+  op(); // compile and warm up
+  await sync();
+  let t0 = performance.now();
+  op();
+  await sync();
+  const k = Math.max(1, Math.ceil(300 / (performance.now() - t0)));
+  const d0 = recorderStats().dispatches;
+  const samples: number[] = [];
+  for (let s = 0; s < 5; s++) {
+    t0 = performance.now();
+    for (let i = 0; i < k; i++) op();
+    await sync();
+    samples.push((performance.now() - t0) / k);
+  }
+  const dispatches = (recorderStats().dispatches - d0) / (5 * k);
+  samples.sort((a, b) => a - b);
+  return { ms: samples[2], dispatches };
+}
+
+// what this machine's elementwise kernels reach on the same size: a copy (read x, write y)
+{
+  const { ms } = await time(() => ew('copy', 'a', [x], shape).dispose());
+  console.log(`elementwise copy (baseline)  : ${ms.toFixed(2)} ms, ${(8 * N / ms / 1e6).toFixed(2)} GB/s`);
+}
+
+// minimum traffic in units of the activation size: stats read x; normalize reads x, writes y; the backward
+// reduction reads x, dy (and y for the ReLU mask); the dx pass reads the same and writes dx
+for (const relu of [false, true]) {
+  const fwd = 3;
+  const bwd = relu ? 7 : 5;
+  for (const withBackward of [false, true]) {
+    const { ms, dispatches } = await time(() => step(relu, withBackward));
+    const bytes = (withBackward ? fwd + bwd : fwd) * N * 4;
+    console.log(`${withBackward ? 'forward+backward' : 'forward         '} relu=${relu ? 'yes' : 'no '}: ${ms.toFixed(2)} ms, ` +
+      `${(bytes / ms / 1e6).toFixed(2)} GB/s (${(bytes / 2 ** 20).toFixed(0)} MiB moved, ${dispatches} dispatches)`);
+  }
+}
+
+for (const t of [x, gamma, beta, runningMean, runningVar, dy] as Tensor[]) t.dispose();
+await sync();
+releaseDevice();

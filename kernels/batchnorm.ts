@@ -1,0 +1,461 @@
+// Batch normalization over the last (channel) axis, BatchNorm1d on [N, C] and BatchNorm2d on NHWC [N, H, W, C]:
+// x is viewed as [R, C]. Training statistics come from a two-level reduction: workgroups sum shifted values
+// d = x - x[0, c] and d² over chunks of rows, a second dispatch adds the chunks up; shifting by a sample of the
+// channel keeps E[d²] - E[d]² free of the cancellation that ruins it when |mean| >> std. The finishing dispatch
+// writes the per-channel constants that the normalize pass and the backward read, and updates the running
+// statistics in place. The mean is kept as shift + dmean (both f32) and x - mean evaluated as (x - shift) - dmean:
+// x - shift is exact for nearby values, so xhat stays accurate even where one f32 ulp of the mean is a sizable
+// fraction of the std. Forward: 2-3 dispatches; backward: 2-3.
+
+import { launch, grid1d, params, u32s, type BindingKind, type KernelSpec, type LaunchArg } from '../engine/recorder.ts';
+import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
+import { needsGrad, record } from '../engine/tape.ts';
+import type { Arr } from '../engine/ref.ts';
+
+export interface BatchNormStats {
+  runningMean: Tensor;
+  runningVar: Tensor;
+}
+
+export interface BatchNormOptions {
+  training: boolean;
+  /** Weight of the batch statistic in the running average (PyTorch convention). Default 0.1. */
+  momentum?: number;
+  eps?: number;
+  /** Fuse a ReLU after the affine transform; its backward masks by the output. */
+  relu?: boolean;
+}
+
+const WG = 256;
+const ROWS_PER_THREAD = 16; // per chunk: enough work per invocation to pay for its share of the tree
+const MAX_CHUNKS = 512;
+
+/** How a [R, C] problem maps onto reduce workgroups: TCW channel lanes by TR row lanes. */
+interface Layout {
+  R: number;
+  C: number;
+  vec: boolean; // C % 4 == 0: one lane handles 4 channels as a vec4
+  Cv: number; // channel lanes in use (C or C / 4)
+  TCW: number;
+  TR: number;
+  blocks: number; // workgroups along channels
+  chunks: number; // workgroups along rows
+  rowsPerChunk: number;
+}
+
+function layoutOf(R: number, C: number): Layout {
+  const vec = C % 4 === 0;
+  const Cv = vec ? C / 4 : C;
+  let TCW = 1;
+  while (TCW < Cv && TCW < 64) TCW *= 2;
+  const TR = WG / TCW;
+  const chunks = Math.max(1, Math.min(MAX_CHUNKS, Math.ceil(R / (TR * ROWS_PER_THREAD))));
+  const rowsPerChunk = Math.max(1, Math.ceil(R / chunks));
+  return { R, C, vec, Cv, TCW, TR, blocks: Math.ceil(Cv / TCW), chunks: Math.max(1, Math.ceil(R / rowsPerChunk)), rowsPerChunk };
+}
+
+// ---- WGSL -----------------------------------------------------------------------------------------------
+
+/** A kernel whose storage bindings are named, so launches pass them by name in whichever set the variant has. */
+interface NamedSpec extends KernelSpec {
+  names: string[];
+}
+
+class ModuleBuilder {
+  private decls: string[] = [];
+  private kinds: BindingKind[] = [];
+  private names: string[] = [];
+  constructor(uniformStruct: string) {
+    this.decls.push(`struct P { ${uniformStruct} }`, '@group(0) @binding(0) var<uniform> p: P;');
+    this.kinds.push('uniform');
+    this.names.push('p');
+  }
+  storage(name: string, kind: 'read' | 'rw', type: string): this {
+    const access = kind === 'read' ? 'read' : 'read_write';
+    this.decls.push(`@group(0) @binding(${this.kinds.length}) var<storage, ${access}> ${name}: array<${type}>;`);
+    this.kinds.push(kind);
+    this.names.push(name);
+    return this;
+  }
+  build(name: string, body: string): NamedSpec {
+    return { name, code: `${this.decls.join('\n')}\n${body}`, bindings: this.kinds, names: this.names };
+  }
+}
+
+function run(spec: NamedSpec, args: Record<string, LaunchArg>, grid: [number, number?, number?]): void {
+  launch(spec, spec.names.map((n) => {
+    const a = args[n];
+    if (!a) throw new Error(`${spec.name}: no argument for binding '${n}' (engine bug)`);
+    return a;
+  }), grid);
+}
+
+const REDUCE_UNIFORM = 'R: u32, Cv: u32, rowsPerChunk: u32, chunks: u32, momentum: f32, eps: f32, unbias: f32, training: f32, TCW: u32, TR: u32,';
+
+interface ReduceVariant {
+  pass: 'forward' | 'backward';
+  /** Sum the chunk partials of a previous dispatch instead of the data. */
+  fromPartials: boolean;
+  /** Write the per-channel results (else chunk partials). */
+  final: boolean;
+  vec: boolean;
+  relu: boolean; // backward: mask dy by y > 0
+  running: boolean; // forward final: update the running statistics
+}
+
+const specs = new Map<string, NamedSpec>();
+
+function cached(key: string, make: () => NamedSpec): NamedSpec {
+  let s = specs.get(key);
+  if (!s) specs.set(key, (s = make()));
+  return s;
+}
+
+function reduceSpec(v: ReduceVariant): NamedSpec {
+  return cached(`reduce|${JSON.stringify(v)}`, () => {
+    const T = v.vec ? 'vec4<f32>' : 'f32';
+    const m = new ModuleBuilder(REDUCE_UNIFORM);
+    const fwd = v.pass === 'forward';
+    if (fwd) m.storage('x', 'read', T); // the shift x[0, c] is read by both levels
+    else {
+      if (!v.fromPartials) {
+        m.storage('x', 'read', T).storage('dy', 'read', T);
+        if (v.relu) m.storage('y', 'read', T);
+      }
+      m.storage('stats', 'read', T);
+    }
+    if (v.fromPartials) m.storage('part', 'read', T);
+    if (!v.final) m.storage('part', 'rw', T);
+    else if (fwd) {
+      m.storage('gamma', 'read', T).storage('stats', 'rw', T);
+      if (v.running) m.storage('runningMean', 'rw', T).storage('runningVar', 'rw', T);
+    } else m.storage('dgamma', 'rw', T).storage('dbeta', 'rw', T).storage('coef', 'rw', T);
+
+    // accumulation of a (first sum) and b (second sum) for one lane over its rows
+    let source: string;
+    if (v.fromPartials) {
+      source = `for (var k = rl; k < p.chunks; k += p.TR) { a += part[2u * k * p.Cv + c]; b += part[(2u * k + 1u) * p.Cv + c]; }`;
+    } else {
+      const term = (r: string, k: number) => fwd
+        ? `let d${k} = x[(${r}) * p.Cv + c] - shift; a += d${k}; b += d${k} * d${k};`
+        : `let g${k} = ${v.relu ? `select(${T}(0.0), dy[(${r}) * p.Cv + c], y[(${r}) * p.Cv + c] > ${T}(0.0))` : `dy[(${r}) * p.Cv + c]`}; a += g${k}; b += g${k} * ((x[(${r}) * p.Cv + c] - shift) - dmean);`;
+      source = `${fwd ? 'let shift = x[c];' : 'let shift = stats[c]; let dmean = stats[p.Cv + c];'}
+    let r1 = min((chunk + 1u) * p.rowsPerChunk, p.R);
+    var r = chunk * p.rowsPerChunk + rl;
+    for (; r + 3u * p.TR < r1; r += 4u * p.TR) {
+      ${[0, 1, 2, 3].map((k) => term(k ? `r + ${k}u * p.TR` : 'r', k)).join('\n      ')}
+    }
+    for (; r < r1; r += p.TR) { ${term('r', 0)} }`;
+    }
+    let epilogue: string;
+    if (!v.final) epilogue = 'part[2u * chunk * p.Cv + c] = A; part[(2u * chunk + 1u) * p.Cv + c] = B;';
+    else if (fwd) {
+      epilogue = `let n = f32(p.R);
+    let dm = A / n;
+    let variance = max(B / n - dm * dm, ${T}(0.0));
+    let invstd = inverseSqrt(variance + p.eps);
+    stats[c] = x[c];
+    stats[p.Cv + c] = dm;
+    stats[2u * p.Cv + c] = invstd;
+    stats[3u * p.Cv + c] = gamma[c] * invstd;
+    ${v.running ? `runningMean[c] = (1.0 - p.momentum) * runningMean[c] + p.momentum * (x[c] + dm);
+    runningVar[c] = (1.0 - p.momentum) * runningVar[c] + p.momentum * p.unbias * variance;` : ''}`;
+    } else {
+      // dgamma = sum(dy * xhat), dbeta = sum(dy); coef feeds dx = scale * (dy - coef0 - xhat * coef1)
+      epilogue = `let n = f32(p.R);
+    let sdyx = B * stats[2u * p.Cv + c];
+    dgamma[c] = sdyx;
+    dbeta[c] = A;
+    coef[c] = A * (p.training / n);
+    coef[p.Cv + c] = sdyx * (p.training / n);`;
+    }
+    const body = `
+var<workgroup> sa: array<${T}, ${WG}>;
+var<workgroup> sb: array<${T}, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let lane = t % p.TCW;
+  let rl = t / p.TCW;
+  let c = wid.x * p.TCW + lane;
+  let chunk = wid.y;
+  var a = ${T}(0.0);
+  var b = ${T}(0.0);
+  if (c < p.Cv) {
+    ${source}
+  }
+  sa[t] = a;
+  sb[t] = b;
+  workgroupBarrier();
+  // a loop, not unrolled: it runs once per workgroup, and every barrier costs llvmpipe compile time
+  for (var s = p.TR / 2u; s > 0u; s >>= 1u) {
+    if (rl < s) { sa[t] += sa[t + s * p.TCW]; sb[t] += sb[t + s * p.TCW]; }
+    workgroupBarrier();
+  }
+  if (rl == 0u && c < p.Cv) {
+    let A = sa[t];
+    let B = sb[t];
+    ${epilogue}
+  }
+}`;
+    const what = v.final ? (v.fromPartials ? 'finish' : 'reduce+finish') : 'reduce';
+    return m.build(`batchNorm.${v.pass === 'forward' ? 'stats' : 'backward'}.${what}`, body);
+  });
+}
+
+const INDEX1D = `gid.x + gid.y * (nwg.x * ${WG}u)`;
+
+function normalizeSpec(vec: boolean, relu: boolean): NamedSpec {
+  return cached(`normalize|${vec}|${relu}`, () => {
+    const T = vec ? 'vec4<f32>' : 'f32';
+    const m = new ModuleBuilder('n: u32, Cv: u32,').storage('x', 'read', T).storage('stats', 'read', T).storage('beta', 'read', T).storage('y', 'rw', T);
+    // (x - mean) * scale, not x * scale + (beta - mean * scale): that cancels catastrophically when |mean| >> std
+    return m.build('batchNorm.normalize', `
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = ${INDEX1D};
+  if (i >= p.n) { return; }
+  let c = i % p.Cv;
+  let v = ((x[i] - stats[c]) - stats[p.Cv + c]) * stats[3u * p.Cv + c] + beta[c];
+  y[i] = ${relu ? `max(v, ${T}(0.0))` : 'v'};
+}`);
+  });
+}
+
+function applyGradSpec(vec: boolean, relu: boolean): NamedSpec {
+  return cached(`applyGrad|${vec}|${relu}`, () => {
+    const T = vec ? 'vec4<f32>' : 'f32';
+    const m = new ModuleBuilder('n: u32, Cv: u32,').storage('x', 'read', T).storage('dy', 'read', T);
+    if (relu) m.storage('y', 'read', T);
+    m.storage('stats', 'read', T).storage('coef', 'read', T).storage('dx', 'rw', T);
+    return m.build('batchNorm.backward.dx', `
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = ${INDEX1D};
+  if (i >= p.n) { return; }
+  let c = i % p.Cv;
+  let g = ${relu ? `select(${T}(0.0), dy[i], y[i] > ${T}(0.0))` : 'dy[i]'};
+  let xhat = ((x[i] - stats[c]) - stats[p.Cv + c]) * stats[2u * p.Cv + c];
+  dx[i] = stats[3u * p.Cv + c] * (g - coef[c] - xhat * coef[p.Cv + c]);
+}`);
+  });
+}
+
+function evalStatsSpec(): NamedSpec {
+  return cached('evalStats', () => {
+    const m = new ModuleBuilder('C: u32, eps: f32,').storage('runningMean', 'read', 'f32').storage('runningVar', 'read', 'f32')
+      .storage('gamma', 'read', 'f32').storage('stats', 'rw', 'f32');
+    return m.build('batchNorm.evalStats', `
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  if (c >= p.C) { return; }
+  let invstd = inverseSqrt(runningVar[c] + p.eps);
+  stats[c] = runningMean[c];
+  stats[p.C + c] = 0.0;
+  stats[2u * p.C + c] = invstd;
+  stats[3u * p.C + c] = gamma[c] * invstd;
+}`);
+  });
+}
+
+// ---- launches ---------------------------------------------------------------------------------------------
+
+interface ReduceArgs {
+  pass: 'forward' | 'backward';
+  relu: boolean;
+  running: boolean;
+  uniform: ArrayBuffer;
+  /** bindings for the data level and for the finishing level */
+  data: Record<string, LaunchArg>;
+  finish: Record<string, LaunchArg>;
+}
+
+/** One dispatch when a single chunk covers all rows, else chunk partials and a finishing dispatch. */
+function reduceLaunch(L: Layout, a: ReduceArgs): void {
+  const base = { pass: a.pass, vec: L.vec, relu: a.relu, running: a.running };
+  const op = `batchNorm${a.pass === 'backward' ? '.backward' : ''}`;
+  if (L.chunks === 1) {
+    run(reduceSpec({ ...base, fromPartials: false, final: true }), { p: a.uniform, ...a.data, ...a.finish }, [L.blocks, 1]);
+    return;
+  }
+  const part = empty([L.chunks, 2, L.C], 'f32', op);
+  run(reduceSpec({ ...base, fromPartials: false, final: false }), { p: a.uniform, ...a.data, part: part.binding(op) }, [L.blocks, L.chunks]);
+  run(reduceSpec({ ...base, fromPartials: true, final: true }), { p: a.uniform, ...a.data, ...a.finish, part: part.binding(op) }, [L.blocks, 1]);
+  part.dispose();
+}
+
+function reduceUniform(L: Layout, momentum: number, eps: number, training: boolean): ArrayBuffer {
+  return params({ u: L.R }, { u: L.Cv }, { u: L.rowsPerChunk }, { u: L.chunks }, momentum, eps, L.R / (L.R - 1), training ? 1 : 0, { u: L.TCW }, { u: L.TR });
+}
+
+function validate(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): number {
+  const op = 'batchNorm';
+  const all = [x, gamma, beta, ...(stats ? [stats.runningMean, stats.runningVar] : [])];
+  for (const t of all) {
+    t.assertLive(op);
+    if (t.dtype !== 'f32') throw new Error(`${op}: expected f32 tensors, got ${t.dtype} tensor ${fmtShape(t.shape)}`);
+  }
+  if (x.rank < 2) throw new Error(`${op}: x must have rank >= 2 ([N, C] or [N, H, W, C], channels last), got ${fmtShape(x.shape)}`);
+  const C = x.shape[x.rank - 1];
+  if (C === 0) throw new Error(`${op}: x ${fmtShape(x.shape)} has no channels`);
+  const perChannel: [string, Tensor][] = [['gamma', gamma], ['beta', beta]];
+  if (stats) perChannel.push(['runningMean', stats.runningMean], ['runningVar', stats.runningVar]);
+  for (const [name, t] of perChannel) {
+    if (t.rank !== 1 || t.shape[0] !== C) throw new Error(`${op}: ${name} has shape ${fmtShape(t.shape)}, expected [${C}] for x ${fmtShape(x.shape)}`);
+  }
+  const R = x.size / C;
+  if (opts.training && R < 2) {
+    throw new Error(`${op}: expected more than 1 value per channel when training, got x ${fmtShape(x.shape)} (${R} per channel)`);
+  }
+  if (!opts.training && !stats) throw new Error(`${op}: eval mode (training: false) needs running statistics, got null for x ${fmtShape(x.shape)}`);
+  if (stats && stats.runningMean.storage === stats.runningVar.storage) {
+    throw new Error(`${op}: runningMean and runningVar must be separate tensors (they are updated in place)`);
+  }
+  const momentum = opts.momentum ?? 0.1;
+  const eps = opts.eps ?? 1e-5;
+  if (!(momentum >= 0 && momentum <= 1)) throw new Error(`${op}: momentum must be in [0, 1], got ${momentum}`);
+  if (!(eps >= 0)) throw new Error(`${op}: eps must be >= 0, got ${eps}`);
+  return C;
+}
+
+/**
+ * y = gamma * (x - mean) / sqrt(var + eps) + beta over the last axis (channels), optionally followed by ReLU.
+ * Training: batch statistics (biased variance), and the running statistics, when given, move towards the batch
+ * ones in place (unbiased variance, as PyTorch). Eval: the running statistics. Differentiable in x, gamma, beta.
+ */
+export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): Tensor {
+  const C = validate(x, gamma, beta, stats, opts);
+  const op = 'batchNorm';
+  const relu = !!opts.relu;
+  const momentum = opts.momentum ?? 0.1;
+  const eps = opts.eps ?? 1e-5;
+  const L = layoutOf(x.size / C, C);
+  const st = empty([4, C], 'f32', op); // shift, dmean (mean = shift + dmean), invstd, gamma * invstd
+  if (opts.training) {
+    const running = !!stats;
+    reduceLaunch(L, {
+      pass: 'forward', relu: false, running,
+      uniform: reduceUniform(L, momentum, eps, true),
+      data: { x: x.binding(op) },
+      finish: {
+        gamma: gamma.binding(op), stats: st.binding(op),
+        ...(running ? { runningMean: stats!.runningMean.binding(op), runningVar: stats!.runningVar.binding(op) } : {}),
+      },
+    });
+  } else {
+    run(evalStatsSpec(), {
+      p: params({ u: C }, eps), runningMean: stats!.runningMean.binding(op), runningVar: stats!.runningVar.binding(op),
+      gamma: gamma.binding(op), stats: st.binding(op),
+    }, [Math.ceil(C / 64)]);
+  }
+  const y = empty(x.shape, 'f32', op);
+  const n = L.R * L.Cv;
+  run(normalizeSpec(L.vec, relu), { p: u32s(n, L.Cv), x: x.binding(op), stats: st.binding(op), beta: beta.binding(op), y: y.binding(op) }, grid1d(n, WG));
+  if (needsGrad(x, gamma, beta)) {
+    const training = opts.training;
+    record(op, [x, gamma, beta], y, (dy, [sx, sst, sy]) => batchNormBackward(L, dy, sx, sst, relu ? sy : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, y] : [x, st]);
+  }
+  st.dispose();
+  return y;
+}
+
+function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, y: Tensor | null, training: boolean, wants: boolean[]): (Tensor | null)[] {
+  const op = 'batchNorm.backward';
+  const [wantX, wantGamma, wantBeta] = wants;
+  let dgamma: Tensor | null = null;
+  let dbeta: Tensor | null = null;
+  let coef: Tensor;
+  const relu = !!y;
+  const data: Record<string, LaunchArg> = { x: x.binding(op), dy: dy.binding(op), stats: st.binding(op), ...(y ? { y: y.binding(op) } : {}) };
+  if ((training && wantX) || wantGamma || wantBeta) {
+    dgamma = empty([L.C], 'f32', op);
+    dbeta = empty([L.C], 'f32', op);
+    coef = empty([2, L.C], 'f32', op);
+    reduceLaunch(L, {
+      pass: 'backward', relu, running: false,
+      uniform: reduceUniform(L, 0, 0, training),
+      data,
+      finish: { dgamma: dgamma.binding(op), dbeta: dbeta.binding(op), coef: coef.binding(op) },
+    });
+  } else coef = zeros([2, L.C]); // eval mode: dx = scale * dy
+  let dx: Tensor | null = null;
+  if (wantX) {
+    dx = empty(x.shape, 'f32', op);
+    const n = L.R * L.Cv;
+    run(applyGradSpec(L.vec, relu), { p: u32s(n, L.Cv), ...data, coef: coef.binding(op), dx: dx.binding(op) }, grid1d(n, WG));
+  }
+  coef.dispose();
+  return [dx, wantGamma ? dgamma : null, wantBeta ? dbeta : null];
+}
+
+// ---- float64 reference -----------------------------------------------------------------------------------
+
+export interface RefBatchNormOptions {
+  training: boolean;
+  eps?: number;
+  relu?: boolean;
+  /** eval mode reads these */
+  runningMean?: Arr;
+  runningVar?: Arr;
+}
+
+function refChannelStats(x: Arr, o: RefBatchNormOptions): { C: number; R: number; mean: Float64Array; invstd: Float64Array } {
+  const C = x.shape[x.shape.length - 1];
+  const R = x.data.length / C;
+  const eps = o.eps ?? 1e-5;
+  const mean = new Float64Array(C);
+  const variance = new Float64Array(C);
+  if (o.training) {
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) mean[c] += x.data[r * C + c] / R;
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) variance[c] += (x.data[r * C + c] - mean[c]) ** 2 / R;
+  } else {
+    mean.set(o.runningMean!.data);
+    variance.set(o.runningVar!.data);
+  }
+  return { C, R, mean, invstd: variance.map((v) => 1 / Math.sqrt(v + eps)) };
+}
+
+export const ref = {
+  batchNorm(x: Arr, gamma: Arr, beta: Arr, o: RefBatchNormOptions): Arr {
+    const { C, R, mean, invstd } = refChannelStats(x, o);
+    const y = new Float64Array(x.data.length);
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) {
+      const v = gamma.data[c] * (x.data[r * C + c] - mean[c]) * invstd[c] + beta.data[c];
+      y[r * C + c] = o.relu ? Math.max(v, 0) : v;
+    }
+    return { data: y, shape: [...x.shape] };
+  },
+  /** [dx, dgamma, dbeta] */
+  batchNormBackward(x: Arr, gamma: Arr, beta: Arr, dy: Arr, o: RefBatchNormOptions): [Arr, Arr, Arr] {
+    const { C, R, mean, invstd } = refChannelStats(x, o);
+    const y = ref.batchNorm(x, gamma, beta, o).data;
+    const g = dy.data.map((v, i) => (o.relu && !(y[i] > 0) ? 0 : v));
+    const xhat = x.data.map((v, i) => (v - mean[i % C]) * invstd[i % C]);
+    const dgamma = new Float64Array(C);
+    const dbeta = new Float64Array(C);
+    for (let i = 0; i < g.length; i++) {
+      dgamma[i % C] += g[i] * xhat[i];
+      dbeta[i % C] += g[i];
+    }
+    const dx = new Float64Array(x.data.length);
+    for (let i = 0; i < dx.length; i++) {
+      const c = i % C;
+      dx[i] = o.training
+        ? (gamma.data[c] * invstd[c] / R) * (R * g[i] - dbeta[c] - xhat[i] * dgamma[c])
+        : gamma.data[c] * invstd[c] * g[i];
+    }
+    return [{ data: dx, shape: [...x.shape] }, { data: dgamma, shape: [C] }, { data: dbeta, shape: [C] }];
+  },
+  /** The running statistics after one training step on x (unbiased variance, PyTorch's convention). */
+  updateRunning(runningMean: Arr, runningVar: Arr, x: Arr, momentum = 0.1): [Arr, Arr] {
+    const C = x.shape[x.shape.length - 1];
+    const R = x.data.length / C;
+    const mean = new Float64Array(C);
+    const m2 = new Float64Array(C);
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) mean[c] += x.data[r * C + c] / R;
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) m2[c] += (x.data[r * C + c] - mean[c]) ** 2;
+    const rm = runningMean.data.map((v, c) => (1 - momentum) * v + momentum * mean[c]);
+    const rv = runningVar.data.map((v, c) => (1 - momentum) * v + momentum * (m2[c] / (R - 1)));
+    return [{ data: rm, shape: [C] }, { data: rv, shape: [C] }];
+  },
+};

@@ -1,0 +1,208 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, type Tensor } from '../engine/index.ts';
+import { batchNorm, ref } from '../kernels/batchnorm.ts';
+import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
+import type { Arr } from '../engine/ref.ts';
+
+const t = suite('batchnorm');
+
+const up = (a: Arr, requiresGrad = false) => tensor(Float32Array.from(a.data), a.shape, { requiresGrad });
+const channels = (shape: number[]) => shape[shape.length - 1];
+
+// [shape, eps]: R = 2 makes xhat = ±1 whatever x is, so dx is pure rounding noise unless eps is large
+const training: [number[], number][] = [
+  [[2, 3], 0.5],
+  [[7, 5], 1e-5],
+  [[2, 5, 3, 17], 1e-5],
+  [[3, 9, 11, 64], 1e-5], // vec4 channels, two row chunks
+  [[37, 258], 1e-5], // several channel workgroups, odd channel count
+  [[40, 520], 1e-5], // vec4, several channel workgroups
+  [[2048, 12], 1e-5], // long columns, few channels
+  [[4, 16, 16, 33], 1e-5], // R = 1024: many row chunks
+];
+
+for (const [shape, eps] of training) {
+  for (const relu of [false, true]) {
+    const C = channels(shape);
+    opTest(`batchNorm training ${JSON.stringify(shape)} relu=${relu}`, {
+      shapes: [shape, [C], [C]],
+      range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+      ref: ([x, g, b]) => ref.batchNorm(x, g, b, { training: true, eps, relu }),
+      refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, { training: true, eps, relu }),
+      gpu: ([x, g, b]) => batchNorm(x, g, b, null, { training: true, eps, relu }),
+      tol: 2e-5,
+    }, t);
+  }
+}
+
+// gradients for only some inputs take other paths (dx without dgamma/dbeta and the reverse)
+opTest('batchNorm training [6,7,9] gradient of x only', {
+  shapes: [[6, 7, 9], [9], [9]],
+  range: [[-2, 3], [0.5, 1.5], [-0.5, 0.5]],
+  noGrad: [1, 2],
+  ref: ([x, g, b]) => ref.batchNorm(x, g, b, { training: true }),
+  refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, { training: true }),
+  gpu: ([x, g, b]) => batchNorm(x, g, b, null, { training: true }),
+  tol: 2e-5,
+}, t);
+
+opTest('batchNorm training [50,8] gradient of gamma and beta only, relu', {
+  shapes: [[50, 8], [8], [8]],
+  range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+  noGrad: [0],
+  ref: ([x, g, b]) => ref.batchNorm(x, g, b, { training: true, relu: true }),
+  refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, { training: true, relu: true }),
+  gpu: ([x, g, b]) => batchNorm(x, g, b, null, { training: true, relu: true }),
+  tol: 2e-5,
+}, t);
+
+// eval mode: fixed running statistics, a plain per-channel affine map (and its backward)
+const evalCases: [number[], number[]][] = [[[1, 3], []], [[5, 4, 3, 8], []], [[33, 17], [1, 2]], [[2, 9, 9, 20], [0]]];
+for (const [shape, noGrad] of evalCases) {
+  for (const relu of [false, true]) {
+    const C = channels(shape);
+    const r = rng(7);
+    const rm = randArr([C], r, -0.5, 0.5);
+    const rv = randArr([C], r, 0.2, 2);
+    const o = { training: false, relu, runningMean: rm, runningVar: rv };
+    opTest(`batchNorm eval ${JSON.stringify(shape)} relu=${relu} noGrad=${JSON.stringify(noGrad)}`, {
+      shapes: [shape, [C], [C]],
+      range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+      noGrad,
+      ref: ([x, g, b]) => ref.batchNorm(x, g, b, o),
+      refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, o),
+      gpu: ([x, g, b]) => batchNorm(x, g, b, { runningMean: up(rm), runningVar: up(rv) }, { training: false, relu }),
+      tol: 1e-5,
+    }, t);
+  }
+}
+
+t('running statistics after two training steps match the reference', async () => {
+  const before = liveTensors();
+  for (const shape of [[5, 7], [2, 6, 5, 12], [4, 16, 16, 33]]) {
+    const C = channels(shape);
+    const r = rng(11);
+    const gamma = randArr([C], r, 0.5, 1.5);
+    const beta = randArr([C], r);
+    let rm = randArr([C], r, -1, 1);
+    let rv = randArr([C], r, 0.5, 2);
+    const runningMean = up(rm);
+    const runningVar = up(rv);
+    const [g, b] = [up(gamma), up(beta)];
+    for (let step = 0; step < 2; step++) {
+      const x = randArr(shape, r, -2 + step, 3 + step);
+      const xt = up(x);
+      tidy(() => {
+        const y = batchNorm(xt, g, b, { runningMean, runningVar }, { training: true, momentum: 0.3 });
+        assert.is(runningMean.requiresGrad || runningVar.requiresGrad, false, 'running statistics are not on the tape');
+        return y;
+      }).dispose();
+      [rm, rv] = ref.updateRunning(rm, rv, x, 0.3);
+      xt.dispose();
+    }
+    assertClose(await runningMean.toArray(), rm.data, 1e-6, `running mean ${JSON.stringify(shape)}`);
+    assertClose(await runningVar.toArray(), rv.data, 1e-6, `running var ${JSON.stringify(shape)}`);
+    // eval mode and training without statistics leave them alone
+    const x = up(randArr(shape, r));
+    tidy(() => {
+      batchNorm(x, g, b, { runningMean, runningVar }, { training: false });
+      batchNorm(x, g, b, null, { training: true });
+    });
+    assertClose(await runningMean.toArray(), rm.data, 1e-6, 'running mean unchanged by eval');
+    assertClose(await runningVar.toArray(), rv.data, 1e-6, 'running var unchanged by eval');
+    for (const z of [x, g, b, runningMean, runningVar]) z.dispose();
+  }
+  await sync();
+  assert.is(tapeLength(), 0);
+  assert.is(liveTensors(), before);
+});
+
+t('numerical stability: x = 1000 + small noise', async () => {
+  // the std (~0.006) is ~100 f32 ulps of the mean; E[x²] - E[x]² in f32 would be off by about 0.06 / 3e-5
+  const before = liveTensors();
+  for (const shape of [[3000, 4], [4, 16, 16, 33]]) {
+    const C = channels(shape);
+    const r = rng(3);
+    const x = randArr(shape, r, 1000 - 0.01, 1000 + 0.01);
+    const gamma = randArr([C], r, 0.5, 1.5);
+    const beta = randArr([C], r);
+    const dy = randArr(shape, r);
+    const rm = tensor(new Float32Array(C), [C]);
+    const rv = tensor(new Float32Array(C), [C]);
+    const [xt, g, b] = [up(x, true), up(gamma, true), up(beta, true)];
+    // momentum 1: the running variance is the batch's unbiased variance itself
+    const y = tidy(() => batchNorm(xt, g, b, { runningMean: rm, runningVar: rv }, { training: true, momentum: 1 }));
+    const [wantMean, wantVar] = ref.updateRunning({ data: new Float64Array(C), shape: [C] }, { data: new Float64Array(C), shape: [C] }, x, 1);
+    assertClose(await rv.toArray(), wantVar.data, 1e-4, 'batch variance');
+    assertClose(await rm.toArray(), wantMean.data, 1e-7, 'batch mean');
+    assertClose(await y.toArray(), ref.batchNorm(x, gamma, beta, { training: true }).data, 1e-5, 'y');
+    const dyt = up(dy);
+    backward(y, dyt);
+    const [dx, dgamma, dbeta] = ref.batchNormBackward(x, gamma, beta, dy, { training: true });
+    assertClose(await xt.grad!.toArray(), dx.data, 1e-4, 'dx');
+    assertClose(await g.grad!.toArray(), dgamma.data, 1e-5, 'dgamma');
+    assertClose(await b.grad!.toArray(), dbeta.data, 1e-5, 'dbeta');
+    for (const z of [y, dyt, xt, g, b, rm, rv]) z.dispose();
+  }
+  await sync();
+  assert.is(liveTensors(), before);
+});
+
+t('dispatch count: at most 3 forward and 3 backward', async () => {
+  const r = rng(1);
+  for (const shape of [[8, 16], [32, 8, 8, 64]]) {
+    const C = channels(shape);
+    const [x, g, b] = [up(randArr(shape, r), true), up(randArr([C], r), true), up(randArr([C], r), true)];
+    const rm = tensor(new Float32Array(C), [C]);
+    const rv = tensor(new Float32Array(C).fill(1), [C]);
+    const dy = up(randArr(shape, r));
+    const d0 = recorderStats().dispatches;
+    const y = tidy(() => batchNorm(x, g, b, { runningMean: rm, runningVar: rv }, { training: true, relu: true }));
+    const d1 = recorderStats().dispatches;
+    backward(y, dy);
+    const d2 = recorderStats().dispatches;
+    assert.ok(d1 - d0 <= 3, `forward took ${d1 - d0} dispatches for ${JSON.stringify(shape)}`);
+    assert.ok(d2 - d1 <= 3, `backward took ${d2 - d1} dispatches for ${JSON.stringify(shape)}`);
+    for (const z of [x, g, b, rm, rv, dy, y]) z.dispose();
+  }
+  await sync();
+});
+
+const throwsWith = (fn: () => unknown, ...parts: string[]) =>
+  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
+
+t('errors name the op and the shapes', async () => {
+  const before = liveTensors();
+  const made: Tensor[] = [];
+  const z = (shape: number[]) => {
+    const v = tensor(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+    made.push(v);
+    return v;
+  };
+  const x = z([4, 3]);
+  const g = z([3]);
+  const b = z([3]);
+  throwsWith(() => batchNorm(x, z([4]), b, null, { training: true }), 'batchNorm', 'gamma', '[4]', '[3]');
+  throwsWith(() => batchNorm(x, g, z([3, 1]), null, { training: true }), 'batchNorm', 'beta', '[3, 1]');
+  throwsWith(() => batchNorm(x, g, b, { runningMean: z([2]), runningVar: z([3]) }, { training: true }), 'batchNorm', 'runningMean', '[2]');
+  throwsWith(() => batchNorm(x, g, b, { runningMean: z([3]), runningVar: z([3, 3]) }, { training: true }), 'batchNorm', 'runningVar', '[3, 3]');
+  throwsWith(() => batchNorm(z([3]), g, b, null, { training: true }), 'batchNorm', 'rank', '[3]');
+  throwsWith(() => batchNorm(z([1, 3]), g, b, null, { training: true }), 'batchNorm', 'more than 1 value per channel', '[1, 3]');
+  throwsWith(() => batchNorm(z([1, 1, 1, 3]), g, b, null, { training: true }), 'batchNorm', 'more than 1 value per channel');
+  throwsWith(() => batchNorm(x, g, b, null, { training: false }), 'batchNorm', 'eval', 'running statistics');
+  const shared = z([3]);
+  throwsWith(() => batchNorm(x, g, b, { runningMean: shared, runningVar: shared }, { training: true }), 'batchNorm', 'separate');
+  const xi = tensor([1, 2, 3, 4, 5, 6], [2, 3], { dtype: 'i32' });
+  made.push(xi);
+  throwsWith(() => batchNorm(xi, g, b, null, { training: true }), 'batchNorm', 'f32', 'i32');
+  // batch 1 is fine in eval mode
+  const y = batchNorm(z([1, 3]), g, b, { runningMean: z([3]), runningVar: z([3]) }, { training: false });
+  assert.equal(y.shape, [1, 3]);
+  y.dispose();
+  made.forEach((v) => v.dispose());
+  await sync();
+  assert.is(liveTensors(), before);
+});
+
+t.run();
