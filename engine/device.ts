@@ -53,10 +53,21 @@ function armLostSignal(): void {
   lostSignal = new Promise((resolve) => (signalLost = resolve));
 }
 
+// Waits in progress (readbacks, syncs) that device loss must end. A set, not reactions on lostSignal: those
+// would pile up on a promise that never settles while the device is fine, one per readback, forever.
+const lossWaiters = new Set<(reason: string) => void>();
+
+function wakeWaiters(reason: string): void {
+  const ws = [...lossWaiters];
+  lossWaiters.clear();
+  for (const w of ws) w(reason);
+}
+
 function markLost(reason: string): void {
   if (lostReason) return;
   lostReason = reason;
   signalLost(reason);
+  wakeWaiters(reason);
   for (const l of lostListeners) l(reason);
 }
 
@@ -157,10 +168,28 @@ export function deviceGeneration(): number {
 
 /**
  * Resolves with the loss reason when the current device is lost (never rejects; stays pending while it is
- * fine). Awaits on the GPU race this, so a lost device makes them fail instead of hang.
+ * fine). For one-off waits: every .then() on it is kept until the device is lost; per-call waits use
+ * unlessDeviceLost().
  */
 export function whenDeviceLost(): Promise<string> {
   return lostSignal;
+}
+
+/**
+ * Settles as `p` does, unless the device is lost (or released) first: then rejects with the device-lost error
+ * naming `op`, so that nothing waits forever on a device that will never answer. Holds nothing once settled.
+ */
+export function unlessDeviceLost<T>(p: Promise<T>, op: string): Promise<T> {
+  p.catch(() => {}); // if loss wins, Dawn may still reject p later (pending maps are aborted): not an error
+  if (lostReason) return Promise.reject(deviceLostError(op));
+  return new Promise<T>((resolve, reject) => {
+    const onLost = (reason: string) => reject(deviceLostError(op, reason));
+    lossWaiters.add(onLost);
+    p.then(
+      (v) => (lossWaiters.delete(onLost), resolve(v)),
+      (e) => (lossWaiters.delete(onLost), reject(e)),
+    );
+  });
 }
 
 export function onDeviceLost(fn: (reason: string) => void): void {
@@ -184,6 +213,7 @@ export function releaseDevice(): void {
   lostReason = null;
   generation++; // even without a new device, what was made on the old one must not be used or pooled again
   signalLost(RELEASED); // anything still waiting on the old device stops waiting
+  wakeWaiters(RELEASED);
   armLostSignal();
   c?.device.destroy();
   gpuHandle = null;

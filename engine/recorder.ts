@@ -2,8 +2,8 @@
 // submits it. A training step therefore costs one submit, and reading a tensor back is the only other sync.
 // Pipelines are cached by WGSL source, uniform buffers by their bytes (shapes repeat every step).
 
-import { gpu, onRelease, whenDeviceLost, deviceLostError, DeviceLostError } from './device.ts';
-import { BufferPool } from './pool.ts';
+import { gpu, onRelease, unlessDeviceLost as unlessLost, DeviceLostError } from './device.ts';
+import { BufferPool, sizeClass } from './pool.ts';
 
 export type BindingKind = 'uniform' | 'read' | 'rw';
 
@@ -44,10 +44,39 @@ interface EngineState {
   /** Pipelines whose WGSL failed to compile, by cache key: later launches throw at once. */
   failed: Map<string, string>;
   dispatches: number;
+  dispatchesSinceSubmit: number;
   submits: number;
   readbacks: number;
+  /** Idle MAP_READ buffers by size class: a readback reuses one instead of creating and destroying it. */
+  staging: Map<number, GPUBuffer[]>;
+  stagingBytes: number;
 }
 
+/**
+ * A loop that records many steps without submitting (no flush(), no readback) would hold every buffer it
+ * released (reusable only after a submit) and an ever longer command buffer: launch() submits by itself past
+ * these limits. One submit per step, as a training loop does, stays far below them.
+ */
+export interface AutoFlushLimits {
+  /** Bytes released since the last submit. */
+  releasedBytes: number;
+  /** Dispatches recorded since the last submit. */
+  dispatches: number;
+}
+const autoFlush: AutoFlushLimits = { releasedBytes: 256 * 2 ** 20, dispatches: 8192 };
+
+/** Sets the auto-flush limits (see AutoFlushLimits); returns the previous ones. */
+export function setAutoFlush(limits: Partial<AutoFlushLimits>): AutoFlushLimits {
+  const prev = { ...autoFlush };
+  for (const [k, v] of Object.entries(limits)) {
+    if (!(typeof v === 'number' && v >= 1)) throw new Error(`setAutoFlush: ${k} must be a number >= 1, got ${v}`);
+    autoFlush[k as keyof AutoFlushLimits] = v;
+  }
+  return prev;
+}
+
+const MAX_STAGING_PER_SIZE = 4;
+const MAX_STAGING_BYTES = 64 * 2 ** 20;
 const MAX_UNIFORMS = 4096;
 const MAX_ERRORS = 16;
 let state: EngineState | null = null;
@@ -56,6 +85,7 @@ onRelease(() => {
   if (!state) return;
   state.pool.destroyAll();
   for (const b of state.uniforms.values()) b.destroy();
+  for (const list of state.staging.values()) for (const b of list) b.destroy();
   state = null;
 });
 
@@ -75,8 +105,11 @@ function engine(op?: string): EngineState {
       errorCount: 0,
       failed: new Map(),
       dispatches: 0,
+      dispatchesSinceSubmit: 0,
       submits: 0,
       readbacks: 0,
+      staging: new Map(),
+      stagingBytes: 0,
     };
   }
   return state;
@@ -227,6 +260,7 @@ export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number,
   pass.dispatchWorkgroups(x, y, z);
   s.dispatches++;
   if (s.opsSinceSubmit.length < 64) s.opsSinceSubmit.push(spec.name);
+  if (++s.dispatchesSinceSubmit >= autoFlush.dispatches || s.pool.releasedBytes >= autoFlush.releasedBytes) flush();
 }
 
 /**
@@ -258,25 +292,11 @@ export function flush(): void {
   watchErrors(device, `submit of [${ops}]`);
   s.encoder = null;
   s.opsSinceSubmit = [];
+  s.dispatchesSinceSubmit = 0;
   s.submits++;
   s.pool.afterSubmit();
   for (const b of s.retiredUniforms) b.destroy();
   s.retiredUniforms.length = 0;
-}
-
-const LOST = Symbol('device lost');
-
-/**
- * Awaits `p` unless the device is lost first; then throws the device-lost error naming `op`. The abandoned
- * promise's own rejection (Dawn rejects pending maps when a device dies) is swallowed.
- */
-async function unlessLost<T>(p: Promise<T>, op: string): Promise<T> {
-  p.catch(() => {});
-  let reason = '';
-  const lost = whenDeviceLost().then((r) => ((reason = r), LOST));
-  const v = await Promise.race([p, lost]);
-  if (v === LOST) throw deviceLostError(op, reason);
-  return v as T;
 }
 
 /** Throws the first GPU validation error recorded since the last check, naming the op it came from. */
@@ -304,14 +324,18 @@ export async function sync(): Promise<void> {
 /** Copies a buffer range to the CPU. Flushes pending work first. */
 export async function readRange(range: BufferRange, what: string): Promise<ArrayBuffer> {
   const { device } = gpu(what);
+  const s = engine(what);
   const size = Math.ceil(range.size / 4) * 4;
   if (range.offset + size > range.buffer.size) throw new Error(`${what}: range (offset ${range.offset}, size ${range.size}) exceeds its buffer of ${range.buffer.size} bytes`);
-  const staging = device.createBuffer({ size, usage: 0x01 | 0x08 }); // MAP_READ | COPY_DST
-  engine().readbacks++;
+  const cls = sizeClass(size);
+  let staging = s.staging.get(cls)?.pop();
+  if (staging) s.stagingBytes -= cls;
+  else staging = device.createBuffer({ size: cls, usage: 0x01 | 0x08 }); // MAP_READ | COPY_DST
+  s.readbacks++;
   encoderForCopy(what).copyBufferToBuffer(range.buffer, range.offset, staging, 0, size);
   flush();
   try {
-    await unlessLost(staging.mapAsync(1), what); // GPUMapMode.READ
+    await unlessLost(staging.mapAsync(1, 0, size), what); // GPUMapMode.READ
   } catch (e) {
     staging.destroy();
     if (e instanceof DeviceLostError) throw e;
@@ -319,9 +343,14 @@ export async function readRange(range: BufferRange, what: string): Promise<Array
     await checkErrors(what);
     throw new Error(`${what}: reading back from the GPU failed: ${(e as Error).message}`);
   }
-  const out = staging.getMappedRange().slice(0);
+  const out = staging.getMappedRange(0, size).slice(0);
   staging.unmap();
-  staging.destroy();
+  const list = s.staging.get(cls) ?? [];
+  if (state === s && list.length < MAX_STAGING_PER_SIZE && s.stagingBytes + cls <= MAX_STAGING_BYTES) {
+    list.push(staging);
+    s.staging.set(cls, list);
+    s.stagingBytes += cls;
+  } else staging.destroy();
   await checkErrors(what);
   return out;
 }
