@@ -94,6 +94,8 @@ function geometry(x: Tensor, k: number, s: number, pad: number) {
   }
   if (2 * pad > k) throw new Error(`maxPool2d: padding ${pad} must be at most half the kernel ${k}`);
   const [N, H, W, C] = x.shape;
+  // with padding, an empty image would still get windows, made only of padding: no value to take the max of
+  if (H === 0 || W === 0) throw new Error(`maxPool2d: input ${fmtShape(x.shape)} has an empty spatial dimension`);
   const OH = Math.floor((H + 2 * pad - k) / s) + 1;
   const OW = Math.floor((W + 2 * pad - k) / s) + 1;
   if (OH < 1 || OW < 1) throw new Error(`maxPool2d: input ${fmtShape(x.shape)} is smaller than the ${k}x${k} window (padding ${pad})`);

@@ -15,6 +15,10 @@ import {
 import { ref as ewRef } from '../kernels/elementwise.ts';
 import { ref as reduceRef } from '../kernels/reduce.ts';
 import { ref as mmRef } from '../kernels/matmul.ts';
+import { batchNorm, ref as bnRef } from '../kernels/batchnorm.ts';
+import { maxPool2d, globalAvgPool, ref as poolRef } from '../kernels/pool.ts';
+import { softmax, softmaxCrossEntropy, argmax, ref as smRef } from '../kernels/softmax.ts';
+import { cosineLoss, normalizedStd, ref as cosRef } from '../kernels/cosine.ts';
 import { broadcastShapes, size, type Arr } from '../engine/ref.ts';
 import { rng, relErr, opTest } from './helpers/gradcheck.ts';
 
@@ -22,6 +26,7 @@ const t = suite('fuzz');
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240611);
 const CASES = Number(process.env.FUZZ_CASES ?? 420);
+const NET_CASES = Number(process.env.FUZZ_NET_CASES ?? 240);
 
 type R = () => number;
 const pick = <T>(r: R, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
@@ -296,6 +301,18 @@ async function runCase(c: Case, seed: number, r: R): Promise<void> {
   } catch (e) {
     error = e as Error;
   }
+  try {
+    await check(c, where, y, error);
+  } finally {
+    // also after a failed check, so that one failure does not leave tensors or tape records to the next test
+    y?.dispose();
+    clearTape();
+    for (const x of ts) x.dispose();
+  }
+  assert.is(liveTensors(), before, `${where}: buffers leaked`);
+}
+
+async function check(c: Case, where: string, y: Tensor | null, error: Error | null): Promise<void> {
   if ('throws' in c.expect) {
     assert.ok(error, `${where}: expected an error mentioning ${c.expect.throws.join(', ')}, but it returned ${y ? fmtShape(y.shape) : y}`);
     assert.instance(error, Error, where);
@@ -308,10 +325,6 @@ async function runCase(c: Case, seed: number, r: R): Promise<void> {
     const why = compare(got, c.expect.want, c.expect.scale ?? 0, c.expect.tol);
     if (why) assert.unreachable(`${where}: ${why}`);
   }
-  y?.dispose();
-  clearTape();
-  for (const x of ts) x.dispose();
-  assert.is(liveTensors(), before, `${where}: buffers leaked`);
 }
 
 t(`${CASES} random cases over every public op (seed ${SEED})`, async () => {
@@ -328,8 +341,163 @@ t(`${CASES} random cases over every public op (seed ${SEED})`, async () => {
   }
   await sync();
   // the mix must cover what it claims: every op, and both outcomes
-  for (const op of [...UNARY, ...SCALAR_OPS, ...BINARY, 'reshape', 'sum', 'mean', 'max', 'matmul', 'full']) assert.ok(counts[op], `no case for ${op}`);
+  if (CASES >= 200) for (const op of [...UNARY, ...SCALAR_OPS, ...BINARY, 'reshape', 'sum', 'mean', 'max', 'matmul', 'full']) assert.ok(counts[op], `no case for ${op}`);
   if (CASES >= 200) assert.ok(errors > CASES * 0.1 && errors < CASES * 0.5, `${errors} error cases of ${CASES}`);
+});
+
+// ---- the network kernels: batch norm, pooling, softmax, cosine loss ----------------------------------------
+
+/** A 2-D shape [N, K] most of the time, sometimes another rank (an error). */
+const rowsShape = (r: R, minRows = 0) => (r() < 0.1 ? randShape(r) : [int(r, minRows, 9), int(r, r() < 0.05 ? 0 : 1, 9)]);
+
+function batchNormCase(r: R): Case {
+  const rank = r() < 0.05 ? pick(r, [0, 1]) : int(r, 2, 4);
+  const xs = randShape(r, rank);
+  const C = xs[rank - 1] ?? 0;
+  const wrongC = r() < 0.08;
+  const gs = wrongC ? [int(r, 0, 9)] : [C];
+  const training = r() < 0.7;
+  const withStats = !training || r() < 0.5;
+  const relu = r() < 0.3;
+  const x = randArr(r, xs, 'matmul');
+  if (r() < 0.3) x.data.forEach((v, i) => (x.data[i] = Math.fround(v + 100))); // |mean| >> std
+  const gamma = randArr(r, gs, 'matmul');
+  const beta = randArr(r, gs, 'matmul');
+  const rm = randArr(r, gs, 'matmul');
+  const rv = { data: randArr(r, gs, 'matmul').data.map((v) => Math.fround(Math.abs(v) + 0.1)), shape: gs };
+  const dt = randDtype(r);
+  const ins = [{ arr: x, dtype: dt }, { arr: gamma, dtype: 'f32' as DType }, { arr: beta, dtype: 'f32' as DType }, { arr: rm, dtype: 'f32' as DType }, { arr: rv, dtype: 'f32' as DType }];
+  const R = C ? size(xs) / C : 0;
+  let expect: Expect;
+  if (dt !== 'f32') expect = { throws: ['batchNorm', dt] };
+  else if (rank < 2) expect = { throws: ['batchNorm', 'rank', fmtShape(xs)] };
+  else if (C === 0) expect = { throws: ['batchNorm', 'no channels', fmtShape(xs)] };
+  else if (gs[0] !== C) expect = { throws: ['batchNorm', fmtShape(gs), fmtShape(xs)] };
+  else if (training && R < 2) expect = { throws: ['batchNorm', 'more than 1 value per channel', fmtShape(xs)] };
+  else {
+    const o = { training, relu, runningMean: rm, runningVar: rv };
+    // f32 normalization error scales with |x - mean| / std: bounded by sqrt(R) in training, by the data in eval
+    expect = { want: f32(bnRef.batchNorm(x, gamma, beta, o)), tol: 1e-5 };
+  }
+  const label = `batchNorm ${fmtShape(xs)} gamma ${fmtShape(gs)} ${training ? 'train' : 'eval'}${withStats ? '+stats' : ''}${relu ? ' relu' : ''}`;
+  return {
+    label,
+    inputs: ins,
+    run: ([tx, tg, tb, tm, tv]) => batchNorm(tx, tg, tb, withStats ? { runningMean: tm, runningVar: tv } : null, { training, relu }),
+    expect,
+  };
+}
+
+function maxPoolCase(r: R): Case {
+  const rank = r() < 0.05 ? 3 : 4;
+  const xs = rank === 4 ? [int(r, 0, 3), int(r, 0, 9), int(r, 0, 9), int(r, 0, 5)] : randShape(r, 3);
+  const k = int(r, 1, 4), s = int(r, 1, 3), pad = int(r, 0, 2);
+  const x = randArr(r, xs, 'general');
+  const dt = randDtype(r);
+  let expect: Expect;
+  const [, H, W] = xs;
+  const OH = Math.floor((H + 2 * pad - k) / s) + 1, OW = Math.floor((W + 2 * pad - k) / s) + 1;
+  if (rank !== 4 || dt !== 'f32') expect = { throws: ['maxPool2d', fmtShape(xs)] };
+  else if (2 * pad > k) expect = { throws: ['maxPool2d', 'padding'] };
+  else if (OH < 1 || OW < 1 || H === 0 || W === 0) expect = { throws: ['maxPool2d', fmtShape(xs)] };
+  else expect = { want: f32(poolRef.maxPool2d(x, k, s, pad).y), tol: 0 };
+  return { label: `maxPool2d ${fmtShape(xs)} k=${k} s=${s} p=${pad}`, inputs: [{ arr: x, dtype: dt }], run: ([t]) => maxPool2d(t, { kernel: k, stride: s, padding: pad }), expect };
+}
+
+function avgPoolCase(r: R): Case {
+  const xs = r() < 0.1 ? randShape(r) : [int(r, 0, 3), int(r, 1, 9), int(r, 1, 9), int(r, 0, 6)];
+  const x = randArr(r, xs, 'reduce');
+  const dt = randDtype(r);
+  let expect: Expect;
+  if (xs.length !== 4) expect = { throws: ['globalAvgPool', fmtShape(xs)] };
+  else if (dt !== 'f32') expect = { throws: [dt] };
+  else if (xs[1] * xs[2] === 0) expect = { want: { data: new Float64Array(xs[0] * xs[3]).fill(NaN), shape: [xs[0], xs[3]] }, tol: 0 };
+  else {
+    const abs = { data: x.data.map(Math.abs), shape: xs };
+    expect = { want: f32(poolRef.globalAvgPool(x)), scale: finiteMax(poolRef.globalAvgPool(abs).data), tol: 1e-5 };
+  }
+  return { label: `globalAvgPool ${fmtShape(xs)}`, inputs: [{ arr: x, dtype: dt }], run: ([t]) => globalAvgPool(t), expect };
+}
+
+function refSoftmax(x: Arr): Arr {
+  const [N, K] = x.shape;
+  const y = new Float64Array(N * K);
+  for (let n = 0; n < N; n++) {
+    let m = -Infinity;
+    for (let k = 0; k < K; k++) m = Math.max(m, x.data[n * K + k]);
+    let s = 0;
+    for (let k = 0; k < K; k++) s += Math.exp(x.data[n * K + k] - m);
+    for (let k = 0; k < K; k++) y[n * K + k] = Math.exp(x.data[n * K + k] - m) / s;
+  }
+  return { data: y, shape: [N, K] };
+}
+
+function refArgmax(x: Arr): Arr {
+  const [N, K] = x.shape;
+  const y = new Float64Array(N);
+  for (let n = 0; n < N; n++) for (let k = 1; k < K; k++) if (x.data[n * K + k] > x.data[n * K + y[n]]) y[n] = k;
+  return { data: y, shape: [N] };
+}
+
+function softmaxCase(r: R): Case {
+  const op = pick(r, ['softmax', 'argmax', 'softmaxCrossEntropy'] as const);
+  const xs = rowsShape(r, op === 'softmaxCrossEntropy' ? 1 : 0);
+  const x = randArr(r, xs, op === 'softmaxCrossEntropy' ? 'matmul' : 'general');
+  const dt = randDtype(r);
+  const [N, K] = xs;
+  const valid2d = xs.length === 2 && K >= 1 && dt === 'f32';
+  const labelShape = r() < 0.08 ? randShape(r, int(r, 0, 2)) : [N ?? 0];
+  const labelDt: DType = r() < 0.08 ? 'f32' : 'i32';
+  const labels = { data: Float64Array.from({ length: size(labelShape) }, () => (r() < 0.05 ? pick(r, [-1, K ?? 0]) : int(r, 0, Math.max(0, (K ?? 1) - 1)))), shape: labelShape };
+  let expect: Expect;
+  if (!valid2d) expect = { throws: [op, fmtShape(xs)] };
+  else if (op === 'softmax') expect = { want: f32(refSoftmax(x)), tol: 1e-5 };
+  else if (op === 'argmax') expect = { want: refArgmax(x), tol: 0 };
+  else if (labelDt !== 'i32' || labelShape.length !== 1 || labelShape[0] !== N) expect = { throws: [op, 'labels', fmtShape(labelShape)] };
+  else if ([...labels.data].some((l) => l < 0 || l >= K)) expect = { want: { data: Float64Array.of(NaN), shape: [] }, tol: 0 };
+  else expect = { want: f32(smRef.softmaxCrossEntropy(x, labels.data)), tol: 1e-5 };
+  const ins = [{ arr: x, dtype: dt }, { arr: labels, dtype: labelDt }];
+  const run = ([t, l]: Tensor[]) => (op === 'softmax' ? softmax(t) : op === 'argmax' ? argmax(t) : softmaxCrossEntropy(t, l));
+  return { label: `${op} ${fmtShape(xs)} labels ${labelDt} ${fmtShape(labelShape)}`, inputs: ins, run, expect };
+}
+
+function cosineCase(r: R): Case {
+  const op = pick(r, ['cosineLoss', 'normalizedStd'] as const);
+  const ps = rowsShape(r);
+  const zs = r() < 0.1 ? rowsShape(r) : [...ps];
+  const p = randArr(r, ps, 'matmul');
+  const z = randArr(r, zs, 'matmul');
+  const dt = randDtype(r);
+  let expect: Expect;
+  if (op === 'cosineLoss') {
+    const same = ps.length === 2 && zs.length === 2 && ps[0] === zs[0] && ps[1] === zs[1];
+    if (dt !== 'f32') expect = { throws: [op, dt] };
+    else if (!same) expect = { throws: [op, fmtShape(ps), fmtShape(zs)] };
+    else if (ps[0] === 0 || ps[1] === 0) expect = { throws: [op, 'empty', fmtShape(ps)] };
+    else expect = { want: f32(cosRef.cosineLoss(p, z)), scale: 4, tol: 1e-5 }; // 2 - 2cos: error relative to the terms
+  } else if (dt !== 'f32') expect = { throws: [op, dt] };
+  else if (zs.length !== 2 || zs[0] < 2 || zs[1] < 1) expect = { throws: [op, fmtShape(zs)] };
+  else expect = { want: f32(cosRef.normalizedStd(z)), scale: 1, tol: 1e-5 }; // a std of unit vectors' entries
+  const ins = [{ arr: p, dtype: dt }, { arr: z, dtype: dt }];
+  return { label: `${op} ${fmtShape(ps)} ${fmtShape(zs)}`, inputs: ins, run: ([tp, tz]) => (op === 'cosineLoss' ? cosineLoss(tp, tz) : normalizedStd(tz)), expect };
+}
+
+const NET_GENERATORS = [batchNormCase, maxPoolCase, avgPoolCase, softmaxCase, softmaxCase, cosineCase];
+
+t(`${NET_CASES} random cases over batchNorm, maxPool2d, globalAvgPool, softmax, argmax, softmaxCrossEntropy, cosineLoss, normalizedStd`, async () => {
+  const counts: Record<string, number> = {};
+  for (let k = 0; k < NET_CASES; k++) {
+    const seed = SEED + 1_000_000 + k;
+    const r = rng(seed);
+    const c = pick(r, NET_GENERATORS)(r);
+    const op = c.label.split(' ')[0];
+    counts[op] = (counts[op] ?? 0) + 1;
+    await runCase(c, seed, r);
+  }
+  if (NET_CASES < 100) return;
+  for (const op of ['batchNorm', 'maxPool2d', 'globalAvgPool', 'softmax', 'argmax', 'softmaxCrossEntropy', 'cosineLoss', 'normalizedStd']) {
+    assert.ok(counts[op], `no case for ${op}`);
+  }
 });
 
 // ---- regressions: the engine bugs this fuzzer found, pinned down one by one ---------------------------------
@@ -377,6 +545,12 @@ t('regression: a 2-D operand times an empty batch gives an empty batch', async (
   const d = matmul(b, a, true, true);
   assert.equal(d.shape, [0, 4, 2]);
   for (const x of [a, b, c, d]) x.dispose();
+});
+
+t('regression: maxPool2d of an image with no rows or columns throws instead of pooling padding', () => {
+  const x = zeros([2, 7, 0, 3]);
+  assert.throws(() => maxPool2d(x, { kernel: 4, stride: 3, padding: 2 }), /maxPool2d: input \[2, 7, 0, 3\] has an empty spatial dimension/);
+  x.dispose();
 });
 
 t('regression: errors name the op that was called (subScalar, divScalar, mean), not the one it delegates to', () => {
