@@ -11,6 +11,8 @@ import {
 import { simulateDeviceLoss, whenDeviceLost, DeviceLostError } from '../engine/device.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
 import { Linear, Sequential, ReLU, materialize } from '../engine/nn.ts';
+import { Adam } from '../engine/optim.ts';
+import { NonFiniteMonitor } from '../engine/health.ts';
 
 const t = suite('gpu errors');
 
@@ -169,6 +171,25 @@ t('tensors, models and the tape of a lost device: disposable without errors, unu
   await sync();
   assert.is(liveTensors(), 0);
   assert.is(memoryStats().tapeNodes, 0);
+});
+
+t('everything can be disposed while the device is lost, before releaseDevice(): cleanup never throws', async () => {
+  const model = materialize(new Sequential(new Linear(3, 4), new ReLU()), { seed: 1 });
+  const opt = new Adam(model, { lr: 0.1 });
+  const monitor = new NonFiniteMonitor();
+  const x = tensor([1, 2, 3]);
+  const y = tidy(() => mulScalar(relu(x), 2));
+  simulateDeviceLoss('during cleanup');
+  throwsWith(() => opt.step(), 'opt.step', 'WebGPU device lost');
+  x.dispose();
+  y.dispose();
+  monitor.dispose();
+  opt.dispose();
+  model.dispose();
+  releaseDevice();
+  await getDevice();
+  assert.is(liveTensors(), 0);
+  await stillWorks();
 });
 
 t('a real device.destroy() in the middle of work: the pending readback and later ops throw, then recovery', async () => {
