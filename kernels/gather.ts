@@ -1,0 +1,65 @@
+// Row gather: out[i, ...] = x[index[start + i], ...] for any dtype (the bits are copied), in one dispatch. Used
+// to draw shuffled minibatches from features that live on the GPU, with the permutation uploaded once per epoch
+// and each batch a window [start, start + count) of it. Not differentiable.
+
+import { launch, grid1d, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { Tensor, empty, fmtShape, shapeSize } from '../engine/tensor.ts';
+import { needsGrad } from '../engine/tape.ts';
+
+const WG = 256;
+
+const spec: KernelSpec = {
+  name: 'gatherRows',
+  bindings: ['uniform', 'read', 'read', 'rw'],
+  code: `
+struct P { n: u32, rowLen: u32, rows: u32, start: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read> index: array<i32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * (nwg.x * ${WG}u);
+  if (i >= p.n) { return; }
+  let r = index[p.start + i / p.rowLen];
+  // an out-of-range index (possible only from GPU-made indices, not checked on the CPU) gives a zero row
+  if (r < 0 || u32(r) >= p.rows) { out[i] = 0u; return; }
+  out[i] = x[u32(r) * p.rowLen + i % p.rowLen];
+}`,
+};
+
+/**
+ * Rows `index[start .. start + count)` of `x` [R, ...] as a new [count, ...] tensor of x's dtype. `index` is an
+ * i32 [L] tensor; its values are not checked on the CPU (an out-of-range one yields a zero row).
+ */
+export function gatherRows(x: Tensor, index: Tensor, start = 0, count = index.size - start): Tensor {
+  const op = 'gatherRows';
+  x.assertLive(op);
+  index.assertLive(op);
+  if (x.rank < 1) throw new Error(`${op}: x must have a row dimension, got ${fmtShape(x.shape)}`);
+  if (index.dtype !== 'i32' || index.rank !== 1) throw new Error(`${op}: index must be i32 [L], got ${index.dtype} ${fmtShape(index.shape)}`);
+  if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > index.size) {
+    throw new Error(`${op}: window start ${start}, count ${count} does not fit index ${fmtShape(index.shape)}`);
+  }
+  if (needsGrad(x)) throw new Error(`${op}: not differentiable; gather from a tensor that does not require grad (or under noGrad)`);
+  const rowLen = shapeSize(x.shape.slice(1));
+  const out = empty([count, ...x.shape.slice(1)], x.dtype, op);
+  if (out.size === 0) return out;
+  launch(spec, [u32s(out.size, rowLen, x.shape[0], start), x.binding(op), index.binding(op), out.binding(op)], grid1d(out.size, WG));
+  return out;
+}
+
+// ---- reference ----------------------------------------------------------------------------------------
+
+export const ref = {
+  gatherRows(x: ArrayLike<number>, shape: readonly number[], index: ArrayLike<number>, start: number, count: number): Float64Array {
+    const rowLen = shape.slice(1).reduce((a, b) => a * b, 1);
+    const out = new Float64Array(count * rowLen);
+    for (let i = 0; i < count; i++) {
+      const r = index[start + i];
+      if (r < 0 || r >= shape[0]) continue;
+      for (let j = 0; j < rowLen; j++) out[i * rowLen + j] = x[r * rowLen + j];
+    }
+    return out;
+  },
+};
