@@ -95,10 +95,14 @@ export class Tensor {
     }
   }
 
-  /** The buffer range to bind in a kernel (at least 4 bytes: zero-size bindings are invalid). */
+  /**
+   * The buffer range to bind in a kernel. An empty tensor still gets 16 bytes (its buffer has at least 256):
+   * zero-size bindings are invalid, and a kernel that reads vec4s needs 16 (e.g. conv2d with Cin = 0).
+   */
   binding(op = 'op'): BufferRange {
     this.assertLive(op);
-    return { buffer: this.storage.buffer, offset: this.byteOffset, size: Math.max(4, this.byteLength) };
+    const size = this.byteLength || Math.min(16, this.storage.buffer.size - this.byteOffset);
+    return { buffer: this.storage.buffer, offset: this.byteOffset, size };
   }
 
   async toArray(): Promise<TypedArray> {

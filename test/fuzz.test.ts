@@ -18,6 +18,7 @@ import { ref as mmRef } from '../kernels/matmul.ts';
 import { batchNorm, ref as bnRef } from '../kernels/batchnorm.ts';
 import { maxPool2d, globalAvgPool, ref as poolRef } from '../kernels/pool.ts';
 import { softmax, softmaxCrossEntropy, argmax, ref as smRef } from '../kernels/softmax.ts';
+import { conv2d, ref as convRef } from '../kernels/conv2d.ts';
 import { cosineLoss, normalizedStd, ref as cosRef } from '../kernels/cosine.ts';
 import { broadcastShapes, size, type Arr } from '../engine/ref.ts';
 import { rng, relErr, opTest } from './helpers/gradcheck.ts';
@@ -26,7 +27,7 @@ const t = suite('fuzz');
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240611);
 const CASES = Number(process.env.FUZZ_CASES ?? 420);
-const NET_CASES = Number(process.env.FUZZ_NET_CASES ?? 240);
+const NET_CASES = Number(process.env.FUZZ_NET_CASES ?? 320);
 
 type R = () => number;
 const pick = <T>(r: R, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
@@ -400,7 +401,7 @@ function maxPoolCase(r: R): Case {
   if (rank !== 4 || dt !== 'f32') expect = { throws: ['maxPool2d', fmtShape(xs)] };
   else if (2 * pad > k) expect = { throws: ['maxPool2d', 'padding'] };
   else if (OH < 1 || OW < 1 || H === 0 || W === 0) expect = { throws: ['maxPool2d', fmtShape(xs)] };
-  else expect = { want: f32(poolRef.maxPool2d(x, k, s, pad).y), tol: 0 };
+  else expect = { want: f32(poolRef.maxPool2d(x, k, s, pad)), tol: 0 };
   return { label: `maxPool2d ${fmtShape(xs)} k=${k} s=${s} p=${pad}`, inputs: [{ arr: x, dtype: dt }], run: ([t]) => maxPool2d(t, { kernel: k, stride: s, padding: pad }), expect };
 }
 
@@ -419,46 +420,75 @@ function avgPoolCase(r: R): Case {
   return { label: `globalAvgPool ${fmtShape(xs)}`, inputs: [{ arr: x, dtype: dt }], run: ([t]) => globalAvgPool(t), expect };
 }
 
-function refSoftmax(x: Arr): Arr {
-  const [N, K] = x.shape;
-  const y = new Float64Array(N * K);
-  for (let n = 0; n < N; n++) {
-    let m = -Infinity;
-    for (let k = 0; k < K; k++) m = Math.max(m, x.data[n * K + k]);
-    let s = 0;
-    for (let k = 0; k < K; k++) s += Math.exp(x.data[n * K + k] - m);
-    for (let k = 0; k < K; k++) y[n * K + k] = Math.exp(x.data[n * K + k] - m) / s;
-  }
-  return { data: y, shape: [N, K] };
-}
-
-function refArgmax(x: Arr): Arr {
-  const [N, K] = x.shape;
-  const y = new Float64Array(N);
-  for (let n = 0; n < N; n++) for (let k = 1; k < K; k++) if (x.data[n * K + k] > x.data[n * K + y[n]]) y[n] = k;
-  return { data: y, shape: [N] };
-}
-
 function softmaxCase(r: R): Case {
   const op = pick(r, ['softmax', 'argmax', 'softmaxCrossEntropy'] as const);
-  const xs = rowsShape(r, op === 'softmaxCrossEntropy' ? 1 : 0);
-  const x = randArr(r, xs, op === 'softmaxCrossEntropy' ? 'matmul' : 'general');
   const dt = randDtype(r);
+  if (op !== 'softmaxCrossEntropy') {
+    const xs = randShape(r);
+    const x = randArr(r, xs, 'general');
+    const rank = xs.length;
+    const axis = int(r, -rank - 1, rank);
+    const ins = [{ arr: x, dtype: dt }];
+    let expect: Expect;
+    if (dt !== 'f32') expect = { throws: [op, dt] };
+    else if (op === 'softmax') {
+      expect = rank < 1 || xs[rank - 1] === 0 ? { throws: [op, fmtShape(xs)] } : { want: f32(smRef.softmax(x)), tol: 1e-5 };
+    } else if (!(axis >= -rank && axis < rank)) expect = { throws: [op, 'out of range', fmtShape(xs)] };
+    else if (xs[(axis + rank) % rank] === 0) expect = { throws: [op, 'empty', fmtShape(xs)] };
+    else expect = { want: smRef.argmax(x, axis), tol: 0 };
+    const label = `${op} ${fmtShape(xs)}${op === 'argmax' ? ` axis=${axis}` : ''}`;
+    return { label, inputs: ins, run: ([t]) => (op === 'softmax' ? softmax(t) : argmax(t, axis)), expect };
+  }
+  const xs = rowsShape(r);
+  const x = randArr(r, xs, 'matmul');
   const [N, K] = xs;
-  const valid2d = xs.length === 2 && K >= 1 && dt === 'f32';
   const labelShape = r() < 0.08 ? randShape(r, int(r, 0, 2)) : [N ?? 0];
   const labelDt: DType = r() < 0.08 ? 'f32' : 'i32';
   const labels = { data: Float64Array.from({ length: size(labelShape) }, () => (r() < 0.05 ? pick(r, [-1, K ?? 0]) : int(r, 0, Math.max(0, (K ?? 1) - 1)))), shape: labelShape };
   let expect: Expect;
-  if (!valid2d) expect = { throws: [op, fmtShape(xs)] };
-  else if (op === 'softmax') expect = { want: f32(refSoftmax(x)), tol: 1e-5 };
-  else if (op === 'argmax') expect = { want: refArgmax(x), tol: 0 };
+  if (dt !== 'f32') expect = { throws: [op, dt] };
+  else if (xs.length !== 2 || K === 0) expect = { throws: [op, fmtShape(xs)] };
   else if (labelDt !== 'i32' || labelShape.length !== 1 || labelShape[0] !== N) expect = { throws: [op, 'labels', fmtShape(labelShape)] };
+  else if (N === 0) expect = { throws: [op, 'no rows', fmtShape(xs)] };
   else if ([...labels.data].some((l) => l < 0 || l >= K)) expect = { want: { data: Float64Array.of(NaN), shape: [] }, tol: 0 };
   else expect = { want: f32(smRef.softmaxCrossEntropy(x, labels.data)), tol: 1e-5 };
   const ins = [{ arr: x, dtype: dt }, { arr: labels, dtype: labelDt }];
-  const run = ([t, l]: Tensor[]) => (op === 'softmax' ? softmax(t) : op === 'argmax' ? argmax(t) : softmaxCrossEntropy(t, l));
-  return { label: `${op} ${fmtShape(xs)} labels ${labelDt} ${fmtShape(labelShape)}`, inputs: ins, run, expect };
+  return { label: `${op} ${fmtShape(xs)} labels ${labelDt} ${fmtShape(labelShape)}`, inputs: ins, run: ([t, l]) => softmaxCrossEntropy(t, l), expect };
+}
+
+function convCase(r: R): Case {
+  const xRank = r() < 0.05 ? 3 : 4;
+  const wRank = r() < 0.05 ? 3 : 4;
+  const Cin = int(r, 0, 6);
+  const xs = xRank === 4 ? [int(r, 0, 3), int(r, 0, 9), int(r, 0, 9), Cin] : randShape(r, 3);
+  const ws = wRank === 4 ? [int(r, 1, 4), int(r, 1, 4), r() < 0.08 ? int(r, 0, 6) : Cin, int(r, r() < 0.05 ? 0 : 1, 6)] : randShape(r, 3);
+  const Cout = ws[3] ?? 0;
+  const stride = r() < 0.04 ? 0 : int(r, 1, 3);
+  const pad = r() < 0.04 ? -1 : int(r, 0, 2);
+  const withBias = r() < 0.6;
+  const bs = r() < 0.08 ? [int(r, 0, 6)] : [Cout];
+  const x = randArr(r, xs, 'matmul');
+  const w = randArr(r, ws, 'matmul');
+  const b = randArr(r, bs, 'matmul');
+  const dt = randDtype(r);
+  const ins = [{ arr: x, dtype: dt }, { arr: w, dtype: 'f32' as DType }, { arr: b, dtype: 'f32' as DType }];
+  const out = (n: number, k: number) => Math.floor((n + 2 * pad - k) / stride) + 1;
+  let expect: Expect;
+  if (dt !== 'f32') expect = { throws: ['conv2d', dt] };
+  else if (xRank !== 4) expect = { throws: ['conv2d', fmtShape(xs)] };
+  else if (wRank !== 4) expect = { throws: ['conv2d', fmtShape(ws)] };
+  else if (stride < 1) expect = { throws: ['conv2d', 'stride'] };
+  else if (pad < 0) expect = { throws: ['conv2d', 'padding'] };
+  else if (ws[2] !== Cin) expect = { throws: ['conv2d', fmtShape(xs), fmtShape(ws)] };
+  else if (withBias && bs[0] !== Cout) expect = { throws: ['conv2d', 'bias', fmtShape(bs)] };
+  else if (Cout < 1 || out(xs[1], ws[0]) < 1 || out(xs[2], ws[1]) < 1) expect = { throws: ['conv2d', fmtShape(xs), 'too small'] };
+  else {
+    const abs = (a: Arr) => ({ data: a.data.map(Math.abs), shape: a.shape });
+    const want = f32(convRef.conv2d(x, w, withBias ? b : null, stride, pad));
+    expect = { want, scale: finiteMax(convRef.conv2d(abs(x), abs(w), withBias ? abs(b) : null, stride, pad).data), tol: 1e-5 };
+  }
+  const label = `conv2d ${fmtShape(xs)} * ${fmtShape(ws)}${withBias ? ` + ${fmtShape(bs)}` : ''} s=${stride} p=${pad}`;
+  return { label, inputs: ins, run: ([tx, tw, tb]) => conv2d(tx, tw, withBias ? tb : null, { stride, padding: pad }), expect };
 }
 
 function cosineCase(r: R): Case {
@@ -482,9 +512,9 @@ function cosineCase(r: R): Case {
   return { label: `${op} ${fmtShape(ps)} ${fmtShape(zs)}`, inputs: ins, run: ([tp, tz]) => (op === 'cosineLoss' ? cosineLoss(tp, tz) : normalizedStd(tz)), expect };
 }
 
-const NET_GENERATORS = [batchNormCase, maxPoolCase, avgPoolCase, softmaxCase, softmaxCase, cosineCase];
+const NET_GENERATORS = [batchNormCase, maxPoolCase, avgPoolCase, softmaxCase, softmaxCase, cosineCase, convCase, convCase];
 
-t(`${NET_CASES} random cases over batchNorm, maxPool2d, globalAvgPool, softmax, argmax, softmaxCrossEntropy, cosineLoss, normalizedStd`, async () => {
+t(`${NET_CASES} random cases over conv2d, batchNorm, maxPool2d, globalAvgPool, softmax, argmax, softmaxCrossEntropy, cosineLoss, normalizedStd`, async () => {
   const counts: Record<string, number> = {};
   for (let k = 0; k < NET_CASES; k++) {
     const seed = SEED + 1_000_000 + k;
@@ -495,7 +525,7 @@ t(`${NET_CASES} random cases over batchNorm, maxPool2d, globalAvgPool, softmax, 
     await runCase(c, seed, r);
   }
   if (NET_CASES < 100) return;
-  for (const op of ['batchNorm', 'maxPool2d', 'globalAvgPool', 'softmax', 'argmax', 'softmaxCrossEntropy', 'cosineLoss', 'normalizedStd']) {
+  for (const op of ['conv2d', 'batchNorm', 'maxPool2d', 'globalAvgPool', 'softmax', 'argmax', 'softmaxCrossEntropy', 'cosineLoss', 'normalizedStd']) {
     assert.ok(counts[op], `no case for ${op}`);
   }
 });
@@ -552,6 +582,13 @@ t('regression: maxPool2d of an image with no rows or columns throws instead of p
   assert.throws(() => maxPool2d(x, { kernel: 4, stride: 3, padding: 2 }), /maxPool2d: input \[2, 7, 0, 3\] has an empty spatial dimension/);
   x.dispose();
 });
+
+opTest('regression: conv2d with no input channels (an empty tensor bound where the kernel reads vec4s) gives the bias', {
+  shapes: [[2, 5, 5, 0], [3, 3, 0, 4], [4]],
+  ref: ([x, w, b]) => convRef.conv2d(x, w, b, 1, 1),
+  refGrad: ([x, w], dy) => convRef.conv2dBackward(x, w, dy, 1, 1),
+  gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 1, padding: 1 }),
+}, t);
 
 t('regression: errors name the op that was called (subScalar, divScalar, mean), not the one it delegates to', () => {
   const i = tensor([1, 2], [2], { dtype: 'i32' });
