@@ -3,7 +3,8 @@
 // call is valid; a valid call must match the float64 reference (rounded to f32: NaN and ±Inf at the same
 // positions, finite values within a normalized error), an invalid one must throw an Error naming the op (and
 // the shapes for shape errors, the dtype for dtype errors). Every case, failed or not, must leave no buffer
-// and no tape record behind. Reproduce one case with FUZZ_SEED=<seed> FUZZ_CASES=1.
+// and no tape record behind. Reproduce a failing case from the seed it reports: FUZZ_SEED=<seed> FUZZ_CASES=1
+// (network kernels: FUZZ_SEED=<seed - 1000000> FUZZ_NET_CASES=1); FUZZ_CASES/FUZZ_NET_CASES=5000 for a long run.
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
