@@ -123,6 +123,8 @@ function poolGeometry(x: Tensor, opts: MaxPoolOptions): PoolGeom {
   // as PyTorch: then every window holds at least one real pixel
   if (!Number.isInteger(P) || P < 0 || 2 * P > K) throw new Error(`${op}: padding must be an integer in [0, kernel / 2], got ${P} for kernel ${K}`);
   const [N, H, W, C] = x.shape;
+  // with padding, an empty image would still get windows, made only of padding: no value to take the max of
+  if (H === 0 || W === 0) throw new Error(`${op}: input ${fmtShape(x.shape)} has an empty spatial dimension`);
   const OH = convOutSize(H, K, S, P);
   const OW = convOutSize(W, K, S, P);
   if (OH < 1 || OW < 1) throw new Error(`${op}: input ${fmtShape(x.shape)} is too small for kernel ${K} with stride ${S} and padding ${P}: the output would be ${OH}x${OW}`);
