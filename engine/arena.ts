@@ -3,7 +3,7 @@
 // few dispatches over the whole buffer instead of one per parameter; a segment table on the GPU tells those
 // kernels where each parameter starts and what kind it is (per-tensor norms for LARS, bias/norm exclusions).
 
-import { gpu, onRelease } from './device.ts';
+import { gpu, onRelease, deviceLostReason } from './device.ts';
 import { Tensor, Storage, keep, tensor, fmtShape, shapeSize, type Shape } from './tensor.ts';
 import { copyRange, clearRange, readRange, writeRange, flush } from './recorder.ts';
 
@@ -234,7 +234,9 @@ export class ArenaBuffer {
     this.destroyed = true;
     this.flat.dispose();
     if (liveBuffers.delete(this)) {
-      flush(); // commands already recorded may still use the buffer: submit them before destroying it
+      // commands already recorded may still use the buffer: submit them before destroying it (unless the device
+      // is lost: then nothing will run, and cleanup must not throw)
+      if (!deviceLostReason()) flush();
       this.buffer.destroy();
     }
   }

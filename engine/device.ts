@@ -41,6 +41,35 @@ let pending: Promise<GpuContext> | null = null;
 let gpuHandle: GPU | null = null;
 let lostReason: string | null = null;
 const lostListeners: ((reason: string) => void)[] = [];
+// Bumped for every new device: GPU objects made under an older generation died with their device.
+let generation = 0;
+const RELEASED = 'released by releaseDevice()';
+// Resolves (never rejects) with the reason when the current device is lost, real or simulated; waits on the GPU
+// race it so that nothing pending hangs on a device that will never answer.
+let lostSignal: Promise<string> = new Promise(() => {});
+let signalLost: (reason: string) => void = () => {};
+
+function armLostSignal(): void {
+  lostSignal = new Promise((resolve) => (signalLost = resolve));
+}
+
+// Waits in progress (readbacks, syncs) that device loss must end. A set, not reactions on lostSignal: those
+// would pile up on a promise that never settles while the device is fine, one per readback, forever.
+const lossWaiters = new Set<(reason: string) => void>();
+
+function wakeWaiters(reason: string): void {
+  const ws = [...lossWaiters];
+  lossWaiters.clear();
+  for (const w of ws) w(reason);
+}
+
+function markLost(reason: string): void {
+  if (lostReason) return;
+  lostReason = reason;
+  signalLost(reason);
+  wakeWaiters(reason);
+  for (const l of lostListeners) l(reason);
+}
 
 const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof (globalThis as any).window === 'undefined';
 
@@ -71,10 +100,11 @@ export async function getDevice(): Promise<GpuContext> {
     }
     const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
     lostReason = null;
+    generation++;
+    armLostSignal();
     device.lost.then((info) => {
       if (current?.device !== device) return; // destroyed on purpose by releaseDevice()
-      lostReason = `${info.reason}: ${info.message}`;
-      for (const l of lostListeners) l(lostReason);
+      markLost(`${info.reason}: ${info.message || 'no message'}`);
     });
     const ai: any = (adapter as any).info ?? {};
     const limits: Record<string, number> = {};
@@ -104,15 +134,62 @@ export async function getDevice(): Promise<GpuContext> {
   }
 }
 
-/** The device if getDevice() has resolved; throws otherwise (ops are synchronous and need it ready). */
-export function gpu(): GpuContext {
-  if (lostReason) throw new Error(`WebGPU device lost (${lostReason}); call getDevice() again after releaseDevice()`);
-  if (!current) throw new Error('no WebGPU device yet: `await getDevice()` before running ops');
+/** What every use of a lost device throws: recover with releaseDevice() + getDevice() and reloading state. */
+export class DeviceLostError extends Error {
+  constructor(message: string, readonly reason: string) {
+    super(message);
+    this.name = 'DeviceLostError';
+  }
+}
+
+/** The error every use of a lost device throws; `op` names what was attempted. */
+export function deviceLostError(op: string, reason = lostReason ?? RELEASED): DeviceLostError {
+  return new DeviceLostError(`WebGPU device lost (${reason}) during ${op}; call releaseDevice() and then getDevice() to continue on a new device (tensors of the lost device are gone: reload them, e.g. from a checkpoint)`, reason);
+}
+
+/**
+ * The device if getDevice() has resolved; throws otherwise (ops are synchronous and need it ready), and after
+ * device loss, naming `op`.
+ */
+export function gpu(op = 'a GPU operation'): GpuContext {
+  if (lostReason) throw deviceLostError(op);
+  if (!current) throw new Error(`${op}: no WebGPU device yet: \`await getDevice()\` before running ops`);
   return current;
 }
 
 export function deviceLostReason(): string | null {
   return lostReason;
+}
+
+/** Which device GPU objects belong to; changes whenever getDevice() creates a new one. */
+export function deviceGeneration(): number {
+  return generation;
+}
+
+/**
+ * Resolves with the loss reason when the current device is lost (never rejects; stays pending while it is
+ * fine). For one-off waits: every .then() on it is kept until the device is lost; per-call waits use
+ * unlessDeviceLost().
+ */
+export function whenDeviceLost(): Promise<string> {
+  return lostSignal;
+}
+
+/**
+ * Settles as `p` does, unless the device is lost (or released) first: then rejects with the device-lost error
+ * naming `op`, so that nothing waits forever on a device that will never answer. Holds nothing once settled.
+ */
+export function unlessDeviceLost<T>(p: Promise<T>, op: string): Promise<T> {
+  p.catch(() => {}); // if loss wins, Dawn may still reject p later (pending maps are aborted): not an error
+  if (lostReason) return Promise.reject(deviceLostError(op));
+  return new Promise<T>((resolve, reject) => {
+    const onLost = (reason: string) => reject(deviceLostError(op, reason));
+    lossWaiters.add(onLost);
+    p.then(
+      (v) => (lossWaiters.delete(onLost), resolve(v)),
+      (e) => (lossWaiters.delete(onLost), reject(e)),
+    );
+  });
 }
 
 export function onDeviceLost(fn: (reason: string) => void): void {
@@ -125,20 +202,26 @@ export function onRelease(fn: () => void): void {
   releaseHooks.push(fn);
 }
 
-/** Destroys the device and drops the Dawn instance, so a Node process can exit. */
+/**
+ * Destroys the device and drops the Dawn instance, so a Node process can exit. Also the way back after device
+ * loss: release, then getDevice() makes a new device (a new generation; tensors of the old one are dead).
+ */
 export function releaseDevice(): void {
   for (const h of releaseHooks) h();
   const c = current;
   current = null;
   lostReason = null;
+  generation++; // even without a new device, what was made on the old one must not be used or pooled again
+  signalLost(RELEASED); // anything still waiting on the old device stops waiting
+  wakeWaiters(RELEASED);
+  armLostSignal();
   c?.device.destroy();
   gpuHandle = null;
 }
 
-/** Test hook: simulate device loss as the browser or driver would report it. */
+/** Test hook: simulate device loss as the browser or driver would report it (the device itself keeps working). */
 export function simulateDeviceLoss(message = 'simulated'): void {
-  lostReason = `unknown: ${message}`;
-  for (const l of lostListeners) l(lostReason);
+  markLost(`unknown: ${message}`);
 }
 
 export { gpuHandle as _gpuHandle };

@@ -1,10 +1,30 @@
-// Public API of the engine: `import { getDevice, tensor, matmul, backward } from 'byol-webgpu'`.
+// Public API of the engine: `import { getDevice, tensor, matmul, backward, nn, optim } from 'byol-webgpu'`.
+// Browser-safe: Node-only helpers (safetensors files on disk) are in byol/node.ts.
 
 export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, type DeviceInfo, type GpuContext } from './device.ts';
 export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, type DType, type Shape } from './tensor.ts';
 export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled } from './tape.ts';
-export { flush, sync, recorderStats, pool } from './recorder.ts';
-export { add, sub, mul, div, relu, exp, log, sqrt, neg, addScalar, subScalar, mulScalar, divScalar, powScalar, reshape, full, onesLike } from '../kernels/elementwise.ts';
+export { flush, sync, recorderStats, pool, launch, type KernelSpec } from './recorder.ts';
+export { liveTensors, memoryStats } from './memory.ts';
+
+// ops
+export { add, sub, mul, div, relu, exp, log, sqrt, neg, addScalar, subScalar, mulScalar, divScalar, powScalar, reshape, full, onesLike, ew } from '../kernels/elementwise.ts';
 export { sum, mean, max } from '../kernels/reduce.ts';
 export { matmul } from '../kernels/matmul.ts';
-export { liveTensors, memoryStats } from './memory.ts';
+export { conv2d, type Conv2dOptions } from '../kernels/conv2d.ts';
+export { batchNorm, type BatchNormStats, type BatchNormOptions } from '../kernels/batchnorm.ts';
+export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
+export { softmaxCrossEntropy, softmax, argmax } from '../kernels/softmax.ts';
+export { cosineLoss, normalizedStd } from '../kernels/cosine.ts';
+
+// modules, parameters, optimizers, checkpoints
+export * as nn from './nn.ts';
+export * as optim from './optim.ts';
+export { Module, Linear, ReLU, Sequential, Flatten, Identity, materialize, init, torchStateDict, loadTorchStateDict } from './nn.ts';
+export { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from './layers.ts';
+export { Arena, arenaStats, type SegmentSpec } from './arena.ts';
+export { SGD, Adam, LARS } from './optim.ts';
+export { emaUpdate } from './ema.ts';
+export { warmupCosine, emaTau } from './schedule.ts';
+export { serializeSafetensors, parseSafetensors, type TensorEntry } from './safetensors.ts';
+export { Rng, deriveSeed } from './random.ts';

@@ -24,6 +24,7 @@ export interface PoolStats {
 export class BufferPool {
   private free = new Map<number, GPUBuffer[]>();
   private released: GPUBuffer[] = [];
+  private _releasedBytes = 0;
   private live = new Set<GPUBuffer>();
   private liveBytes = 0;
   private allocatedBytes = 0;
@@ -51,6 +52,12 @@ export class BufferPool {
     if (!this.live.delete(buf)) throw new Error('BufferPool.release: buffer is not live (released twice?)');
     this.liveBytes -= buf.size;
     this.released.push(buf);
+    this._releasedBytes += buf.size;
+  }
+
+  /** Bytes released since the last submit: not reusable until the next one. */
+  get releasedBytes(): number {
+    return this._releasedBytes;
   }
 
   /** Called right after a submit: buffers released before it may now be reused. */
@@ -62,6 +69,7 @@ export class BufferPool {
       this.pooled++;
     }
     this.released.length = 0;
+    this._releasedBytes = 0;
   }
 
   /** Frees pooled buffers back to the device (not live ones). */
@@ -84,6 +92,7 @@ export class BufferPool {
     for (const b of this.released) b.destroy();
     this.live.clear();
     this.released.length = 0;
+    this._releasedBytes = 0;
     this.liveBytes = 0;
     this.allocatedBytes = 0;
   }

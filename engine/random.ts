@@ -1,18 +1,20 @@
-// A small deterministic random generator for parameter initialization: mulberry32 for uniforms, Box-Muller
-// for normals. Not cryptographic; chosen so that a seed gives the same weights in Node and in every browser.
+// The one deterministic random generator of the project (initialization, data order, augmentation
+// parameters): mulberry32 for uniforms, Box-Muller for normals. Not cryptographic; chosen so that a seed gives
+// the same stream in Node and in every browser.
 
 export class Rng {
-  private state: number;
+  private s: number;
   private spare: number | null = null;
 
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    if (!Number.isFinite(seed)) throw new Error(`Rng: seed must be a finite number, got ${seed}`);
+    this.s = Math.trunc(seed) >>> 0;
   }
 
-  /** Uniform in [0, 1). */
+  /** Uniform in [0, 1), 32 bits of resolution. */
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
+    this.s = (this.s + 0x6d2b79f5) >>> 0;
+    let t = this.s;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
@@ -35,6 +37,41 @@ export class Rng {
     const r = Math.sqrt(-2 * Math.log(u1));
     this.spare = r * Math.sin(2 * Math.PI * u2);
     return r * Math.cos(2 * Math.PI * u2);
+  }
+
+  /** Integer uniform in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+
+  /** True with probability p (p = 0 never, p = 1 always). */
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+
+  /** A uniformly random permutation of 0..n-1 (Fisher-Yates). */
+  permutation(n: number): number[] {
+    const a = [...Array(n).keys()];
+    for (let i = n - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [a[i], a[j]] = [a[j], a[i]];
+    }
+    return a;
+  }
+
+  /** A new generator seeded from this one: an independent stream for a sub-task (e.g. one per view). */
+  fork(): Rng {
+    return new Rng(Math.floor(this.next() * 4294967296));
+  }
+
+  /** The uniform stream's state, to checkpoint and resume it exactly (a cached normal is not included). */
+  get state(): number {
+    return this.s;
+  }
+
+  set state(s: number) {
+    this.s = s >>> 0;
+    this.spare = null;
   }
 }
 

@@ -2,8 +2,8 @@
 // submits it. A training step therefore costs one submit, and reading a tensor back is the only other sync.
 // Pipelines are cached by WGSL source, uniform buffers by their bytes (shapes repeat every step).
 
-import { gpu, onRelease } from './device.ts';
-import { BufferPool } from './pool.ts';
+import { gpu, onRelease, unlessDeviceLost as unlessLost, DeviceLostError } from './device.ts';
+import { BufferPool, sizeClass } from './pool.ts';
 
 export type BindingKind = 'uniform' | 'read' | 'rw';
 
@@ -36,23 +36,61 @@ interface EngineState {
   encoder: GPUCommandEncoder | null;
   pass: GPUComputePassEncoder | null;
   opsSinceSubmit: string[];
-  errors: Promise<string | null>[];
+  /** Error scopes not yet answered; each removes itself when it settles, so this stays small. */
+  pendingErrors: Set<Promise<void>>;
+  /** GPU errors reported since the last checkErrors(), at most MAX_ERRORS kept (errorCount counts all). */
+  errors: string[];
+  errorCount: number;
+  /** Pipelines whose WGSL failed to compile, by cache key: later launches throw at once. */
+  failed: Map<string, string>;
   dispatches: number;
+  dispatchesSinceSubmit: number;
   submits: number;
+  readbacks: number;
+  /** Idle MAP_READ buffers by size class: a readback reuses one instead of creating and destroying it. */
+  staging: Map<number, GPUBuffer[]>;
+  stagingBytes: number;
 }
 
+/**
+ * A loop that records many steps without submitting (no flush(), no readback) would hold every buffer it
+ * released (reusable only after a submit) and an ever longer command buffer: launch() submits by itself past
+ * these limits. One submit per step, as a training loop does, stays far below them.
+ */
+export interface AutoFlushLimits {
+  /** Bytes released since the last submit. */
+  releasedBytes: number;
+  /** Dispatches recorded since the last submit. */
+  dispatches: number;
+}
+const autoFlush: AutoFlushLimits = { releasedBytes: 256 * 2 ** 20, dispatches: 8192 };
+
+/** Sets the auto-flush limits (see AutoFlushLimits); returns the previous ones. */
+export function setAutoFlush(limits: Partial<AutoFlushLimits>): AutoFlushLimits {
+  const prev = { ...autoFlush };
+  for (const [k, v] of Object.entries(limits)) {
+    if (!(typeof v === 'number' && v >= 1)) throw new Error(`setAutoFlush: ${k} must be a number >= 1, got ${v}`);
+    autoFlush[k as keyof AutoFlushLimits] = v;
+  }
+  return prev;
+}
+
+const MAX_STAGING_PER_SIZE = 4;
+const MAX_STAGING_BYTES = 64 * 2 ** 20;
 const MAX_UNIFORMS = 4096;
+const MAX_ERRORS = 16;
 let state: EngineState | null = null;
 
 onRelease(() => {
   if (!state) return;
   state.pool.destroyAll();
   for (const b of state.uniforms.values()) b.destroy();
+  for (const list of state.staging.values()) for (const b of list) b.destroy();
   state = null;
 });
 
-function engine(): EngineState {
-  const { device } = gpu();
+function engine(op?: string): EngineState {
+  const { device } = gpu(op);
   if (!state) {
     state = {
       pool: new BufferPool(device, device.limits.maxBufferSize),
@@ -62,9 +100,16 @@ function engine(): EngineState {
       encoder: null,
       pass: null,
       opsSinceSubmit: [],
+      pendingErrors: new Set(),
       errors: [],
+      errorCount: 0,
+      failed: new Map(),
       dispatches: 0,
+      dispatchesSinceSubmit: 0,
       submits: 0,
+      readbacks: 0,
+      staging: new Map(),
+      stagingBytes: 0,
     };
   }
   return state;
@@ -74,19 +119,41 @@ export function pool(): BufferPool {
   return engine().pool;
 }
 
-function watchErrors(device: GPUDevice, what: string): void {
+/**
+ * Returns a pooled buffer. Does not need a working device: after device loss the buffer is simply dropped
+ * (releaseDevice() destroys everything), so that cleanup code never throws.
+ */
+export function releasePooled(buffer: GPUBuffer): void {
+  state?.pool.release(buffer);
+}
+
+function reportError(s: EngineState, message: string): void {
+  s.errorCount++;
+  if (s.errors.length < MAX_ERRORS) s.errors.push(message);
+}
+
+/** Pops the error scope pushed before the work named by `what`; a reported error is kept for checkErrors(). */
+function watchErrors(device: GPUDevice, what: string, onError?: (message: string) => void): void {
   const s = engine();
-  s.errors.push(
-    device.popErrorScope().then((e) => (e ? `${what}: ${e.message}` : null)),
-  );
+  const p: Promise<void> = device.popErrorScope().then(
+    (e) => {
+      if (!e) return;
+      reportError(s, `${what}: ${e.message}`);
+      onError?.(e.message);
+    },
+    (e) => reportError(s, `${what}: could not read the GPU error scope (${(e as Error)?.message ?? e})`),
+  ).finally(() => s.pendingErrors.delete(p));
+  s.pendingErrors.add(p);
 }
 
 function pipelineFor(spec: KernelSpec): CachedPipeline {
-  const s = engine();
+  const s = engine(spec.name);
   const key = spec.bindings.join(',') + '|' + (spec.entry ?? 'main') + '|' + spec.code;
+  const failed = s.failed.get(key);
+  if (failed) throw new Error(failed);
   let p = s.pipelines.get(key);
   if (p) return p;
-  const { device } = gpu();
+  const { device } = gpu(spec.name);
   device.pushErrorScope('validation');
   const entries: GPUBindGroupLayoutEntry[] = spec.bindings.map((kind, binding) => ({
     binding,
@@ -100,7 +167,11 @@ function pipelineFor(spec: KernelSpec): CachedPipeline {
     layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
     compute: { module, entryPoint: spec.entry ?? 'main' },
   });
-  watchErrors(device, `kernel '${spec.name}' failed to compile`);
+  watchErrors(device, `kernel '${spec.name}' failed to compile`, (message) => {
+    // keep the message, drop the invalid pipeline: every later launch of this kernel throws it synchronously
+    s.failed.set(key, `kernel '${spec.name}' failed to compile: ${message}`);
+    s.pipelines.delete(key);
+  });
   p = { pipeline, layout };
   s.pipelines.set(key, p);
   return p;
@@ -118,7 +189,7 @@ function uniformFor(bytes: ArrayBuffer): GPUBuffer {
     s.uniforms.set(key, buf);
     return buf;
   }
-  const { device } = gpu();
+  const { device } = gpu('uniform upload');
   buf = device.createBuffer({ size: Math.max(16, Math.ceil(bytes.byteLength / 16) * 16), usage: 0x40 | 0x08 }); // UNIFORM | COPY_DST
   device.queue.writeBuffer(buf, 0, bytes);
   s.uniforms.set(key, buf);
@@ -133,19 +204,19 @@ function uniformFor(bytes: ArrayBuffer): GPUBuffer {
 
 function openPass(): GPUComputePassEncoder {
   const s = engine();
-  if (!s.encoder) s.encoder = gpu().device.createCommandEncoder();
+  if (!s.encoder) s.encoder = gpu('command recording').device.createCommandEncoder();
   if (!s.pass) s.pass = s.encoder.beginComputePass();
   return s.pass;
 }
 
 /** The encoder with no compute pass open, for copies and clears recorded in order with the dispatches. */
-export function encoderForCopy(): GPUCommandEncoder {
-  const s = engine();
+export function encoderForCopy(op = 'a buffer copy'): GPUCommandEncoder {
+  const s = engine(op);
   if (s.pass) {
     s.pass.end();
     s.pass = null;
   }
-  if (!s.encoder) s.encoder = gpu().device.createCommandEncoder();
+  if (!s.encoder) s.encoder = gpu(op).device.createCommandEncoder();
   return s.encoder;
 }
 
@@ -156,11 +227,19 @@ export type LaunchArg = BufferRange | ArrayBuffer;
  * Workgroup counts above the device limit are a caller bug; use grid1d() for large 1-D launches.
  */
 export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number, number?, number?]): void {
-  const s = engine();
-  const { device } = gpu();
+  const s = engine(spec.name);
+  const { device } = gpu(spec.name);
   if (args.length !== spec.bindings.length) {
     throw new Error(`${spec.name}: kernel expects ${spec.bindings.length} bindings, got ${args.length}`);
   }
+  args.forEach((a, i) => {
+    if (a instanceof ArrayBuffer) {
+      if (spec.bindings[i] !== 'uniform') throw new Error(`${spec.name}: binding ${i} is '${spec.bindings[i]}' storage but got an ArrayBuffer (uniform data)`);
+      return;
+    }
+    if (spec.bindings[i] === 'uniform') throw new Error(`${spec.name}: binding ${i} is a uniform but got a buffer range`);
+    checkRange(spec.name, i, a, device);
+  });
   const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
   const [x, y = 1, z = 1] = workgroups;
   if (x > maxWg || y > maxWg || z > maxWg) {
@@ -181,13 +260,28 @@ export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number,
   pass.dispatchWorkgroups(x, y, z);
   s.dispatches++;
   if (s.opsSinceSubmit.length < 64) s.opsSinceSubmit.push(spec.name);
+  if (++s.dispatchesSinceSubmit >= autoFlush.dispatches || s.pool.releasedBytes >= autoFlush.releasedBytes) flush();
+}
+
+/**
+ * Checked here, synchronously, so the error names the op: WebGPU would only report it later, from an error
+ * scope, and an out-of-range binding is always a caller bug.
+ */
+function checkRange(op: string, i: number, r: BufferRange, device: GPUDevice): void {
+  const where = `${op}: binding ${i} (offset ${r.offset}, size ${r.size})`;
+  if (!Number.isInteger(r.offset) || !Number.isInteger(r.size) || r.offset < 0 || r.size <= 0) throw new Error(`${where} is not a valid buffer range`);
+  if (r.offset + r.size > r.buffer.size) throw new Error(`${where} exceeds its buffer of ${r.buffer.size} bytes`);
+  if (r.offset % device.limits.minStorageBufferOffsetAlignment !== 0) {
+    throw new Error(`${where}: offset is not a multiple of minStorageBufferOffsetAlignment ${device.limits.minStorageBufferOffsetAlignment}`);
+  }
+  if (r.size % 4 !== 0) throw new Error(`${where}: size is not a multiple of 4 bytes`);
 }
 
 /** Submits everything recorded so far. */
 export function flush(): void {
   const s = state;
   if (!s || !s.encoder) return;
-  const { device } = gpu();
+  const { device } = gpu(`submit of [${s.opsSinceSubmit.join(', ')}]`);
   if (s.pass) {
     s.pass.end();
     s.pass = null;
@@ -198,6 +292,7 @@ export function flush(): void {
   watchErrors(device, `submit of [${ops}]`);
   s.encoder = null;
   s.opsSinceSubmit = [];
+  s.dispatchesSinceSubmit = 0;
   s.submits++;
   s.pool.afterSubmit();
   for (const b of s.retiredUniforms) b.destroy();
@@ -205,71 +300,88 @@ export function flush(): void {
 }
 
 /** Throws the first GPU validation error recorded since the last check, naming the op it came from. */
-export async function checkErrors(): Promise<void> {
+export async function checkErrors(op = 'checkErrors'): Promise<void> {
   const s = state;
-  if (!s || s.errors.length === 0) return;
-  const errs = s.errors;
+  if (!s) return;
+  while (s.pendingErrors.size) await unlessLost(Promise.all([...s.pendingErrors]), op);
+  if (s.errorCount === 0) return;
+  const [first] = s.errors;
+  const more = s.errorCount - 1;
   s.errors = [];
-  const msgs = (await Promise.all(errs)).filter((m): m is string => m !== null);
-  if (msgs.length) throw new Error(msgs[0] + (msgs.length > 1 ? ` (and ${msgs.length - 1} more GPU errors)` : ''));
+  s.errorCount = 0;
+  throw new Error(first + (more ? ` (and ${more} more GPU error${more > 1 ? 's' : ''})` : ''));
 }
 
 /** Submits and waits until the GPU is done; surfaces GPU errors and device loss as thrown errors. */
 export async function sync(): Promise<void> {
   flush();
-  const { device } = gpu();
-  await device.queue.onSubmittedWorkDone();
-  await checkErrors();
-  gpu();
+  const { device } = gpu('sync');
+  await unlessLost(device.queue.onSubmittedWorkDone(), 'sync');
+  await checkErrors('sync');
+  gpu('sync');
 }
 
 /** Copies a buffer range to the CPU. Flushes pending work first. */
 export async function readRange(range: BufferRange, what: string): Promise<ArrayBuffer> {
-  const { device } = gpu();
+  const { device } = gpu(what);
+  const s = engine(what);
   const size = Math.ceil(range.size / 4) * 4;
-  const staging = device.createBuffer({ size, usage: 0x01 | 0x08 }); // MAP_READ | COPY_DST
-  encoderForCopy().copyBufferToBuffer(range.buffer, range.offset, staging, 0, size);
+  if (range.offset + size > range.buffer.size) throw new Error(`${what}: range (offset ${range.offset}, size ${range.size}) exceeds its buffer of ${range.buffer.size} bytes`);
+  const cls = sizeClass(size);
+  let staging = s.staging.get(cls)?.pop();
+  if (staging) s.stagingBytes -= cls;
+  else staging = device.createBuffer({ size: cls, usage: 0x01 | 0x08 }); // MAP_READ | COPY_DST
+  s.readbacks++;
+  encoderForCopy(what).copyBufferToBuffer(range.buffer, range.offset, staging, 0, size);
   flush();
   try {
-    await staging.mapAsync(1); // GPUMapMode.READ
+    await unlessLost(staging.mapAsync(1, 0, size), what); // GPUMapMode.READ
   } catch (e) {
     staging.destroy();
-    await checkErrors();
-    gpu();
+    if (e instanceof DeviceLostError) throw e;
+    gpu(what); // device loss first: it explains everything else
+    await checkErrors(what);
     throw new Error(`${what}: reading back from the GPU failed: ${(e as Error).message}`);
   }
-  const out = staging.getMappedRange().slice(0);
+  const out = staging.getMappedRange(0, size).slice(0);
   staging.unmap();
-  staging.destroy();
-  await checkErrors();
+  const list = s.staging.get(cls) ?? [];
+  if (state === s && list.length < MAX_STAGING_PER_SIZE && s.stagingBytes + cls <= MAX_STAGING_BYTES) {
+    list.push(staging);
+    s.staging.set(cls, list);
+    s.stagingBytes += cls;
+  } else staging.destroy();
+  await checkErrors(what);
   return out;
 }
 
 /** Uploads bytes into a buffer range, ordered before any commands recorded but not yet submitted. */
 export function writeRange(range: BufferRange, data: ArrayBufferView): void {
-  gpu().device.queue.writeBuffer(range.buffer, range.offset, data.buffer, data.byteOffset, data.byteLength);
+  gpu('a buffer upload').device.queue.writeBuffer(range.buffer, range.offset, data.buffer, data.byteOffset, data.byteLength);
 }
 
 /** Zero-fills a buffer range in order with recorded dispatches. */
 export function clearRange(range: BufferRange): void {
-  encoderForCopy().clearBuffer(range.buffer, range.offset, Math.ceil(range.size / 4) * 4);
+  encoderForCopy('a buffer clear').clearBuffer(range.buffer, range.offset, Math.ceil(range.size / 4) * 4);
 }
 
 /** Copies between buffer ranges in order with recorded dispatches. */
 export function copyRange(src: BufferRange, dst: BufferRange, bytes: number): void {
-  encoderForCopy().copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, Math.ceil(bytes / 4) * 4);
+  encoderForCopy('a buffer copy').copyBufferToBuffer(src.buffer, src.offset, dst.buffer, dst.offset, Math.ceil(bytes / 4) * 4);
 }
 
 export interface RecorderStats {
   dispatches: number;
   submits: number;
+  /** readRange() calls: toArray(), item(), arena reads, health polls. */
+  readbacks: number;
   pipelines: number;
   uniforms: number;
 }
 
 export function recorderStats(): RecorderStats {
   const s = engine();
-  return { dispatches: s.dispatches, submits: s.submits, pipelines: s.pipelines.size, uniforms: s.uniforms.size };
+  return { dispatches: s.dispatches, submits: s.submits, readbacks: s.readbacks, pipelines: s.pipelines.size, uniforms: s.uniforms.size };
 }
 
 /** Packs uniform parameters: u32 for integers given as {u: n}, i32 as {i: n}, f32 for plain numbers. */
@@ -301,7 +413,7 @@ export function u32s(...values: number[]): ArrayBuffer {
  */
 export function grid1d(n: number, wg: number): [number, number] {
   const groups = Math.ceil(n / wg);
-  const max = gpu().device.limits.maxComputeWorkgroupsPerDimension;
+  const max = gpu('grid1d').device.limits.maxComputeWorkgroupsPerDimension;
   if (groups <= max) return [groups, 1];
   const y = Math.ceil(groups / max);
   return [Math.ceil(groups / y), y];

@@ -29,7 +29,8 @@ function f16ToF32(h: number): number {
 }
 
 function decodeData(bytes: Uint8Array, dtype: string, n: number): Float32Array {
-  if (dtype === 'F32' && littleEndian) return new Float32Array(bytes.slice().buffer, 0, n);
+  // copy through Uint8Array.prototype.slice: a Node Buffer's own slice() is a view of the shared pool
+  if (dtype === 'F32' && littleEndian) return new Float32Array(Uint8Array.prototype.slice.call(bytes).buffer, 0, n);
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {

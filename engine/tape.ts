@@ -3,6 +3,7 @@
 // whole tape (PyTorch's retain_graph=False): one forward and one backward per training step.
 
 import { Tensor, tidy, keep, fmtShape } from './tensor.ts';
+import { onRelease } from './device.ts';
 import { add, onesLike } from '../kernels/elementwise.ts';
 
 export interface TapeNode {
@@ -17,6 +18,8 @@ export interface TapeNode {
 
 let tape: TapeNode[] = [];
 let gradEnabled = true;
+// records of a released (or lost) device refer to dead tensors: a new device starts with an empty tape
+onRelease(() => clearTape());
 
 export function isGradEnabled(): boolean {
   return gradEnabled;

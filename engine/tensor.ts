@@ -2,8 +2,8 @@
 // (reshape views, parameter arenas, tensors saved for backward); the buffer goes back to the pool when the
 // last of them is disposed.
 
-import { gpu } from './device.ts';
-import { pool, readRange, writeRange, clearRange, type BufferRange } from './recorder.ts';
+import { gpu, deviceGeneration } from './device.ts';
+import { pool, releasePooled, readRange, writeRange, clearRange, type BufferRange } from './recorder.ts';
 import type { TapeNode } from './tape.ts';
 
 export type DType = 'f32' | 'i32' | 'u32';
@@ -12,6 +12,8 @@ export type Shape = readonly number[];
 
 export class Storage {
   refs = 1;
+  /** The device this buffer was made on (deviceGeneration()); a buffer of a lost or released device is dead. */
+  readonly generation = deviceGeneration();
   constructor(
     readonly buffer: GPUBuffer,
     readonly bytes: number,
@@ -22,8 +24,13 @@ export class Storage {
     this.refs++;
     return this;
   }
+  /** False once its device was lost and released (its buffer is destroyed). */
+  get alive(): boolean {
+    return this.generation === deviceGeneration();
+  }
   release(): void {
-    if (--this.refs === 0 && this.pooled) pool().release(this.buffer);
+    // a dead buffer went with its device and pool; dropping the handle is all there is to do
+    if (--this.refs === 0 && this.pooled && this.alive) releasePooled(this.buffer);
   }
 }
 
@@ -83,12 +90,19 @@ export class Tensor {
   /** Throws if this tensor was disposed; `op` names the operation that wanted it. */
   assertLive(op: string): void {
     if (this._disposed) throw new Error(`${op}: tensor #${this.id} ${fmtShape(this.shape)} was used after dispose()`);
+    if (!this.storage.alive) {
+      throw new Error(`${op}: tensor #${this.id} ${fmtShape(this.shape)} belongs to a WebGPU device that was lost or released; make it again on the new device (e.g. reload a checkpoint)`);
+    }
   }
 
-  /** The buffer range to bind in a kernel (at least 4 bytes: zero-size bindings are invalid). */
+  /**
+   * The buffer range to bind in a kernel. An empty tensor still gets 16 bytes (its buffer has at least 256):
+   * zero-size bindings are invalid, and a kernel that reads vec4s needs 16 (e.g. conv2d with Cin = 0).
+   */
   binding(op = 'op'): BufferRange {
     this.assertLive(op);
-    return { buffer: this.storage.buffer, offset: this.byteOffset, size: Math.max(4, this.byteLength) };
+    const size = this.byteLength || Math.min(16, this.storage.buffer.size - this.byteOffset);
+    return { buffer: this.storage.buffer, offset: this.byteOffset, size };
   }
 
   async toArray(): Promise<TypedArray> {
@@ -154,8 +168,19 @@ function collectTensors(v: unknown, out: Set<Tensor>, depth = 0): void {
   }
 }
 
+function disposeAll(scope: Set<Tensor>): void {
+  for (const t of [...scope]) {
+    try {
+      t.dispose();
+    } catch {
+      /* keep freeing the rest; the original error is the one to report */
+    }
+  }
+  scope.clear();
+}
+
 /**
- * Runs fn and disposes every tensor it created, except those it returns (a tensor, or arrays/plain objects
+ * Runs fn and disposes every tensor it created (also when fn throws), except those it returns (a tensor, or arrays/plain objects
  * of tensors), which move to the enclosing scope.
  */
 export function tidy<T>(fn: () => T): T {
@@ -164,6 +189,10 @@ export function tidy<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
+  } catch (e) {
+    // an op that throws halfway leaves its temporaries here: free them, or every failed step would leak
+    disposeAll(scope);
+    throw e;
   } finally {
     scopes.pop();
   }
@@ -182,6 +211,9 @@ export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
   let result: T;
   try {
     result = await fn();
+  } catch (e) {
+    disposeAll(scope);
+    throw e;
   } finally {
     const i = scopes.lastIndexOf(scope);
     if (i >= 0) scopes.splice(i, 1);
@@ -198,7 +230,7 @@ export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
 /** An uninitialized tensor backed by a fresh pooled buffer (kernels write all of it). */
 export function empty(shape: Shape, dtype: DType = 'f32', what = 'empty'): Tensor {
   checkShape(shape, what);
-  gpu();
+  gpu(what);
   const bytes = Math.max(4, shapeSize(shape) * 4);
   return new Tensor(shape, dtype, new Storage(pool().acquire(bytes), bytes));
 }

@@ -114,9 +114,10 @@ export function onesLike(t: Tensor): Tensor {
 // ---- unary ops ----------------------------------------------------------------------------------------
 
 interface UnaryDef {
-  fwd: string; // in terms of a (the input) and s0
-  /** gradient wrt the input in terms of a (dy), b (the saved input x) or b (the saved output y), s0 */
-  bwd: string;
+  /** in terms of a (the input) and s0 (the scalar); a function of the scalar where it picks the expression */
+  fwd: string | ((s: number) => string);
+  /** gradient wrt the input in terms of a (dy), b (the saved input x) or b (the saved output y), s0, s1 = s0 - 1 */
+  bwd: string | ((s: number) => string);
   saves: 'x' | 'y' | 'none';
   ref: (x: number, s: number) => number;
   refGrad: (x: number, y: number, s: number) => number;
@@ -130,15 +131,42 @@ const UNARY: Record<string, UnaryDef> = {
   neg: { fwd: '-a', bwd: '-a', saves: 'none', ref: (x) => -x, refGrad: () => -1 },
   addScalar: { fwd: 'a + s0', bwd: 'a', saves: 'none', ref: (x, s) => x + s, refGrad: () => 1 },
   mulScalar: { fwd: 'a * s0', bwd: 'a * s0', saves: 'none', ref: (x, s) => x * s, refGrad: (_x, _y, s) => s },
-  powScalar: { fwd: 'pow(a, s0)', bwd: 'a * s0 * pow(b, s0 - 1.0)', saves: 'x', ref: (x, s) => Math.pow(x, s), refGrad: (x, _y, s) => s * Math.pow(x, s - 1) },
+  powScalar: {
+    fwd: (s) => powExpr('a', s, 's0'),
+    bwd: (s) => `a * s0 * ${powExpr('b', s - 1, 's1')}`,
+    saves: 'x',
+    ref: (x, s) => Math.pow(x, s),
+    refGrad: (x, _y, s) => s * Math.pow(x, s - 1),
+  },
 };
 
-function unary(op: keyof typeof UNARY, x: Tensor, s = 0): Tensor {
+/**
+ * WGSL for x^e with JavaScript's (and PyTorch's) semantics. WGSL's pow(x, e) is exp2(e·log2(x)): NaN for every
+ * negative x and for 0^0, 0 (not Inf) for 0^-e on some drivers, and inexact for small integer powers. So: exact
+ * products for small exponents, a reciprocal for negative exponents, and for other integer exponents
+ * pow(|x|, e) with the sign of x when e is odd; non-integer e keeps pow (NaN for negative x, as Math.pow).
+ * `u` is the WGSL expression of e (a uniform).
+ */
+function powExpr(x: string, e: number, u: string): string {
+  if (e === 0) return '1.0';
+  if (e < 0) return `(1.0 / ${powExpr(x, -e, `(-${u})`)})`;
+  if (e === 1) return x;
+  if (e === 2) return `(${x} * ${x})`;
+  if (e === 3) return `(${x} * ${x} * ${x})`;
+  if (!Number.isInteger(e)) return `pow(${x}, ${u})`;
+  const p = `pow(abs(${x}), ${u})`;
+  if (e % 2 === 0) return p;
+  return `bitcast<f32>(bitcast<u32>(${p}) | (bitcast<u32>(${x}) & 0x80000000u))`; // |x|^e with x's sign
+}
+
+function unary(op: keyof typeof UNARY, x: Tensor, s = 0, name: string = op): Tensor {
   const def = UNARY[op];
-  const y = ew(op, def.fwd, [x], x.shape, [s]);
+  const fwd = typeof def.fwd === 'function' ? def.fwd(s) : def.fwd;
+  const y = ew(name, fwd, [x], x.shape, [s]);
   if (needsGrad(x)) {
     const saved = def.saves === 'x' ? [x] : def.saves === 'y' ? [y] : [];
-    record(op, [x], y, (dy, [v]) => [ew(`${op}.backward`, def.bwd, v ? [dy, v] : [dy], x.shape, [s])], saved);
+    const bwd = typeof def.bwd === 'function' ? def.bwd(s) : def.bwd;
+    record(name, [x], y, (dy, [v]) => [ew(`${name}.backward`, bwd, v ? [dy, v] : [dy], x.shape, [s, s - 1])], saved);
   }
   return y;
 }
@@ -151,8 +179,8 @@ export const neg = (x: Tensor) => unary('neg', x);
 export const addScalar = (x: Tensor, s: number) => unary('addScalar', x, s);
 export const mulScalar = (x: Tensor, s: number) => unary('mulScalar', x, s);
 export const powScalar = (x: Tensor, s: number) => unary('powScalar', x, s);
-export const subScalar = (x: Tensor, s: number) => unary('addScalar', x, -s);
-export const divScalar = (x: Tensor, s: number) => unary('mulScalar', x, 1 / s);
+export const subScalar = (x: Tensor, s: number) => unary('addScalar', x, -s, 'subScalar');
+export const divScalar = (x: Tensor, s: number) => unary('mulScalar', x, 1 / s, 'divScalar');
 
 // ---- binary ops with broadcasting ---------------------------------------------------------------------
 

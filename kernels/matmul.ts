@@ -145,7 +145,8 @@ function dims(a: Tensor, b: Tensor, transA: boolean, transB: boolean): MatmulDim
   const ba = a.rank === 3 ? a.shape[0] : 1;
   const bb = b.rank === 3 ? b.shape[0] : 1;
   if (a.rank === 3 && b.rank === 3 && ba !== bb) throw new Error(`${op}: batch sizes differ (${ba} vs ${bb}) in ${desc()}`);
-  const batch = Math.max(ba, bb);
+  // a 2-D operand is shared by every batch of the other, including an empty batch
+  const batch = a.rank === 3 ? ba : bb;
   const outShape = a.rank === 3 || b.rank === 3 ? [batch, M, N] : [M, N];
   return { batch, M, N, K: Ka, outShape };
 }
@@ -153,9 +154,9 @@ function dims(a: Tensor, b: Tensor, transA: boolean, transB: boolean): MatmulDim
 /** The raw kernel launch (no tape). */
 export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, tile = tileChoice): Tensor {
   const { batch, M, N, K, outShape } = dims(a, b, transA, transB);
+  if (batch > 65535) throw new Error(`matmul: batch ${batch} exceeds 65535 (A ${fmtShape(a.shape)}, B ${fmtShape(b.shape)})`);
   const c = empty(outShape, 'f32', 'matmul');
   if (c.size === 0) return c;
-  if (batch > 65535) throw new Error(`matmul: batch ${batch} exceeds 65535`);
   const aligned = M % tile.BM === 0 && N % tile.BN === 0 && K % tile.BK === 0;
   const spec = matmulSpec(transA, transB, aligned, tile);
   const u = u32s(M, N, K, a.rank === 3 ? M * K : 0, b.rank === 3 ? K * N : 0, M * N);

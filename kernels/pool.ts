@@ -1,15 +1,14 @@
-// Pooling on NHWC: max-pool (k x k window, stride, zero-free padding: padded cells never win) and global average
-// pool, with backward and float64 reference. Max-pool's backward sends each output's gradient to the first
-// maximum of its window in row-major window order (PyTorch's choice); the forward saves that argmax as i32 so the
-// backward is a gather: each input cell sums the gradients of the windows that chose it, without atomics.
+// Pooling on NHWC activations: max pooling (with the argmax kept for backward) and global average pooling, with
+// their float64 reference. Max pooling reads 4 channels per thread as vec4 when C % 4 == 0 (loads dominate the
+// cost on lavapipe). Its backward gathers instead of scattering: each input element sums dy over the windows
+// that chose it, so overlapping windows need no atomics.
 
-import { launch, grid1d, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { launch, u32s, grid1d, type KernelSpec } from '../engine/recorder.ts';
 import { Tensor, empty, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { mean } from './reduce.ts';
+import { convOutSize } from './conv2d.ts';
 import type { Arr } from '../engine/ref.ts';
-
-const WG = 256;
 
 export interface MaxPoolOptions {
   kernel?: number;
@@ -17,142 +16,162 @@ export interface MaxPoolOptions {
   padding?: number;
 }
 
-const HEAD = `
-struct P { N: u32, H: u32, W: u32, C: u32, OH: u32, OW: u32, k: u32, s: u32, pad: u32, total: u32, p0: u32, p1: u32 }
-@group(0) @binding(0) var<uniform> p: P;`;
+interface PoolGeom {
+  N: number;
+  H: number;
+  W: number;
+  C: number;
+  K: number;
+  S: number;
+  P: number;
+  OH: number;
+  OW: number;
+}
 
-const forwardSpec: KernelSpec = {
-  name: 'maxPool2d',
-  bindings: ['uniform', 'read', 'rw', 'rw'],
-  code: `${HEAD}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> arg: array<i32>;
+const WG = 64;
+const UNIFORMS = `struct P { n: u32, h: i32, w: i32, cq: u32, oh: i32, ow: i32, k: i32, s: i32, pad: i32, p0: u32, p1: u32, p2: u32 }`;
+const specs = new Map<string, KernelSpec>();
+
+function poolSpec(kind: 'fwd' | 'bwd', vec: boolean): KernelSpec {
+  const key = kind + vec;
+  let s = specs.get(key);
+  if (s) return s;
+  const F = vec ? 'vec4<f32>' : 'f32';
+  const I = vec ? 'vec4<i32>' : 'i32';
+  const head = `${UNIFORMS}
+@group(0) @binding(0) var<uniform> p: P;`;
+  const index = `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.total) { return; }
-  let c = i % p.C;
-  let ow = (i / p.C) % p.OW;
-  let oh = (i / (p.C * p.OW)) % p.OH;
-  let n = i / (p.C * p.OW * p.OH);
-  var best = -3.402823e38;
-  var bi = -1;
-  for (var ky = 0u; ky < p.k; ky++) {
-    let iy = i32(oh * p.s + ky) - i32(p.pad);
-    if (iy < 0 || iy >= i32(p.H)) { continue; }
-    for (var kx = 0u; kx < p.k; kx++) {
-      let ix = i32(ow * p.s + kx) - i32(p.pad);
-      if (ix < 0 || ix >= i32(p.W)) { continue; }
-      let idx = ((n * p.H + u32(iy)) * p.W + u32(ix)) * p.C + c;
-      let v = x[idx];
-      if (v > best || bi < 0) { best = v; bi = i32(idx); }
+  if (i >= p.n) { return; }
+  let cq = i % p.cq;`;
+  const code =
+    kind === 'fwd'
+      ? // one thread per output (pixel, channel quad); arg holds the chosen input pixel (ih * W + iw)
+        `${head}
+@group(0) @binding(1) var<storage, read> x: array<${F}>;
+@group(0) @binding(2) var<storage, read_write> y: array<${F}>;
+@group(0) @binding(3) var<storage, read_write> arg: array<${I}>;
+${index}
+  let pix = i / p.cq;
+  let ow = i32(pix % u32(p.ow));
+  let oh = i32((pix / u32(p.ow)) % u32(p.oh));
+  let n = i32(pix / u32(p.ow * p.oh));
+  var best = ${F}(-3.402823e38);
+  var at = ${I}(-1);
+  for (var kh = 0; kh < p.k; kh++) {
+    let ih = oh * p.s - p.pad + kh;
+    if (ih < 0 || ih >= p.h) { continue; }
+    for (var kw = 0; kw < p.k; kw++) {
+      let iw = ow * p.s - p.pad + kw;
+      if (iw < 0 || iw >= p.w) { continue; }
+      let v = x[u32((n * p.h + ih) * p.w + iw) * p.cq + cq];
+      // strictly greater: ties keep the first maximum in window order (as PyTorch)
+      let better = (v > best) | (at < ${I}(0));
+      best = select(best, v, better);
+      at = select(at, ${I}(ih * p.w + iw), better);
     }
   }
   y[i] = best;
-  arg[i] = bi;
-}`,
-};
-
-// dx[n, iy, ix, c] = sum of dy over the windows containing (iy, ix) whose argmax is this cell
-const backwardSpec: KernelSpec = {
-  name: 'maxPool2d.backward',
-  bindings: ['uniform', 'read', 'read', 'rw'],
-  code: `${HEAD}
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> arg: array<i32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.total) { return; }
-  let c = i % p.C;
-  let ix = (i / p.C) % p.W;
-  let iy = (i / (p.C * p.W)) % p.H;
-  let n = i / (p.C * p.W * p.H);
-  // output rows oh whose window [oh*s - pad, oh*s - pad + k) contains iy
-  let lo_y = max(i32(iy) + i32(p.pad) - i32(p.k) + 1, 0);
-  let hi_y = min(i32(iy) + i32(p.pad), i32(p.OH - 1) * i32(p.s));
-  let lo_x = max(i32(ix) + i32(p.pad) - i32(p.k) + 1, 0);
-  let hi_x = min(i32(ix) + i32(p.pad), i32(p.OW - 1) * i32(p.s));
-  var acc = 0.0;
-  for (var oy = (lo_y + i32(p.s) - 1) / i32(p.s); oy * i32(p.s) <= hi_y; oy++) {
-    for (var ox = (lo_x + i32(p.s) - 1) / i32(p.s); ox * i32(p.s) <= hi_x; ox++) {
-      let o = ((n * p.OH + u32(oy)) * p.OW + u32(ox)) * p.C + c;
-      if (arg[o] == i32(i)) { acc += dy[o]; }
+  arg[i] = at;
+}`
+      : // one thread per input (pixel, channel quad): sum dy over the windows whose argmax is this pixel
+        `${head}
+@group(0) @binding(1) var<storage, read> dy: array<${F}>;
+@group(0) @binding(2) var<storage, read> arg: array<${I}>;
+@group(0) @binding(3) var<storage, read_write> dx: array<${F}>;
+${index}
+  let pix = i / p.cq;
+  let iw = i32(pix % u32(p.w));
+  let ih = i32((pix / u32(p.w)) % u32(p.h));
+  let n = i32(pix / u32(p.w * p.h));
+  let me = ${I}(ih * p.w + iw);
+  // windows oh with oh * s - pad <= ih < oh * s - pad + k
+  let oh0 = max(0, (ih + p.pad - p.k + p.s) / p.s);
+  let oh1 = min(p.oh - 1, (ih + p.pad) / p.s);
+  let ow0 = max(0, (iw + p.pad - p.k + p.s) / p.s);
+  let ow1 = min(p.ow - 1, (iw + p.pad) / p.s);
+  var acc = ${F}(0.0);
+  for (var oh = oh0; oh <= oh1; oh++) {
+    for (var ow = ow0; ow <= ow1; ow++) {
+      let o = u32((n * p.oh + oh) * p.ow + ow) * p.cq + cq;
+      acc += select(${F}(0.0), dy[o], arg[o] == me);
     }
   }
   dx[i] = acc;
-}`,
-};
-
-function geometry(x: Tensor, k: number, s: number, pad: number) {
-  x.assertLive('maxPool2d');
-  if (x.rank !== 4 || x.dtype !== 'f32') throw new Error(`maxPool2d: expected an f32 NHWC tensor [N, H, W, C], got ${x.dtype} ${fmtShape(x.shape)}`);
-  for (const [name, v, min] of [['kernel', k, 1], ['stride', s, 1], ['padding', pad, 0]] as const) {
-    if (!Number.isInteger(v) || v < min) throw new Error(`maxPool2d: ${name} must be an integer >= ${min}, got ${v}`);
-  }
-  if (2 * pad > k) throw new Error(`maxPool2d: padding ${pad} must be at most half the kernel ${k}`);
-  const [N, H, W, C] = x.shape;
-  const OH = Math.floor((H + 2 * pad - k) / s) + 1;
-  const OW = Math.floor((W + 2 * pad - k) / s) + 1;
-  if (OH < 1 || OW < 1) throw new Error(`maxPool2d: input ${fmtShape(x.shape)} is smaller than the ${k}x${k} window (padding ${pad})`);
-  return { N, H, W, C, OH, OW };
+}`;
+  s = { name: `maxPool2d.${kind}`, code, bindings: kind === 'fwd' ? ['uniform', 'read', 'rw', 'rw'] : ['uniform', 'read', 'read', 'rw'] };
+  specs.set(key, s);
+  return s;
 }
 
+function uniforms(g: PoolGeom, threads: number, vec: boolean): ArrayBuffer {
+  return u32s(threads, g.H, g.W, vec ? g.C / 4 : g.C, g.OH, g.OW, g.K, g.S, g.P);
+}
+
+function poolGeometry(x: Tensor, opts: MaxPoolOptions): PoolGeom {
+  const op = 'maxPool2d';
+  x.assertLive(op);
+  const K = opts.kernel ?? 3;
+  const S = opts.stride ?? 2;
+  const P = opts.padding ?? 1;
+  if (x.dtype !== 'f32') throw new Error(`${op}: expected an f32 tensor, got ${x.dtype} ${fmtShape(x.shape)}`);
+  if (x.rank !== 4) throw new Error(`${op}: input must be 4-D [N, H, W, C] (NHWC), got ${fmtShape(x.shape)}`);
+  if (!Number.isInteger(K) || K < 1) throw new Error(`${op}: kernel must be a positive integer, got ${K}`);
+  if (!Number.isInteger(S) || S < 1) throw new Error(`${op}: stride must be a positive integer, got ${S}`);
+  // as PyTorch: then every window holds at least one real pixel
+  if (!Number.isInteger(P) || P < 0 || 2 * P > K) throw new Error(`${op}: padding must be an integer in [0, kernel / 2], got ${P} for kernel ${K}`);
+  const [N, H, W, C] = x.shape;
+  // with padding, an empty image would still get windows, made only of padding: no value to take the max of
+  if (H === 0 || W === 0) throw new Error(`${op}: input ${fmtShape(x.shape)} has an empty spatial dimension`);
+  const OH = convOutSize(H, K, S, P);
+  const OW = convOutSize(W, K, S, P);
+  if (OH < 1 || OW < 1) throw new Error(`${op}: input ${fmtShape(x.shape)} is too small for kernel ${K} with stride ${S} and padding ${P}: the output would be ${OH}x${OW}`);
+  return { N, H, W, C, K, S, P, OH, OW };
+}
+
+/**
+ * Max pooling over K x K windows of NHWC `x` (zero-size padding counts as -infinity). The gradient goes to the
+ * first maximum of each window in row-major window order, as in PyTorch.
+ */
 export function maxPool2d(x: Tensor, opts: MaxPoolOptions = {}): Tensor {
-  const k = opts.kernel ?? 3, s = opts.stride ?? 2, pad = opts.padding ?? 1;
-  const { N, H, W, C, OH, OW } = geometry(x, k, s, pad);
-  const y = empty([N, OH, OW, C], 'f32', 'maxPool2d');
-  const arg = empty([N, OH, OW, C], 'i32', 'maxPool2d');
-  const u = (total: number) => u32s(N, H, W, C, OH, OW, k, s, pad, total);
-  launch(forwardSpec, [u(y.size), x.binding('maxPool2d'), y.binding('maxPool2d'), arg.binding('maxPool2d')], grid1d(y.size, WG));
+  const g = poolGeometry(x, opts);
+  const vec = g.C % 4 === 0;
+  const y = empty([g.N, g.OH, g.OW, g.C], 'f32', 'maxPool2d');
+  const arg = empty([g.N, g.OH, g.OW, g.C], 'i32', 'maxPool2d');
+  const threads = y.size / (vec ? 4 : 1);
+  if (threads > 0) launch(poolSpec('fwd', vec), [uniforms(g, threads, vec), x.binding('maxPool2d'), y.binding('maxPool2d'), arg.binding('maxPool2d')], grid1d(threads, WG));
   if (needsGrad(x)) {
-    record('maxPool2d', [x], y, (dy, [a]) => {
+    record('maxPool2d', [x], y, (dy, [sarg]) => {
       const dx = empty(x.shape, 'f32', 'maxPool2d.backward');
-      launch(backwardSpec, [u(dx.size), dy.binding('maxPool2d.backward'), a.binding('maxPool2d.backward'), dx.binding('maxPool2d.backward')], grid1d(dx.size, WG));
+      const n = dx.size / (vec ? 4 : 1);
+      if (n > 0) launch(poolSpec('bwd', vec), [uniforms(g, n, vec), dy.binding('maxPool2d.backward'), sarg.binding('maxPool2d.backward'), dx.binding('maxPool2d.backward')], grid1d(n, WG));
       return [dx];
     }, [arg]);
   }
-  arg.dispose(); // the tape holds its own share
+  arg.dispose();
   return y;
 }
 
-/** [N, H, W, C] -> [N, C], the mean over H and W. */
+/** Mean over the spatial axes of NHWC `x`: [N, H, W, C] -> [N, C]. */
 export function globalAvgPool(x: Tensor): Tensor {
   x.assertLive('globalAvgPool');
-  if (x.rank !== 4) throw new Error(`globalAvgPool: expected an NHWC tensor [N, H, W, C], got ${fmtShape(x.shape)}`);
+  if (x.rank !== 4) throw new Error(`globalAvgPool: input must be 4-D [N, H, W, C] (NHWC), got ${fmtShape(x.shape)}`);
+  if (x.dtype !== 'f32') throw new Error(`globalAvgPool: expected an f32 tensor, got ${x.dtype} ${fmtShape(x.shape)}`);
+  if (x.shape[1] * x.shape[2] === 0) throw new Error(`globalAvgPool: input ${fmtShape(x.shape)} has no pixels to average`);
+  // the reduction kernels and mean's backward (a broadcast of dy / (H * W)) do exactly this
   return mean(x, [1, 2]);
 }
 
 // ---- float64 reference --------------------------------------------------------------------------------
 
 export const ref = {
-  maxPool2d(x: Arr, k = 3, s = 2, pad = 1): { y: Arr; arg: Int32Array } {
-    const [N, H, W, C] = x.shape;
-    const OH = Math.floor((H + 2 * pad - k) / s) + 1, OW = Math.floor((W + 2 * pad - k) / s) + 1;
-    const y = new Float64Array(N * OH * OW * C);
-    const arg = new Int32Array(y.length);
-    for (let n = 0; n < N; n++)
-      for (let oh = 0; oh < OH; oh++)
-        for (let ow = 0; ow < OW; ow++)
-          for (let c = 0; c < C; c++) {
-            let best = -Infinity, bi = -1;
-            for (let ky = 0; ky < k; ky++)
-              for (let kx = 0; kx < k; kx++) {
-                const iy = oh * s + ky - pad, ix = ow * s + kx - pad;
-                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                const idx = ((n * H + iy) * W + ix) * C + c;
-                if (x.data[idx] > best || bi < 0) (best = x.data[idx]), (bi = idx);
-              }
-            const o = ((n * OH + oh) * OW + ow) * C + c;
-            y[o] = best;
-            arg[o] = bi;
-          }
-    return { y: { data: y, shape: [N, OH, OW, C] }, arg };
+  maxPool2d(x: Arr, kernel = 3, stride = 2, pad = 1): Arr {
+    return refMaxPool(x, kernel, stride, pad).y;
   },
-  maxPool2dBackward(x: Arr, dy: Arr, k = 3, s = 2, pad = 1): Arr {
-    const { arg } = ref.maxPool2d(x, k, s, pad);
+  maxPool2dBackward(x: Arr, dy: Arr, kernel = 3, stride = 2, pad = 1): Arr {
+    const { arg } = refMaxPool(x, kernel, stride, pad);
     const dx = new Float64Array(x.data.length);
     for (let o = 0; o < arg.length; o++) dx[arg[o]] += dy.data[o];
     return { data: dx, shape: [...x.shape] };
@@ -160,18 +179,48 @@ export const ref = {
   globalAvgPool(x: Arr): Arr {
     const [N, H, W, C] = x.shape;
     const y = new Float64Array(N * C);
-    for (let i = 0; i < x.data.length; i++) {
-      const c = i % C, n = Math.floor(i / (H * W * C));
-      y[n * C + c] += x.data[i] / (H * W);
-    }
+    for (let n = 0; n < N; n++)
+      for (let i = 0; i < H * W; i++)
+        for (let c = 0; c < C; c++) y[n * C + c] += x.data[(n * H * W + i) * C + c] / (H * W);
     return { data: y, shape: [N, C] };
   },
   globalAvgPoolBackward(x: Arr, dy: Arr): Arr {
-    const [, H, W, C] = x.shape;
+    const [N, H, W, C] = x.shape;
     const dx = new Float64Array(x.data.length);
-    for (let i = 0; i < dx.length; i++) dx[i] = dy.data[Math.floor(i / (H * W * C)) * C + (i % C)] / (H * W);
+    for (let n = 0; n < N; n++)
+      for (let i = 0; i < H * W; i++)
+        for (let c = 0; c < C; c++) dx[(n * H * W + i) * C + c] = dy.data[n * C + c] / (H * W);
     return { data: dx, shape: [...x.shape] };
   },
 };
 
-
+/** Forward with the flat input index of each output's (first) maximum. */
+function refMaxPool(x: Arr, K: number, S: number, P: number): { y: Arr; arg: number[] } {
+  const [N, H, W, C] = x.shape;
+  const OH = convOutSize(H, K, S, P);
+  const OW = convOutSize(W, K, S, P);
+  const y = new Float64Array(N * OH * OW * C);
+  const arg: number[] = [];
+  for (let n = 0; n < N; n++)
+    for (let oh = 0; oh < OH; oh++)
+      for (let ow = 0; ow < OW; ow++)
+        for (let c = 0; c < C; c++) {
+          let best = -Infinity;
+          let at = -1;
+          for (let kh = 0; kh < K; kh++)
+            for (let kw = 0; kw < K; kw++) {
+              const ih = oh * S - P + kh;
+              const iw = ow * S - P + kw;
+              if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+              const i = ((n * H + ih) * W + iw) * C + c;
+              if (x.data[i] > best) {
+                best = x.data[i];
+                at = i;
+              }
+            }
+          const o = ((n * OH + oh) * OW + ow) * C + c;
+          y[o] = best;
+          arg[o] = at;
+        }
+  return { y: { data: y, shape: [N, OH, OW, C] }, arg };
+}

@@ -73,7 +73,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 /** Reduces x viewed as [outer, r, inner] over r. Returns a new tensor of shape [outer, inner]. */
 function reduce3(op: ReduceOp, x: Tensor, outer: number, r: number, inner: number): Tensor {
   const name = `${op}`;
-  if (r === 1) return ew(`${op}.copy`, 'a', [x], [outer, inner]);
+  if (r === 1) return x.share([outer, inner]); // nothing to reduce: a view
   if (inner === 1 && r >= 64) {
     const y = empty([outer, 1], 'f32', name);
     const max = 65535;
@@ -112,10 +112,10 @@ function keptShape(shape: Shape, axes: number[]): number[] {
   return shape.map((d, i) => (axes.includes(i) ? 1 : d));
 }
 
-/** Raw reduction (no tape): result has the kept shape (reduced axes of size 1). */
-function reduceRaw(op: ReduceOp, x: Tensor, axes: number[]): Tensor {
-  x.assertLive(op);
-  if (x.dtype !== 'f32') throw new Error(`${op}: expected an f32 tensor, got ${x.dtype} ${fmtShape(x.shape)}`);
+/** Raw reduction (no tape): result has the kept shape (reduced axes of size 1). `name` is the public op's. */
+function reduceRaw(op: ReduceOp, x: Tensor, axes: number[], name: string = op): Tensor {
+  x.assertLive(name);
+  if (x.dtype !== 'f32') throw new Error(`${name}: expected an f32 tensor, got ${x.dtype} ${fmtShape(x.shape)}`);
   const kshape = keptShape(x.shape, axes);
   if (op === 'max' && axes.some((a) => x.shape[a] === 0)) throw new Error(`max: cannot reduce an empty axis of ${fmtShape(x.shape)}`);
   if (axes.length === 0 || x.size === 0) {
@@ -166,7 +166,7 @@ export function sum(x: Tensor, axes?: number | readonly number[], keepDims = fal
 export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   const ax = normAxes('mean', x.shape, axes);
   const n = shapeSize(ax.map((a) => x.shape[a]));
-  const s = reduceRaw('sum', x, ax);
+  const s = reduceRaw('sum', x, ax, 'mean');
   const yk = ew('mean', 'a * s0', [s], s.shape, [1 / n]);
   s.dispose();
   const kshape = yk.shape;

@@ -1,212 +1,231 @@
-// Softmax cross-entropy over the last axis, mean over rows (for the linear probe and the online classifier),
-// with backward (softmax - onehot) / N, plus forward-only softmax and argmax. One workgroup per row computes the
-// max, the log-sum-exp and the row's loss; a second small dispatch takes the mean.
+// Softmax over the last axis, softmax cross-entropy with integer labels (mean over the batch), and argmax, with
+// their float64 reference. Rows are short (classes), so each row is one thread making one pass with an online
+// max and sum (log-sum-exp never overflows) and, where outputs are per element, one more pass to write them.
+// Labels live on the GPU, so a label outside [0, K) cannot be checked without a readback: its row's loss is NaN,
+// which makes the mean NaN, instead of reading another row's logits.
 
 import { launch, u32s, grid1d, type KernelSpec } from '../engine/recorder.ts';
-import { Tensor, empty, fmtShape } from '../engine/tensor.ts';
+import { Tensor, empty, fmtShape, shapeSize } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
-import { mean } from './reduce.ts';
+import { ew } from './elementwise.ts';
+import { mean, sum, normAxes } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 
 const WG = 64;
-
-const rowHead = `
-struct P { N: u32, K: u32, p0: u32, p1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-var<workgroup> red: array<f32, ${WG}>;
-fn reduceMax(t: u32, v: f32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) { if (t < s) { red[t] = max(red[t], red[t + s]); } workgroupBarrier(); }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-fn reduceSum(t: u32, v: f32) -> f32 {
-  red[t] = v;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) { if (t < s) { red[t] = red[t] + red[t + s]; } workgroupBarrier(); }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}`;
-
-function rowKernel(name: string, bindings: KernelSpec['bindings'], decls: string, body: string): KernelSpec {
-  return {
-    name,
-    bindings,
-    code: `${rowHead}
-${decls}
+const ROW_HEAD = `
+struct P { rows: u32, k: u32, inner: u32, p0: u32 }
+@group(0) @binding(0) var<uniform> p: P;`;
+const INDEX = `
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let row = wid.x + wid.y * nwg.x;
-  if (row >= p.N) { return; }
-  let base = row * p.K;
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let r = gid.x + gid.y * (nwg.x * ${WG}u);
+  if (r >= p.rows) { return; }`;
+// running max m and sum s of exp(x - m) over one row
+const ONLINE = `
+  let base = r * p.k;
   var m = -3.402823e38;
-  for (var k = t; k < p.K; k += ${WG}u) { m = max(m, x[base + k]); }
-  m = reduceMax(t, m);
   var s = 0.0;
-  for (var k = t; k < p.K; k += ${WG}u) { s += exp(x[base + k] - m); }
-  s = reduceSum(t, s);
-${body}
-}`,
-  };
-}
+  for (var k = 0u; k < p.k; k++) {
+    let v = x[base + k];
+    let up = v > m;
+    s = select(s + exp(v - m), s * exp(m - v) + 1.0, up);
+    m = select(m, v, up);
+  }`;
 
-// per-row loss: log-sum-exp - x[label]; also writes softmax probabilities for the backward
-const ceSpec = rowKernel('softmaxCrossEntropy', ['uniform', 'read', 'read', 'rw', 'rw'], `
+const specs: Record<string, KernelSpec> = {
+  softmax: {
+    name: 'softmax',
+    bindings: ['uniform', 'read', 'rw'],
+    code: `${ROW_HEAD}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+${INDEX}${ONLINE}
+  let inv = 1.0 / s;
+  for (var k = 0u; k < p.k; k++) { y[base + k] = exp(x[base + k] - m) * inv; }
+}`,
+  },
+  // per row: loss = logsumexp(x) - x[label] (NaN for a label out of range), and the logsumexp for backward
+  xent: {
+    name: 'softmaxCrossEntropy',
+    bindings: ['uniform', 'read', 'read', 'rw', 'rw'],
+    code: `${ROW_HEAD}
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read_write> loss: array<f32>;
-@group(0) @binding(4) var<storage, read_write> prob: array<f32>;`, `
-  for (var k = t; k < p.K; k += ${WG}u) { prob[base + k] = exp(x[base + k] - m) / s; }
-  if (t == 0u) {
-    let y = labels[row];
-    // an out-of-range label gives NaN, never a silently wrong loss (p.p0 = 0 keeps the NaN a runtime value)
-    loss[row] = select(bitcast<f32>(0x7fc00000u + p.p0), log(s) + m - x[base + u32(y)], y >= 0 && u32(y) < p.K);
-  }`);
-
-const softmaxSpec = rowKernel('softmax', ['uniform', 'read', 'rw'], `
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;`, `
-  for (var k = t; k < p.K; k += ${WG}u) { y[base + k] = exp(x[base + k] - m) / s; }`);
-
-const ceBackwardSpec: KernelSpec = {
-  name: 'softmaxCrossEntropy.backward',
-  bindings: ['uniform', 'read', 'read', 'read', 'rw'],
-  code: `
-struct P { N: u32, K: u32, p0: u32, p1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> prob: array<f32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
-@group(0) @binding(3) var<storage, read> dloss: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * 256u);
-  if (i >= p.N * p.K) { return; }
-  let row = i / p.K;
-  let onehot = select(0.0, 1.0, labels[row] == i32(i % p.K));
-  dx[i] = (prob[i] - onehot) * dloss[row];
+@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+${INDEX}${ONLINE}
+  let l = labels[r];
+  let ok = l >= 0 && u32(l) < p.k;
+  let z = m + log(s);
+  lse[r] = z;
+  // a runtime NaN (a constant NaN is a shader-creation error); p.p0 is 0
+  loss[r] = select(bitcast<f32>(0x7fc00000u + p.p0), z - x[base + u32(select(0, l, ok))], ok);
 }`,
-};
-
-const argmaxSpec: KernelSpec = {
-  name: 'argmax',
-  bindings: ['uniform', 'read', 'rw'],
-  code: `
-struct P { N: u32, K: u32, p0: u32, p1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
+  },
+  // one thread per logit: (softmax - onehot) * dy / N
+  xentBackward: {
+    name: 'softmaxCrossEntropy.backward',
+    bindings: ['uniform', 'read', 'read', 'read', 'read', 'rw'],
+    code: `${ROW_HEAD}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<i32>;
+@group(0) @binding(3) var<storage, read> lse: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+${INDEX.replace('let r =', 'let i =').replace('if (r >= p.rows)', 'if (i >= p.rows * p.k)')}
+  let r = i / p.k;
+  let k = i % p.k;
+  let hot = select(0.0, 1.0, labels[r] == i32(k));
+  dx[i] = (exp(x[i] - lse[r]) - hot) * dy[0] / f32(p.rows);
+}`,
+  },
+  // [outer, r, inner] viewed input; first maximum wins ties
+  argmax: {
+    name: 'argmax',
+    bindings: ['uniform', 'read', 'rw'],
+    code: `${ROW_HEAD}
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<i32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = gid.x + gid.y * (nwg.x * 256u);
-  if (row >= p.N) { return; }
-  var best = x[row * p.K];
-  var bi = 0u;
-  for (var k = 1u; k < p.K; k++) { let v = x[row * p.K + k]; if (v > best) { best = v; bi = k; } }
-  y[row] = i32(bi);
+${INDEX.replace('let r =', 'let i =').replace('if (r >= p.rows)', 'if (i >= p.rows * p.inner)')}
+  let j = i % p.inner;
+  let base = (i / p.inner) * p.k * p.inner + j;
+  var best = x[base];
+  var at = 0u;
+  for (var k = 1u; k < p.k; k++) {
+    let v = x[base + k * p.inner];
+    let up = v > best;
+    best = select(best, v, up);
+    at = select(at, k, up);
+  }
+  y[i] = i32(at);
 }`,
+  },
 };
 
-function rows(n: number): [number, number] {
-  return n <= 65535 ? [n, 1] : [Math.ceil(n / Math.ceil(n / 65535)), Math.ceil(n / 65535)];
-}
-
-function check2d(op: string, x: Tensor): [number, number] {
+function checkLogits(op: string, x: Tensor): void {
   x.assertLive(op);
-  if (x.rank !== 2 || x.dtype !== 'f32') throw new Error(`${op}: expected f32 logits [N, K], got ${x.dtype} ${fmtShape(x.shape)}`);
-  if (x.shape[1] < 1) throw new Error(`${op}: logits ${fmtShape(x.shape)} need at least one class`);
-  return [x.shape[0], x.shape[1]];
+  if (x.dtype !== 'f32') throw new Error(`${op}: expected f32 logits, got ${x.dtype} ${fmtShape(x.shape)}`);
+  if (x.rank < 1 || x.shape[x.rank - 1] === 0) throw new Error(`${op}: expected logits with a non-empty last axis, got ${fmtShape(x.shape)}`);
 }
 
-/**
- * Mean over rows of -log softmax(logits)[label]. Labels: i32 [N] in [0, K); an out-of-range label (which lives
- * on the GPU, so it is not checked on the CPU) makes the loss NaN rather than silently wrong.
- */
-export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
-  const op = 'softmaxCrossEntropy';
-  const [N, K] = check2d(op, logits);
-  labels.assertLive(op);
-  if (labels.dtype !== 'i32' || labels.rank !== 1 || labels.shape[0] !== N) {
-    throw new Error(`${op}: labels must be i32 [${N}] for logits ${fmtShape(logits.shape)}, got ${labels.dtype} ${fmtShape(labels.shape)}`);
+/** Softmax over the last axis. */
+export function softmax(x: Tensor): Tensor {
+  checkLogits('softmax', x);
+  const K = x.shape[x.rank - 1];
+  const rows = x.size / K;
+  const y = empty(x.shape, 'f32', 'softmax');
+  if (rows > 0) launch(specs.softmax, [u32s(rows, K), x.binding('softmax'), y.binding('softmax')], grid1d(rows, WG));
+  if (needsGrad(x)) {
+    // dx = y * (dy - sum(dy * y) over the row)
+    record('softmax', [x], y, (dy, [sy]) => {
+      const dot = sum(ew('softmax.backward', 'a * b', [dy, sy], x.shape), -1, true);
+      return [ew('softmax.backward', 'b * (a - c)', [dy, sy, dot], x.shape)];
+    }, [y]);
   }
-  const rowLoss = empty([N], 'f32', op);
-  const prob = empty([N, K], 'f32', op);
-  launch(ceSpec, [u32s(N, K), logits.binding(op), labels.binding(op), rowLoss.binding(op), prob.binding(op)], rows(N));
-  const loss = mean(rowLoss); // not recorded: rowLoss does not require grad
-  rowLoss.dispose();
-  if (needsGrad(logits)) {
-    record(op, [logits], loss, (dy, [pr, lab]) => {
-      const dx = empty([N, K], 'f32', `${op}.backward`);
-      const scale = empty([N], 'f32', `${op}.backward`);
-      // d mean / d rowLoss = dy / N, broadcast to every row
-      launch(scaleSpec, [u32s(N), dy.binding(op), scale.binding(op)], [Math.ceil(N / 256)]);
-      launch(ceBackwardSpec, [u32s(N, K), pr.binding(op), lab.binding(op), scale.binding(op), dx.binding(op)], grid1d(N * K, 256));
-      return [dx];
-    }, [prob, labels]);
-  }
-  prob.dispose();
-  return loss;
-}
-
-const scaleSpec: KernelSpec = {
-  name: 'softmaxCrossEntropy.scale',
-  bindings: ['uniform', 'read', 'rw'],
-  code: `
-struct P { N: u32, p0: u32, p1: u32, p2: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  if (gid.x >= p.N) { return; }
-  out[gid.x] = dy[0] / f32(p.N);
-}`,
-};
-
-/** Softmax over the last axis (forward only). */
-export function softmax(logits: Tensor): Tensor {
-  const [N, K] = check2d('softmax', logits);
-  const y = empty([N, K], 'f32', 'softmax');
-  launch(softmaxSpec, [u32s(N, K), logits.binding('softmax'), y.binding('softmax')], rows(N));
   return y;
 }
 
-/** Index of the largest value of each row (first on ties), as i32 [N]. */
-export function argmax(x: Tensor): Tensor {
-  const [N, K] = check2d('argmax', x);
-  const y = empty([N], 'i32', 'argmax');
-  launch(argmaxSpec, [u32s(N, K), x.binding('argmax'), y.binding('argmax')], [Math.ceil(N / 256)]);
+/**
+ * Mean over the batch of -log softmax(logits)[label]: logits [N, K] f32, labels [N] i32 in [0, K). Returns a
+ * scalar (shape []). Differentiable in the logits. A label outside [0, K) makes the loss NaN.
+ */
+export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
+  const op = 'softmaxCrossEntropy';
+  checkLogits(op, logits);
+  labels.assertLive(op);
+  if (logits.rank !== 2) throw new Error(`${op}: logits must be 2-D [N, K], got ${fmtShape(logits.shape)}`);
+  if (labels.dtype !== 'i32') throw new Error(`${op}: labels must be an i32 tensor of class indices, got ${labels.dtype} ${fmtShape(labels.shape)}`);
+  const [N, K] = logits.shape;
+  if (labels.rank !== 1 || labels.shape[0] !== N) throw new Error(`${op}: labels must have shape [${N}] (one per row of logits ${fmtShape(logits.shape)}), got ${fmtShape(labels.shape)}`);
+  if (N === 0) throw new Error(`${op}: logits ${fmtShape(logits.shape)} have no rows to average over`);
+  const rowLoss = empty([N], 'f32', op);
+  const lse = empty([N], 'f32', op);
+  launch(specs.xent, [u32s(N, K), logits.binding(op), labels.binding(op), rowLoss.binding(op), lse.binding(op)], grid1d(N, WG));
+  const loss = mean(rowLoss, 0);
+  rowLoss.dispose();
+  if (needsGrad(logits)) {
+    record(op, [logits], loss, (dy, [sx, sl, slse]) => {
+      const dx = empty(logits.shape, 'f32', `${op}.backward`);
+      launch(specs.xentBackward, [u32s(N, K), sx.binding(op), sl.binding(op), slse.binding(op), dy.binding(op), dx.binding(op)], grid1d(N * K, WG));
+      return [dx];
+    }, [logits, labels, lse]);
+  }
+  lse.dispose();
+  return loss;
+}
+
+/** Index of the (first) maximum along `axis` as an i32 tensor without that axis. Not differentiable. */
+export function argmax(x: Tensor, axis = -1): Tensor {
+  x.assertLive('argmax');
+  if (x.dtype !== 'f32') throw new Error(`argmax: expected an f32 tensor, got ${x.dtype} ${fmtShape(x.shape)}`);
+  const [a] = normAxes('argmax', x.shape, axis);
+  const K = x.shape[a];
+  if (K === 0) throw new Error(`argmax: axis ${axis} of ${fmtShape(x.shape)} is empty`);
+  const outer = shapeSize(x.shape.slice(0, a));
+  const inner = shapeSize(x.shape.slice(a + 1));
+  const y = empty(x.shape.filter((_, i) => i !== a), 'i32', 'argmax');
+  if (y.size > 0) launch(specs.argmax, [u32s(outer, K, inner), x.binding('argmax'), y.binding('argmax')], grid1d(y.size, WG));
   return y;
 }
 
 // ---- float64 reference --------------------------------------------------------------------------------
 
+function refSoftmaxRows(x: Arr): Float64Array {
+  const K = x.shape[x.shape.length - 1];
+  const y = new Float64Array(x.data.length);
+  for (let b = 0; b < x.data.length; b += K) {
+    let m = -Infinity;
+    for (let k = 0; k < K; k++) m = Math.max(m, x.data[b + k]);
+    let s = 0;
+    for (let k = 0; k < K; k++) s += Math.exp(x.data[b + k] - m);
+    for (let k = 0; k < K; k++) y[b + k] = Math.exp(x.data[b + k] - m) / s;
+  }
+  return y;
+}
+
 export const ref = {
-  softmaxCrossEntropy(x: Arr, labels: ArrayLike<number>): Arr {
-    const [N, K] = x.shape;
-    let total = 0;
-    for (let n = 0; n < N; n++) {
-      let m = -Infinity;
-      for (let k = 0; k < K; k++) m = Math.max(m, x.data[n * K + k]);
-      let s = 0;
-      for (let k = 0; k < K; k++) s += Math.exp(x.data[n * K + k] - m);
-      total += Math.log(s) + m - x.data[n * K + labels[n]];
-    }
-    return { data: Float64Array.of(total / N), shape: [] };
+  softmax(x: Arr): Arr {
+    return { data: refSoftmaxRows(x), shape: [...x.shape] };
   },
-  softmaxCrossEntropyBackward(x: Arr, labels: ArrayLike<number>, dy: Arr): Arr {
-    const [N, K] = x.shape;
-    const dx = new Float64Array(N * K);
-    for (let n = 0; n < N; n++) {
-      let m = -Infinity;
-      for (let k = 0; k < K; k++) m = Math.max(m, x.data[n * K + k]);
-      let s = 0;
-      for (let k = 0; k < K; k++) s += Math.exp(x.data[n * K + k] - m);
-      for (let k = 0; k < K; k++) dx[n * K + k] = ((Math.exp(x.data[n * K + k] - m) / s - (labels[n] === k ? 1 : 0)) * dy.data[0]) / N;
+  softmaxBackward(x: Arr, dy: Arr): Arr {
+    const K = x.shape[x.shape.length - 1];
+    const y = refSoftmaxRows(x);
+    const dx = new Float64Array(y.length);
+    for (let b = 0; b < y.length; b += K) {
+      let dot = 0;
+      for (let k = 0; k < K; k++) dot += dy.data[b + k] * y[b + k];
+      for (let k = 0; k < K; k++) dx[b + k] = y[b + k] * (dy.data[b + k] - dot);
     }
-    return { data: dx, shape: [N, K] };
+    return { data: dx, shape: [...x.shape] };
+  },
+  softmaxCrossEntropy(logits: Arr, labels: ArrayLike<number>): Arr {
+    const [N, K] = logits.shape;
+    const p = refSoftmaxRows(logits);
+    let loss = 0;
+    for (let n = 0; n < N; n++) loss -= Math.log(p[n * K + labels[n]]) / N;
+    return { data: Float64Array.of(loss), shape: [] };
+  },
+  softmaxCrossEntropyBackward(logits: Arr, labels: ArrayLike<number>, dy: Arr): Arr {
+    const [N, K] = logits.shape;
+    const dx = refSoftmaxRows(logits);
+    for (let n = 0; n < N; n++) {
+      dx[n * K + labels[n]] -= 1;
+      for (let k = 0; k < K; k++) dx[n * K + k] *= dy.data[0] / N;
+    }
+    return { data: dx, shape: [...logits.shape] };
+  },
+  argmax(x: Arr, axis = -1): Arr {
+    const a = axis < 0 ? axis + x.shape.length : axis;
+    const K = x.shape[a];
+    const inner = x.shape.slice(a + 1).reduce((p, d) => p * d, 1);
+    const outer = x.data.length / (K * inner);
+    const y = new Float64Array(outer * inner);
+    for (let o = 0; o < outer; o++)
+      for (let j = 0; j < inner; j++) {
+        let at = 0;
+        for (let k = 1; k < K; k++) if (x.data[(o * K + k) * inner + j] > x.data[(o * K + at) * inner + j]) at = k;
+        y[o * inner + j] = at;
+      }
+    return { data: y, shape: x.shape.filter((_, i) => i !== a) };
   },
 };

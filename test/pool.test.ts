@@ -1,46 +1,74 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest } from './helpers/gradcheck.ts';
-import { tensor } from '../engine/index.ts';
+import { tensor, variable, backward, tidy, liveTensors, sync } from '../engine/index.ts';
 import { maxPool2d, globalAvgPool, ref } from '../kernels/pool.ts';
 
 const t = suite('pool');
 
-const pools: [number[], number, number, number][] = [
-  [[1, 1, 1, 1], 1, 1, 0],
-  [[2, 9, 8, 4], 3, 2, 1], // the ResNet stem pool on odd sizes
-  [[1, 7, 7, 3], 3, 2, 0],
-  [[2, 5, 6, 5], 2, 2, 0],
-  [[3, 16, 16, 17], 3, 2, 1], // many workgroups
-  [[1, 6, 5, 2], 3, 1, 1], // overlapping windows, stride 1
+// [N, H, W, C, kernel, stride, padding]
+const maxCases: [number, number, number, number, number, number, number][] = [
+  [2, 9, 7, 8, 3, 2, 1], // ResNet stem pooling, vec4 channels, odd spatial size
+  [1, 8, 8, 5, 3, 2, 1], // batch 1, odd channels (scalar kernel)
+  [2, 6, 5, 3, 2, 2, 0], // non-overlapping windows
+  [1, 7, 9, 4, 3, 1, 1], // stride 1: every input sits in up to 9 windows
+  [3, 32, 32, 16, 3, 2, 1], // many workgroups
 ];
-for (const [shape, k, s, p] of pools) {
-  opTest(`maxPool2d ${JSON.stringify(shape)} k=${k} s=${s} p=${p}`, {
-    shapes: [shape],
-    ref: ([x]) => ref.maxPool2d(x, k, s, p).y,
+
+for (const [N, H, W, C, k, s, p] of maxCases) {
+  opTest(`maxPool2d [${N}, ${H}, ${W}, ${C}] kernel ${k} stride ${s} padding ${p}`, {
+    shapes: [[N, H, W, C]],
+    ref: ([x]) => ref.maxPool2d(x, k, s, p),
     refGrad: ([x], dy) => [ref.maxPool2dBackward(x, dy, k, s, p)],
     gpu: ([x]) => maxPool2d(x, { kernel: k, stride: s, padding: p }),
+    tol: 1e-6,
   }, t);
 }
 
-for (const shape of [[1, 1, 1, 1], [2, 3, 5, 7], [4, 7, 7, 64], [2, 1, 9, 3]]) {
+for (const shape of [[2, 5, 7, 8], [1, 1, 1, 3], [3, 4, 4, 17], [4, 16, 16, 64]]) {
   opTest(`globalAvgPool ${JSON.stringify(shape)}`, {
     shapes: [shape],
     ref: ([x]) => ref.globalAvgPool(x),
     refGrad: ([x], dy) => [ref.globalAvgPoolBackward(x, dy)],
     gpu: ([x]) => globalAvgPool(x),
+    tol: 1e-5,
   }, t);
 }
 
-t('pool errors name the op and the shape', () => {
-  const x = tensor(new Float32Array(2 * 2 * 2), [1, 2, 2, 2]);
-  assert.throws(() => maxPool2d(x, { kernel: 5, stride: 2, padding: 0 }), /maxPool2d.*\[1, 2, 2, 2\].*5x5/);
-  assert.throws(() => maxPool2d(x, { kernel: 3, stride: 0 }), /maxPool2d: stride/);
-  const flat = tensor(new Float32Array(4), [2, 2]);
-  assert.throws(() => maxPool2d(flat), /maxPool2d.*NHWC.*\[2, 2\]/);
-  assert.throws(() => globalAvgPool(flat), /globalAvgPool.*\[2, 2\]/);
+t('maxPool2d ties: the gradient goes to the first maximum in window order, once', async () => {
+  const before = liveTensors();
+  // one image, 4x4, one channel, all equal: every 2x2 window (stride 2) sends its gradient to its top-left pixel
+  const x = variable(new Float32Array(16).fill(1), [1, 4, 4, 1]);
+  const y = tidy(() => maxPool2d(x, { kernel: 2, stride: 2, padding: 0 }));
+  assert.equal(Array.from(await y.toArray()), [1, 1, 1, 1]);
+  const dy = tensor([1, 2, 3, 4], [1, 2, 2, 1]);
+  backward(y, dy);
+  assert.equal(Array.from(await x.grad!.toArray()), [1, 0, 2, 0, 0, 0, 0, 0, 3, 0, 4, 0, 0, 0, 0, 0]);
+  // overlapping windows (kernel 3, stride 1, padding 1) over a constant image all pick their first pixel
+  const z = variable(new Float32Array(9).fill(-2), [1, 3, 3, 1]);
+  const w = tidy(() => maxPool2d(z, { kernel: 3, stride: 1, padding: 1 }));
+  const ones = tensor(new Float32Array(9).fill(1), [1, 3, 3, 1]);
+  backward(w, ones);
+  // window (oh, ow) starts at (oh - 1, ow - 1) clipped to the image: (0,0) gets 4 windows, (0,1) 2, (1,0) 2, (1,1) 1
+  assert.equal(Array.from(await z.grad!.toArray()), [4, 2, 0, 2, 1, 0, 0, 0, 0]);
+  for (const t of [x, y, dy, z, w, ones]) t.dispose();
+  await sync();
+  assert.is(liveTensors(), before);
+});
+
+const throwsWith = (fn: () => unknown, ...parts: string[]) =>
+  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
+
+t('pool errors name the op and the shapes', () => {
+  const x3 = tensor(new Float32Array(12), [2, 2, 3]);
+  const x = tensor(new Float32Array(2 * 2 * 2 * 3), [2, 2, 2, 3]);
+  throwsWith(() => maxPool2d(x3), 'maxPool2d', '4-D', '[2, 2, 3]');
+  throwsWith(() => maxPool2d(x, { kernel: 3, padding: 2 }), 'maxPool2d', 'padding', 'kernel / 2', '2');
+  throwsWith(() => maxPool2d(x, { kernel: 5, padding: 0 }), 'maxPool2d', '[2, 2, 2, 3]', 'too small');
+  throwsWith(() => maxPool2d(x, { stride: 0 }), 'maxPool2d', 'stride');
+  throwsWith(() => globalAvgPool(x3), 'globalAvgPool', '4-D', '[2, 2, 3]');
+  x3.dispose();
   x.dispose();
-  flat.dispose();
 });
 
 t.run();

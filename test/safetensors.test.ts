@@ -182,4 +182,12 @@ t('a model checkpoint through a file restores the model exactly', async () => {
   }
 });
 
+t('parses bytes that are a view into a larger buffer (a Node Buffer from the shared pool)', () => {
+  const bytes = serializeSafetensors(new Map([['a', { shape: [3], data: Float32Array.of(1.5, -2, 3.25) }]]));
+  const pool = Buffer.alloc(bytes.length + 37);
+  pool.set(bytes, 37);
+  const view = pool.subarray(37); // Buffer.slice()/subarray() share memory; decoding must copy the right bytes
+  assert.equal(Array.from(parseSafetensors(view).get('a')!.data), [1.5, -2, 3.25]);
+});
+
 t.run();

@@ -1,43 +1,111 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkOp, rng } from './helpers/gradcheck.ts';
-import { tensor, tidy } from '../engine/index.ts';
-import { softmaxCrossEntropy, softmax, argmax, ref } from '../kernels/softmax.ts';
+import { opTest, rng } from './helpers/gradcheck.ts';
+import { tensor, variable, backward, tidy, liveTensors, sync } from '../engine/index.ts';
+import { softmax, softmaxCrossEntropy, argmax, ref } from '../kernels/softmax.ts';
 
 const t = suite('softmax');
 
-for (const [N, K] of [[1, 1], [1, 10], [7, 3], [300, 10], [5, 257]]) {
-  t(`softmaxCrossEntropy [${N}, ${K}]`, async () => {
-    const r = rng(N * 31 + K);
-    const labelsArr = Int32Array.from({ length: N }, () => Math.floor(r() * K));
-    const labels = tensor(labelsArr, [N], { dtype: 'i32' });
-    await checkOp({
-      shapes: [[N, K]],
-      range: [-4, 4],
-      ref: ([x]) => ref.softmaxCrossEntropy(x, labelsArr),
-      refGrad: ([x], dy) => [ref.softmaxCrossEntropyBackward(x, labelsArr, dy)],
-      gpu: ([x]) => softmaxCrossEntropy(x, labels),
-    });
-    labels.dispose();
-  });
+function labelsFor(N: number, K: number, seed: number): Int32Array {
+  const r = rng(seed);
+  return Int32Array.from({ length: N }, () => Math.floor(r() * K));
 }
 
-t('softmax rows sum to 1 and argmax picks the first maximum', async () => {
-  const x = tensor([1, 3, 3, -1, 0, 0, 0, 0, 5, 4, 2, 1], [3, 4]);
-  const p = await tidy(() => softmax(x)).toArray();
-  for (let r = 0; r < 3; r++) assert.ok(Math.abs(p[r * 4] + p[r * 4 + 1] + p[r * 4 + 2] + p[r * 4 + 3] - 1) < 1e-6);
-  assert.equal(Array.from(await tidy(() => argmax(x)).toArray()), [1, 0, 0]);
-  x.dispose();
+// [N, K, logit range]
+const xentCases: [number, number, number][] = [
+  [4, 10, 3],
+  [1, 1, 3], // one class: loss 0, gradient 0
+  [1, 3, 3], // batch 1
+  [33, 7, 5],
+  [300, 10, 3], // many workgroups
+  [5, 1000, 3], // long rows
+  [6, 9, 80], // large logits: naive exp overflows f32
+];
+
+for (const [N, K, range] of xentCases) {
+  const labels = labelsFor(N, K, N * 31 + K);
+  opTest(`softmaxCrossEntropy [${N}, ${K}] logits in ±${range}`, {
+    shapes: [[N, K]],
+    range: [-range, range],
+    ref: ([x]) => ref.softmaxCrossEntropy(x, labels),
+    refGrad: ([x], dy) => [ref.softmaxCrossEntropyBackward(x, labels, dy)],
+    // made inside the op's tidy scope: the tape keeps it alive until backward
+    gpu: ([x]) => softmaxCrossEntropy(x, tensor(labels, [N], { dtype: 'i32' })),
+    tol: 1e-5,
+  }, t);
+}
+
+for (const [shape, range] of [[[3, 7], 3], [[2, 3, 5], 3], [[1, 1], 1], [[4, 12], 60], [[70, 33], 4]] as [number[], number][]) {
+  opTest(`softmax ${JSON.stringify(shape)} logits in ±${range}`, {
+    shapes: [shape],
+    range: [-range, range],
+    ref: ([x]) => ref.softmax(x),
+    refGrad: ([x], dy) => [ref.softmaxBackward(x, dy)],
+    gpu: ([x]) => softmax(x),
+    tol: 1e-5,
+  }, t);
+}
+
+t('argmax along any axis, first maximum on ties', async () => {
+  const x = tensor([1, 5, 5, 2, 9, 0, 9, 3, -1, -1, -1, -1], [3, 4]);
+  const rows = argmax(x);
+  assert.equal(rows.dtype, 'i32');
+  assert.equal(rows.shape, [3]);
+  assert.equal(Array.from(await rows.toArray()), [1, 0, 0]);
+  const cols = argmax(x, 0);
+  assert.equal(Array.from(await cols.toArray()), [1, 0, 1, 1]);
+  const r = rng(5);
+  const data = Float64Array.from({ length: 2 * 5 * 3 }, () => Math.fround(r()));
+  const x3 = tensor(data, [2, 5, 3]);
+  const mid = argmax(x3, 1);
+  assert.equal(Array.from(await mid.toArray()), Array.from(ref.argmax({ data, shape: [2, 5, 3] }, 1).data));
+  for (const t of [x, rows, cols, x3, mid]) t.dispose();
 });
 
-t('an out-of-range label makes the loss NaN, never silently wrong; bad shapes throw', async () => {
-  const x = tensor([1, 2, 3, 4], [2, 2]);
-  const bad = tensor([0, 2], [2], { dtype: 'i32' });
-  assert.ok(Number.isNaN(await tidy(() => softmaxCrossEntropy(x, bad)).item()));
-  const f = tensor([0, 1], [2]);
-  assert.throws(() => softmaxCrossEntropy(x, f), /softmaxCrossEntropy: labels must be i32 \[2\].*f32 \[2\]/);
-  assert.throws(() => softmaxCrossEntropy(f, bad), /softmaxCrossEntropy: expected f32 logits \[N, K\]/);
-  [x, bad, f].forEach((v) => v.dispose());
+t('a label out of range makes the loss NaN instead of reading another row', async () => {
+  const before = liveTensors();
+  const x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+  for (const bad of [3, -1]) {
+    const labels = tensor([0, bad], [2], { dtype: 'i32' });
+    const loss = softmaxCrossEntropy(x, labels);
+    assert.ok(Number.isNaN(await loss.item()), `label ${bad}`);
+    loss.dispose();
+    labels.dispose();
+  }
+  x.dispose();
+  await sync();
+  assert.is(liveTensors(), before);
+});
+
+t('softmaxCrossEntropy is the mean of -log softmax at the label and trains the logits', async () => {
+  const x = variable([0, 0, 0, 2, 0, 0], [2, 3]);
+  const labels = tensor([1, 0], [2], { dtype: 'i32' });
+  const loss = tidy(() => softmaxCrossEntropy(x, labels));
+  const want = (Math.log(3) + (Math.log(Math.exp(2) + 2) - 2)) / 2;
+  assert.ok(Math.abs((await loss.item()) - want) < 1e-6);
+  backward(loss);
+  const g = await x.grad!.toArray();
+  const e = Math.exp(2) + 2;
+  const wantG = [1 / 3, 1 / 3 - 1, 1 / 3, Math.exp(2) / e - 1, 1 / e, 1 / e].map((v) => v / 2);
+  wantG.forEach((v, i) => assert.ok(Math.abs(g[i] - v) < 1e-6, `grad ${i}: ${g[i]} vs ${v}`));
+  for (const t of [x, labels, loss]) t.dispose();
+});
+
+const throwsWith = (fn: () => unknown, ...parts: string[]) =>
+  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
+
+t('softmax errors name the op and the shapes', () => {
+  const x = tensor(new Float32Array(6), [2, 3]);
+  const x3 = tensor(new Float32Array(6), [1, 2, 3]);
+  const lf = tensor([0, 1], [2]);
+  const l3 = tensor([0, 1, 2], [3], { dtype: 'i32' });
+  const xi = tensor([1, 2], [2], { dtype: 'i32' });
+  throwsWith(() => softmaxCrossEntropy(x, lf), 'softmaxCrossEntropy', 'i32', 'f32', '[2]');
+  throwsWith(() => softmaxCrossEntropy(x, l3), 'softmaxCrossEntropy', 'labels', '[2]', '[3]');
+  throwsWith(() => softmaxCrossEntropy(x3, l3), 'softmaxCrossEntropy', '2-D', '[1, 2, 3]');
+  throwsWith(() => softmax(xi), 'softmax', 'f32', 'i32');
+  throwsWith(() => argmax(x, 2), 'argmax', 'axis 2', '[2, 3]');
+  for (const t of [x, x3, lf, l3, xi]) t.dispose();
 });
 
 t.run();

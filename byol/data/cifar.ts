@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readBytes } from './idx.ts';
-import type { ImageDataset } from './dataset.ts';
+import type { ImageDataset } from './image-dataset.ts';
 
 const SIDE = 32;
 const PIXELS = SIDE * SIDE;

@@ -6,20 +6,9 @@ import { join } from 'node:path';
 import { readIdxPair } from './idx.ts';
 import { loadCifar10 } from './cifar.ts';
 import { loadImageFolder } from './folder.ts';
+import type { ImageDataset } from './image-dataset.ts';
 
-export interface ImageDataset {
-  name: string;
-  /** n * height * width * channels bytes, NHWC. */
-  images: Uint8Array;
-  /** n class indices in 0..classes.length-1, or null for unlabelled data. */
-  labels: Int32Array | null;
-  n: number;
-  height: number;
-  width: number;
-  channels: number;
-  /** Class names, index = label; empty for unlabelled data. */
-  classes: string[];
-}
+export { channelStats, type ImageDataset } from './image-dataset.ts';
 
 export type DatasetKind = 'fashion-mnist' | 'cifar10' | 'folder';
 export type Split = 'train' | 'test';
@@ -116,25 +105,3 @@ export function validateDataset(ds: ImageDataset): void {
 }
 
 /** Per-channel mean and standard deviation of the pixels scaled to [0, 1]: the normalization constants. */
-export function channelStats(ds: ImageDataset): { mean: number[]; std: number[] } {
-  const c = ds.channels;
-  const sum = new Float64Array(c);
-  const sq = new Float64Array(c);
-  // per-channel histograms make this exact and fast (integer counts, no float accumulation over 10^7 values)
-  const hist = Array.from({ length: c }, () => new Float64Array(256));
-  const img = ds.images;
-  for (let ch = 0; ch < c; ch++) {
-    const h = hist[ch];
-    for (let i = ch; i < img.length; i += c) h[img[i]]++;
-  }
-  const count = img.length / c;
-  for (let ch = 0; ch < c; ch++) {
-    for (let v = 0; v < 256; v++) {
-      sum[ch] += hist[ch][v] * (v / 255);
-      sq[ch] += hist[ch][v] * (v / 255) ** 2;
-    }
-  }
-  const mean = [...sum].map((s) => s / count);
-  const std = [...sq].map((s, ch) => Math.sqrt(Math.max(0, s / count - mean[ch] ** 2)));
-  return { mean, std };
-}

@@ -8,7 +8,7 @@ import { closeSync, openSync, readSync, readdirSync, statSync, type Dirent } fro
 import { basename, join, relative } from 'node:path';
 import { PNG } from 'pngjs';
 import { readBytes } from './idx.ts';
-import type { ImageDataset } from './dataset.ts';
+import type { ImageDataset } from './image-dataset.ts';
 
 export interface FolderOptions {
   /** Channels of the result; default 3 if any PNG has a colour type with colour (RGB, RGBA, palette), else 1. */

@@ -6,7 +6,7 @@
 import { gpu } from '../../engine/device.ts';
 import { launch, grid1d, u32s, type KernelSpec } from '../../engine/recorder.ts';
 import { Tensor, tensor, empty, keep, fmtShape } from '../../engine/tensor.ts';
-import type { ImageDataset } from './dataset.ts';
+import type { ImageDataset } from './image-dataset.ts';
 
 const WG = 256;
 

@@ -7,11 +7,27 @@ import { getDevice, onDeviceLost } from '../../engine/index.ts';
 import { describeAdapter, type AdapterReport } from './adapter.ts';
 import { planChecks, runChecks, type CheckResult } from './checks.ts';
 import { TrainPanel, type TrainingState } from './train-panel.ts';
-import { demoTrainer } from './demo-trainer.ts';
+import { byolTrainer, setUserImages } from './byol-trainer.ts';
+import { imagesFromFiles } from './dropped-images.ts';
 import type { Trainer } from './trainer.ts';
 
-// The lead swaps this for the BYOL trainer; the panel, the test and the page need nothing else.
-const trainer: Trainer = demoTrainer;
+const trainer: Trainer = byolTrainer;
+
+// Images dropped anywhere on the page replace the built-in set for the next training run.
+document.addEventListener('dragover', (e) => e.preventDefault());
+document.addEventListener('drop', async (e) => {
+  e.preventDefault();
+  const files = Array.from(e.dataTransfer?.files ?? []).filter((f) => f.type.startsWith('image/'));
+  if (!files.length) return;
+  const note = document.getElementById('trainer-desc');
+  try {
+    const ds = await imagesFromFiles(files, 24);
+    setUserImages(ds);
+    if (note) note.textContent = `Training on your ${ds.n} dropped images (resized to 24×24 grayscale); no labels, so no kNN accuracy.`;
+  } catch (err) {
+    if (note) note.textContent = `Could not use the dropped files: ${(err as Error).message}`;
+  }
+});
 
 export interface ChecksState {
   running: boolean;

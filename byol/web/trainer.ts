@@ -1,7 +1,7 @@
 // The contract between the page's "Train" panel and whatever it trains. A Trainer owns its model and loop and
 // reports through a TrainReporter; the panel (byol/web/train-panel.ts) draws the loss curve, throughput,
 // preview images and kNN accuracy, offers the checkpoint download, and mirrors everything on
-// window.__byol.training for the browser test. The demo MLP (demo-trainer.ts) and BYOL implement the same thing.
+// window.__byol.training for the browser test. BYOL (byol-trainer.ts) implements it; another model would too.
 
 import type { ImageBatch } from './plot.ts';
 

@@ -14,7 +14,7 @@ import { extname, join, resolve, sep, dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildWeb } from '../../byol/web/build.ts';
-import { decodeSafetensors } from '../../byol/web/safetensors.ts';
+import { decodeSafetensors } from '../../engine/safetensors.ts';
 import type { PageState } from '../../byol/web/main.ts';
 
 const DEFAULT_LIMIT_S = 600;
@@ -22,6 +22,8 @@ const DEFAULT_LIMIT_S = 600;
 const EXPECTED_REQUEST = /^\/(index\.html|main\.js(\.map)?|data\/.+)$/;
 /** The training test passes when the mean loss of the last 10 steps is at most this fraction of the first 10's. */
 const LOSS_RATIO = 0.5;
+/** The page's kNN accuracy on the held-out shapes must reach this (chance is 0.1). */
+const KNN_MIN = 0.3;
 
 const argv = process.argv.slice(2);
 const arg = (name: string) => {
@@ -194,6 +196,8 @@ async function main(): Promise<void> {
       record(`training runs all ${want} steps`, t.losses.length === want && t.losses.every(Number.isFinite), `${t.losses.length} finite losses in ${(t.ms / 1000).toFixed(1)} s, ${rate} samples/s`);
       const ok = t.losses.length >= 20 && avg(tail) <= LOSS_RATIO * avg(head);
       record('the training loss goes down', ok, `mean of the first 10 steps ${avg(head).toPrecision(4)}, of the last 10 ${avg(tail).toPrecision(4)} (must be ≤ ${LOSS_RATIO}×)`);
+      // ten balanced classes: chance is 0.1
+      record('kNN accuracy of the learned encoder is well above chance', t.knn !== null && t.knn >= KNN_MIN, `kNN top-1 ${t.knn === null ? '–' : t.knn.toFixed(3)} (must be ≥ ${KNN_MIN}; chance 0.1)`);
     }
 
     // checkpoint download
@@ -202,10 +206,12 @@ async function main(): Promise<void> {
       const path = await download.path();
       try {
         const bytes = new Uint8Array(await readFile(path));
-        const { tensors } = decodeSafetensors(bytes);
+        const tensors = [...decodeSafetensors(bytes).tensors.values()];
         const finite = tensors.every((x) => x.data.every(Number.isFinite));
         const params = tensors.reduce((n, x) => n + x.data.length, 0);
-        record('the checkpoint download is a valid safetensors file', download.suggestedFilename().endsWith('.safetensors') && tensors.length > 0 && finite,
+        const names = [...decodeSafetensors(bytes).tensors.keys()];
+        record('the checkpoint download is a valid safetensors file with torchvision names', download.suggestedFilename().endsWith('.safetensors') && tensors.length > 0 && finite &&
+          names.includes('conv1.weight') && names.includes('layer1.0.bn1.running_var'),
           `${download.suggestedFilename()}: ${tensors.length} tensors, ${params} values, ${bytes.length} bytes`);
       } catch (e) {
         record('the checkpoint download is a valid safetensors file', false, (e as Error).message);

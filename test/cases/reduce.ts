@@ -18,6 +18,8 @@ const shapes: [number[], number[] | undefined, boolean][] = [
   [[4099, 3], [0], false], // few outputs, long columns: two-level
   [[9, 1000], [0], true],
   [[100003], undefined, false], // one long row
+  [[4, 1, 1, 6], [1, 2], false], // only size-1 axes: a view (global pooling of a 1x1 map)
+  [[3, 1, 5], [1], true],
 ];
 
 export const reduceCases: NamedOpCase[] = [];

@@ -1,0 +1,64 @@
+// Quick conv2d timing: forward, dx and dW of a ResNet-like layer, x [32,32,32,64], w [3,3,64,64], stride 1,
+// padding 1 (2.416 GFLOP each), after warm-up. Not a test. The machine is shared, so it also prints GFLOPS per
+// two CPU-seconds of this process (lavapipe runs on 2 threads): a rough estimate of what an idle machine gives.
+// Usage: tsx bench/conv-quick.ts [repeats] [RB,CB,RQ,dwCB,U ...] [--portable]
+
+import { getDevice, releaseDevice } from '../engine/device.ts';
+import { tensor } from '../engine/tensor.ts';
+import { sync } from '../engine/recorder.ts';
+import { conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, setConvTiles, setConvLaneMode, DEFAULT_CONV_TILES, type ConvGeom } from '../kernels/conv2d.ts';
+
+const args = process.argv.slice(2);
+const repeats = Number(args.find((a) => /^\d+$/.test(a)) ?? 5);
+const configs = args.filter((a) => a.includes(','));
+if (args.includes('--portable')) setConvLaneMode('portable');
+
+const ctx = await getDevice();
+console.log(`device: ${ctx.info.description}`);
+const [N, H, W, C, K] = [32, 32, 32, 64, 3];
+const g: ConvGeom = { N, H, W, Cin: C, KH: K, KW: K, Cout: C, stride: 1, pad: 1, OH: H, OW: W };
+const flop = 2 * N * H * W * C * C * K * K;
+const rand = (n: number) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
+const x = tensor(rand(N * H * W * C), [N, H, W, C]);
+const w = tensor(rand(K * K * C * C), [K, K, C, C]);
+const dy = tensor(rand(N * H * W * C), [N, H, W, C]);
+
+const ops: [string, () => { dispose(): void }][] = [
+  ['forward', () => conv2dRaw(x, w, null, { stride: 1, padding: 1 })],
+  ['dx', () => conv2dBackwardInput(dy, w, g)],
+  ['dW', () => conv2dBackwardWeight(x, dy, g)],
+];
+
+for (const cfg of configs.length ? configs : [null]) {
+  if (cfg) {
+    setConvTiles(tilesOf(cfg));
+  }
+  console.log(`tiles ${JSON.stringify(cfg ? { ...DEFAULT_CONV_TILES, ...tilesOf(cfg) } : DEFAULT_CONV_TILES)}`);
+  for (const [name, run] of ops) {
+    let t0 = performance.now();
+    run().dispose();
+    await sync();
+    const first = performance.now() - t0;
+    run().dispose();
+    await sync();
+    t0 = performance.now();
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < repeats; i++) run().dispose();
+    await sync();
+    const ms = (performance.now() - t0) / repeats;
+    const cu = process.cpuUsage(c0);
+    const cpuMs = (cu.user + cu.system) / 1000 / repeats;
+    const gf = (t: number) => (flop / t / 1e6).toFixed(1);
+    console.log(`  ${name.padEnd(8)} ${ms.toFixed(1).padStart(8)} ms  ${gf(ms).padStart(6)} GFLOPS   (${gf(cpuMs / 2).padStart(6)} per 2 CPU-s; first call incl. compile ${first.toFixed(0)} ms)`);
+  }
+}
+
+function tilesOf(cfg: string) {
+  const [RB, CB, RQ, dwCB, U] = cfg.split(',').map(Number);
+  return { RB, CB, RQ, dwCB, U };
+}
+
+x.dispose();
+w.dispose();
+dy.dispose();
+releaseDevice();

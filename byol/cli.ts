@@ -1,0 +1,135 @@
+#!/usr/bin/env -S npx tsx
+// `byol train [flags]`: the reference BYOL training run. `byol --help` lists the flags.
+
+import { parseArgs } from 'node:util';
+import { releaseDevice } from '../engine/device.ts';
+import { train, TRAIN_DEFAULTS, type TrainOptions } from './train.ts';
+
+const HELP = `usage: byol train [flags]
+
+Trains BYOL on images and reports how good the learned representation is (kNN and linear-probe accuracy on the
+test split, against a random-init encoder of the same architecture). Writes to --out: metrics.jsonl,
+loss-curve.png, augmentations.png, checkpoints/ (safetensors, atomic), encoder.safetensors (torchvision names
+and layouts), config.json and final.json.
+
+data
+  --data KIND          fashion-mnist (default; Debian's dataset-fashion-mnist), cifar10, folder
+  --data-path PATH     folder of the data set (defaults: /usr/share/datasets/fashion-mnist, data/cifar-10-batches-bin)
+model
+  --arch ARCH          resnet-small (default), resnet18, resnet34, resnet50
+  --width N            channels of the first stage (default ${TRAIN_DEFAULTS.width}; torchvision uses 64)
+  --stem KIND          small (3x3 conv, no max-pool; default) or imagenet (7x7/2 + max-pool)
+  --proj-hidden N      projector hidden size (default ${TRAIN_DEFAULTS.projHidden}; paper 4096)
+  --proj-dim N         projection size (default ${TRAIN_DEFAULTS.projDim}; paper 256)
+  --pred-hidden N      predictor hidden size (default ${TRAIN_DEFAULTS.predHidden}; paper 4096)
+optimization
+  --epochs N           (default ${TRAIN_DEFAULTS.epochs})
+  --batch N            (default ${TRAIN_DEFAULTS.batchSize})
+  --lr X               base learning rate, scaled by batch/256, warm-up then cosine (default ${TRAIN_DEFAULTS.baseLr})
+  --optimizer NAME     lars (default), sgd, adam
+  --wd X               weight decay (default ${TRAIN_DEFAULTS.weightDecay})
+  --tau X              EMA base decay, rising to 1 along a cosine (default ${TRAIN_DEFAULTS.tauBase})
+  --seed N             (default 0)
+run
+  --out DIR            output folder (default ${TRAIN_DEFAULTS.out})
+  --resume             continue from the newest checkpoint in DIR/checkpoints (bit-identical)
+  --max-steps N        stop early after N steps (the schedules still span all epochs)
+  --checkpoint-every N (default ${TRAIN_DEFAULTS.checkpointEvery} steps)
+  --log-every N        read the loss back every N steps (default ${TRAIN_DEFAULTS.logEvery})
+  --no-eval            skip the final evaluation
+  --probe-epochs N     linear-probe epochs (default ${TRAIN_DEFAULTS.probeEpochs})
+`;
+
+function int(name: string, v: string | undefined, dflt: number, min = 1): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: expected an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+function num(name: string, v: string | undefined, dflt: number, min = 0): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: expected a number >= ${min}, got '${v}'`);
+  return n;
+}
+
+function oneOf<T extends string>(name: string, v: string | undefined, dflt: T, allowed: readonly T[]): T {
+  if (v === undefined) return dflt;
+  if (!allowed.includes(v as T)) throw new Error(`--${name}: expected one of ${allowed.join(', ')}, got '${v}'`);
+  return v as T;
+}
+
+export function parseTrainArgs(argv: string[]): TrainOptions {
+  const { values: v } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      data: { type: 'string' }, 'data-path': { type: 'string' }, arch: { type: 'string' }, width: { type: 'string' },
+      stem: { type: 'string' }, 'proj-hidden': { type: 'string' }, 'proj-dim': { type: 'string' }, 'pred-hidden': { type: 'string' },
+      epochs: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, optimizer: { type: 'string' },
+      wd: { type: 'string' }, tau: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
+      resume: { type: 'boolean' }, 'max-steps': { type: 'string' }, 'checkpoint-every': { type: 'string' },
+      'log-every': { type: 'string' }, 'no-eval': { type: 'boolean' }, 'probe-epochs': { type: 'string' },
+    },
+  });
+  const d = TRAIN_DEFAULTS;
+  return {
+    data: oneOf('data', v.data, d.data, ['fashion-mnist', 'cifar10', 'folder'] as const),
+    dataPath: v['data-path'],
+    arch: oneOf('arch', v.arch, d.arch, ['resnet-small', 'resnet18', 'resnet34', 'resnet50'] as const),
+    width: int('width', v.width, d.width),
+    stem: oneOf('stem', v.stem, d.stem, ['small', 'imagenet'] as const),
+    projHidden: int('proj-hidden', v['proj-hidden'], d.projHidden),
+    projDim: int('proj-dim', v['proj-dim'], d.projDim),
+    predHidden: int('pred-hidden', v['pred-hidden'], d.predHidden),
+    epochs: int('epochs', v.epochs, d.epochs),
+    batchSize: int('batch', v.batch, d.batchSize, 2),
+    baseLr: num('lr', v.lr, d.baseLr),
+    optimizer: oneOf('optimizer', v.optimizer, d.optimizer, ['lars', 'sgd', 'adam'] as const),
+    weightDecay: num('wd', v.wd, d.weightDecay),
+    tauBase: num('tau', v.tau, d.tauBase),
+    seed: int('seed', v.seed, d.seed, 0),
+    out: v.out ?? d.out,
+    resume: !!v.resume,
+    maxSteps: v['max-steps'] === undefined ? undefined : int('max-steps', v['max-steps'], 0),
+    checkpointEvery: int('checkpoint-every', v['checkpoint-every'], d.checkpointEvery),
+    logEvery: int('log-every', v['log-every'], d.logEvery),
+    evaluate: v['no-eval'] ? 'none' : 'full',
+    probeEpochs: int('probe-epochs', v['probe-epochs'], d.probeEpochs),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || rest.includes('--help')) {
+    process.stdout.write(HELP);
+    return cmd ? 0 : 2;
+  }
+  if (cmd !== 'train') {
+    process.stderr.write(`byol: unknown command '${cmd}'\n\n${HELP}`);
+    return 2;
+  }
+  let opts: TrainOptions;
+  try {
+    opts = parseTrainArgs(rest);
+  } catch (e) {
+    process.stderr.write(`byol train: ${(e as Error).message}\n(see byol --help)\n`);
+    return 2;
+  }
+  try {
+    const report = await train(opts);
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    return 0;
+  } catch (e) {
+    process.stderr.write(`\nbyol train: ${(e as Error).message}\n`);
+    if (process.env.BYOL_DEBUG) console.error(e);
+    return 1;
+  } finally {
+    releaseDevice();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('byol/cli.ts')) {
+  main(process.argv.slice(2)).then((code) => (process.exitCode = code));
+}

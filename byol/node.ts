@@ -1,0 +1,8 @@
+// `import { train, loadDataset, ... } from 'byol-webgpu/node'`: the Node-only part (files, PNGs, checkpoints).
+
+export { train, TRAIN_DEFAULTS, type TrainOptions, type FinalReport } from './train.ts';
+export { loadDataset, DEFAULT_PATHS, type DatasetSpec, type DatasetKind } from './data/dataset.ts';
+export { writeAugmentationPreview, augmentationPreviewPng } from './preview.ts';
+export { lossCurvePng } from './loss-curve.ts';
+export { CheckpointStore } from './checkpoints.ts';
+export { saveSafetensors, loadSafetensors, readSafetensors } from '../engine/safetensors-node.ts';

@@ -1,0 +1,247 @@
+// The reference BYOL training run (Node): data, augmentations, the BYOL step, progress, metrics, checkpoints
+// (atomic, resumable bit-identically), collapse monitoring and the final evaluation of the representation.
+
+import { mkdirSync, writeFileSync, appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { getDevice } from '../engine/device.ts';
+import { Tensor } from '../engine/tensor.ts';
+import { sync } from '../engine/recorder.ts';
+import { deriveSeed } from '../engine/random.ts';
+import { materialize } from '../engine/nn.ts';
+import { exportTorchStateDict } from './export.ts';
+import { saveSafetensors } from '../engine/safetensors-node.ts';
+import { loadDataset, channelStats, type DatasetKind, type ImageDataset } from './data/dataset.ts';
+import { GpuDataset } from './data/gpu-dataset.ts';
+import { augmentViews } from './augment.ts';
+import { byolAugmentConfig } from './augment-params.ts';
+import { writeAugmentationPreview } from './preview.ts';
+import { Rng } from './rng.ts';
+import { BYOL } from './model.ts';
+import { ResNet, type ResNetArch } from './resnet.ts';
+import { lossCurvePng } from './loss-curve.ts';
+import { Progress } from './progress.ts';
+import { CheckpointStore } from './checkpoints.ts';
+import { evaluateEncoder } from './evaluate.ts';
+
+export interface TrainOptions {
+  data: DatasetKind;
+  dataPath?: string;
+  arch: ResNetArch;
+  width: number;
+  stem: 'imagenet' | 'small';
+  epochs: number;
+  batchSize: number;
+  baseLr: number;
+  optimizer: 'lars' | 'sgd' | 'adam';
+  weightDecay: number;
+  tauBase: number;
+  projHidden: number;
+  projDim: number;
+  predHidden: number;
+  seed: number;
+  out: string;
+  resume: boolean;
+  /** Read the loss back (and check it is finite) every this many steps. */
+  logEvery: number;
+  /** Write a checkpoint every this many steps (and at the end). */
+  checkpointEvery: number;
+  /** Stop after this many steps (for smoke runs); the schedules still span the full run. */
+  maxSteps?: number;
+  /** Evaluation: 'full' (kNN + linear probe + random-init baseline) or 'none'. */
+  evaluate: 'full' | 'none';
+  probeEpochs: number;
+}
+
+export const TRAIN_DEFAULTS: TrainOptions = {
+  data: 'fashion-mnist',
+  arch: 'resnet-small',
+  width: 16,
+  stem: 'small',
+  epochs: 2,
+  batchSize: 256,
+  baseLr: 1.0,
+  optimizer: 'lars',
+  weightDecay: 1e-6,
+  tauBase: 0.99,
+  projHidden: 512,
+  projDim: 128,
+  predHidden: 512,
+  seed: 0,
+  out: 'runs/byol',
+  resume: false,
+  logEvery: 10,
+  checkpointEvery: 100,
+  evaluate: 'full',
+  probeEpochs: 30,
+};
+
+/** Options that define the run: a checkpoint may only be resumed with the same values. */
+const IDENTITY_KEYS: (keyof TrainOptions)[] = ['data', 'arch', 'width', 'stem', 'epochs', 'batchSize', 'baseLr', 'optimizer', 'weightDecay', 'tauBase', 'projHidden', 'projDim', 'predHidden', 'seed'];
+
+export interface FinalReport {
+  [k: string]: unknown;
+}
+
+function epochOrder(seed: number, epoch: number, n: number): Int32Array {
+  return Int32Array.from(new Rng(deriveSeed(seed, `order/${epoch}`)).permutation(n));
+}
+
+export async function train(opts: TrainOptions, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<FinalReport> {
+  const ctx = await getDevice();
+  mkdirSync(opts.out, { recursive: true });
+  const store = new CheckpointStore(join(opts.out, 'checkpoints'));
+  const identity = Object.fromEntries(IDENTITY_KEYS.map((k) => [k, opts[k]]));
+
+  const trainSet: ImageDataset = loadDataset({ kind: opts.data, path: opts.dataPath, split: 'train' });
+  const testSet: ImageDataset | null = trainSet.labels ? loadDataset({ kind: opts.data, path: opts.dataPath, split: 'test' }) : null;
+  const stats = channelStats(trainSet);
+  const B = opts.batchSize;
+  if (trainSet.n < B) throw new Error(`train: the data set has ${trainSet.n} images, fewer than one batch of ${B}`);
+  const stepsPerEpoch = Math.floor(trainSet.n / B);
+  const totalSteps = stepsPerEpoch * opts.epochs;
+  const lastStep = Math.min(totalSteps, opts.maxSteps ?? totalSteps);
+  log(`byol: ${trainSet.name} ${trainSet.n} images ${trainSet.height}x${trainSet.width}x${trainSet.channels}; ${opts.arch} width ${opts.width}; ` +
+    `${opts.epochs} epochs x ${stepsPerEpoch} steps of ${B}; device: ${ctx.info.description || ctx.info.vendor}`);
+
+  const augCfg = byolAugmentConfig({ imageSize: trainSet.height, normalize: stats });
+  const model = new BYOL({
+    encoder: { arch: opts.arch, width: opts.width, stem: opts.stem, inChannels: trainSet.channels },
+    projHidden: opts.projHidden,
+    projDim: opts.projDim,
+    predHidden: opts.predHidden,
+    optimizer: opts.optimizer,
+    baseLr: opts.baseLr,
+    weightDecay: opts.weightDecay,
+    batchSize: B,
+    totalSteps,
+    tauBase: opts.tauBase,
+    seed: opts.seed,
+  });
+  const data = new GpuDataset(trainSet);
+  const metricsPath = join(opts.out, 'metrics.jsonl');
+  const curve: { step: number; loss: number }[] = [];
+
+  if (opts.resume) {
+    const ck = await store.loadLatest((w) => log(`byol: warning: ${w}`));
+    if (!ck) throw new Error(`train --resume: no checkpoint in ${store.dir}`);
+    const saved = JSON.parse(ck.meta.identity ?? '{}');
+    const diff = IDENTITY_KEYS.filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(opts[k]));
+    if (diff.length) throw new Error(`train --resume: ${ck.path} was made with different ${diff.map((k) => `${k} (${JSON.stringify(saved[k])} vs ${JSON.stringify(opts[k])})`).join(', ')}`);
+    model.loadStateDict(ck.tensors);
+    // keep the metrics of the steps the checkpoint covers; later lines are redone
+    if (existsSync(metricsPath)) {
+      const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step < model.step);
+      writeFileSync(metricsPath, kept.map((l) => l + '\n').join(''));
+      for (const l of kept) curve.push(JSON.parse(l));
+    }
+    log(`byol: resumed from ${ck.path} at step ${model.step}`);
+  } else {
+    rmSync(metricsPath, { force: true });
+    writeFileSync(join(opts.out, 'config.json'), JSON.stringify({ ...opts, totalSteps, stepsPerEpoch }, null, 2) + '\n');
+    const first = data.gather(epochOrder(opts.seed, 0, trainSet.n).subarray(0, 16));
+    await writeAugmentationPreview(join(opts.out, 'augmentations.png'), first, new Rng(deriveSeed(opts.seed, 'preview')), byolAugmentConfig({ imageSize: trainSet.height }));
+    first.dispose();
+  }
+
+  const saveCheckpoint = async () => {
+    await store.save(model.step, await model.stateDict(), { identity: JSON.stringify(identity), step: String(model.step) });
+  };
+
+  const progress = new Progress(lastStep, model.step, B);
+  let order = epochOrder(opts.seed, Math.floor(model.step / stepsPerEpoch), trainSet.n);
+  const pending: { step: number; loss: Tensor; projStd: Tensor | null; lr: number; tau: number }[] = [];
+  const monitorEvery = opts.logEvery * 5;
+  let lastStd = NaN;
+  const t0 = Date.now();
+  const startStep = model.step;
+  let lastLoss = NaN;
+  while (model.step < lastStep) {
+    const k = model.step;
+    const epoch = Math.floor(k / stepsPerEpoch);
+    if (k % stepsPerEpoch === 0) order = epochOrder(opts.seed, epoch, trainSet.n);
+    const i0 = (k % stepsPerEpoch) * B;
+    const x = data.gather(order.subarray(i0, i0 + B));
+    const [v1, v2] = augmentViews(x, new Rng(deriveSeed(opts.seed, `augment/${k}`)), augCfg);
+    const r = model.trainStep(v1, v2, { monitor: (k + 1) % monitorEvery === 0 || k + 1 === lastStep });
+    x.dispose();
+    v1.dispose();
+    v2.dispose();
+    pending.push({ step: k, ...r });
+    const done = model.step;
+    if (done % opts.logEvery === 0 || done === lastStep) {
+      for (const p of pending.splice(0)) {
+        const loss = await readAndDispose(p.loss);
+        if (!Number.isFinite(loss)) {
+          throw new Error(`train: the loss became ${loss} at step ${p.step} (lr ${p.lr.toExponential(3)}); stopped. ` +
+            `The last good checkpoint is in ${store.dir}; resume with a lower --lr.`);
+        }
+        lastLoss = loss;
+        const line: Record<string, unknown> = { step: p.step, epoch: p.step / stepsPerEpoch, loss, lr: p.lr, tau: p.tau, time_s: (Date.now() - t0) / 1000 };
+        if (p.projStd) lastStd = line.proj_std = await readAndDispose(p.projStd);
+        appendFileSync(metricsPath, JSON.stringify(line) + '\n');
+        curve.push({ step: p.step, loss });
+      }
+      progress.update(done, lastLoss);
+    } else progress.update(done);
+    if (done % opts.checkpointEvery === 0 || done === lastStep) await saveCheckpoint();
+  }
+  await sync();
+  progress.finish();
+  const trainSeconds = (Date.now() - t0) / 1000;
+  const imagesPerSecond = ((model.step - startStep) * B) / Math.max(1e-9, trainSeconds);
+  writeFileSync(join(opts.out, 'loss-curve.png'), lossCurvePng(curve));
+  await saveSafetensors(join(opts.out, 'encoder.safetensors'), await exportTorchStateDict(model.encoder), { format: 'pt', arch: opts.arch });
+
+  const report: FinalReport = {
+    data: trainSet.name,
+    arch: opts.arch,
+    width: opts.width,
+    feature_dim: model.encoder.featureDim,
+    epochs: opts.epochs,
+    steps: model.step,
+    total_steps: totalSteps,
+    batch_size: B,
+    final_loss: lastLoss,
+    train_seconds: trainSeconds,
+    images_per_second: imagesPerSecond,
+    device: ctx.info.description || ctx.info.vendor,
+  };
+  const projStd = lastStd;
+  report.proj_std = projStd;
+  report.proj_std_healthy = 1 / Math.sqrt(opts.projDim);
+  report.collapsed = projStd < 0.2 / Math.sqrt(opts.projDim);
+  if (report.collapsed) log(`byol: WARNING: representation collapse: std of normalized projections ${projStd.toFixed(4)} vs ${(1 / Math.sqrt(opts.projDim)).toFixed(4)} when healthy`);
+
+  if (opts.evaluate === 'full' && testSet) {
+    const testData = new GpuDataset(testSet);
+    const evalOpts = { normalize: stats, probeEpochs: opts.probeEpochs, seed: opts.seed, log };
+    log('byol: evaluating the learned encoder (kNN and linear probe)');
+    const learned = await evaluateEncoder(model.encoder, data, testData, { ...evalOpts, knn: true });
+    log('byol: evaluating a random-init encoder of the same architecture (baseline)');
+    const random = materialize(new ResNet(model.encoder.config), { seed: deriveSeed(opts.seed, 'random-baseline') });
+    const baseline = await evaluateEncoder(random, data, testData, { ...evalOpts, knn: false });
+    random.dispose();
+    testData.dispose();
+    Object.assign(report, {
+      knn_top1: learned.knnTop1,
+      knn_protocol: 'cosine, k=200, T=0.1, weighted vote, train set as memory bank',
+      linear_top1: learned.linearTop1,
+      linear_train_top1: learned.linearTrainTop1,
+      random_linear_top1: baseline.linearTop1,
+      linear_gain_over_random: learned.linearTop1 - baseline.linearTop1,
+      eval_seconds: learned.seconds + baseline.seconds,
+    });
+  }
+  writeFileSync(join(opts.out, 'final.json'), JSON.stringify(report, null, 2) + '\n');
+  data.dispose();
+  model.dispose();
+  return report;
+}
+
+async function readAndDispose(t: Tensor): Promise<number> {
+  try {
+    return (await t.toArray())[0];
+  } finally {
+    t.dispose();
+  }
+}

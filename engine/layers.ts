@@ -1,0 +1,101 @@
+// Convolutional-network layers on top of engine/nn.ts: Conv2d, BatchNorm (1d and 2d: channels are the last axis),
+// MaxPool2d and GlobalAvgPool. Parameters follow PyTorch's names so state dicts map onto torchvision's.
+
+import { Module, Parameter, StateBuffer, init } from './nn.ts';
+import { Tensor, fmtShape } from './tensor.ts';
+import { conv2d } from '../kernels/conv2d.ts';
+import { batchNorm } from '../kernels/batchnorm.ts';
+import { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
+
+export interface Conv2dLayerOptions {
+  stride?: number;
+  padding?: number;
+  bias?: boolean;
+}
+
+/** NHWC convolution with an HWIO weight; Kaiming-normal (fan_in, ReLU gain) as torchvision's ResNet. */
+export class Conv2d extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter | null;
+  readonly stride: number;
+  readonly padding: number;
+
+  constructor(readonly inChannels: number, readonly outChannels: number, readonly kernelSize: number, opts: Conv2dLayerOptions = {}) {
+    super();
+    for (const [k, v] of [['inChannels', inChannels], ['outChannels', outChannels], ['kernelSize', kernelSize]] as const) {
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`Conv2d: ${k} must be a positive integer, got ${v}`);
+    }
+    this.stride = opts.stride ?? 1;
+    this.padding = opts.padding ?? 0;
+    const fanIn = kernelSize * kernelSize * inChannels;
+    this.weight = this.param('weight', [kernelSize, kernelSize, inChannels, outChannels], 'weight', init.kaimingNormal(fanIn), 'conv');
+    this.bias = opts.bias ? this.param('bias', [outChannels], 'bias', init.uniform(1 / Math.sqrt(fanIn))) : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    return conv2d(x, this.weight.value, this.bias?.value ?? null, { stride: this.stride, padding: this.padding });
+  }
+}
+
+export interface BatchNormLayerOptions {
+  momentum?: number;
+  eps?: number;
+  /** Fuse the ReLU that follows (one pass instead of two). */
+  relu?: boolean;
+  /** Initial gamma (1, or 0 for the zero-init-residual variant). */
+  gammaInit?: number;
+}
+
+/** Batch normalization over the last axis: [N, C] (1d) or [N, H, W, C] (2d). */
+export class BatchNorm extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter;
+  readonly runningMean: StateBuffer;
+  readonly runningVar: StateBuffer;
+  readonly momentum: number;
+  readonly eps: number;
+  readonly relu: boolean;
+  /** Training forwards seen, as PyTorch's num_batches_tracked (kept on the CPU; exported with checkpoints). */
+  numBatchesTracked = 0;
+
+  constructor(readonly numFeatures: number, opts: BatchNormLayerOptions = {}) {
+    super();
+    if (!Number.isInteger(numFeatures) || numFeatures <= 0) throw new Error(`BatchNorm: numFeatures must be a positive integer, got ${numFeatures}`);
+    this.weight = this.param('weight', [numFeatures], 'norm', init.constant(opts.gammaInit ?? 1));
+    this.bias = this.param('bias', [numFeatures], 'norm', init.zeros());
+    this.runningMean = this.buffer('running_mean', [numFeatures], 0);
+    this.runningVar = this.buffer('running_var', [numFeatures], 1);
+    this.momentum = opts.momentum ?? 0.1;
+    this.eps = opts.eps ?? 1e-5;
+    this.relu = !!opts.relu;
+  }
+
+  forward(x: Tensor): Tensor {
+    if (x.shape[x.rank - 1] !== this.numFeatures) {
+      throw new Error(`BatchNorm(${this.numFeatures}): input ${fmtShape(x.shape)} has ${x.shape[x.rank - 1]} channels in its last axis, expected ${this.numFeatures}`);
+    }
+    if (this.training) this.numBatchesTracked++;
+    return batchNorm(x, this.weight.value, this.bias.value, { runningMean: this.runningMean.value, runningVar: this.runningVar.value }, {
+      training: this.training,
+      momentum: this.momentum,
+      eps: this.eps,
+      relu: this.relu,
+    });
+  }
+}
+
+export class MaxPool2d extends Module {
+  constructor(readonly kernel = 3, readonly stride = 2, readonly padding = 1) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return maxPool2d(x, { kernel: this.kernel, stride: this.stride, padding: this.padding });
+  }
+}
+
+/** [N, H, W, C] -> [N, C]. */
+export class GlobalAvgPool extends Module {
+  forward(x: Tensor): Tensor {
+    return globalAvgPool(x);
+  }
+}

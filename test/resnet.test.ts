@@ -1,0 +1,118 @@
+// ResNet-18 against PyTorch: the same weights (a width-8 ResNet-18 with torchvision's structure and names, made by
+// test/fixtures/torch/make_fixtures.py), the same input; outputs, input and parameter gradients and the BN running
+// statistics after the forward must agree. Also: exported names and shapes match torchvision's resnet18 exactly.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
+import { tensor, backward, tidy, liveTensors, sync } from '../engine/index.ts';
+import { materialize, torchStateDict, toTorchLayout } from '../engine/nn.ts';
+import { parseSafetensors, serializeSafetensors } from '../engine/safetensors.ts';
+import { ResNet } from '../byol/resnet.ts';
+import { exportTorchStateDict, importTorchStateDict } from '../byol/export.ts';
+import { nchwToNhwc, cosine } from './helpers/layout.ts';
+import { relErr } from './helpers/gradcheck.ts';
+
+const t = suite('resnet');
+const fixture = parseSafetensors(readFileSync(new URL('./fixtures/torch/resnet18_w8.safetensors', import.meta.url)));
+const get = (n: string) => {
+  const e = fixture.get(n);
+  if (!e) throw new Error(`fixture has no '${n}'`);
+  return e;
+};
+
+function torchWeights(): Map<string, { shape: number[]; data: Float32Array }> {
+  const m = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [n, e] of fixture) if (n.startsWith('param.')) m.set(n.slice(6), e);
+  for (const [n, e] of fixture) {
+    if (!n.startsWith('after.')) continue;
+    const name = n.slice(6);
+    m.set(name, { shape: e.shape, data: new Float32Array(e.data.length).fill(name.endsWith('running_var') ? 1 : 0) });
+  }
+  return m;
+}
+
+t('ResNet-18 (width 8) forward, gradients and running stats match PyTorch', async () => {
+  const before = liveTensors();
+  const model = materialize(new ResNet({ arch: 'resnet18', width: 8, stem: 'imagenet', inChannels: 3, numClasses: 10 }), { seed: 5 });
+  importTorchStateDict(model, torchWeights());
+  const xin = get('input');
+  const x = tensor(nchwToNhwc(xin.data, xin.shape), [xin.shape[0], xin.shape[2], xin.shape[3], xin.shape[1]], { requiresGrad: true });
+  model.train();
+  const out = tidy(() => model.forward(x));
+  const want = get('output');
+  const got = await out.toArray();
+  const e = relErr(got, want.data);
+  assert.ok(e <= 1e-3, `output relative error ${e}`);
+  const dy = tensor(get('dy').data, get('dy').shape);
+  backward(out, dy);
+  const gx = get('grad.input');
+  const cx = cosine(await x.grad!.toArray(), nchwToNhwc(gx.data, gx.shape));
+  assert.ok(cx >= 0.999, `input gradient cosine ${cx}`);
+  const layouts = new Map(model.parameterSpecs().map(([n, p]) => [n, p.layout]));
+  let worst = 1;
+  let worstName = '';
+  for (const [name, p] of model.namedParameters()) {
+    assert.ok(p.grad, `${name} got no gradient`);
+    const mine = toTorchLayout({ shape: p.shape, data: (await p.grad!.toArray()) as Float32Array }, layouts.get(name)!);
+    const c = cosine(mine.data, get('grad.' + name).data);
+    if (c < worst) (worst = c), (worstName = name);
+  }
+  assert.ok(worst >= 0.999, `worst parameter-gradient cosine ${worst} (${worstName})`);
+  const state = await torchStateDict(model);
+  for (const [n, e] of fixture) {
+    if (!n.startsWith('after.')) continue;
+    const r = relErr(state.get(n.slice(6))!.data, e.data);
+    assert.ok(r <= 1e-3, `${n.slice(6)} after one training forward: relative error ${r}`);
+  }
+  out.dispose();
+  dy.dispose();
+  x.dispose();
+  model.dispose();
+  await sync();
+  assert.is(liveTensors(), before);
+});
+
+t('eval-mode outputs survive a safetensors round trip exactly', async () => {
+  const a = materialize(new ResNet({ arch: 'resnet18', width: 8, stem: 'imagenet', inChannels: 3, numClasses: 10 }), { seed: 1 });
+  const b = materialize(new ResNet({ arch: 'resnet18', width: 8, stem: 'imagenet', inChannels: 3, numClasses: 10 }), { seed: 2 });
+  a.eval();
+  b.eval();
+  const xin = get('input');
+  const x = tensor(nchwToNhwc(xin.data, xin.shape), [4, 32, 32, 3]);
+  const bytes = serializeSafetensors(await exportTorchStateDict(a));
+  importTorchStateDict(b, parseSafetensors(bytes));
+  const ya = await tidy(() => a.forward(x)).toArray();
+  const yb = await tidy(() => b.forward(x)).toArray();
+  assert.equal(Array.from(yb), Array.from(ya));
+  x.dispose();
+  a.dispose();
+  b.dispose();
+});
+
+t('a full-size ResNet-18 exports torchvision names and shapes, num_batches_tracked as int64', async () => {
+  const want: Record<string, number[]> = JSON.parse(readFileSync(new URL('./fixtures/torch/torchvision_resnet18_keys.json', import.meta.url), 'utf8'));
+  const model = materialize(new ResNet({ arch: 'resnet18', numClasses: 1000 }), { seed: 0 });
+  const state = await exportTorchStateDict(model);
+  assert.equal([...state.keys()].sort(), Object.keys(want).sort());
+  for (const [n, e] of state) assert.equal(e.shape, want[n], n);
+  assert.is(state.get('layer1.0.bn1.num_batches_tracked')!.dtype, 'I64');
+  const round = parseSafetensors(serializeSafetensors(state));
+  assert.is(round.get('bn1.num_batches_tracked')!.dtype, 'I64');
+  model.dispose();
+});
+
+t('bad input: wrong channels, too small, wrong checkpoint names and shapes', () => {
+  const model = materialize(new ResNet({ arch: 'resnet-small', width: 4, stem: 'small', inChannels: 1 }), { seed: 0 });
+  const x3 = tensor(new Float32Array(2 * 16 * 16 * 3), [2, 16, 16, 3]);
+  assert.throws(() => model.forward(x3), /ResNet\(resnet-small\).*\[2, 16, 16, 3\].*\[N, H, W, 1\]/);
+  const tiny = tensor(new Float32Array(2 * 4 * 4), [2, 4, 4, 1]);
+  assert.throws(() => model.forward(tiny), /too small/);
+  const bad = new Map([['conv1.weight', { shape: [4, 1, 5, 5], data: new Float32Array(100) }]]);
+  assert.throws(() => importTorchStateDict(model, bad), /conv1\.weight|missing|shape/);
+  x3.dispose();
+  tiny.dispose();
+  model.dispose();
+});
+
+t.run();
