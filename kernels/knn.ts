@@ -9,19 +9,32 @@
 // Ties at the k-th similarity go to the lower train index, so exactly k neighbours vote; the sums are in a fixed
 // order, so results are deterministic. Not differentiable (a classifier for evaluation).
 
+import { gpu } from '../engine/device.ts';
 import { launch, params, type KernelSpec } from '../engine/recorder.ts';
 import { Tensor, empty, fmtShape } from '../engine/tensor.ts';
 import { needsGrad } from '../engine/tape.ts';
 
 const WG = 256;
-/** Classes summed per pass over a row (registers per invocation); more classes take more passes. */
-const CLASS_BLOCK = 16;
-/** Candidate keys kept in workgroup memory by the sampled fast path. */
-const CAP = 2048;
 /** One element in SAMPLE_STRIDE is in the sample. */
 const SAMPLE_STRIDE = 16;
 
-let cached: KernelSpec | null = null;
+/**
+ * Workgroup memory plan: `block` classes summed per pass over a row (registers per invocation and block x 1 KiB
+ * of partial sums; more classes take more passes) and `cap` candidate keys for the sampled fast path. The large
+ * plan needs ~26 KiB (lavapipe and most adapters give 32 KiB), the small one ~14 KiB (WebGPU guarantees 16 KiB).
+ */
+interface Plan {
+  block: number;
+  cap: number;
+}
+const LARGE: Plan = { block: 16, cap: 2048 };
+const SMALL: Plan = { block: 8, cap: 1024 };
+
+function planBytes(pl: Plan): number {
+  return 4 * (2 * WG + pl.cap + pl.block * WG) + 64;
+}
+
+const specs = new Map<Plan, KernelSpec>();
 
 function scan(dir: 'suffix' | 'prefix'): string {
   // inclusive Hillis-Steele scan of scanBuf over the 256 invocations, unrolled
@@ -37,18 +50,21 @@ function scan(dir: 'suffix' | 'prefix'): string {
 /**
  * The sample rank for the fast path, or 0 for none: the sample's r-th largest key should have about
  * SAMPLE_STRIDE * r >= k keys of the row above it (r is k / stride plus three standard deviations and a margin),
- * and those must fit in CAP with room to spare.
+ * and those must fit in the candidate buffer (cap keys) with room to spare.
  */
-export function sampleRank(n: number, k: number): number {
+export function sampleRank(n: number, k: number, cap: number): number {
   const sampled = Math.ceil(n / SAMPLE_STRIDE);
   const r = Math.ceil(k / SAMPLE_STRIDE) + Math.ceil(3 * Math.sqrt(k / SAMPLE_STRIDE)) + 4;
   const expected = (r * n) / sampled;
-  return r <= sampled && expected <= CAP / 2 ? r : 0;
+  return r <= sampled && expected <= cap / 2 ? r : 0;
 }
 
-function voteSpec(): KernelSpec {
+function voteSpec(pl: Plan): KernelSpec {
+  const cached = specs.get(pl);
   if (cached) return cached;
-  const B = CLASS_BLOCK;
+  const B = pl.block;
+  const CAP = pl.cap;
+  const G = WG / B; // invocations that add up one class's partial sums
   const accs = [...Array(B).keys()];
   const code = `
 struct P { n: u32, k: u32, rowOffset: u32, classes: u32, invT: f32, sampleRank: u32, p1: u32, p2: u32 }
@@ -194,11 +210,11 @@ ${scan('prefix')}    tieBase = scanBuf[t] - c;
     }
     ${accs.map((j) => `part[${j * WG}u + t] = a${j};`).join(' ')}
     workgroupBarrier();
-    // fixed summation order (deterministic): 16 partial sums of 16 per class, then the 16 partials
-    let cls = t / 16u;
-    let seg = cls * ${WG}u + (t % 16u) * 16u;
+    // fixed summation order (deterministic): per class ${G} partial sums of ${B} values each, then those ${G}
+    let cls = t / ${G}u;
+    let seg = cls * ${WG}u + (t % ${G}u) * ${B}u;
     var s = 0.0;
-    for (var u = 0u; u < 16u; u++) { s += part[seg + u]; }
+    for (var u = 0u; u < ${B}u; u++) { s += part[seg + u]; }
     workgroupBarrier();
     part[t] = s;
     workgroupBarrier();
@@ -206,7 +222,7 @@ ${scan('prefix')}    tieBase = scanBuf[t] - c;
       for (var j = 0u; j < ${B}u; j++) {
         if (c0 + j >= p.classes) { break; }
         var sc = 0.0;
-        for (var q = 0u; q < 16u; q++) { sc += part[j * 16u + q]; }
+        for (var q = 0u; q < ${G}u; q++) { sc += part[j * ${G}u + q]; }
         if (sc > bestScore) { bestScore = sc; bestClass = c0 + j; }
       }
     }
@@ -214,14 +230,17 @@ ${scan('prefix')}    tieBase = scanBuf[t] - c;
   }
   if (t == 0u) { preds[p.rowOffset + row] = i32(bestClass); }
 }`;
-  cached = { name: 'knnVote', code, bindings: ['uniform', 'read', 'read', 'rw'] };
-  return cached;
+  const spec: KernelSpec = { name: 'knnVote', code, bindings: ['uniform', 'read', 'read', 'rw'] };
+  specs.set(pl, spec);
+  return spec;
 }
 
 export interface KnnVoteOptions {
   k: number;
   temperature: number;
   numClasses: number;
+  /** Workgroup memory to plan for (default: the device's maxComputeWorkgroupStorageSize). */
+  workgroupBytes?: number;
 }
 
 /**
@@ -256,8 +275,11 @@ export function knnVote(sims: Tensor, labels: Tensor, o: KnnVoteOptions, into?: 
     }
   } else preds = empty([R], 'i32', op);
   if (R === 0) return preds;
-  const u = params({ u: N }, { u: o.k }, { u: offset }, { u: o.numClasses }, 1 / o.temperature, { u: sampleRank(N, o.k) });
-  launch(voteSpec(), [u, sims.binding(op), labels.binding(op), preds.binding(op)], [R]);
+  const budget = Math.min(o.workgroupBytes ?? Infinity, gpu().device.limits.maxComputeWorkgroupStorageSize);
+  const plan = planBytes(LARGE) <= budget ? LARGE : SMALL;
+  if (planBytes(plan) > budget) throw new Error(`${op}: needs ${planBytes(SMALL)} bytes of workgroup memory, the budget is ${budget}`);
+  const u = params({ u: N }, { u: o.k }, { u: offset }, { u: o.numClasses }, 1 / o.temperature, { u: sampleRank(N, o.k, plan.cap) });
+  launch(voteSpec(plan), [u, sims.binding(op), labels.binding(op), preds.binding(op)], [R]);
   return preds;
 }
 

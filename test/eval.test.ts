@@ -95,7 +95,12 @@ for (const c of voteCases) {
     assert.equal(p.shape, [c.R]);
     assert.is(p.dtype, 'i32');
     const got = (await p.toArray()) as Int32Array;
-    assertPredictions(got, knnRef.knnScores(sims, c.R, c.N, labels, c.k, c.T, c.C), c.R, c.C, 'knnVote');
+    const scores = knnRef.knnScores(sims, c.R, c.N, labels, c.k, c.T, c.C);
+    assertPredictions(got, scores, c.R, c.C, 'knnVote');
+    // the plan for devices with only WebGPU's guaranteed 16 KiB of workgroup memory (fewer candidates and classes per pass)
+    const small = knnVote(s, l, { k: c.k, temperature: c.T, numClasses: c.C, workgroupBytes: 16384 });
+    assertPredictions((await small.toArray()) as Int32Array, scores, c.R, c.C, 'knnVote with 16 KiB of workgroup memory');
+    small.dispose();
     // writing into a slice of a larger prediction tensor leaves the rest alone
     const big = tensor(new Int32Array(c.R + 3).fill(-7), [c.R + 3], { dtype: 'i32' });
     knnVote(s, l, { k: c.k, temperature: c.T, numClasses: c.C }, { preds: big, offset: 2 });
@@ -133,6 +138,7 @@ t('knnVote errors name the op and the shapes', () => {
   throwsWith(() => knnVote(s, l5, { k: 2, temperature: 0.1, numClasses: 2 }), 'knnVote', 'i32 [4]', '[5]');
   throwsWith(() => knnVote(s, l, { k: 2, temperature: 0, numClasses: 2 }), 'knnVote', 'temperature');
   throwsWith(() => knnVote(s, l, { k: 2, temperature: 0.1, numClasses: 2 }, { preds: l, offset: 2 }), 'knnVote', 'cannot write 3 predictions at 2');
+  throwsWith(() => knnVote(s, l, { k: 2, temperature: 0.1, numClasses: 2, workgroupBytes: 8192 }), 'knnVote', 'workgroup memory', '8192');
   for (const x of [s, l, l5]) x.dispose();
 });
 
