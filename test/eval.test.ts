@@ -264,7 +264,7 @@ t('knn errors: feature dimensions, label counts and ranges, k, chunk', async () 
   await rejectsWith(knnAccuracy(a, y10, b, y5, { numClasses: 2, k: 3 }), 'knn', '[10, 4]', '[5, 3]', 'dimension');
   await rejectsWith(knnAccuracy(a, y5, c, y5, { numClasses: 2, k: 3 }), 'knn: train labels', '5 labels for 10');
   await rejectsWith(knnAccuracy(a, y10, c, y10, { numClasses: 2, k: 3 }), 'knn: test labels', '10 labels for 5');
-  await rejectsWith(knnAccuracy(a, y10, c, y5, { numClasses: 2 }), 'knn', 'k must be an integer in 1..10', '200');
+  assert.is((await knnAccuracy(a, y10, c, y5, { numClasses: 2 })).top1, 1, 'default k: all 10 train rows (all of class 0)');
   await rejectsWith(knnAccuracy(a, y10, c, y5, { numClasses: 2, k: 11 }), 'k must be', '11');
   await rejectsWith(knnAccuracy(a, Int32Array.of(0, 1, 2, 0, 0, 0, 0, 0, 0, 0), c, y5, { numClasses: 2, k: 3 }), 'train labels', 'label 2 at index 2', '0..1');
   await rejectsWith(knnAccuracy(a, y10, c, y5, { numClasses: 2, k: 3, chunk: 0 }), 'chunk');

@@ -16,7 +16,7 @@ import { matmulRaw } from '../../kernels/matmul.ts';
 import { knnVote } from '../../kernels/knn.ts';
 
 export interface KnnOptions {
-  /** Neighbours that vote (default 200). */
+  /** Neighbours that vote (default 200, or every train row when there are fewer). */
   k?: number;
   /** Temperature of the vote weights exp(sim / T) (default 0.1). */
   temperature?: number;
@@ -52,7 +52,7 @@ export async function knnPredict(train: Tensor, trainLabels: Labels, test: Tenso
   const [N, D] = train.shape;
   const [M, Dt] = test.shape;
   if (D !== Dt) throw new Error(`${what}: train features ${fmtShape(train.shape)} and test features ${fmtShape(test.shape)} differ in dimension`);
-  const k = opts.k ?? 200;
+  const k = opts.k ?? Math.min(200, N);
   const temperature = opts.temperature ?? 0.1;
   const C = opts.numClasses;
   if (!Number.isInteger(C) || C < 1) throw new Error(`${what}: numClasses must be a positive integer, got ${C}`);
