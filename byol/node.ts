@@ -4,5 +4,5 @@ export { train, TRAIN_DEFAULTS, type TrainOptions, type FinalReport } from './tr
 export { loadDataset, DEFAULT_PATHS, type DatasetSpec, type DatasetKind } from './data/dataset.ts';
 export { writeAugmentationPreview, augmentationPreviewPng } from './preview.ts';
 export { lossCurvePng } from './loss-curve.ts';
-export { CheckpointStore } from './checkpoints.ts';
 export { saveSafetensors, loadSafetensors, readSafetensors } from '../engine/safetensors-node.ts';
+export { saveCheckpoint, loadLatestCheckpoint, listCheckpoints } from '../engine/checkpoint-node.ts';

@@ -7,10 +7,11 @@ export class Progress {
   private lastPrinted = -1;
   private readonly tty = !!process.stderr.isTTY;
 
-  constructor(private readonly total: number, private readonly start: number, private readonly batchSize: number) {}
+  constructor(private readonly total: number, private readonly start: number, private readonly batchSize: number, private readonly enabled = true) {}
 
   update(step: number, loss?: number): void {
     if (loss !== undefined) this.lastLoss = loss;
+    if (!this.enabled) return;
     const pct = Math.floor((100 * step) / this.total);
     if (!this.tty && pct < this.lastPrinted + 5 && step !== this.total) return;
     if (this.tty && step !== this.total && Date.now() - this.lastDraw < 200) return;
@@ -31,7 +32,7 @@ export class Progress {
   private lastDraw = 0;
 
   finish(): void {
-    if (this.tty) process.stderr.write('\n');
+    if (this.tty && this.enabled) process.stderr.write('\n');
   }
 }
 

@@ -10,6 +10,8 @@ import { deriveSeed } from '../engine/random.ts';
 import { materialize } from '../engine/nn.ts';
 import { exportTorchStateDict } from './export.ts';
 import { saveSafetensors } from '../engine/safetensors-node.ts';
+import { saveCheckpoint, loadLatestCheckpoint, listCheckpoints } from '../engine/checkpoint-node.ts';
+import { NonFiniteMonitor } from '../engine/health.ts';
 import { loadDataset, channelStats, type DatasetKind, type ImageDataset } from './data/dataset.ts';
 import { GpuDataset } from './data/gpu-dataset.ts';
 import { augmentViews } from './augment.ts';
@@ -20,7 +22,6 @@ import { BYOL } from './model.ts';
 import { ResNet, type ResNetArch } from './resnet.ts';
 import { lossCurvePng } from './loss-curve.ts';
 import { Progress } from './progress.ts';
-import { CheckpointStore } from './checkpoints.ts';
 import { evaluateEncoder } from './evaluate.ts';
 
 export interface TrainOptions {
@@ -50,6 +51,8 @@ export interface TrainOptions {
   /** Evaluation: 'full' (kNN + linear probe + random-init baseline) or 'none'. */
   evaluate: 'full' | 'none';
   probeEpochs: number;
+  /** No progress bar (tests, scripts); messages still go to `log`. */
+  quiet?: boolean;
 }
 
 export const TRAIN_DEFAULTS: TrainOptions = {
@@ -89,7 +92,7 @@ function epochOrder(seed: number, epoch: number, n: number): Int32Array {
 export async function train(opts: TrainOptions, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<FinalReport> {
   const ctx = await getDevice();
   mkdirSync(opts.out, { recursive: true });
-  const store = new CheckpointStore(join(opts.out, 'checkpoints'));
+  const ckptDir = join(opts.out, 'checkpoints');
   const identity = Object.fromEntries(IDENTITY_KEYS.map((k) => [k, opts[k]]));
 
   const trainSet: ImageDataset = loadDataset({ kind: opts.data, path: opts.dataPath, split: 'train' });
@@ -118,124 +121,144 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
     seed: opts.seed,
   });
   const data = new GpuDataset(trainSet);
-  const metricsPath = join(opts.out, 'metrics.jsonl');
-  const curve: { step: number; loss: number }[] = [];
-
-  if (opts.resume) {
-    const ck = await store.loadLatest((w) => log(`byol: warning: ${w}`));
-    if (!ck) throw new Error(`train --resume: no checkpoint in ${store.dir}`);
-    const saved = JSON.parse(ck.meta.identity ?? '{}');
-    const diff = IDENTITY_KEYS.filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(opts[k]));
-    if (diff.length) throw new Error(`train --resume: ${ck.path} was made with different ${diff.map((k) => `${k} (${JSON.stringify(saved[k])} vs ${JSON.stringify(opts[k])})`).join(', ')}`);
-    model.loadStateDict(ck.tensors);
-    // keep the metrics of the steps the checkpoint covers; later lines are redone
-    if (existsSync(metricsPath)) {
-      const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step < model.step);
-      writeFileSync(metricsPath, kept.map((l) => l + '\n').join(''));
-      for (const l of kept) curve.push(JSON.parse(l));
-    }
-    log(`byol: resumed from ${ck.path} at step ${model.step}`);
-  } else {
-    rmSync(metricsPath, { force: true });
-    writeFileSync(join(opts.out, 'config.json'), JSON.stringify({ ...opts, totalSteps, stepsPerEpoch }, null, 2) + '\n');
-    const first = data.gather(epochOrder(opts.seed, 0, trainSet.n).subarray(0, 16));
-    await writeAugmentationPreview(join(opts.out, 'augmentations.png'), first, new Rng(deriveSeed(opts.seed, 'preview')), byolAugmentConfig({ imageSize: trainSet.height }));
-    first.dispose();
-  }
-
-  const saveCheckpoint = async () => {
-    await store.save(model.step, await model.stateDict(), { identity: JSON.stringify(identity), step: String(model.step) });
-  };
-
-  const progress = new Progress(lastStep, model.step, B);
-  let order = epochOrder(opts.seed, Math.floor(model.step / stepsPerEpoch), trainSet.n);
   const pending: { step: number; loss: Tensor; projStd: Tensor | null; lr: number; tau: number }[] = [];
-  const monitorEvery = opts.logEvery * 5;
-  let lastStd = NaN;
-  const t0 = Date.now();
-  const startStep = model.step;
-  let lastLoss = NaN;
-  while (model.step < lastStep) {
-    const k = model.step;
-    const epoch = Math.floor(k / stepsPerEpoch);
-    if (k % stepsPerEpoch === 0) order = epochOrder(opts.seed, epoch, trainSet.n);
-    const i0 = (k % stepsPerEpoch) * B;
-    const x = data.gather(order.subarray(i0, i0 + B));
-    const [v1, v2] = augmentViews(x, new Rng(deriveSeed(opts.seed, `augment/${k}`)), augCfg);
-    const r = model.trainStep(v1, v2, { monitor: (k + 1) % monitorEvery === 0 || k + 1 === lastStep });
-    x.dispose();
-    v1.dispose();
-    v2.dispose();
-    pending.push({ step: k, ...r });
-    const done = model.step;
-    if (done % opts.logEvery === 0 || done === lastStep) {
-      for (const p of pending.splice(0)) {
-        const loss = await readAndDispose(p.loss);
-        if (!Number.isFinite(loss)) {
-          throw new Error(`train: the loss became ${loss} at step ${p.step} (lr ${p.lr.toExponential(3)}); stopped. ` +
-            `The last good checkpoint is in ${store.dir}; resume with a lower --lr.`);
-        }
-        lastLoss = loss;
-        const line: Record<string, unknown> = { step: p.step, epoch: p.step / stepsPerEpoch, loss, lr: p.lr, tau: p.tau, time_s: (Date.now() - t0) / 1000 };
-        if (p.projStd) lastStd = line.proj_std = await readAndDispose(p.projStd);
-        appendFileSync(metricsPath, JSON.stringify(line) + '\n');
-        curve.push({ step: p.step, loss });
+  let health: NonFiniteMonitor | null = null;
+  try {
+    const metricsPath = join(opts.out, 'metrics.jsonl');
+    const curve: { step: number; loss: number }[] = [];
+
+    if (opts.resume) {
+      if (!existsSync(ckptDir) || (await listCheckpoints(ckptDir)).length === 0) throw new Error(`train --resume: no checkpoint in ${ckptDir}`);
+      const ck = await loadLatestCheckpoint(ckptDir, { onWarning: (w) => log(`byol: warning: ${w}`) });
+      const saved = (ck.meta?.identity ?? {}) as Record<string, unknown>;
+      const diff = IDENTITY_KEYS.filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(opts[k]));
+      if (diff.length) throw new Error(`train --resume: ${ck.path} was made with different ${diff.map((k) => `${k} (${JSON.stringify(saved[k])} vs ${JSON.stringify(opts[k])})`).join(', ')}`);
+      model.loadStateDict(ck.tensors);
+      // keep the metrics of the steps the checkpoint covers; later lines are redone
+      if (existsSync(metricsPath)) {
+        const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step < model.step);
+        writeFileSync(metricsPath, kept.map((l) => l + '\n').join(''));
+        for (const l of kept) curve.push(JSON.parse(l));
       }
-      progress.update(done, lastLoss);
-    } else progress.update(done);
-    if (done % opts.checkpointEvery === 0 || done === lastStep) await saveCheckpoint();
-  }
-  await sync();
-  progress.finish();
-  const trainSeconds = (Date.now() - t0) / 1000;
-  const imagesPerSecond = ((model.step - startStep) * B) / Math.max(1e-9, trainSeconds);
-  writeFileSync(join(opts.out, 'loss-curve.png'), lossCurvePng(curve));
-  await saveSafetensors(join(opts.out, 'encoder.safetensors'), await exportTorchStateDict(model.encoder), { format: 'pt', arch: opts.arch });
+      log(`byol: resumed from ${ck.path} at step ${model.step}`);
+    } else {
+      rmSync(metricsPath, { force: true });
+      writeFileSync(join(opts.out, 'config.json'), JSON.stringify({ ...opts, totalSteps, stepsPerEpoch }, null, 2) + '\n');
+      const first = data.gather(epochOrder(opts.seed, 0, trainSet.n).subarray(0, 16));
+      await writeAugmentationPreview(join(opts.out, 'augmentations.png'), first, new Rng(deriveSeed(opts.seed, 'preview')), byolAugmentConfig({ imageSize: trainSet.height }));
+      first.dispose();
+    }
 
-  const report: FinalReport = {
-    data: trainSet.name,
-    arch: opts.arch,
-    width: opts.width,
-    feature_dim: model.encoder.featureDim,
-    epochs: opts.epochs,
-    steps: model.step,
-    total_steps: totalSteps,
-    batch_size: B,
-    final_loss: lastLoss,
-    train_seconds: trainSeconds,
-    images_per_second: imagesPerSecond,
-    device: ctx.info.description || ctx.info.vendor,
-  };
-  const projStd = lastStd;
-  report.proj_std = projStd;
-  report.proj_std_healthy = 1 / Math.sqrt(opts.projDim);
-  report.collapsed = projStd < 0.2 / Math.sqrt(opts.projDim);
-  if (report.collapsed) log(`byol: WARNING: representation collapse: std of normalized projections ${projStd.toFixed(4)} vs ${(1 / Math.sqrt(opts.projDim)).toFixed(4)} when healthy`);
+    const checkpoint = async () => {
+      await saveCheckpoint(ckptDir, model.step, { tensors: await model.stateDict(), meta: { identity } }, { keep: 3 });
+    };
 
-  if (opts.evaluate === 'full' && testSet) {
-    const testData = new GpuDataset(testSet);
-    const evalOpts = { normalize: stats, probeEpochs: opts.probeEpochs, seed: opts.seed, log };
-    log('byol: evaluating the learned encoder (kNN and linear probe)');
-    const learned = await evaluateEncoder(model.encoder, data, testData, { ...evalOpts, knn: true });
-    log('byol: evaluating a random-init encoder of the same architecture (baseline)');
-    const random = materialize(new ResNet(model.encoder.config), { seed: deriveSeed(opts.seed, 'random-baseline') });
-    const baseline = await evaluateEncoder(random, data, testData, { ...evalOpts, knn: false });
-    random.dispose();
-    testData.dispose();
-    Object.assign(report, {
-      knn_top1: learned.knnTop1,
-      knn_protocol: 'cosine, k=200, T=0.1, weighted vote, train set as memory bank',
-      linear_top1: learned.linearTop1,
-      linear_train_top1: learned.linearTrainTop1,
-      random_linear_top1: baseline.linearTop1,
-      linear_gain_over_random: learned.linearTop1 - baseline.linearTop1,
-      eval_seconds: learned.seconds + baseline.seconds,
-    });
+    const progress = new Progress(lastStep, model.step, B, !opts.quiet);
+    let order = epochOrder(opts.seed, Math.floor(model.step / stepsPerEpoch), trainSet.n);
+    const monitorEvery = opts.logEvery * 5;
+    // NaN/Inf in the loss is flagged on the GPU each step and read only with the logged losses
+    health = new NonFiniteMonitor({ step: model.step });
+    let lastStd = NaN;
+    const t0 = Date.now();
+    const startStep = model.step;
+    let lastLoss = NaN;
+    while (model.step < lastStep) {
+      const k = model.step;
+      const epoch = Math.floor(k / stepsPerEpoch);
+      if (k % stepsPerEpoch === 0) order = epochOrder(opts.seed, epoch, trainSet.n);
+      const i0 = (k % stepsPerEpoch) * B;
+      const x = data.gather(order.subarray(i0, i0 + B));
+      const [v1, v2] = augmentViews(x, new Rng(deriveSeed(opts.seed, `augment/${k}`)), augCfg);
+      const r = model.trainStep(v1, v2, { monitor: (k + 1) % monitorEvery === 0 || k + 1 === lastStep });
+      x.dispose();
+      v1.dispose();
+      v2.dispose();
+      health!.check(r.loss, 'loss');
+      // the weights after the update too: a checkpoint must never hold what the next loss would reveal as broken
+      health!.check(model.online.arena!.data.flat, 'weights');
+      health!.nextStep();
+      pending.push({ step: k, ...r });
+      const done = model.step;
+      const saveNow = done % opts.checkpointEvery === 0 || done === lastStep;
+      // a checkpoint is written only after the losses it covers were checked
+      if (done % opts.logEvery === 0 || saveNow) {
+        const h = await health!.poll();
+        if (!h.ok) {
+          const lr = pending.find((p) => p.step === h.step)?.lr ?? NaN;
+          throw new Error(`train: the ${h.what} became ${h.kinds?.join('/')} at step ${h.step} (lr ${lr.toExponential(3)}); stopped without saving. ` +
+            `The last good checkpoint is in ${ckptDir}; resume with --resume and a lower --lr.`);
+        }
+        for (const p of pending.splice(0)) {
+          const loss = await readAndDispose(p.loss);
+          lastLoss = loss;
+          const line: Record<string, unknown> = { step: p.step, epoch: p.step / stepsPerEpoch, loss, lr: p.lr, tau: p.tau, time_s: (Date.now() - t0) / 1000 };
+          if (p.projStd) lastStd = line.proj_std = await readAndDispose(p.projStd);
+          appendFileSync(metricsPath, JSON.stringify(line) + '\n');
+          curve.push({ step: p.step, loss });
+        }
+        progress.update(done, lastLoss);
+      } else progress.update(done);
+      if (saveNow) await checkpoint();
+    }
+    await sync();
+    progress.finish();
+    const trainSeconds = (Date.now() - t0) / 1000;
+    const imagesPerSecond = ((model.step - startStep) * B) / Math.max(1e-9, trainSeconds);
+    writeFileSync(join(opts.out, 'loss-curve.png'), lossCurvePng(curve));
+    await saveSafetensors(join(opts.out, 'encoder.safetensors'), await exportTorchStateDict(model.encoder), { format: 'pt', arch: opts.arch });
+
+    const report: FinalReport = {
+      data: trainSet.name,
+      arch: opts.arch,
+      width: opts.width,
+      feature_dim: model.encoder.featureDim,
+      epochs: opts.epochs,
+      steps: model.step,
+      total_steps: totalSteps,
+      batch_size: B,
+      final_loss: lastLoss,
+      train_seconds: trainSeconds,
+      images_per_second: imagesPerSecond,
+      device: ctx.info.description || ctx.info.vendor,
+    };
+    const projStd = lastStd;
+    report.proj_std = projStd;
+    report.proj_std_healthy = 1 / Math.sqrt(opts.projDim);
+    report.collapsed = projStd < 0.2 / Math.sqrt(opts.projDim);
+    if (report.collapsed) log(`byol: WARNING: representation collapse: std of normalized projections ${projStd.toFixed(4)} vs ${(1 / Math.sqrt(opts.projDim)).toFixed(4)} when healthy`);
+
+    if (opts.evaluate === 'full' && testSet) {
+      const testData = new GpuDataset(testSet);
+      const evalOpts = { normalize: stats, probeEpochs: opts.probeEpochs, seed: opts.seed, log };
+      log('byol: evaluating the learned encoder (kNN and linear probe)');
+      const learned = await evaluateEncoder(model.encoder, data, testData, { ...evalOpts, knn: true });
+      log('byol: evaluating a random-init encoder of the same architecture (baseline)');
+      const random = materialize(new ResNet(model.encoder.config), { seed: deriveSeed(opts.seed, 'random-baseline') });
+      const baseline = await evaluateEncoder(random, data, testData, { ...evalOpts, knn: false });
+      random.dispose();
+      testData.dispose();
+      Object.assign(report, {
+        knn_top1: learned.knnTop1,
+        knn_protocol: 'cosine, k=200, T=0.1, weighted vote, train set as memory bank',
+        linear_top1: learned.linearTop1,
+        linear_train_top1: learned.linearTrainTop1,
+        random_linear_top1: baseline.linearTop1,
+        linear_gain_over_random: learned.linearTop1 - baseline.linearTop1,
+        eval_seconds: learned.seconds + baseline.seconds,
+      });
+    }
+    writeFileSync(join(opts.out, 'final.json'), JSON.stringify(report, null, 2) + '\n');
+    return report;
+  } finally {
+    // also on errors (a diverged loss, a bad checkpoint): a failed run must not leave GPU memory behind
+    for (const p of pending.splice(0)) {
+      p.loss.dispose();
+      p.projStd?.dispose();
+    }
+    health?.dispose();
+    data.dispose();
+    model.dispose();
   }
-  writeFileSync(join(opts.out, 'final.json'), JSON.stringify(report, null, 2) + '\n');
-  data.dispose();
-  model.dispose();
-  return report;
 }
 
 async function readAndDispose(t: Tensor): Promise<number> {

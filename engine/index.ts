@@ -1,10 +1,11 @@
 // Public API of the engine: `import { getDevice, tensor, matmul, backward, nn, optim } from 'byol-webgpu'`.
 // Browser-safe: Node-only helpers (safetensors files on disk) are in byol/node.ts.
 
-export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, type DeviceInfo, type GpuContext } from './device.ts';
+export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, DeviceLostError, simulateDeviceLoss, whenDeviceLost, type DeviceInfo, type GpuContext } from './device.ts';
 export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, type DType, type Shape } from './tensor.ts';
 export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled } from './tape.ts';
-export { flush, sync, recorderStats, pool, launch, type KernelSpec } from './recorder.ts';
+export { flush, sync, recorderStats, pool, launch, setAutoFlush, type KernelSpec } from './recorder.ts';
+export { NonFiniteMonitor, type HealthReport } from './health.ts';
 export { liveTensors, memoryStats } from './memory.ts';
 
 // ops

@@ -248,7 +248,9 @@ t('errors: channels, rank, parameter count, crop window, config values', () => {
   throwsWith(() => augmentView(x2, new Rng(1), BYOL_VIEW1), 'augmentView', '1 or 3 channels', '[2, 4, 4, 2]');
   x2.dispose();
   const x = tensor(new Float32Array(2 * 4 * 4), [2, 4, 4, 1]);
-  throwsWith(() => augmentView(tensor(new Float32Array(16), [4, 4]), new Rng(1), BYOL_VIEW1), 'expected an f32 batch [B, H, W, C]', '[4, 4]');
+  const flat = tensor(new Float32Array(16), [4, 4]);
+  throwsWith(() => augmentView(flat, new Rng(1), BYOL_VIEW1), 'expected an f32 batch [B, H, W, C]', '[4, 4]');
+  flat.dispose();
   throwsWith(() => augmentWithParams(x, identityParams(3, 4, 4), NOTHING), '3 parameter sets for a batch of 2');
   const bad = identityParams(2, 4, 4);
   bad[1].crop = { x: 2, y: 0, w: 3, h: 4, area: 1, ratio: 1 };

@@ -19,7 +19,9 @@ t('matmul inner dimension mismatch', () => {
   const a = tensor(new Float32Array(6), [2, 3]);
   const b = tensor(new Float32Array(8), [4, 2]);
   throwsWith(() => matmul(a, b), 'matmul', '[2, 3]', '[4, 2]', 'inner');
-  throwsWith(() => matmul(a, tensor(new Float32Array(3), [3])), 'matmul', '2-D or 3-D');
+  const v = tensor(new Float32Array(3), [3]);
+  throwsWith(() => matmul(a, v), 'matmul', '2-D or 3-D');
+  v.dispose();
   a.dispose();
   b.dispose();
 });

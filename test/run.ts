@@ -27,11 +27,38 @@ const { getDevice, releaseDevice } = await import('../engine/device.ts');
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description || ctx.info.vendor} (${ctx.info.architecture})`);
 
+const { liveTensors } = await import('../engine/memory.ts');
+const { sync } = await import('../engine/recorder.ts');
+const { deviceGeneration } = await import('../engine/device.ts');
+const { tapeLength, clearTape } = await import('../engine/tape.ts');
+
+// Every file must give back every buffer it took and leave the tape empty: a runner before and after each file's
+// suites checks it and counts as one test ("<file> leaks nothing").
 let idx = 0;
 for (const f of files) {
+  const name = relative(root, f);
   (globalThis as any).UVU_INDEX = idx++;
-  (globalThis as any).UVU_QUEUE.push([relative(root, f)]);
+  const group: unknown[] = [name];
+  (globalThis as any).UVU_QUEUE.push(group);
+  let before = 0;
+  let generation = 0;
+  group.push(async () => {
+    await sync().catch(() => {});
+    before = liveTensors();
+    generation = deviceGeneration();
+    return [true, 0, 0, 0];
+  });
   await import(pathToFileURL(f).href);
+  group.push(async () => {
+    await sync().catch(() => {});
+    const after = liveTensors();
+    const tape = tapeLength();
+    clearTape();
+    // a file that replaces the device (device-loss tests) starts a new pool: then nothing may be live at all
+    const ok = (generation === deviceGeneration() ? after === before : after === 0) && tape === 0;
+    const msg = `   FAIL  ${name} leaks: ${after - before} live buffers and ${tape} tape records left behind\n`;
+    return [ok ? true : msg, ok ? 1 : 0, 0, 1];
+  });
 }
 
 // uvu prints "Total: N" and "Passed: N"; keep its report and derive the closing line from it
