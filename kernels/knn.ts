@@ -264,6 +264,9 @@ export function knnVote(sims: Tensor, labels: Tensor, o: KnnVoteOptions, into?: 
   if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new Error(`${op}: numClasses must be a positive integer, got ${o.numClasses}`);
   if (needsGrad(sims)) throw new Error(`${op}: not differentiable; call it under noGrad() or on a detached tensor`);
   if (R > 65535) throw new Error(`${op}: ${R} rows exceed 65535 per dispatch; split the queries`);
+  const budget = Math.min(o.workgroupBytes ?? Infinity, gpu().device.limits.maxComputeWorkgroupStorageSize);
+  const plan = planBytes(LARGE) <= budget ? LARGE : SMALL;
+  if (planBytes(plan) > budget) throw new Error(`${op}: needs ${planBytes(SMALL)} bytes of workgroup memory, the budget is ${budget}`);
   let preds: Tensor;
   let offset = 0;
   if (into) {
@@ -275,9 +278,6 @@ export function knnVote(sims: Tensor, labels: Tensor, o: KnnVoteOptions, into?: 
     }
   } else preds = empty([R], 'i32', op);
   if (R === 0) return preds;
-  const budget = Math.min(o.workgroupBytes ?? Infinity, gpu().device.limits.maxComputeWorkgroupStorageSize);
-  const plan = planBytes(LARGE) <= budget ? LARGE : SMALL;
-  if (planBytes(plan) > budget) throw new Error(`${op}: needs ${planBytes(SMALL)} bytes of workgroup memory, the budget is ${budget}`);
   const u = params({ u: N }, { u: o.k }, { u: offset }, { u: o.numClasses }, 1 / o.temperature, { u: sampleRank(N, o.k, plan.cap) });
   launch(voteSpec(plan), [u, sims.binding(op), labels.binding(op), preds.binding(op)], [R]);
   return preds;
