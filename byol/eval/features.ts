@@ -56,34 +56,27 @@ export async function extractFeatures(encoder: (x: Tensor) => Tensor, data: GpuD
     for (let start = 0; start < n; start += batchSize) {
       const count = Math.min(batchSize, n - start);
       const idx = indices ? indices.subarray(start, start + count) : Int32Array.from({ length: count }, (_, i) => start + i);
-      // tidy() frees its scope only when fn returns, so a failure is caught inside and rethrown after it
-      let failure: unknown = null;
       noGrad(() => tidy(() => {
-        try {
-          const x = data.gather(idx);
-          const xn = meanT && stdT ? ew('extractFeatures.normalize', '(a - b) / c', [x, meanT, stdT], x.shape) : x;
-          const y = encoder(xn);
-          if (!(y instanceof Tensor)) throw new Error(`${what}: the encoder returned ${String(y)}, expected a Tensor`);
-          y.assertLive(what);
-          if (y.dtype !== 'f32' || y.rank < 2 || y.shape[0] !== count) {
-            throw new Error(`${what}: the encoder returned ${y.dtype} ${fmtShape(y.shape)} for a batch of ${count}, expected f32 [${count}, D]`);
-          }
-          const d = shapeSize(y.shape.slice(1));
-          if (!acc.out) {
-            if (d < 1) throw new Error(`${what}: the encoder returned ${fmtShape(y.shape)}, which has no features`);
-            acc.dim = d;
-            acc.out = keep(empty([n, d], 'f32', what));
-          } else if (d !== acc.dim) {
-            throw new Error(`${what}: the encoder returned ${fmtShape(y.shape)} at batch row ${start} but ${acc.dim} features per image before`);
-          }
-          const dst = acc.out.binding(what);
-          const bytes = count * d * 4;
-          copyRange(y.binding(what), { buffer: dst.buffer, offset: dst.offset + start * d * 4, size: bytes }, bytes);
-        } catch (e) {
-          failure = e;
+        const x = data.gather(idx);
+        const xn = meanT && stdT ? ew('extractFeatures.normalize', '(a - b) / c', [x, meanT, stdT], x.shape) : x;
+        const y = encoder(xn);
+        if (!(y instanceof Tensor)) throw new Error(`${what}: the encoder returned ${String(y)}, expected a Tensor`);
+        y.assertLive(what);
+        if (y.dtype !== 'f32' || y.rank < 2 || y.shape[0] !== count) {
+          throw new Error(`${what}: the encoder returned ${y.dtype} ${fmtShape(y.shape)} for a batch of ${count}, expected f32 [${count}, D]`);
         }
+        const d = shapeSize(y.shape.slice(1));
+        if (!acc.out) {
+          if (d < 1) throw new Error(`${what}: the encoder returned ${fmtShape(y.shape)}, which has no features`);
+          acc.dim = d;
+          acc.out = keep(empty([n, d], 'f32', what));
+        } else if (d !== acc.dim) {
+          throw new Error(`${what}: the encoder returned ${fmtShape(y.shape)} at batch row ${start} but ${acc.dim} features per image before`);
+        }
+        const dst = acc.out.binding(what);
+        const bytes = count * d * 4;
+        copyRange(y.binding(what), { buffer: dst.buffer, offset: dst.offset + start * d * 4, size: bytes }, bytes);
       }));
-      if (failure) throw failure;
       // one submit per batch; waiting keeps the progress honest and surfaces GPU errors at their batch
       await sync();
       opts.onProgress?.(start + count, n);
