@@ -2,6 +2,7 @@
 // monitor and a linear probe, all computed with the engine on the GPU.
 
 import { Module } from '../engine/nn.ts';
+import type { Tensor } from '../engine/tensor.ts';
 import { GpuDataset } from './data/gpu-dataset.ts';
 import { extractFeatures, knnAccuracy, linearProbe } from './eval/index.ts';
 
@@ -22,17 +23,19 @@ export async function evaluateEncoder(
   const wasTraining = encoder.training;
   encoder.eval();
   const run = (x: Parameters<Module['forward']>[0]) => encoder.forward(x);
-  const trainFeats = await extractFeatures(run, train, { normalize: opts.normalize });
-  const testFeats = await extractFeatures(run, test, { normalize: opts.normalize });
-  if (wasTraining) encoder.train();
+  let trainFeats: Tensor | null = null;
+  let testFeats: Tensor | null = null;
   try {
+    trainFeats = await extractFeatures(run, train, { normalize: opts.normalize });
+    testFeats = await extractFeatures(run, test, { normalize: opts.normalize });
     const numClasses = train.classes.length;
     const knnTop1 = opts.knn ? (await knnAccuracy(trainFeats, train.labels!, testFeats, test.labels!, { numClasses })).top1 : null;
     const probe = await linearProbe(trainFeats, train.labels!, testFeats, test.labels!, { numClasses, epochs: opts.probeEpochs, seed: opts.seed });
     opts.log(`byol:   ${knnTop1 !== null ? `kNN top-1 ${knnTop1.toFixed(4)}, ` : ''}linear probe top-1 ${probe.top1.toFixed(4)} (train ${probe.trainTop1.toFixed(4)})`);
     return { knnTop1, linearTop1: probe.top1, linearTrainTop1: probe.trainTop1, seconds: (Date.now() - t0) / 1000 };
   } finally {
-    trainFeats.dispose();
-    testFeats.dispose();
+    trainFeats?.dispose();
+    testFeats?.dispose();
+    if (wasTraining) encoder.train();
   }
 }
