@@ -5,9 +5,10 @@
 // step) and falls back to the next older valid checkpoint, with a warning, when the newest is damaged.
 
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { saveSafetensors } from './safetensors-node.ts';
+import { writeFileAtomic } from './atomic-file.ts';
 import { decodeSafetensors, type TensorEntry } from './safetensors.ts';
 
 export interface CheckpointPayload {
@@ -57,34 +58,7 @@ export function tensorsDigest(tensors: ReadonlyMap<string, TensorEntry>): string
   return h.digest('hex');
 }
 
-/** Writes a small file atomically: temporary file beside it, fsync, rename, fsync of the directory. */
-export async function writeFileAtomic(path: string, text: string, dir: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  let fh: Awaited<ReturnType<typeof open>> | null = null;
-  try {
-    fh = await open(tmp, 'w');
-    await fh.writeFile(text);
-    await fh.sync();
-    await fh.close();
-    fh = null;
-    await rename(tmp, path);
-  } catch (e) {
-    await fh?.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw new Error(`writeFileAtomic: cannot write ${path}: ${(e as Error).message}`);
-  }
-  await syncDir(dir);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  try {
-    const d = await open(dir, 'r');
-    await d.sync().catch(() => {});
-    await d.close();
-  } catch {
-    /* not every platform lets a directory be opened for fsync */
-  }
-}
+export { writeFileAtomic };
 
 /** Checkpoint files in `dir`, newest first. */
 export async function listCheckpoints(dir: string): Promise<{ step: number; path: string }[]> {
@@ -132,7 +106,7 @@ export function saveCheckpoint(dir: string, step: number, payload: CheckpointPay
       meta: metaJson,
       sha256: tensorsDigest(payload.tensors),
     });
-    await writeFileAtomic(join(dir, LATEST), JSON.stringify({ format: FORMAT, step, file: checkpointName(step) }) + '\n', dir);
+    await writeFileAtomic(join(dir, LATEST), JSON.stringify({ format: FORMAT, step, file: checkpointName(step) }) + '\n');
     for (const old of (await listCheckpoints(dir)).filter((c) => c.step !== step).slice(keep - 1)) {
       await unlink(old.path).catch(() => {});
     }
