@@ -1,29 +1,73 @@
 // Batched matmul C[b] = op(A[b]) · op(B[b]), op = optional transpose given as a flag (never a copy).
-// Tiled: a workgroup computes a BM x BN tile of C through BK-deep slabs of A and B staged in workgroup memory
-// (as vec4 rows), each thread a TM x 4 register block; the slab loop body is unrolled at generation time
-// because WGSL loops are costly on llvmpipe. Shapes that are multiples of the tile skip the bounds checks.
+// Two kernel families; the engine picks one per adapter (engine/tune.ts measures, bench/matmul-ladder.ts shows
+// why):
+// - 'tiled': a workgroup computes a BM x BN tile of C through BK-deep slabs of A and B staged in workgroup
+//   memory (as vec4 rows), each thread a TM x 4 register block. Portable: any adapter, no optional features.
+// - 'broadcast': for CPU adapters (lavapipe). There every storage or workgroup load whose address is not a
+//   compile-time constant becomes a per-lane scalar loop with a bounds check (~6-8 instructions per float),
+//   while arithmetic is one instruction per 8 lanes, so loads per FMA decide the speed. One subgroup (= one
+//   SIMD group of SG lanes) computes TM rows x 4·SG columns: each lane owns 4 columns (one vec4 of B per k) and
+//   all TM rows; the TM rows of A are loaded cooperatively, one vec4 per lane, and handed to every lane with
+//   subgroupBroadcast (a register extract, no memory). Per 4 k's: TM/SG + 4 vec4 loads for 16·TM multiply-adds.
+// Both unroll their inner loop at generation time (WGSL loops are costly on llvmpipe) and take shapes as
+// uniforms; vec4 loads are used where the contiguous dimension is a multiple of 4, scalar loads otherwise.
 
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
+import { gpu, onRelease } from '../engine/device.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
 import { Tensor, empty, fmtShape, type Shape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { sumToShape } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 
-export interface MatmulTile {
+export interface TiledTile {
+  kind?: 'tiled';
   BM: number; // rows of C per workgroup
   BN: number; // columns of C per workgroup (4 per thread)
   BK: number; // depth of one slab
   TM: number; // rows per thread
 }
 
-export const DEFAULT_TILE: MatmulTile = { BM: 64, BN: 64, BK: 16, TM: 4 };
+export interface BroadcastTile {
+  kind: 'broadcast';
+  TM: number; // rows of C per subgroup: a multiple of 4 and of the subgroup size
+}
+
+export type MatmulTile = TiledTile | BroadcastTile;
+
+export const DEFAULT_TILE: TiledTile = { BM: 64, BN: 64, BK: 16, TM: 4 };
+export const BROADCAST_TILE: BroadcastTile = { kind: 'broadcast', TM: 32 };
+
+export function tileName(t: MatmulTile): string {
+  return t.kind === 'broadcast' ? `broadcast TM=${t.TM}` : `tiled ${t.BM}x${t.BN}x${t.BK} TM=${t.TM}`;
+}
+
+/**
+ * The subgroup size the broadcast kernel is generated for, or 0 where it cannot run: the device needs the
+ * 'subgroups' feature and a fixed subgroup size (min = max), since the kernel maps lanes to columns by index.
+ */
+export function broadcastLanes(): number {
+  const ctx = gpu();
+  if (!ctx.hasSubgroups) return 0;
+  const info = ctx.adapter.info as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
+  const lo = info.subgroupMinSize ?? 0;
+  const hi = info.subgroupMaxSize ?? 0;
+  return lo > 0 && lo === hi && lo <= 64 ? lo : 0;
+}
+
+/** The tile for this adapter before any tuning: broadcast on CPU adapters that allow it, tiled elsewhere. */
+export function defaultTile(): MatmulTile {
+  const ctx = gpu();
+  const cpuLike = ctx.info.isFallback || ctx.info.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(ctx.info.description);
+  const sg = broadcastLanes();
+  return cpuLike && sg && BROADCAST_TILE.TM % sg === 0 ? BROADCAST_TILE : DEFAULT_TILE;
+}
 
 const specs = new Map<string, KernelSpec>();
 
-export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, tile: MatmulTile = DEFAULT_TILE): KernelSpec {
+export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, tile: TiledTile = DEFAULT_TILE): KernelSpec {
   const { BM, BN, BK, TM } = tile;
-  const key = `${transA}${transB}${aligned}${BM}_${BN}_${BK}_${TM}`;
+  const key = `tiled${transA}${transB}${aligned}${BM}_${BN}_${BK}_${TM}`;
   let s = specs.get(key);
   if (s) return s;
   const WX = BN / 4; // threads along n
@@ -115,13 +159,155 @@ ${inner}    workgroupBarrier();
   return s;
 }
 
-let tileChoice: MatmulTile = DEFAULT_TILE;
-/** Chosen by the tuner (bench/ and engine/tune.ts) per adapter; DEFAULT_TILE until then. */
+/** Which loads a broadcast kernel uses; every flag is a property of the shapes, checked by the launcher. */
+export interface BroadcastVariant {
+  transA: boolean;
+  transB: boolean;
+  /** A read as vec4: along k (K % 4 == 0) or, transposed, along m (M % 4 == 0) */
+  vecA: boolean;
+  /** B read as vec4: along n (N % 4 == 0) or, transposed, along k (K % 4 == 0) */
+  vecB: boolean;
+  /** C written as vec4 (N % 4 == 0) */
+  vecC: boolean;
+  /** K % 4 != 0: a guarded tail step after the 4-deep main loop */
+  raggedK: boolean;
+  TM: number;
+  SG: number;
+}
+
+export function broadcastSpec(v: BroadcastVariant): KernelSpec {
+  const { transA, transB, vecA, vecB, vecC, raggedK, TM, SG } = v;
+  const key = `broadcast${JSON.stringify(v)}`;
+  let s = specs.get(key);
+  if (s) return s;
+  if (TM % SG !== 0 || TM % 4 !== 0) throw new Error(`matmul: broadcast tile TM=${TM} must be a multiple of 4 and of the subgroup size ${SG}`);
+  const G = TM / SG; // A loads per 4-deep step, one vec4 per lane each
+  const TQ = TM / 4; // quads of rows (transposed, vectorized A)
+  const rows = [...Array(TM).keys()];
+  const quad = [0, 1, 2, 3];
+  const xyzw = 'xyzw';
+  const vecMode = (vec: boolean) => (vec ? 'vec4<f32>' : 'f32');
+  // a(i, kk): A[m0 + i, k + kk], the same in every lane
+  let aVal: (i: number, kk: number) => string;
+  let loadA = '';
+  if (vecA && transA) {
+    // A is [K, M]: the TM x 4 block is TQ quads of 4 rows for each of the 4 k's; lane l of load g holds
+    // quad e % TQ of k + e / TQ, e = g·SG + l
+    for (let g = 0; g < G; g++) loadA += `    let la${g} = A[aOff4 + (k + ak${g}) * M4 + aq${g}];\n`;
+    for (let e = 0; e < TM; e++) loadA += `    let t${e} = subgroupBroadcast(la${Math.floor(e / SG)}, ${e % SG}u);\n`;
+    aVal = (i, kk) => `t${kk * TQ + (i >> 2)}.${xyzw[i & 3]}`;
+  } else {
+    // lane l of load g holds row g·SG + l for the 4 k's
+    for (let g = 0; g < G; g++) {
+      if (vecA) loadA += `    let la${g} = A[aOff4 + ra${g} * K4 + kb];\n`;
+      else if (transA) loadA += `    let la${g} = vec4<f32>(${quad.map((kk) => `A[aOff + (k + ${kk}u) * M + ra${g}]`).join(', ')});\n`;
+      else loadA += `    let la${g} = vec4<f32>(${quad.map((kk) => `A[aOff + ra${g} * K + k + ${kk}u]`).join(', ')});\n`;
+    }
+    for (const i of rows) loadA += `    let a${i} = subgroupBroadcast(la${Math.floor(i / SG)}, ${i % SG}u);\n`;
+    aVal = (i, kk) => `a${i}.${xyzw[kk]}`;
+  }
+  // b{kk}: this lane's 4 columns of B at row k + kk
+  let loadB = '';
+  if (vecB && transB) {
+    for (const c of quad) loadB += `    let tb${c} = B[bOff4 + cn${c} * K4 + kb];\n`;
+    for (const kk of quad) loadB += `    let b${kk} = vec4<f32>(tb0.${xyzw[kk]}, tb1.${xyzw[kk]}, tb2.${xyzw[kk]}, tb3.${xyzw[kk]});\n`;
+  } else {
+    for (const kk of quad) {
+      if (vecB) loadB += `    let b${kk} = B[bOff4 + (k + ${kk}u) * N4 + nq];\n`;
+      else if (transB) loadB += `    let b${kk} = vec4<f32>(${quad.map((c) => `B[bOff + cn${c} * K + k + ${kk}u]`).join(', ')});\n`;
+      else loadB += `    let b${kk} = vec4<f32>(${quad.map((c) => `B[bOff + (k + ${kk}u) * N + cn${c}]`).join(', ')});\n`;
+    }
+  }
+  let fmas = '';
+  for (const kk of quad) for (const i of rows) fmas += `    acc${i} = fma(vec4<f32>(${aVal(i, kk)}), b${kk}, acc${i});\n`;
+  // the ragged-K tail reads scalars with k guarded (zeros past K on both sides, so garbage never meets a product)
+  let tail = '';
+  if (raggedK) {
+    const kIdx = (kk: number) => `min(k + ${kk}u, K - 1u)`;
+    const aIdx = (g: number, kk: number) => (transA ? `aOff + ${kIdx(kk)} * M + ra${g}` : `aOff + ra${g} * K + ${kIdx(kk)}`);
+    const bIdx = (c: number, kk: number) => (transB ? `bOff + cn${c} * K + ${kIdx(kk)}` : `bOff + ${kIdx(kk)} * N + cn${c}`);
+    for (let g = 0; g < G; g++) tail += `    let la${g} = vec4<f32>(${quad.map((kk) => `select(0.0, readA(${aIdx(g, kk)}), k + ${kk}u < K)`).join(', ')});\n`;
+    for (const i of rows) tail += `    let a${i} = subgroupBroadcast(la${Math.floor(i / SG)}, ${i % SG}u);\n`;
+    for (const kk of quad) tail += `    let b${kk} = vec4<f32>(${quad.map((c) => `select(0.0, readB(${bIdx(c, kk)}), k + ${kk}u < K)`).join(', ')});\n`;
+    for (const kk of quad) for (const i of rows) tail += `    acc${i} = fma(vec4<f32>(a${i}.${xyzw[kk]}), b${kk}, acc${i});\n`;
+  }
+  let store = '';
+  for (const i of rows) {
+    const m = `m0 + ${i}u`;
+    if (vecC) store += `  if (${m} < M && n < N) { C[cOff4 + (${m}) * N4 + n / 4u] = acc${i}; }\n`;
+    else store += `  if (${m} < M) { let r = cOff + (${m}) * N; let v = acc${i};${quad.map((c) => ` if (n + ${c}u < N) { C[r + n + ${c}u] = v.${xyzw[c]}; }`).join('')} }\n`;
+  }
+  const code = wgsl`enable subgroups;
+struct P { M: u32, N: u32, K: u32, batchA: u32, batchB: u32, batchC: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> A: array<${vecMode(vecA)}>;
+@group(0) @binding(2) var<storage, read> B: array<${vecMode(vecB)}>;
+@group(0) @binding(3) var<storage, read_write> C: array<${vecMode(vecC)}>;
+
+fn readA(i: u32) -> f32 {
+#if ${vecA}
+  return A[i / 4u][i % 4u];
+#else
+  return A[i];
+#endif
+}
+
+fn readB(i: u32) -> f32 {
+#if ${vecB}
+  return B[i / 4u][i % 4u];
+#else
+  return B[i];
+#endif
+}
+
+@compute @workgroup_size(${SG}, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let M = p.M; let N = p.N; let K = p.K;
+  let M4 = M / 4u; let N4 = N / 4u; let K4 = K / 4u;
+  let lane = lid.x;
+  let m0 = wid.y * ${TM}u;
+  let n = wid.x * ${4 * SG}u + lane * 4u;
+  let aOff = wid.z * p.batchA; let bOff = wid.z * p.batchB; let cOff = wid.z * p.batchC;
+  let aOff4 = aOff / 4u; let bOff4 = bOff / 4u; let cOff4 = cOff / 4u;
+  // rows and columns this lane loads, clamped into the matrix: values past M or N only reach accumulators
+  // that are never stored
+  ${[...Array(G).keys()].map((g) => `let ra${g} = min(m0 + ${g * SG}u + lane, M - 1u);`).join(' ')}
+  ${vecA && transA ? [...Array(G).keys()].map((g) => `let ak${g} = (${g * SG}u + lane) / ${TQ}u; let aq${g} = min(m0 / 4u + (${g * SG}u + lane) % ${TQ}u, M4 - 1u);`).join(' ') : ''}
+  ${quad.map((c) => `let cn${c} = min(n + ${c}u, N - 1u);`).join(' ')}
+  let nq = min(n, N - 4u) / 4u;
+  ${rows.map((i) => `var acc${i} = vec4<f32>(0.0);`).join(' ')}
+  for (var kb = 0u; kb < K4; kb++) {
+    let k = kb * 4u;
+${loadA}${loadB}${fmas}  }
+#if ${raggedK}
+  {
+    let k = K4 * 4u;
+${tail}  }
+#endif
+${store}}`;
+  s = { name: 'matmul', code, bindings: ['uniform', 'read', 'read', 'rw'] };
+  specs.set(key, s);
+  return s;
+}
+
+let tileChoice: MatmulTile | null = null;
+onRelease(() => {
+  tileChoice = null; // the next device may be another adapter
+});
+
+/** Sets the tile every matmul uses from now on (engine/tune.ts calls this with the fastest one it measured). */
 export function setMatmulTile(t: MatmulTile): void {
+  if (t.kind === 'broadcast') {
+    const sg = broadcastLanes();
+    if (!sg) throw new Error(`setMatmulTile: ${tileName(t)} needs the 'subgroups' feature with a fixed subgroup size, which this device lacks`);
+    if (t.TM % sg !== 0 || t.TM % 4 !== 0) throw new Error(`setMatmulTile: ${tileName(t)}: TM must be a multiple of 4 and of the subgroup size ${sg}`);
+  }
   tileChoice = t;
 }
+
+/** The tile in use: the one set, else defaultTile() for this adapter. */
 export function matmulTile(): MatmulTile {
-  return tileChoice;
+  return (tileChoice ??= defaultTile());
 }
 
 interface MatmulDims {
@@ -151,15 +337,31 @@ function dims(a: Tensor, b: Tensor, transA: boolean, transB: boolean): MatmulDim
 }
 
 /** The raw kernel launch (no tape). */
-export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, tile = tileChoice): Tensor {
+export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, tile: MatmulTile = matmulTile()): Tensor {
   const { batch, M, N, K, outShape } = dims(a, b, transA, transB);
   const c = empty(outShape, 'f32', 'matmul');
   if (c.size === 0) return c;
   if (batch > 65535) throw new Error(`matmul: batch ${batch} exceeds 65535`);
-  const aligned = M % tile.BM === 0 && N % tile.BN === 0 && K % tile.BK === 0;
-  const spec = matmulSpec(transA, transB, aligned, tile);
   const u = u32s(M, N, K, a.rank === 3 ? M * K : 0, b.rank === 3 ? K * N : 0, M * N);
-  launch(spec, [u, a.binding('matmul'), b.binding('matmul'), c.binding('matmul')], [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
+  const args = [u, a.binding('matmul'), b.binding('matmul'), c.binding('matmul')];
+  if (tile.kind === 'broadcast') {
+    const SG = broadcastLanes();
+    // vec4 bindings need whole vec4s: K > 0 (else A and B are empty) and the contiguous dimension % 4 == 0
+    const spec = broadcastSpec({
+      transA,
+      transB,
+      vecA: K > 0 && (transA ? M % 4 === 0 : K % 4 === 0),
+      vecB: K > 0 && (transB ? K % 4 === 0 : N % 4 === 0),
+      vecC: N % 4 === 0,
+      raggedK: K % 4 !== 0,
+      TM: tile.TM,
+      SG,
+    });
+    launch(spec, args, [Math.ceil(N / (4 * SG)), Math.ceil(M / tile.TM), batch]);
+  } else {
+    const aligned = M % tile.BM === 0 && N % tile.BN === 0 && K % tile.BK === 0;
+    launch(matmulSpec(transA, transB, aligned, tile), args, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
+  }
   return c;
 }
 

@@ -1,37 +1,63 @@
 import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
 import { opTest } from './helpers/gradcheck.ts';
 import { matmul } from '../engine/index.ts';
-import { ref } from '../kernels/matmul.ts';
+import { ref, setMatmulTile, matmulTile, broadcastLanes, tileName, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
 
-const t = suite('matmul');
-
-// [M, K, N, transA, transB, batchA, batchB]
+// [M, K, N, transA, transB, batchA, batchB]; each case also runs the backward, i.e. two more products with
+// other transposes. The comments say which load paths a case reaches in the broadcast kernel.
 const cases: [number, number, number, boolean, boolean, number, number][] = [
   [1, 1, 1, false, false, 0, 0],
-  [5, 3, 7, false, false, 0, 0],
-  [64, 32, 64, false, false, 0, 0], // exactly one tile: the aligned kernel
+  [5, 3, 7, false, false, 0, 0], // scalar loads everywhere, ragged K
+  [64, 32, 64, false, false, 0, 0], // exactly one tiled tile: the aligned kernel; vec4 A, B and C
   [128, 48, 192, false, false, 0, 0], // several aligned tiles
   [65, 17, 63, false, false, 0, 0], // one past / one short of a tile
   [33, 70, 9, true, false, 0, 0],
   [33, 70, 9, false, true, 0, 0],
   [20, 31, 45, true, true, 0, 0],
-  [200, 129, 150, false, false, 0, 0], // many workgroups
+  [200, 129, 150, false, false, 0, 0], // many workgroups, ragged K, scalar B and C
+  [36, 20, 40, true, false, 0, 0], // transposed A read as vec4 along m (M % 4 == 0)
+  [36, 20, 40, false, true, 0, 0], // transposed B read as vec4 along k (K % 4 == 0)
+  [12, 10, 8, true, true, 0, 0], // vec4 transposed A with a ragged-K tail; scalar transposed B
+  [70, 36, 70, false, false, 0, 0], // partial tiles in M and N with vec4 loads
+  [40, 130, 36, true, true, 0, 0], // long main loop plus a 2-deep tail
   [7, 9, 11, false, false, 3, 3], // batched
   [7, 9, 11, false, true, 4, 0], // batched A, shared B
   [7, 9, 11, true, false, 0, 2], // shared A, batched B
+  [8, 12, 16, false, false, 2, 2], // batched with vec4 loads (batch offsets in vec4 units)
 ];
 
-for (const [M, K, N, ta, tb, ba, bb] of cases) {
-  const sa = ta ? [K, M] : [M, K];
-  const sb = tb ? [N, K] : [K, N];
-  const shapes = [ba ? [ba, ...sa] : sa, bb ? [bb, ...sb] : sb];
-  opTest(`matmul M=${M} K=${K} N=${N} transA=${ta} transB=${tb} batch=${ba}/${bb}`, {
-    shapes,
-    ref: ([a, b]) => ref.matmul(a, b, ta, tb),
-    refGrad: ([a, b], dy) => ref.matmulBackward(a, b, dy, ta, tb),
-    gpu: ([a, b]) => matmul(a, b, ta, tb),
-    tol: 1e-5,
-  }, t);
+// every kernel family this device can run
+const tiles: MatmulTile[] = [DEFAULT_TILE];
+const lanes = broadcastLanes();
+if (lanes) tiles.push({ kind: 'broadcast', TM: 32 }, { kind: 'broadcast', TM: Math.max(8, lanes) });
+
+for (const tile of tiles) {
+  const t = suite(`matmul ${tileName(tile)}`);
+  let saved: MatmulTile;
+  t.before(() => {
+    saved = matmulTile();
+    setMatmulTile(tile);
+  });
+  t.after(() => setMatmulTile(saved));
+  for (const [M, K, N, ta, tb, ba, bb] of cases) {
+    const sa = ta ? [K, M] : [M, K];
+    const sb = tb ? [N, K] : [K, N];
+    const shapes = [ba ? [ba, ...sa] : sa, bb ? [bb, ...sb] : sb];
+    opTest(`matmul M=${M} K=${K} N=${N} transA=${ta} transB=${tb} batch=${ba}/${bb}`, {
+      shapes,
+      ref: ([a, b]) => ref.matmul(a, b, ta, tb),
+      refGrad: ([a, b], dy) => ref.matmulBackward(a, b, dy, ta, tb),
+      gpu: ([a, b]) => matmul(a, b, ta, tb),
+      tol: 1e-5,
+    }, t);
+  }
+  t.run();
 }
 
-t.run();
+const errs = suite('matmul tiles');
+errs('setMatmulTile rejects a broadcast tile the device cannot run', () => {
+  const bad: MatmulTile = { kind: 'broadcast', TM: 6 };
+  assert.throws(() => setMatmulTile(bad), lanes ? /multiple of 4/ : /subgroups/);
+});
+errs.run();
