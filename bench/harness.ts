@@ -1,0 +1,164 @@
+// Timing machinery shared by bench/run.ts and bench/matmul-ladder.ts: how a sample is taken, what the machine
+// is, and how much CPU other processes took while we measured (on a 2-core CPU "GPU" that decides everything).
+//
+// A sample = `k` launches recorded back to back, then one wait for the queue; per-op time = sample / k, with k
+// chosen from one calibration op so that a sample lasts >= targetMs. What we report is wall-clock time in the
+// JS thread (lavapipe's timestamp queries would be CPU times too), so it includes Dawn's per-dispatch cost.
+
+import { cpus, loadavg } from 'node:os';
+import { readFileSync } from 'node:fs';
+
+export interface Side {
+  /** Records one op; must not wait for the GPU. */
+  op: () => void;
+  /** Waits until every recorded op has finished on the GPU. */
+  sync: () => Promise<void>;
+  /** this side's sampling budget, ms, overriding MeasureOptions.budgetMs (e.g. for a peer taking seconds per op) */
+  budgetMs?: number;
+}
+
+export interface Timing {
+  medianMs: number;
+  minMs: number;
+  /** ops per sample */
+  k: number;
+  samples: number;
+  /** first op including pipeline compilation, ms */
+  firstMs: number;
+}
+
+export interface MeasureOptions {
+  /** a sample should last at least this long */
+  targetMs?: number;
+  /** samples to take, at most */
+  samples?: number;
+  /** stop after this much sampling time once `minSamples` are in */
+  budgetMs?: number;
+  minSamples?: number;
+}
+
+const now = () => performance.now();
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Warm-up and calibration for one side: returns k and the first-op time. */
+async function prepare(side: Side, targetMs: number): Promise<{ k: number; firstMs: number }> {
+  let t0 = now();
+  side.op();
+  await side.sync();
+  const firstMs = now() - t0;
+  t0 = now();
+  side.op();
+  await side.sync();
+  const oneMs = Math.max(now() - t0, 1e-3);
+  return { k: Math.max(1, Math.min(2000, Math.ceil(targetMs / oneMs))), firstMs };
+}
+
+async function sample(side: Side, k: number): Promise<number> {
+  const t0 = now();
+  for (let i = 0; i < k; i++) side.op();
+  await side.sync();
+  return (now() - t0) / k;
+}
+
+/**
+ * Measures several sides of one case with their samples interleaved (ours, peer, ours, peer, ...), so that
+ * load from other processes hits them alike and the ratio stays meaningful on a busy machine.
+ */
+export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {}): Promise<Timing[]> {
+  const targetMs = opts.targetMs ?? 200;
+  const maxSamples = opts.samples ?? 7;
+  const minSamples = Math.min(opts.minSamples ?? 2, maxSamples);
+  const budgetMs = opts.budgetMs ?? 20_000;
+  const prep: { k: number; firstMs: number }[] = [];
+  for (const s of sides) prep.push(await prepare(s, targetMs));
+  const times: number[][] = sides.map(() => []);
+  const spent = sides.map(() => 0);
+  for (let r = 0; r < maxSamples; r++) {
+    let any = false;
+    for (let i = 0; i < sides.length; i++) {
+      if (times[i].length >= minSamples && spent[i] > (sides[i].budgetMs ?? budgetMs)) continue;
+      const t0 = now();
+      times[i].push(await sample(sides[i], prep[i].k));
+      spent[i] += now() - t0;
+      any = true;
+    }
+    if (!any) break;
+  }
+  return sides.map((_, i) => ({
+    medianMs: median(times[i]),
+    minMs: Math.min(...times[i]),
+    k: prep[i].k,
+    samples: times[i].length,
+    firstMs: prep[i].firstMs,
+  }));
+}
+
+// ---- machine and load --------------------------------------------------------------------------------
+
+export function cpuModel(): string {
+  try {
+    const m = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) return m[1].trim();
+  } catch {
+    // not Linux
+  }
+  return cpus()[0]?.model ?? 'unknown CPU';
+}
+
+function busyJiffies(): number | null {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal
+    return f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] ?? 0);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * CPU used by other processes while a stretch of work ran, as a percentage of one core. lavapipe's worker
+ * threads live in this process, so process.cpuUsage() counts them as ours.
+ */
+export class ForeignCpu {
+  private t0 = now();
+  private busy0 = busyJiffies();
+  private own0 = process.cpuUsage();
+
+  /** Percent of one core used by other processes since construction; null where /proc/stat is missing. */
+  percent(): number | null {
+    const busy1 = busyJiffies();
+    if (this.busy0 === null || busy1 === null) return null;
+    const wallS = (now() - this.t0) / 1000;
+    if (wallS <= 0) return 0;
+    const own = process.cpuUsage(this.own0);
+    const ownS = (own.user + own.system) / 1e6;
+    const busyS = (busy1 - this.busy0) / 100; // USER_HZ is 100 on Linux
+    return Math.max(0, ((busyS - ownS) / wallS) * 100);
+  }
+}
+
+export function loadAverage(): string {
+  return loadavg().map((x) => x.toFixed(2)).join(' ');
+}
+
+// ---- output -------------------------------------------------------------------------------------------
+
+export function fmtMs(ms: number | null | undefined): string {
+  if (ms == null || !Number.isFinite(ms)) return '-';
+  return ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3);
+}
+
+export function fmtRate(x: number | null | undefined): string {
+  if (x == null || !Number.isFinite(x)) return '-';
+  return x >= 100 ? x.toFixed(0) : x.toFixed(1);
+}
+
+export function markdownTable(header: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
