@@ -20,6 +20,8 @@ export interface Side {
 export interface Timing {
   medianMs: number;
   minMs: number;
+  /** median CPU time of this whole process per op (lavapipe's threads included), ms: less sensitive to other load */
+  cpuMs: number;
   /** ops per sample */
   k: number;
   samples: number;
@@ -58,11 +60,14 @@ async function prepare(side: Side, targetMs: number): Promise<{ k: number; first
   return { k: Math.max(1, Math.min(2000, Math.ceil(targetMs / oneMs))), firstMs };
 }
 
-async function sample(side: Side, k: number): Promise<number> {
+async function sample(side: Side, k: number): Promise<{ ms: number; cpuMs: number }> {
+  const c0 = process.cpuUsage();
   const t0 = now();
   for (let i = 0; i < k; i++) side.op();
   await side.sync();
-  return (now() - t0) / k;
+  const ms = (now() - t0) / k;
+  const c = process.cpuUsage(c0);
+  return { ms, cpuMs: (c.user + c.system) / 1000 / k };
 }
 
 /**
@@ -77,13 +82,16 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
   const prep: { k: number; firstMs: number }[] = [];
   for (const s of sides) prep.push(await prepare(s, targetMs));
   const times: number[][] = sides.map(() => []);
+  const cpu: number[][] = sides.map(() => []);
   const spent = sides.map(() => 0);
   for (let r = 0; r < maxSamples; r++) {
     let any = false;
     for (let i = 0; i < sides.length; i++) {
       if (times[i].length >= minSamples && spent[i] > (sides[i].budgetMs ?? budgetMs)) continue;
       const t0 = now();
-      times[i].push(await sample(sides[i], prep[i].k));
+      const r = await sample(sides[i], prep[i].k);
+      times[i].push(r.ms);
+      cpu[i].push(r.cpuMs);
       spent[i] += now() - t0;
       any = true;
     }
@@ -92,6 +100,7 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
   return sides.map((_, i) => ({
     medianMs: median(times[i]),
     minMs: Math.min(...times[i]),
+    cpuMs: median(cpu[i]),
     k: prep[i].k,
     samples: times[i].length,
     firstMs: prep[i].firstMs,

@@ -30,6 +30,10 @@ interface Row {
   gbps: number | null;
   /** peer_ms / ours_ms: how many times faster we are */
   ratio: number | null;
+  /** the same ratio from CPU time per op (whole process), which other processes' load disturbs less */
+  ratio_cpu: number | null;
+  ours_cpu_ms: number;
+  peer_cpu_ms: number | null;
   /** normalized max difference between our output and the peer's */
   check: number | null;
   ours_k: number;
@@ -110,6 +114,9 @@ for (const c of cases) {
     peer_gflops: c.flops && theirs ? c.flops / theirs.medianMs / 1e6 : null,
     gbps: c.bytes ? c.bytes / ours.medianMs / 1e6 : null,
     ratio: theirs ? theirs.medianMs / ours.medianMs : null,
+    ratio_cpu: theirs ? theirs.cpuMs / ours.cpuMs : null,
+    ours_cpu_ms: ours.cpuMs,
+    peer_cpu_ms: theirs?.cpuMs ?? null,
     check,
     ours_k: ours.k,
     peer_k: theirs?.k ?? null,
@@ -128,7 +135,7 @@ for (const c of cases) {
 }
 machine.load_after = loadAverage();
 
-const header = ['op', 'shape', 'ours ms (median / min)', 'GFLOPS or GB/s', 'tfjs-webgpu ms (median / min)', 'tfjs GFLOPS', 'ratio', 'max diff', 'foreign CPU %'];
+const header = ['op', 'shape', 'ours ms (median / min)', 'GFLOPS or GB/s', 'tfjs-webgpu ms (median / min)', 'tfjs GFLOPS', 'ratio', 'ratio (CPU time)', 'max diff', 'foreign CPU %'];
 const table = rows.map((r) => [
   r.name,
   r.shape,
@@ -137,6 +144,7 @@ const table = rows.map((r) => [
   r.peer_ms != null ? `${fmtMs(r.peer_ms)} / ${fmtMs(r.peer_min_ms)}` : '-',
   fmtRate(r.peer_gflops),
   r.ratio != null ? `${r.ratio.toFixed(1)}x` : '-',
+  r.ratio_cpu != null ? `${r.ratio_cpu.toFixed(1)}x` : '-',
   r.check != null ? r.check.toExponential(1) : '-',
   r.foreign_cpu_pct != null ? r.foreign_cpu_pct.toFixed(0) : '-',
 ]);

@@ -1,0 +1,240 @@
+// The matmul kernel ladder: each rung adds one idea to the one before, is checked against a float64 CPU product
+// on 256x256 BEFORE it is timed, and reports GFLOPS (2·M·N·K per op) at the size given.
+//   1 naive           one thread per output, k loop in WGSL, scalar loads
+//   2 tiled           16x16 tiles of A and B staged in workgroup memory, one output per thread, slab unrolled
+//   3 tiled+reg       engine 'tiled' kernel: 64x64 tile, BK=16, each thread a 4x4 register block (vec4 columns)
+//   4 tiled+reg+vec4  the same with vec4 global loads (A along k, B along n) into the workgroup tiles
+//   5 broadcast TM=8  engine 'broadcast' kernel: no workgroup memory; a subgroup of 8 lanes owns 8 rows x 32
+//                     columns, A rows loaded one vec4 per lane and shared with subgroupBroadcast
+//   6 broadcast TM=32 the same with 32 rows per subgroup: 4+4 vec4 loads per 512 multiply-adds (engine default)
+// On lavapipe every load whose address is not a compile-time constant is a per-lane scalar loop with a bounds
+// check, so the rungs that cut loads per FMA win; workgroup memory saves little there and barriers cost.
+// Usage: npx tsx bench/matmul-ladder.ts [--size N] [--quick] [--peer]   (N a multiple of 64; default 1024)
+
+import { cpus } from 'node:os';
+import { getDevice, releaseDevice, tensor, empty, sync, type Tensor } from '../engine/index.ts';
+import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { _gpuHandle } from '../engine/device.ts';
+import { matmulSpec, broadcastSpec, broadcastLanes, DEFAULT_TILE } from '../kernels/matmul.ts';
+import { measureInterleaved, cpuModel, loadAverage, ForeignCpu, fmtMs, fmtRate, markdownTable, type Side } from './harness.ts';
+import { randomData, normalizedDiff } from './case.ts';
+import { loadPeer } from './peer.ts';
+
+interface Rung {
+  name: string;
+  /** why the rung cannot run here, or null */
+  unavailable?: () => string | null;
+  /** records C = A·B for square n (a multiple of 64) */
+  run: (a: Tensor, b: Tensor, c: Tensor, n: number) => void;
+}
+
+const HEAD = `struct P { M: u32, N: u32, K: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;`;
+const bindings: KernelSpec['bindings'] = ['uniform', 'read', 'read', 'rw'];
+const args = (a: Tensor, b: Tensor, c: Tensor, n: number) => [u32s(n, n, n), a.binding(), b.binding(), c.binding()];
+
+const naive: KernelSpec = {
+  name: 'ladder naive',
+  bindings,
+  code: `${HEAD}
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let n = g.x; let m = g.y;
+  if (m >= p.M || n >= p.N) { return; }
+  var acc = 0.0;
+  for (var k = 0u; k < p.K; k++) { acc = fma(A[m * p.K + k], B[k * p.N + n], acc); }
+  C[m * p.N + n] = acc;
+}`,
+};
+
+function tiledOneOutput(): KernelSpec {
+  let inner = '';
+  for (let kk = 0; kk < 16; kk++) inner += `    acc = fma(As[ty * 16u + ${kk}u], Bs[${kk * 16}u + tx], acc);\n`;
+  return {
+    name: 'ladder tiled',
+    bindings,
+    code: `${HEAD}
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+var<workgroup> As: array<f32, 256>;
+var<workgroup> Bs: array<f32, 256>;
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let tx = lid.x; let ty = lid.y;
+  let m = wid.y * 16u + ty; let n = wid.x * 16u + tx;
+  var acc = 0.0;
+  for (var k0 = 0u; k0 < p.K; k0 += 16u) {
+    As[ty * 16u + tx] = A[m * p.K + k0 + tx];
+    Bs[ty * 16u + tx] = B[(k0 + ty) * p.N + n];
+    workgroupBarrier();
+${inner}    workgroupBarrier();
+  }
+  C[m * p.N + n] = acc;
+}`,
+  };
+}
+
+/** Rung 3's tile (64x64, BK=16, 4x4 per thread) with vec4 loads from global memory into the workgroup tiles. */
+function tiledVec4(): KernelSpec {
+  const BM = 64, BN = 64, BK = 16;
+  let inner = '';
+  for (let kk = 0; kk < BK; kk++) {
+    inner += `    { let bv = Bs[${kk * (BN / 4)}u + tx]; let av = As[${kk * (BM / 4)}u + ty];\n`;
+    for (let c = 0; c < 4; c++) inner += `      acc${c} = fma(vec4<f32>(av.${'xyzw'[c]}), bv, acc${c});\n`;
+    inner += '    }\n';
+  }
+  return {
+    name: 'ladder tiled vec4',
+    bindings,
+    code: `${HEAD}
+@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> C: array<vec4<f32>>;
+var<workgroup> As: array<vec4<f32>, ${(BM * BK) / 4}>; // [kk][m / 4]: 4 consecutive rows
+var<workgroup> Bs: array<vec4<f32>, ${(BN * BK) / 4}>; // [kk][n / 4]
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let tx = lid.x; let ty = lid.y; let tid = ty * 16u + tx;
+  let K4 = p.K / 4u; let N4 = p.N / 4u;
+  let m0 = wid.y * ${BM}u; let n0 = wid.x * ${BN}u;
+  var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0); var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+  // thread tid loads A row tid / 4, k-quad tid % 4, and B row tid / 16, n-quad tid % 16
+  let ar = tid / 4u; let aq = tid % 4u; let br = tid / 16u; let bq = tid % 16u;
+  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
+    let av = A[(m0 + ar) * K4 + k0 / 4u + aq];
+    As[(aq * 4u + 0u) * ${BM / 4}u + ar / 4u][ar % 4u] = av.x;
+    As[(aq * 4u + 1u) * ${BM / 4}u + ar / 4u][ar % 4u] = av.y;
+    As[(aq * 4u + 2u) * ${BM / 4}u + ar / 4u][ar % 4u] = av.z;
+    As[(aq * 4u + 3u) * ${BM / 4}u + ar / 4u][ar % 4u] = av.w;
+    Bs[br * ${BN / 4}u + bq] = B[(k0 + br) * N4 + n0 / 4u + bq];
+    workgroupBarrier();
+${inner}    workgroupBarrier();
+  }
+  let n4 = n0 / 4u + tx;
+  C[(m0 + ty * 4u + 0u) * N4 + n4] = acc0;
+  C[(m0 + ty * 4u + 1u) * N4 + n4] = acc1;
+  C[(m0 + ty * 4u + 2u) * N4 + n4] = acc2;
+  C[(m0 + ty * 4u + 3u) * N4 + n4] = acc3;
+}`,
+  };
+}
+
+function broadcastRung(TM: number): Rung {
+  return {
+    name: `broadcast TM=${TM}`,
+    unavailable: () => (broadcastLanes() ? (TM % broadcastLanes() ? `TM=${TM} is not a multiple of the subgroup size` : null) : 'needs subgroups with a fixed size'),
+    run: (a, b, c, n) => {
+      const SG = broadcastLanes();
+      const spec = broadcastSpec({ transA: false, transB: false, vecA: true, vecB: true, vecC: true, raggedK: false, TM, SG });
+      launch(spec, [u32s(n, n, n, 0, 0, 0), a.binding(), b.binding(), c.binding()], [n / (4 * SG), n / TM, 1]);
+    },
+  };
+}
+
+const rungs: Rung[] = [
+  { name: 'naive', run: (a, b, c, n) => launch(naive, args(a, b, c, n), [n / 8, n / 8, 1]) },
+  { name: 'tiled', run: (a, b, c, n) => launch(tiledOneOutput(), args(a, b, c, n), [n / 16, n / 16, 1]) },
+  {
+    name: 'tiled+reg',
+    run: (a, b, c, n) => launch(matmulSpec(false, false, true, DEFAULT_TILE), [u32s(n, n, n, 0, 0, 0), a.binding(), b.binding(), c.binding()], [n / 64, n / 64, 1]),
+  },
+  { name: 'tiled+reg+vec4', run: (a, b, c, n) => launch(tiledVec4(), args(a, b, c, n), [n / 64, n / 64, 1]) },
+  broadcastRung(8),
+  broadcastRung(32),
+];
+
+function cpuProduct(a: Float32Array, b: Float32Array, n: number): Float64Array {
+  const c = new Float64Array(n * n);
+  for (let i = 0; i < n; i++)
+    for (let k = 0; k < n; k++) {
+      const aik = a[i * n + k];
+      for (let j = 0; j < n; j++) c[i * n + j] += aik * b[k * n + j];
+    }
+  return c;
+}
+
+// ---- main --------------------------------------------------------------------------------------------
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const sizeArg = argv.indexOf('--size');
+const n = sizeArg >= 0 ? Number(argv[sizeArg + 1]) : quick ? 512 : 1024;
+if (!(n >= 64 && n % 64 === 0)) throw new Error(`matmul-ladder: --size must be a multiple of 64, got ${argv[sizeArg + 1]}`);
+const ctx = await getDevice();
+console.log(`# matmul ladder, ${n}x${n}x${n} f32`);
+console.log(`CPU: ${cpuModel()}, ${cpus().length} cores; adapter: ${ctx.info.description || ctx.info.vendor}; subgroup size: ${broadcastLanes() || 'n/a'}`);
+console.log(`load average before: ${loadAverage()}; per-op wall-clock time of k ops back to back + one sync\n`);
+
+// correctness first, on 256x256, against a float64 CPU product
+const cn = 256;
+const ca = randomData(cn * cn, 11);
+const cb = randomData(cn * cn, 12);
+const want = cpuProduct(ca, cb, cn);
+const [ta, tb] = [tensor(ca, [cn, cn]), tensor(cb, [cn, cn])];
+const ok = new Map<string, string>();
+for (const r of rungs) {
+  const why = r.unavailable?.();
+  if (why) {
+    ok.set(r.name, `skipped: ${why}`);
+    continue;
+  }
+  const c = empty([cn, cn]);
+  r.run(ta, tb, c, cn);
+  const err = normalizedDiff(await c.toArray(), want);
+  c.dispose();
+  ok.set(r.name, err <= 1e-5 ? 'ok' : `WRONG (normalized error ${err.toExponential(2)})`);
+  console.log(`check ${r.name.padEnd(18)} ${ok.get(r.name)}${err <= 1e-5 ? ` (normalized error ${err.toExponential(1)})` : ''}`);
+}
+ta.dispose();
+tb.dispose();
+const failed = [...ok.values()].some((v) => v.startsWith('WRONG'));
+console.log(failed ? '\nSOME RUNGS ARE WRONG: they are not timed.\n' : '\nall rungs match the CPU reference. Timing.\n');
+
+const a = tensor(randomData(n * n, 1), [n, n]);
+const b = tensor(randomData(n * n, 2), [n, n]);
+const flops = 2 * n ** 3;
+const cores = cpus().length;
+const rows: string[][] = [];
+for (const r of rungs) {
+  if (ok.get(r.name) !== 'ok') {
+    rows.push([r.name, ok.get(r.name)!, '-', '-', '-', '-']);
+    continue;
+  }
+  const foreign = new ForeignCpu();
+  const side: Side = {
+    op: () => {
+      const c = empty([n, n]);
+      r.run(a, b, c, n);
+      c.dispose();
+    },
+    sync,
+  };
+  const [t] = await measureInterleaved([side], { samples: quick ? 3 : 5, targetMs: quick ? 100 : 200, minSamples: 1, budgetMs: quick ? 3000 : 8000 });
+  const f = foreign.percent();
+  rows.push([r.name, `${fmtMs(t.medianMs)} / ${fmtMs(t.minMs)}`, fmtRate(flops / t.medianMs / 1e6), fmtRate(flops / (t.cpuMs / cores) / 1e6), fmtMs(t.firstMs), f == null ? '-' : f.toFixed(0)]);
+  console.log(`${r.name.padEnd(18)} ${fmtMs(t.medianMs).padStart(8)} ms  ${fmtRate(flops / t.medianMs / 1e6).padStart(6)} GFLOPS`);
+}
+a.dispose();
+b.dispose();
+
+if (argv.includes('--peer') && _gpuHandle) {
+  const peer = await loadPeer(_gpuHandle);
+  if (peer) {
+    const { tf } = peer;
+    const pa = tf.tensor(randomData(n * n, 1), [n, n]);
+    const pb = tf.tensor(randomData(n * n, 2), [n, n]);
+    const foreign = new ForeignCpu();
+    const [t] = await measureInterleaved([{ op: () => tf.matMul(pa, pb).dispose(), sync: peer.sync }], { samples: 2, targetMs: 200, minSamples: 1, budgetMs: 5000 });
+    const f = foreign.percent();
+    rows.push(['tfjs-backend-webgpu', `${fmtMs(t.medianMs)} / ${fmtMs(t.minMs)}`, fmtRate(flops / t.medianMs / 1e6), fmtRate(flops / (t.cpuMs / cores) / 1e6), fmtMs(t.firstMs), f == null ? '-' : f.toFixed(0)]);
+  }
+}
+
+console.log(`\n${markdownTable(['rung', 'ms (median / min)', 'GFLOPS', `GFLOPS from CPU time (${cores} cores)`, 'first op incl. compile, ms', 'foreign CPU %'], rows)}\n`);
+console.log(`load average after: ${loadAverage()}. "GFLOPS from CPU time" = 2n³ / (process CPU time per op / cores): what the rung would reach with the machine to itself.`);
+releaseDevice();
+process.exit(failed ? 1 : 0);
