@@ -6,7 +6,9 @@
 //   4 tiled+reg+vec4  the same with vec4 global loads (A along k, B along n) into the workgroup tiles
 //   5 broadcast TM=8  engine 'broadcast' kernel: no workgroup memory; a subgroup of 8 lanes owns 8 rows x 32
 //                     columns, A rows loaded one vec4 per lane and shared with subgroupBroadcast
-//   6 broadcast TM=32 the same with 32 rows per subgroup: 4+4 vec4 loads per 512 multiply-adds (engine default)
+//   6 broadcast TM=32 the same with 32 rows per subgroup: 4+4 vec4 loads per 512 multiply-adds
+//   7 +textures       the same reading A and B from rgba32float storage textures (copied per call): lavapipe
+//                     fetches a texel for 8 lanes with vector loads, not a scalar loop (engine default)
 // On lavapipe every load whose address is not a compile-time constant is a per-lane scalar loop with a bounds
 // check, so the rungs that cut loads per FMA win; workgroup memory saves little there and barriers cost.
 // Usage: npx tsx bench/matmul-ladder.ts [--size N] [--quick] [--peer]   (N a multiple of 64; default 1024)
@@ -15,7 +17,7 @@ import { cpus } from 'node:os';
 import { getDevice, releaseDevice, tensor, empty, sync, type Tensor } from '../engine/index.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
 import { _gpuHandle } from '../engine/device.ts';
-import { matmulSpec, broadcastSpec, broadcastLanes, DEFAULT_TILE } from '../kernels/matmul.ts';
+import { matmulRaw, broadcastLanes, tileName, DEFAULT_TILE, type BroadcastTile } from '../kernels/matmul.ts';
 import { measureInterleaved, cpuModel, loadAverage, ForeignCpu, fmtMs, fmtRate, markdownTable, type Side } from './harness.ts';
 import { randomData, normalizedDiff } from './case.ts';
 import { loadPeer } from './peer.ts';
@@ -24,14 +26,21 @@ interface Rung {
   name: string;
   /** why the rung cannot run here, or null */
   unavailable?: () => string | null;
-  /** records C = A·B for square n (a multiple of 64) */
-  run: (a: Tensor, b: Tensor, c: Tensor, n: number) => void;
+  /** records C = A·B for square n (a multiple of 64) and returns C */
+  run: (a: Tensor, b: Tensor, n: number) => Tensor;
 }
 
 const HEAD = `struct P { M: u32, N: u32, K: u32, pad: u32 }
 @group(0) @binding(0) var<uniform> p: P;`;
 const bindings: KernelSpec['bindings'] = ['uniform', 'read', 'read', 'rw'];
-const args = (a: Tensor, b: Tensor, c: Tensor, n: number) => [u32s(n, n, n), a.binding(), b.binding(), c.binding()];
+/** launches a ladder kernel over square n x n operands; the engine kernels take the same uniforms (M, N, K, batch strides 0) */
+function own(spec: () => KernelSpec, per: [number, number]) {
+  return (a: Tensor, b: Tensor, n: number) => {
+    const c = empty([n, n]);
+    launch(spec(), [u32s(n, n, n, 0, 0, 0), a.binding(), b.binding(), c.binding()], [n / per[0], n / per[1], 1]);
+    return c;
+  };
+}
 
 const naive: KernelSpec = {
   name: 'ladder naive',
@@ -123,28 +132,25 @@ ${inner}    workgroupBarrier();
   };
 }
 
-function broadcastRung(TM: number): Rung {
+function broadcastRung(TM: number, textures = false): Rung {
+  const tile: BroadcastTile = { kind: 'broadcast', TM, textures };
   return {
-    name: `broadcast TM=${TM}`,
+    name: tileName(tile),
     unavailable: () => (broadcastLanes() ? (TM % broadcastLanes() ? `TM=${TM} is not a multiple of the subgroup size` : null) : 'needs subgroups with a fixed size'),
-    run: (a, b, c, n) => {
-      const SG = broadcastLanes();
-      const spec = broadcastSpec({ transA: false, transB: false, vecA: true, vecB: true, vecC: true, raggedK: false, TM, SG });
-      launch(spec, [u32s(n, n, n, 0, 0, 0), a.binding(), b.binding(), c.binding()], [n / (4 * SG), n / TM, 1]);
-    },
+    // the engine's own launch, texture copies included
+    run: (a, b) => matmulRaw(a, b, false, false, tile),
   };
 }
 
-const rungs: Rung[] = [
-  { name: 'naive', run: (a, b, c, n) => launch(naive, args(a, b, c, n), [n / 8, n / 8, 1]) },
-  { name: 'tiled', run: (a, b, c, n) => launch(tiledOneOutput(), args(a, b, c, n), [n / 16, n / 16, 1]) },
-  {
-    name: 'tiled+reg',
-    run: (a, b, c, n) => launch(matmulSpec(false, false, true, DEFAULT_TILE), [u32s(n, n, n, 0, 0, 0), a.binding(), b.binding(), c.binding()], [n / 64, n / 64, 1]),
-  },
-  { name: 'tiled+reg+vec4', run: (a, b, c, n) => launch(tiledVec4(), args(a, b, c, n), [n / 64, n / 64, 1]) },
+const allRungs: Rung[] = [
+  { name: 'naive', run: own(() => naive, [8, 8]) },
+  { name: 'tiled', run: own(tiledOneOutput, [16, 16]) },
+  { name: 'tiled+reg', run: (a, b) => matmulRaw(a, b, false, false, DEFAULT_TILE) },
+  { name: 'tiled+reg+vec4', run: own(tiledVec4, [64, 64]) },
   broadcastRung(8),
   broadcastRung(32),
+  broadcastRung(32, true),
+  ...(process.env.LADDER_EXTRA_TM ?? '').split(',').filter(Boolean).map((x) => broadcastRung(parseInt(x, 10), x.endsWith('t'))),
 ];
 
 function cpuProduct(a: Float32Array, b: Float32Array, n: number): Float64Array {
@@ -156,6 +162,8 @@ function cpuProduct(a: Float32Array, b: Float32Array, n: number): Float64Array {
     }
   return c;
 }
+
+const rungs = allRungs.filter((r) => !process.env.LADDER_ONLY || r.name.includes(process.env.LADDER_ONLY));
 
 // ---- main --------------------------------------------------------------------------------------------
 
@@ -182,8 +190,7 @@ for (const r of rungs) {
     ok.set(r.name, `skipped: ${why}`);
     continue;
   }
-  const c = empty([cn, cn]);
-  r.run(ta, tb, c, cn);
+  const c = r.run(ta, tb, cn);
   const err = normalizedDiff(await c.toArray(), want);
   c.dispose();
   ok.set(r.name, err <= 1e-5 ? 'ok' : `WRONG (normalized error ${err.toExponential(2)})`);
@@ -206,11 +213,7 @@ for (const r of rungs) {
   }
   const foreign = new ForeignCpu();
   const side: Side = {
-    op: () => {
-      const c = empty([n, n]);
-      r.run(a, b, c, n);
-      c.dispose();
-    },
+    op: () => r.run(a, b, n).dispose(),
     sync,
   };
   const [t] = await measureInterleaved([side], { samples: quick ? 3 : 5, targetMs: quick ? 100 : 200, minSamples: 1, budgetMs: quick ? 3000 : 8000 });

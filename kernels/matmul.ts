@@ -14,7 +14,7 @@
 
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { gpu, onRelease } from '../engine/device.ts';
-import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { launch, u32s, encoderForCopy, recorderStats, type KernelSpec, type LaunchArg } from '../engine/recorder.ts';
 import { Tensor, empty, fmtShape, type Shape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { sumToShape } from './reduce.ts';
@@ -31,15 +31,17 @@ export interface TiledTile {
 export interface BroadcastTile {
   kind: 'broadcast';
   TM: number; // rows of C per subgroup: a multiple of 4 and of the subgroup size
+  /** read A and B through rgba32float storage textures where the shapes allow (see operandTexture) */
+  textures?: boolean;
 }
 
 export type MatmulTile = TiledTile | BroadcastTile;
 
 export const DEFAULT_TILE: TiledTile = { BM: 64, BN: 64, BK: 16, TM: 4 };
-export const BROADCAST_TILE: BroadcastTile = { kind: 'broadcast', TM: 32 };
+export const BROADCAST_TILE: BroadcastTile = { kind: 'broadcast', TM: 32, textures: true };
 
 export function tileName(t: MatmulTile): string {
-  return t.kind === 'broadcast' ? `broadcast TM=${t.TM}` : `tiled ${t.BM}x${t.BN}x${t.BK} TM=${t.TM}`;
+  return t.kind === 'broadcast' ? `broadcast TM=${t.TM}${t.textures ? ' +textures' : ''}` : `tiled ${t.BM}x${t.BN}x${t.BK} TM=${t.TM}`;
 }
 
 /**
@@ -169,6 +171,9 @@ export interface BroadcastVariant {
   vecB: boolean;
   /** C written as vec4 (N % 4 == 0) */
   vecC: boolean;
+  /** A / B read from an rgba32float storage texture holding the same vec4s (implies vecA / vecB) */
+  texA: boolean;
+  texB: boolean;
   /** K % 4 != 0: a guarded tail step after the 4-deep main loop */
   raggedK: boolean;
   TM: number;
@@ -176,7 +181,8 @@ export interface BroadcastVariant {
 }
 
 export function broadcastSpec(v: BroadcastVariant): KernelSpec {
-  const { transA, transB, vecA, vecB, vecC, raggedK, TM, SG } = v;
+  const { transA, transB, vecA, vecB, vecC, texA, texB, raggedK, TM, SG } = v;
+  if ((texA && !vecA) || (texB && !vecB) || ((texA || texB) && raggedK)) throw new Error('matmul: texture operands need vec4 shapes and K % 4 == 0');
   const key = `broadcast${JSON.stringify(v)}`;
   let s = specs.get(key);
   if (s) return s;
@@ -193,13 +199,14 @@ export function broadcastSpec(v: BroadcastVariant): KernelSpec {
   if (vecA && transA) {
     // A is [K, M]: the TM x 4 block is TQ quads of 4 rows for each of the 4 k's; lane l of load g holds
     // quad e % TQ of k + e / TQ, e = g·SG + l
-    for (let g = 0; g < G; g++) loadA += `    let la${g} = A[aOff4 + (k + ak${g}) * M4 + aq${g}];\n`;
+    for (let g = 0; g < G; g++) loadA += texA ? `    let la${g} = textureLoad(A, vec2<u32>(aq${g}, k + ak${g}));\n` : `    let la${g} = A[aOff4 + (k + ak${g}) * M4 + aq${g}];\n`;
     for (let e = 0; e < TM; e++) loadA += `    let t${e} = subgroupBroadcast(la${Math.floor(e / SG)}, ${e % SG}u);\n`;
     aVal = (i, kk) => `t${kk * TQ + (i >> 2)}.${xyzw[i & 3]}`;
   } else {
     // lane l of load g holds row g·SG + l for the 4 k's
     for (let g = 0; g < G; g++) {
-      if (vecA) loadA += `    let la${g} = A[aOff4 + ra${g} * K4 + kb];\n`;
+      if (texA) loadA += `    let la${g} = textureLoad(A, vec2<u32>(kb, ra${g}));\n`;
+      else if (vecA) loadA += `    let la${g} = A[aOff4 + ra${g} * K4 + kb];\n`;
       else if (transA) loadA += `    let la${g} = vec4<f32>(${quad.map((kk) => `A[aOff + (k + ${kk}u) * M + ra${g}]`).join(', ')});\n`;
       else loadA += `    let la${g} = vec4<f32>(${quad.map((kk) => `A[aOff + ra${g} * K + k + ${kk}u]`).join(', ')});\n`;
     }
@@ -209,17 +216,22 @@ export function broadcastSpec(v: BroadcastVariant): KernelSpec {
   // b{kk}: this lane's 4 columns of B at row k + kk
   let loadB = '';
   if (vecB && transB) {
-    for (const c of quad) loadB += `    let tb${c} = B[bOff4 + cn${c} * K4 + kb];\n`;
+    for (const c of quad) loadB += texB ? `    let tb${c} = textureLoad(B, vec2<u32>(kb, cn${c}));\n` : `    let tb${c} = B[bOff4 + cn${c} * K4 + kb];\n`;
     for (const kk of quad) loadB += `    let b${kk} = vec4<f32>(tb0.${xyzw[kk]}, tb1.${xyzw[kk]}, tb2.${xyzw[kk]}, tb3.${xyzw[kk]});\n`;
   } else {
     for (const kk of quad) {
-      if (vecB) loadB += `    let b${kk} = B[bOff4 + (k + ${kk}u) * N4 + nq];\n`;
+      if (texB) loadB += `    let b${kk} = textureLoad(B, vec2<u32>(nq, k + ${kk}u));\n`;
+      else if (vecB) loadB += `    let b${kk} = B[bOff4 + (k + ${kk}u) * N4 + nq];\n`;
       else if (transB) loadB += `    let b${kk} = vec4<f32>(${quad.map((c) => `B[bOff + cn${c} * K + k + ${kk}u]`).join(', ')});\n`;
       else loadB += `    let b${kk} = vec4<f32>(${quad.map((c) => `B[bOff + (k + ${kk}u) * N + cn${c}]`).join(', ')});\n`;
     }
   }
+  // one write per accumulator per step: inside a loop every write to a var costs a masked blend, a load and a
+  // store on llvmpipe, so the 4 k's are chained in one expression (same order of additions as 4 writes)
+  const chain = (i: number, val: (i: number, kk: number) => string) =>
+    `    acc${i} = ${quad.reduce((inner, kk) => `fma(vec4<f32>(${val(i, kk)}), b${kk}, ${inner})`, `acc${i}`)};\n`;
   let fmas = '';
-  for (const kk of quad) for (const i of rows) fmas += `    acc${i} = fma(vec4<f32>(${aVal(i, kk)}), b${kk}, acc${i});\n`;
+  for (const i of rows) fmas += chain(i, aVal);
   // the ragged-K tail reads scalars with k guarded (zeros past K on both sides, so garbage never meets a product)
   let tail = '';
   if (raggedK) {
@@ -229,7 +241,7 @@ export function broadcastSpec(v: BroadcastVariant): KernelSpec {
     for (let g = 0; g < G; g++) tail += `    let la${g} = vec4<f32>(${quad.map((kk) => `select(0.0, readA(${aIdx(g, kk)}), k + ${kk}u < K)`).join(', ')});\n`;
     for (const i of rows) tail += `    let a${i} = subgroupBroadcast(la${Math.floor(i / SG)}, ${i % SG}u);\n`;
     for (const kk of quad) tail += `    let b${kk} = vec4<f32>(${quad.map((c) => `select(0.0, readB(${bIdx(c, kk)}), k + ${kk}u < K)`).join(', ')});\n`;
-    for (const kk of quad) for (const i of rows) tail += `    acc${i} = fma(vec4<f32>(a${i}.${xyzw[kk]}), b${kk}, acc${i});\n`;
+    for (const i of rows) tail += chain(i, (r, kk) => `a${r}.${xyzw[kk]}`);
   }
   let store = '';
   for (const i of rows) {
@@ -240,10 +252,11 @@ export function broadcastSpec(v: BroadcastVariant): KernelSpec {
   const code = wgsl`enable subgroups;
 struct P { M: u32, N: u32, K: u32, batchA: u32, batchB: u32, batchC: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<${vecMode(vecA)}>;
-@group(0) @binding(2) var<storage, read> B: array<${vecMode(vecB)}>;
+@group(0) @binding(1) var${texA ? ' A: texture_storage_2d<rgba32float, read>' : `<storage, read> A: array<${vecMode(vecA)}>`};
+@group(0) @binding(2) var${texB ? ' B: texture_storage_2d<rgba32float, read>' : `<storage, read> B: array<${vecMode(vecB)}>`};
 @group(0) @binding(3) var<storage, read_write> C: array<${vecMode(vecC)}>;
 
+#if ${raggedK}
 fn readA(i: u32) -> f32 {
 #if ${vecA}
   return A[i / 4u][i % 4u];
@@ -259,6 +272,7 @@ fn readB(i: u32) -> f32 {
   return B[i];
 #endif
 }
+#endif
 
 @compute @workgroup_size(${SG}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -285,14 +299,77 @@ ${loadA}${loadB}${fmas}  }
 ${tail}  }
 #endif
 ${store}}`;
-  s = { name: 'matmul', code, bindings: ['uniform', 'read', 'read', 'rw'] };
+  s = { name: 'matmul', code, bindings: ['uniform', texA ? 'texture' : 'read', texB ? 'texture' : 'read', 'rw'] };
   specs.set(key, s);
   return s;
+}
+
+// ---- operand textures ----------------------------------------------------------------------------------
+// lavapipe fetches an rgba32float storage-texture texel for 8 lanes with 8 vector loads and a transpose, while a
+// storage-buffer vec4 costs a bounds-checked scalar loop over lanes and components: about half the instructions
+// per step of the broadcast kernel (bench/matmul-ladder.ts). So that kernel copies each operand whose rows are
+// whole multiples of 256 bytes (copyBufferToTexture's row pitch) into a texture kept per (operand, size). The
+// copy and the reads are recorded in order in the one command encoder, so the next matmul may reuse the texture.
+
+interface OperandTexture {
+  texture: GPUTexture;
+  view: GPUTextureView;
+  bytes: number;
+}
+const textures = new Map<string, OperandTexture>(); // in least-recently-used order
+let textureBytes = 0;
+const retired: { texture: GPUTexture; submits: number }[] = [];
+let textureCacheBytes = 256 * 2 ** 20;
+const TEXTURE_USAGE = 0x08 | 0x02; // STORAGE_BINDING | COPY_DST
+
+function operandTexture(slot: 'A' | 'B', t: Tensor, rows: number, cols: number): GPUTextureView {
+  const submits = recorderStats().submits;
+  // an evicted texture may still be read by recorded commands: destroy it once those were submitted
+  while (retired.length && retired[0].submits < submits) retired.shift()!.texture.destroy();
+  const key = `${slot}${rows}x${cols}`;
+  let e = textures.get(key);
+  if (e) textures.delete(key);
+  else {
+    const texture = gpu().device.createTexture({ label: `matmul ${slot} [${rows}, ${cols}]`, size: [cols / 4, rows], format: 'rgba32float', usage: TEXTURE_USAGE });
+    e = { texture, view: texture.createView(), bytes: rows * cols * 4 };
+    textureBytes += e.bytes;
+  }
+  trimTextures(textureCacheBytes - e.bytes, submits); // e is out of the map here: the others make room for it
+  textures.set(key, e);
+  encoderForCopy().copyBufferToTexture({ buffer: t.storage.buffer, offset: t.byteOffset, bytesPerRow: cols * 4, rowsPerImage: rows }, { texture: e.texture }, [cols / 4, rows]);
+  return e.view;
+}
+
+/** Evicts least recently used textures until those in the map take at most `limit` bytes. */
+function trimTextures(limit: number, submits = recorderStats().submits): void {
+  let inMap = 0;
+  for (const e of textures.values()) inMap += e.bytes;
+  for (const [k, old] of textures) {
+    if (inMap <= limit) break;
+    textures.delete(k);
+    inMap -= old.bytes;
+    textureBytes -= old.bytes;
+    retired.push({ texture: old.texture, submits });
+  }
+}
+
+/** Textures the broadcast kernel keeps for its operands (memory accounting). */
+export function matmulTextureStats(): { textures: number; bytes: number } {
+  return { textures: textures.size, bytes: textureBytes };
+}
+
+/** Caps the memory of the operand-texture cache (default 256 MiB); least recently used textures go first. */
+export function setMatmulTextureCacheBytes(bytes: number): void {
+  textureCacheBytes = bytes;
+  trimTextures(bytes);
 }
 
 let tileChoice: MatmulTile | null = null;
 onRelease(() => {
   tileChoice = null; // the next device may be another adapter
+  textures.clear(); // destroyed with the device
+  textureBytes = 0;
+  retired.length = 0;
 });
 
 /** Sets the tile every matmul uses from now on (engine/tune.ts calls this with the fastest one it measured). */
@@ -343,20 +420,20 @@ export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, 
   if (c.size === 0) return c;
   if (batch > 65535) throw new Error(`matmul: batch ${batch} exceeds 65535`);
   const u = u32s(M, N, K, a.rank === 3 ? M * K : 0, b.rank === 3 ? K * N : 0, M * N);
-  const args = [u, a.binding('matmul'), b.binding('matmul'), c.binding('matmul')];
+  const args: LaunchArg[] = [u, a.binding('matmul'), b.binding('matmul'), c.binding('matmul')];
   if (tile.kind === 'broadcast') {
     const SG = broadcastLanes();
     // vec4 bindings need whole vec4s: K > 0 (else A and B are empty) and the contiguous dimension % 4 == 0
-    const spec = broadcastSpec({
-      transA,
-      transB,
-      vecA: K > 0 && (transA ? M % 4 === 0 : K % 4 === 0),
-      vecB: K > 0 && (transB ? K % 4 === 0 : N % 4 === 0),
-      vecC: N % 4 === 0,
-      raggedK: K % 4 !== 0,
-      TM: tile.TM,
-      SG,
-    });
+    const vecA = K > 0 && (transA ? M % 4 === 0 : K % 4 === 0);
+    const vecB = K > 0 && (transB ? K % 4 === 0 : N % 4 === 0);
+    // a texture holds one 2-D operand as stored ([rows, cols]); rows of whole 256-byte multiples, no K tail
+    const maxDim = gpu().device.limits.maxTextureDimension2D;
+    const texOk = (t: Tensor) => !!tile.textures && t.rank === 2 && K % 4 === 0 && t.shape[1] % 64 === 0 && t.shape[1] / 4 <= maxDim && t.shape[0] <= maxDim;
+    const texA = vecA && texOk(a);
+    const texB = vecB && texOk(b);
+    if (texA) args[1] = operandTexture('A', a, a.shape[0], a.shape[1]);
+    if (texB) args[2] = operandTexture('B', b, b.shape[0], b.shape[1]);
+    const spec = broadcastSpec({ transA, transB, vecA, vecB, vecC: N % 4 === 0, texA, texB, raggedK: K % 4 !== 0, TM: tile.TM, SG });
     launch(spec, args, [Math.ceil(N / (4 * SG)), Math.ceil(M / tile.TM), batch]);
   } else {
     const aligned = M % tile.BM === 0 && N % tile.BN === 0 && K % tile.BK === 0;

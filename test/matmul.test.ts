@@ -2,7 +2,12 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest } from './helpers/gradcheck.ts';
 import { matmul } from '../engine/index.ts';
-import { ref, setMatmulTile, matmulTile, broadcastLanes, tileName, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
+import { tensor, sync, liveTensors, type Tensor } from '../engine/index.ts';
+import { rng, relErr } from './helpers/gradcheck.ts';
+import {
+  ref, setMatmulTile, matmulTile, broadcastLanes, tileName, matmulRaw, matmulTextureStats, setMatmulTextureCacheBytes,
+  DEFAULT_TILE, BROADCAST_TILE, type MatmulTile,
+} from '../kernels/matmul.ts';
 
 // [M, K, N, transA, transB, batchA, batchB]; each case also runs the backward, i.e. two more products with
 // other transposes. The comments say which load paths a case reaches in the broadcast kernel.
@@ -25,12 +30,20 @@ const cases: [number, number, number, boolean, boolean, number, number][] = [
   [7, 9, 11, false, true, 4, 0], // batched A, shared B
   [7, 9, 11, true, false, 0, 2], // shared A, batched B
   [8, 12, 16, false, false, 2, 2], // batched with vec4 loads (batch offsets in vec4 units)
+  // operand textures (broadcast +textures): a 2-D operand whose stored rows are a multiple of 64 floats, K % 4 == 0
+  [36, 64, 40, false, false, 0, 0], // A [36, 64] from a texture, B from a buffer; dB reads A transposed from one
+  [64, 20, 40, true, false, 0, 0], // A stored [20, 64]: transposed A from a texture
+  [36, 64, 40, false, true, 0, 0], // B stored [40, 64]: transposed B from a texture
+  [20, 12, 64, false, false, 0, 0], // B [12, 64] from a texture
+  [64, 64, 128, true, true, 0, 0], // both from textures, both transposed
+  [64, 10, 12, true, false, 0, 0], // rows of 64 but K % 4 != 0: buffers and the K tail
+  [8, 16, 64, false, false, 3, 0], // batched A, B [16, 64] shared by every batch from a texture
 ];
 
 // every kernel family this device can run
 const tiles: MatmulTile[] = [DEFAULT_TILE];
 const lanes = broadcastLanes();
-if (lanes) tiles.push({ kind: 'broadcast', TM: 32 }, { kind: 'broadcast', TM: Math.max(8, lanes) });
+if (lanes) tiles.push(BROADCAST_TILE, { kind: 'broadcast', TM: Math.max(8, lanes) });
 
 for (const tile of tiles) {
   const t = suite(`matmul ${tileName(tile)}`);
@@ -60,4 +73,29 @@ errs('setMatmulTile rejects a broadcast tile the device cannot run', () => {
   const bad: MatmulTile = { kind: 'broadcast', TM: 6 };
   assert.throws(() => setMatmulTile(bad), lanes ? /multiple of 4/ : /subgroups/);
 });
+if (lanes) {
+  errs('the operand-texture cache stays under its cap, and evicted textures are not destroyed while in use', async () => {
+    const before = liveTensors();
+    setMatmulTextureCacheBytes(48 * 1024); // room for about one [64, 128] operand
+    const r = rng(3);
+    const outs: [Tensor, Tensor][] = [];
+    const made: Tensor[] = [];
+    for (const [M, K, N] of [[64, 128, 64], [32, 64, 128], [64, 64, 64], [128, 64, 64]]) {
+      const a = tensor(Float32Array.from({ length: M * K }, () => r() - 0.5), [M, K]);
+      const b = tensor(Float32Array.from({ length: K * N }, () => r() - 0.5), [K, N]);
+      const got = matmulRaw(a, b, false, false, BROADCAST_TILE); // recorded, not yet submitted
+      const want = matmulRaw(a, b, false, false, DEFAULT_TILE);
+      made.push(a, b, got, want);
+      outs.push([got, want]);
+      assert.ok(matmulTextureStats().bytes <= 48 * 1024 + M * K * 4 + K * N * 4, `cache bytes ${matmulTextureStats().bytes}`);
+    }
+    for (const [i, [got, want]] of outs.entries()) {
+      assert.ok(relErr(await got.toArray(), await want.toArray()) < 1e-5, `product ${i} through textures matches the tiled kernel`);
+    }
+    for (const t of made) t.dispose();
+    setMatmulTextureCacheBytes(256 * 2 ** 20);
+    await sync();
+    assert.is(liveTensors(), before);
+  });
+}
 errs.run();
