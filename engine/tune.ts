@@ -13,7 +13,7 @@ import { tensor } from './tensor.ts';
 import { matmulRaw, setMatmulTile, matmulTile, broadcastLanes, tileName, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
 
 /** Bump when kernels change so that cached choices are measured again. */
-const KERNEL_VERSION = 2;
+const KERNEL_VERSION = 3;
 const STORAGE_KEY = 'byol-webgpu:matmul-tile';
 
 export interface TuneResult {
@@ -51,7 +51,10 @@ function adapterKey(): string {
 export function candidatesFor(): MatmulTile[] {
   const sg = broadcastLanes();
   const out: MatmulTile[] = [];
-  if (sg) for (const TM of [32, 16, 24]) if (TM % sg === 0) out.push({ kind: 'broadcast', TM });
+  if (sg) {
+    for (const TM of [32, 16, 24]) if (TM % sg === 0) out.push({ kind: 'broadcast', TM, textures: true });
+    if (32 % sg === 0) out.push({ kind: 'broadcast', TM: 32 });
+  }
   out.push(DEFAULT_TILE, { BM: 32, BN: 64, BK: 16, TM: 4 });
   return out;
 }

@@ -243,12 +243,14 @@ export function broadcastSpec(v: BroadcastVariant): KernelSpec {
     for (const kk of quad) tail += `    let b${kk} = vec4<f32>(${quad.map((c) => `select(0.0, readB(${bIdx(c, kk)}), k + ${kk}u < K)`).join(', ')});\n`;
     for (const i of rows) tail += chain(i, (r, kk) => `a${r}.${xyzw[kk]}`);
   }
-  let store = '';
-  for (const i of rows) {
-    const m = `m0 + ${i}u`;
-    if (vecC) store += `  if (${m} < M && n < N) { C[cOff4 + (${m}) * N4 + n / 4u] = acc${i}; }\n`;
-    else store += `  if (${m} < M) { let r = cOff + (${m}) * N; let v = acc${i};${quad.map((c) => ` if (n + ${c}u < N) { C[r + n + ${c}u] = v.${xyzw[c]}; }`).join('')} }\n`;
-  }
+  // the TM rows are stored by a loop, not unrolled: a vec4 store is a long per-lane sequence on llvmpipe, and TM
+  // copies of it cost seconds of shader compilation for a part that runs once per subgroup
+  let store = `  var rowsOut: array<vec4<f32>, ${TM}>;\n`;
+  for (const i of rows) store += `  rowsOut[${i}] = acc${i};\n`;
+  store += `  for (var i = 0u; i < ${TM}u; i++) {\n    let m = m0 + i;\n    if (m >= M) { break; }\n    let v = rowsOut[i];\n`;
+  if (vecC) store += `    if (n < N) { C[cOff4 + m * N4 + n / 4u] = v; }\n`;
+  else store += `    let r = cOff + m * N;\n   ${quad.map((c) => ` if (n + ${c}u < N) { C[r + n + ${c}u] = v.${xyzw[c]}; }`).join('')}\n`;
+  store += '  }\n';
   const code = wgsl`enable subgroups;
 struct P { M: u32, N: u32, K: u32, batchA: u32, batchB: u32, batchC: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: P;

@@ -40,12 +40,21 @@ const cases: [number, number, number, boolean, boolean, number, number][] = [
   [8, 16, 64, false, false, 3, 0], // batched A, B [16, 64] shared by every batch from a texture
 ];
 
-// every kernel family this device can run
-const tiles: MatmulTile[] = [DEFAULT_TILE];
+// Every kernel family this device can run, each on the cases that reach its code paths (a variant costs up to
+// seconds of shader compilation on lavapipe the first time; Mesa caches it on disk after that):
+// - tiled: the original cases (aligned and not, transposes, batches);
+// - broadcast with textures at one subgroup of rows: every case (textures where shapes allow, buffers elsewhere);
+// - broadcast with buffers at 16 rows (2 A loads per step) on the vec4-shaped cases;
+// - the default tile (TM=32, textures: 4 A loads per step) on partial tiles and the both-textures case.
 const lanes = broadcastLanes();
-if (lanes) tiles.push(BROADCAST_TILE, { kind: 'broadcast', TM: Math.max(8, lanes) });
+const tiles: [MatmulTile, number[] | null][] = [[DEFAULT_TILE, [0, 1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16]]];
+if (lanes) {
+  tiles.push([{ kind: 'broadcast', TM: lanes % 4 === 0 ? lanes : 4 * lanes, textures: true }, null]);
+  if (16 % lanes === 0) tiles.push([{ kind: 'broadcast', TM: 16 }, [2, 9, 10, 11, 13, 17, 18]]);
+  tiles.push([BROADCAST_TILE, [12, 22]]);
+}
 
-for (const tile of tiles) {
+for (const [tile, only] of tiles) {
   const t = suite(`matmul ${tileName(tile)}`);
   let saved: MatmulTile;
   t.before(() => {
@@ -53,7 +62,8 @@ for (const tile of tiles) {
     setMatmulTile(tile);
   });
   t.after(() => setMatmulTile(saved));
-  for (const [M, K, N, ta, tb, ba, bb] of cases) {
+  for (const [i, [M, K, N, ta, tb, ba, bb]] of cases.entries()) {
+    if (only && !only.includes(i)) continue;
     const sa = ta ? [K, M] : [M, K];
     const sb = tb ? [N, K] : [K, N];
     const shapes = [ba ? [ba, ...sa] : sa, bb ? [bb, ...sb] : sb];
