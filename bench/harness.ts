@@ -25,7 +25,7 @@ export interface Timing {
   /** ops per sample */
   k: number;
   samples: number;
-  /** first op including pipeline compilation, ms */
+  /** first op including pipeline compilation, ms (or the first timed op, when a check ran the first) */
   firstMs: number;
 }
 
@@ -37,6 +37,8 @@ export interface MeasureOptions {
   /** stop after this much sampling time once `minSamples` are in */
   budgetMs?: number;
   minSamples?: number;
+  /** run one op before calibrating (false when the caller already ran each side once, e.g. in a check) */
+  warm?: boolean;
 }
 
 const now = () => performance.now();
@@ -47,17 +49,22 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Warm-up and calibration for one side: returns k and the first-op time. */
-async function prepare(side: Side, targetMs: number): Promise<{ k: number; firstMs: number }> {
-  let t0 = now();
-  side.op();
-  await side.sync();
-  const firstMs = now() - t0;
-  t0 = now();
-  side.op();
-  await side.sync();
-  const oneMs = Math.max(now() - t0, 1e-3);
-  return { k: Math.max(1, Math.min(2000, Math.ceil(targetMs / oneMs))), firstMs };
+/**
+ * Warm-up and calibration for one side: the first op (compiles pipelines), then one timed op that sets k. An op
+ * that alone lasts a whole sample (tfjs matmul 2048: ~4 s) counts as the first sample instead of being redone.
+ */
+async function prepare(side: Side, targetMs: number, warm: boolean): Promise<{ k: number; firstMs: number; first?: { ms: number; cpuMs: number } }> {
+  let firstMs = NaN;
+  if (warm) {
+    const t0 = now();
+    side.op();
+    await side.sync();
+    firstMs = now() - t0;
+  }
+  const one = await sample(side, 1);
+  if (!warm) firstMs = one.ms;
+  const k = Math.max(1, Math.min(2000, Math.ceil(targetMs / Math.max(one.ms, 1e-3))));
+  return { k, firstMs, first: k === 1 ? one : undefined };
 }
 
 async function sample(side: Side, k: number): Promise<{ ms: number; cpuMs: number }> {
@@ -79,14 +86,15 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
   const maxSamples = opts.samples ?? 7;
   const minSamples = Math.min(opts.minSamples ?? 2, maxSamples);
   const budgetMs = opts.budgetMs ?? 20_000;
-  const prep: { k: number; firstMs: number }[] = [];
-  for (const s of sides) prep.push(await prepare(s, targetMs));
-  const times: number[][] = sides.map(() => []);
-  const cpu: number[][] = sides.map(() => []);
+  const prep: { k: number; firstMs: number; first?: { ms: number; cpuMs: number } }[] = [];
+  for (const s of sides) prep.push(await prepare(s, targetMs, opts.warm ?? true));
+  const times: number[][] = prep.map((p) => (p.first ? [p.first.ms] : []));
+  const cpu: number[][] = prep.map((p) => (p.first ? [p.first.cpuMs] : []));
   const spent = sides.map(() => 0);
   for (let r = 0; r < maxSamples; r++) {
     let any = false;
     for (let i = 0; i < sides.length; i++) {
+      if (times[i].length >= maxSamples) continue;
       if (times[i].length >= minSamples && spent[i] > (sides[i].budgetMs ?? budgetMs)) continue;
       const t0 = now();
       const r = await sample(sides[i], prep[i].k);
