@@ -4,11 +4,13 @@
 //   2 tiled           16x16 tiles of A and B staged in workgroup memory, one output per thread, slab unrolled
 //   3 tiled+reg       engine 'tiled' kernel: 64x64 tile, BK=16, each thread a 4x4 register block (vec4 columns)
 //   4 tiled+reg+vec4  the same with vec4 global loads (A along k, B along n) into the workgroup tiles
-//   5 broadcast TM=8  engine 'broadcast' kernel: no workgroup memory; a subgroup of 8 lanes owns 8 rows x 32
-//                     columns, A rows loaded one vec4 per lane and shared with subgroupBroadcast
-//   6 broadcast TM=32 the same with 32 rows per subgroup: 4+4 vec4 loads per 512 multiply-adds
+//   5 broadcast TM=SG engine 'broadcast' kernel: no workgroup memory; a subgroup of SG lanes (8, or 16 with
+//                     512-bit lavapipe) owns SG rows x 4·SG columns, A rows loaded one vec4 per lane and shared
+//                     with subgroupBroadcast
+//   6 broadcast TM=32 the same with 32 rows per subgroup: fewer loads per multiply-add
 //   7 +textures       the same reading A and B from rgba32float storage textures (copied per call): lavapipe
-//                     fetches a texel for 8 lanes with vector loads, not a scalar loop (engine default)
+//                     fetches a texel for all lanes with vector loads, not a scalar loop (engine default)
+//   8 +textures TM=16 half the rows: fewer accumulators, faster to compile
 // On lavapipe every load whose address is not a compile-time constant is a per-lane scalar loop with a bounds
 // check, so the rungs that cut loads per FMA win; workgroup memory saves little there and barriers cost.
 // Usage: npx tsx bench/matmul-ladder.ts [--size N] [--quick] [--peer]   (N a multiple of 64; default 1024)
@@ -17,6 +19,7 @@ import { cpus } from 'node:os';
 import { getDevice, releaseDevice, tensor, empty, sync, type Tensor } from '../engine/index.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
 import { _gpuHandle } from '../engine/device.ts';
+import { lavapipeConfig } from '../engine/lavapipe.ts';
 import { matmulRaw, broadcastLanes, tileName, DEFAULT_TILE, type BroadcastTile } from '../kernels/matmul.ts';
 import { measureInterleaved, cpuModel, loadAverage, ForeignCpu, fmtMs, fmtRate, markdownTable, type Side } from './harness.ts';
 import { randomData, normalizedDiff } from './case.ts';
@@ -142,16 +145,22 @@ function broadcastRung(TM: number, textures = false): Rung {
   };
 }
 
-const allRungs: Rung[] = [
-  { name: 'naive', run: own(() => naive, [8, 8]) },
-  { name: 'tiled', run: own(tiledOneOutput, [16, 16]) },
-  { name: 'tiled+reg', run: (a, b) => matmulRaw(a, b, false, false, DEFAULT_TILE) },
-  { name: 'tiled+reg+vec4', run: own(tiledVec4, [64, 64]) },
-  broadcastRung(8),
-  broadcastRung(32),
-  broadcastRung(32, true),
-  ...(process.env.LADDER_EXTRA_TM ?? '').split(',').filter(Boolean).map((x) => broadcastRung(parseInt(x, 10), x.endsWith('t'))),
-];
+/** The rungs; broadcast depths follow the subgroup size (8 lanes, or 16 with LP_NATIVE_VECTOR_WIDTH=512). */
+function makeRungs(): Rung[] {
+  const sg = broadcastLanes() || 8;
+  const all: Rung[] = [
+    { name: 'naive', run: own(() => naive, [8, 8]) },
+    { name: 'tiled', run: own(tiledOneOutput, [16, 16]) },
+    { name: 'tiled+reg', run: (a, b) => matmulRaw(a, b, false, false, DEFAULT_TILE) },
+    { name: 'tiled+reg+vec4', run: own(tiledVec4, [64, 64]) },
+    broadcastRung(sg),
+    broadcastRung(32),
+    broadcastRung(32, true),
+    ...(16 % sg === 0 ? [broadcastRung(16, true)] : []),
+    ...(process.env.LADDER_EXTRA_TM ?? '').split(',').filter(Boolean).map((x) => broadcastRung(parseInt(x, 10), x.endsWith('t'))),
+  ];
+  return all.filter((r) => !process.env.LADDER_ONLY || r.name.includes(process.env.LADDER_ONLY));
+}
 
 function cpuProduct(a: Float32Array, b: Float32Array, n: number): Float64Array {
   const c = new Float64Array(n * n);
@@ -163,8 +172,6 @@ function cpuProduct(a: Float32Array, b: Float32Array, n: number): Float64Array {
   return c;
 }
 
-const rungs = allRungs.filter((r) => !process.env.LADDER_ONLY || r.name.includes(process.env.LADDER_ONLY));
-
 // ---- main --------------------------------------------------------------------------------------------
 
 const argv = process.argv.slice(2);
@@ -173,8 +180,10 @@ const sizeArg = argv.indexOf('--size');
 const n = sizeArg >= 0 ? Number(argv[sizeArg + 1]) : quick ? 512 : 1024;
 if (!(n >= 64 && n % 64 === 0)) throw new Error(`matmul-ladder: --size must be a multiple of 64, got ${argv[sizeArg + 1]}`);
 const ctx = await getDevice();
+const rungs = makeRungs();
 console.log(`# matmul ladder, ${n}x${n}x${n} f32`);
 console.log(`CPU: ${cpuModel()}, ${cpus().length} cores; adapter: ${ctx.info.description || ctx.info.vendor}; subgroup size: ${broadcastLanes() || 'n/a'}`);
+console.log(`lavapipe: ${lavapipeConfig()?.note ?? 'not configured'}`);
 console.log(`load average before: ${loadAverage()}; per-op wall-clock time of k ops back to back + one sync\n`);
 
 // correctness first, on 256x256, against a float64 CPU product

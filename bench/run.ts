@@ -11,7 +11,8 @@ import { writeFileSync } from 'node:fs';
 import { getDevice, releaseDevice, sync, pool } from '../engine/index.ts';
 import { _gpuHandle } from '../engine/device.ts';
 import { tuneMatmul } from '../engine/tune.ts';
-import { matmulTile } from '../kernels/matmul.ts';
+import { broadcastLanes } from '../kernels/matmul.ts';
+import { lavapipeConfig } from '../engine/lavapipe.ts';
 import { measureInterleaved, ForeignCpu, cpuModel, loadAverage, fmtMs, fmtRate, markdownTable, type Side, type Timing } from './harness.ts';
 import { loadPeer } from './peer.ts';
 import { allCases } from './cases/index.ts';
@@ -73,6 +74,8 @@ const machine = {
   cpu: cpuModel(),
   cores: (await import('node:os')).cpus().length,
   adapter: `${ctx.info.description || ctx.info.vendor} (${ctx.info.architecture}${ctx.info.isFallback ? ', fallback adapter' : ''})`,
+  subgroup_size: broadcastLanes() || null,
+  lavapipe: lavapipeConfig()?.note ?? 'not configured (browser or adapter created elsewhere)',
   node: process.version,
   peer: peer?.name ?? 'none',
   matmul: tuneNote,
@@ -82,7 +85,8 @@ const machine = {
   date: new Date().toISOString(),
 };
 console.log(`# byol-webgpu benchmarks${args.quick ? ' (quick)' : ''}`);
-console.log(`CPU: ${machine.cpu}, ${machine.cores} cores; adapter: ${machine.adapter}`);
+console.log(`CPU: ${machine.cpu}, ${machine.cores} cores; adapter: ${machine.adapter}; subgroup size ${machine.subgroup_size ?? 'n/a'}`);
+console.log(`lavapipe: ${machine.lavapipe} (applies to both engines: one process, one driver)`);
 console.log(`Node ${machine.node}; peer: ${machine.peer} on the same Dawn instance and adapter; matmul: ${machine.matmul}`);
 console.log(`load average before: ${machine.load_before}; ${machine.timing}\n`);
 

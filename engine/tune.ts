@@ -12,6 +12,9 @@ import { sync } from './recorder.ts';
 import { tensor } from './tensor.ts';
 import { matmulRaw, setMatmulTile, matmulTile, broadcastLanes, tileName, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
 
+/** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
+const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
+
 /** Bump when kernels change so that cached choices are measured again. */
 const KERNEL_VERSION = 3;
 const STORAGE_KEY = 'byol-webgpu:matmul-tile';
@@ -65,8 +68,8 @@ type CacheFile = Record<string, { tile: MatmulTile; ms: number; date: string }>;
 
 async function cachePath(opt: string | null | undefined): Promise<string | null> {
   if (opt !== undefined) return opt;
-  const os = await import(/* @vite-ignore */ 'node:os' as string);
-  const path = await import(/* @vite-ignore */ 'node:path' as string);
+  const os = await nodeModule('node:os');
+  const path = await nodeModule('node:path');
   const dir = process.env.BYOL_WEBGPU_CACHE_DIR || path.join(os.tmpdir(), 'byol-webgpu');
   return path.join(dir, 'tune.json');
 }
@@ -75,7 +78,7 @@ async function readCache(file: string | null): Promise<CacheFile> {
   try {
     if (isNode) {
       if (!file) return {};
-      const fs = await import(/* @vite-ignore */ 'node:fs' as string);
+      const fs = await nodeModule('node:fs');
       return JSON.parse(fs.readFileSync(file, 'utf8')) as CacheFile;
     }
     const raw = (globalThis as any).localStorage?.getItem(STORAGE_KEY);
@@ -89,8 +92,8 @@ async function writeCache(file: string | null, data: CacheFile): Promise<void> {
   try {
     if (isNode) {
       if (!file) return;
-      const fs = await import(/* @vite-ignore */ 'node:fs' as string);
-      const path = await import(/* @vite-ignore */ 'node:path' as string);
+      const fs = await nodeModule('node:fs');
+      const path = await nodeModule('node:path');
       fs.mkdirSync(path.dirname(file), { recursive: true });
       fs.writeFileSync(file, JSON.stringify(data, null, 2) + '\n');
     } else (globalThis as any).localStorage?.setItem(STORAGE_KEY, JSON.stringify(data));
