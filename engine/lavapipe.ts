@@ -6,7 +6,7 @@
 // not by FMA throughput, so 16 lanes per instruction nearly halves their time: broadcast matmul 1024³ goes
 // from ~25 to ~47 GFLOPS of CPU time (bench/matmul-ladder.ts); a pure-FMA loop gains nothing.
 // Mesa's on-disk shader cache does not key its texture-fetch functions by this width (a 512-wide process reads
-// 256-wide ones and gets zeros), so the 512 configuration keeps its own cache directory.
+// 256-wide ones and gets zeros), so every non-default width keeps its own cache directory.
 // Opt out by setting LP_NATIVE_VECTOR_WIDTH yourself (e.g. LP_NATIVE_VECTOR_WIDTH=256).
 
 /** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
@@ -25,27 +25,34 @@ let applied: LavapipeConfig | null = null;
 export async function configureLavapipe(): Promise<LavapipeConfig> {
   if (applied) return applied;
   const env = process.env;
-  if (env.LP_NATIVE_VECTOR_WIDTH) {
-    applied = { vectorWidth: Number(env.LP_NATIVE_VECTOR_WIDTH), note: 'LP_NATIVE_VECTOR_WIDTH set by the user' };
-    return applied;
-  }
   const fs = await nodeModule('node:fs');
   const path = await nodeModule('node:path');
   const os = await nodeModule('node:os');
-  let flags = '';
-  try {
-    flags = /^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
-  } catch {
-    // not Linux: keep the driver's default
+  let width: number | null = null;
+  let why: string;
+  if (env.LP_NATIVE_VECTOR_WIDTH) {
+    width = Number(env.LP_NATIVE_VECTOR_WIDTH);
+    why = `LP_NATIVE_VECTOR_WIDTH=${width} set by the user`;
+  } else {
+    let flags = '';
+    try {
+      flags = /^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+    } catch {
+      // not Linux: keep the driver's default
+    }
+    if (/\bavx512f\b/.test(flags)) {
+      width = 512;
+      env.LP_NATIVE_VECTOR_WIDTH = '512';
+      why = 'AVX-512 CPU: LP_NATIVE_VECTOR_WIDTH=512';
+    } else why = 'CPU without AVX-512: lavapipe default width';
   }
-  if (!/\bavx512f\b/.test(flags)) {
-    applied = { vectorWidth: null, note: 'CPU without AVX-512: lavapipe default width' };
-    return applied;
+  // any width other than the default gets a shader cache of its own, also when the user chose it
+  if (width !== null && width !== 256) {
+    const base = env.MESA_SHADER_CACHE_DIR || env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+    env.MESA_SHADER_CACHE_DIR = path.join(base, `byol-webgpu-lp${width}`);
+    why += `, shader cache ${env.MESA_SHADER_CACHE_DIR}`;
   }
-  env.LP_NATIVE_VECTOR_WIDTH = '512';
-  const base = env.MESA_SHADER_CACHE_DIR || env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
-  env.MESA_SHADER_CACHE_DIR = path.join(base, 'byol-webgpu-lp512');
-  applied = { vectorWidth: 512, note: `AVX-512 CPU: LP_NATIVE_VECTOR_WIDTH=512, shader cache ${env.MESA_SHADER_CACHE_DIR}` };
+  applied = { vectorWidth: width, note: why };
   return applied;
 }
 
