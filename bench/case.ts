@@ -1,17 +1,16 @@
 // What a benchmark row is. A case is a small declarative entry: a name, the shape it runs at, the work per op
-// (FLOPs, or bytes for memory-bound ops) and a setup that builds the same inputs for our engine and for the
-// peer and returns one closure per side that records a single op. bench/run.ts times the closures.
+// (FLOPs, or bytes for memory-bound ops), and one builder per engine that makes the case's inputs and returns
+// a closure recording a single op. The two builders are independent (same seeded data), so the peer's half can
+// run in another process (bench/peer-worker.ts). bench/run.ts times the closures and compares the outputs.
 
 import type { Tf } from './peer.ts';
 
-export interface CaseOps {
-  /** Records one op of our engine (no waiting); disposes what it creates. */
-  ours: () => void;
-  /** The same op in tfjs-backend-webgpu; absent where the peer has no such op. */
-  peer?: () => void;
-  /** Runs both once and returns the normalized max difference of their outputs (also warms both up). */
-  check?: () => Promise<number>;
-  /** Frees the inputs of both sides. */
+export interface SideOps {
+  /** Records one op (no waiting); disposes what it creates. */
+  op: () => void;
+  /** Runs one op and reads its output back: the cross-check between engines (also a warm-up). */
+  output?: () => Promise<Float32Array>;
+  /** Frees this side's inputs. */
   dispose: () => void;
 }
 
@@ -28,7 +27,10 @@ export interface BenchCase {
   fullOnly?: boolean;
   /** longest the peer may spend sampling this case, ms (default: the run's budget) */
   peerBudgetMs?: number;
-  setup: (tf: Tf | null) => CaseOps | Promise<CaseOps>;
+  /** our engine's op; the device is ready */
+  ours: () => SideOps | Promise<SideOps>;
+  /** the same op in tfjs-backend-webgpu on identical inputs; absent where the peer has no such op */
+  peer?: (tf: Tf) => SideOps | Promise<SideOps>;
 }
 
 /** Deterministic uniform values in [-1, 1) (mulberry32), so both sides see identical inputs. */

@@ -8,19 +8,40 @@
 import { cpus, loadavg } from 'node:os';
 import { readFileSync } from 'node:fs';
 
+export interface Sample {
+  /** wall-clock ms per op */
+  ms: number;
+  /** CPU ms per op of the process that ran the ops (lavapipe's threads included) */
+  cpuMs: number;
+}
+
 export interface Side {
-  /** Records one op; must not wait for the GPU. */
-  op: () => void;
-  /** Waits until every recorded op has finished on the GPU. */
-  sync: () => Promise<void>;
+  /** Runs k ops back to back, waits for the last one, and times them. */
+  run: (k: number) => Promise<Sample>;
   /** this side's sampling budget, ms, overriding MeasureOptions.budgetMs (e.g. for a peer taking seconds per op) */
   budgetMs?: number;
+}
+
+/** A side in this process: `op` records one op, `sync` waits for the device. */
+export function localSide(op: () => void, sync: () => Promise<void>, budgetMs?: number): Side {
+  return {
+    budgetMs,
+    run: async (k) => {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      for (let i = 0; i < k; i++) op();
+      await sync();
+      const ms = (performance.now() - t0) / k;
+      const c = process.cpuUsage(c0);
+      return { ms, cpuMs: (c.user + c.system) / 1000 / k };
+    },
+  };
 }
 
 export interface Timing {
   medianMs: number;
   minMs: number;
-  /** median CPU time of this whole process per op (lavapipe's threads included), ms: less sensitive to other load */
+  /** median CPU time per op of the process that ran the side (lavapipe's threads included), ms: less sensitive to other load */
   cpuMs: number;
   /** ops per sample */
   k: number;
@@ -53,28 +74,13 @@ export function median(xs: number[]): number {
  * Warm-up and calibration for one side: the first op (compiles pipelines), then one timed op that sets k. An op
  * that alone lasts a whole sample (tfjs matmul 2048: ~4 s) counts as the first sample instead of being redone.
  */
-async function prepare(side: Side, targetMs: number, warm: boolean): Promise<{ k: number; firstMs: number; first?: { ms: number; cpuMs: number } }> {
+async function prepare(side: Side, targetMs: number, warm: boolean): Promise<{ k: number; firstMs: number; first?: Sample }> {
   let firstMs = NaN;
-  if (warm) {
-    const t0 = now();
-    side.op();
-    await side.sync();
-    firstMs = now() - t0;
-  }
-  const one = await sample(side, 1);
+  if (warm) firstMs = (await side.run(1)).ms;
+  const one = await side.run(1);
   if (!warm) firstMs = one.ms;
   const k = Math.max(1, Math.min(2000, Math.ceil(targetMs / Math.max(one.ms, 1e-3))));
   return { k, firstMs, first: k === 1 ? one : undefined };
-}
-
-async function sample(side: Side, k: number): Promise<{ ms: number; cpuMs: number }> {
-  const c0 = process.cpuUsage();
-  const t0 = now();
-  for (let i = 0; i < k; i++) side.op();
-  await side.sync();
-  const ms = (now() - t0) / k;
-  const c = process.cpuUsage(c0);
-  return { ms, cpuMs: (c.user + c.system) / 1000 / k };
 }
 
 /**
@@ -86,7 +92,7 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
   const maxSamples = opts.samples ?? 7;
   const minSamples = Math.min(opts.minSamples ?? 2, maxSamples);
   const budgetMs = opts.budgetMs ?? 20_000;
-  const prep: { k: number; firstMs: number; first?: { ms: number; cpuMs: number } }[] = [];
+  const prep: { k: number; firstMs: number; first?: Sample }[] = [];
   for (const s of sides) prep.push(await prepare(s, targetMs, opts.warm ?? true));
   const times: number[][] = prep.map((p) => (p.first ? [p.first.ms] : []));
   const cpu: number[][] = prep.map((p) => (p.first ? [p.first.cpuMs] : []));
@@ -97,7 +103,7 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
       if (times[i].length >= maxSamples) continue;
       if (times[i].length >= minSamples && spent[i] > (sides[i].budgetMs ?? budgetMs)) continue;
       const t0 = now();
-      const r = await sample(sides[i], prep[i].k);
+      const r = await sides[i].run(prep[i].k);
       times[i].push(r.ms);
       cpu[i].push(r.cpuMs);
       spent[i] += now() - t0;
@@ -146,14 +152,17 @@ export class ForeignCpu {
   private busy0 = busyJiffies();
   private own0 = process.cpuUsage();
 
-  /** Percent of one core used by other processes since construction; null where /proc/stat is missing. */
-  percent(): number | null {
+  /**
+   * Percent of one core used by other processes since construction; null where /proc/stat is missing.
+   * `alsoOursMs`: CPU time of helper processes of ours over the same stretch (the peer's child process).
+   */
+  percent(alsoOursMs = 0): number | null {
     const busy1 = busyJiffies();
     if (this.busy0 === null || busy1 === null) return null;
     const wallS = (now() - this.t0) / 1000;
     if (wallS <= 0) return 0;
     const own = process.cpuUsage(this.own0);
-    const ownS = (own.user + own.system) / 1e6;
+    const ownS = (own.user + own.system) / 1e6 + alsoOursMs / 1000;
     const busyS = (busy1 - this.busy0) / 100; // USER_HZ is 100 on Linux
     return Math.max(0, ((busyS - ownS) / wallS) * 100);
   }

@@ -18,12 +18,14 @@
 import { cpus } from 'node:os';
 import { getDevice, releaseDevice, tensor, empty, sync, type Tensor } from '../engine/index.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
-import { _gpuHandle } from '../engine/device.ts';
 import { lavapipeConfig } from '../engine/lavapipe.ts';
 import { matmulRaw, broadcastLanes, tileName, DEFAULT_TILE, type BroadcastTile } from '../kernels/matmul.ts';
-import { measureInterleaved, cpuModel, loadAverage, ForeignCpu, fmtMs, fmtRate, markdownTable, type Side } from './harness.ts';
+import { measureInterleaved, localSide, cpuModel, loadAverage, ForeignCpu, fmtMs, fmtRate, markdownTable } from './harness.ts';
 import { randomData, normalizedDiff } from './case.ts';
-import { loadPeer } from './peer.ts';
+import { peerProcess } from './peer.ts';
+import { allCases } from './cases/index.ts';
+
+const originalEnv = { ...process.env }; // before our engine sets driver options: the peer runs with defaults
 
 interface Rung {
   name: string;
@@ -221,10 +223,7 @@ for (const r of rungs) {
     continue;
   }
   const foreign = new ForeignCpu();
-  const side: Side = {
-    op: () => r.run(a, b, n).dispose(),
-    sync,
-  };
+  const side = localSide(() => r.run(a, b, n).dispose(), sync);
   const [t] = await measureInterleaved([side], { samples: quick ? 3 : 5, targetMs: quick ? 100 : 200, minSamples: 1, budgetMs: quick ? 3000 : 8000 });
   const f = foreign.percent();
   rows.push([r.name, `${fmtMs(t.medianMs)} / ${fmtMs(t.minMs)}`, fmtRate(flops / t.medianMs / 1e6), fmtRate(flops / (t.cpuMs / cores) / 1e6), fmtMs(t.firstMs), f == null ? '-' : f.toFixed(0)]);
@@ -233,16 +232,20 @@ for (const r of rungs) {
 a.dispose();
 b.dispose();
 
-if (argv.includes('--peer') && _gpuHandle) {
-  const peer = await loadPeer(_gpuHandle);
-  if (peer) {
-    const { tf } = peer;
-    const pa = tf.tensor(randomData(n * n, 1), [n, n]);
-    const pb = tf.tensor(randomData(n * n, 2), [n, n]);
+if (argv.includes('--peer')) {
+  // tfjs-backend-webgpu in a child process with the driver's defaults (bench/peer.ts), on the same-size case
+  const index = allCases.findIndex((c) => c.name === 'matmul' && c.flops === flops);
+  if (index < 0) console.log(`no matmul ${n}³ row in bench/cases for the peer`);
+  else {
+    const peer = await peerProcess(originalEnv);
+    const pc = (await peer.setup(index, allCases[index], 5000))!;
     const foreign = new ForeignCpu();
-    const [t] = await measureInterleaved([{ op: () => tf.matMul(pa, pb).dispose(), sync: peer.sync }], { samples: 2, targetMs: 200, minSamples: 1, budgetMs: 5000 });
-    const f = foreign.percent();
-    rows.push(['tfjs-backend-webgpu', `${fmtMs(t.medianMs)} / ${fmtMs(t.minMs)}`, fmtRate(flops / t.medianMs / 1e6), fmtRate(flops / (t.cpuMs / cores) / 1e6), fmtMs(t.firstMs), f == null ? '-' : f.toFixed(0)]);
+    const cpu0 = peer.ownCpuMs();
+    const [t] = await measureInterleaved([pc.side], { samples: 2, targetMs: 200, minSamples: 1, budgetMs: 5000 });
+    const f = foreign.percent(peer.ownCpuMs() - cpu0);
+    rows.push([peer.name, `${fmtMs(t.medianMs)} / ${fmtMs(t.minMs)}`, fmtRate(flops / t.medianMs / 1e6), fmtRate(flops / (t.cpuMs / cores) / 1e6), fmtMs(t.firstMs), f == null ? '-' : f.toFixed(0)]);
+    await pc.dispose();
+    peer.close();
   }
 }
 

@@ -3,7 +3,7 @@
 
 import { tensor, matmul, fmtShape } from '../../engine/index.ts';
 import type { BenchCase } from '../case.ts';
-import { randomData, normalizedDiff } from '../case.ts';
+import { randomData } from '../case.ts';
 
 export function matmulCase(name: string, M: number, K: number, N: number, transA = false, transB = false, extra: Partial<BenchCase> = {}): BenchCase {
   const sa = transA ? [K, M] : [M, K];
@@ -13,32 +13,37 @@ export function matmulCase(name: string, M: number, K: number, N: number, transA
     shape: `${fmtShape(sa)}${transA ? 'ᵀ' : ''}·${fmtShape(sb)}${transB ? 'ᵀ' : ''}`,
     flops: 2 * M * N * K,
     ...extra,
-    setup(tf) {
-      const ad = randomData(M * K, 1);
-      const bd = randomData(K * N, 2);
-      const a = tensor(ad, sa);
-      const b = tensor(bd, sb);
-      const pa = tf?.tensor(ad, sa);
-      const pb = tf?.tensor(bd, sb);
+    ours() {
+      const a = tensor(randomData(M * K, 1), sa);
+      const b = tensor(randomData(K * N, 2), sb);
       return {
-        ours: () => matmul(a, b, transA, transB).dispose(),
-        peer: tf ? () => tf.matMul(pa!, pb!, transA, transB).dispose() : undefined,
-        check: tf
-          ? async () => {
-              const c = matmul(a, b, transA, transB);
-              const got = await c.toArray();
-              c.dispose();
-              const pc = tf.matMul(pa!, pb!, transA, transB);
-              const want = await pc.data();
-              pc.dispose();
-              return normalizedDiff(got, want);
-            }
-          : undefined,
+        op: () => matmul(a, b, transA, transB).dispose(),
+        output: async () => {
+          const c = matmul(a, b, transA, transB);
+          const out = (await c.toArray()) as Float32Array;
+          c.dispose();
+          return out;
+        },
         dispose: () => {
           a.dispose();
           b.dispose();
-          pa?.dispose();
-          pb?.dispose();
+        },
+      };
+    },
+    peer(tf) {
+      const a = tf.tensor(randomData(M * K, 1), sa);
+      const b = tf.tensor(randomData(K * N, 2), sb);
+      return {
+        op: () => tf.matMul(a, b, transA, transB).dispose(),
+        output: async () => {
+          const c = tf.matMul(a, b, transA, transB);
+          const out = (await c.data()) as Float32Array;
+          c.dispose();
+          return out;
+        },
+        dispose: () => {
+          a.dispose();
+          b.dispose();
         },
       };
     },
