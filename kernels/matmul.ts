@@ -67,9 +67,14 @@ export function defaultTile(): MatmulTile {
 
 const specs = new Map<string, KernelSpec>();
 
-export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, tile: TiledTile = DEFAULT_TILE): KernelSpec {
+/**
+ * The tiled kernel. vecA / vecB: the operand is read as vec4 (same conditions as the broadcast kernel: the
+ * contiguous dimension % 4 == 0); along the slab's rows it goes to workgroup memory as is, along k it is
+ * scattered into the 4 rows of the slab.
+ */
+export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, tile: TiledTile = DEFAULT_TILE, vecA = false, vecB = false): KernelSpec {
   const { BM, BN, BK, TM } = tile;
-  const key = `tiled${transA}${transB}${aligned}${BM}_${BN}_${BK}_${TM}`;
+  const key = `tiled${transA}${transB}${aligned}${vecA}${vecB}${BM}_${BN}_${BK}_${TM}`;
   let s = specs.get(key);
   if (s) return s;
   const WX = BN / 4; // threads along n
@@ -87,28 +92,52 @@ export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, t
     }
     inner += '    }\n';
   }
-  const loads = (what: 'A' | 'B', vecs: number, rowsPerK: number) => {
+  // slab element e of As / Bs is [kk][4 consecutive rows q..q+3]; `vec` reads 4 floats at once: along the rows
+  // (transposed A, plain B) straight into e, or along k (plain A, transposed B) scattered into 4 slab rows
+  const loads = (what: 'A' | 'B', vecs: number, rowsPerK: number, vec: boolean, alongK: boolean) => {
     let out = '';
+    const S = what === 'A' ? 'As' : 'Bs';
+    const at = what === 'A' ? (r: string, k: string) => `loadA(m0 + ${r}, k0 + ${k})` : (r: string, k: string) => `loadB(k0 + ${k}, n0 + ${r})`;
+    const at4 = what === 'A' ? (r: string, k: string) => `loadA4(m0 + ${r}, k0 + ${k})` : (r: string, k: string) => `loadB4(k0 + ${k}, n0 + ${r})`;
     for (let e = 0; e < Math.ceil(vecs / threads); e++) {
       const guard = (e + 1) * threads > vecs ? `if (tid + ${e * threads}u < ${vecs}u) ` : '';
-      out += `    ${guard}{ let e = tid + ${e * threads}u; let kk = e / ${rowsPerK / 4}u; let q = (e % ${rowsPerK / 4}u) * 4u;\n`;
-      out += what === 'A'
-        ? `      As[e] = vec4<f32>(loadA(m0 + q, k0 + kk), loadA(m0 + q + 1u, k0 + kk), loadA(m0 + q + 2u, k0 + kk), loadA(m0 + q + 3u, k0 + kk)); }\n`
-        : `      Bs[e] = vec4<f32>(loadB(k0 + kk, n0 + q), loadB(k0 + kk, n0 + q + 1u), loadB(k0 + kk, n0 + q + 2u), loadB(k0 + kk, n0 + q + 3u)); }\n`;
+      if (vec && alongK) {
+        out += `    ${guard}{ let e = tid + ${e * threads}u; let r = e / ${BK / 4}u; let j = (e % ${BK / 4}u) * 4u; let v = ${at4('r', 'j')};\n`;
+        for (let c = 0; c < 4; c++) out += `      ${S}[(j + ${c}u) * ${rowsPerK / 4}u + r / 4u][r % 4u] = v.${'xyzw'[c]};\n`;
+        out += '    }\n';
+      } else {
+        out += `    ${guard}{ let e = tid + ${e * threads}u; let kk = e / ${rowsPerK / 4}u; let q = (e % ${rowsPerK / 4}u) * 4u;\n`;
+        out += vec
+          ? `      ${S}[e] = ${at4('q', 'kk')}; }\n`
+          : `      ${S}[e] = vec4<f32>(${[0, 1, 2, 3].map((c) => at(`q + ${c}u`, 'kk')).join(', ')}); }\n`;
+      }
     }
     return out;
   };
   const code = wgsl`
 struct P { M: u32, N: u32, K: u32, batchA: u32, batchB: u32, batchC: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(1) var<storage, read> A: array<${vecA ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> B: array<${vecB ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 var<workgroup> As: array<vec4<f32>, ${aVecs}>;
 var<workgroup> Bs: array<vec4<f32>, ${bVecs}>;
 var<private> aOff: u32;
 var<private> bOff: u32;
 
+#if ${vecA}
+// A[m..m+3, k] (transposed) or A[m, k..k+3]; the start is a multiple of 4, so one bound covers all four
+fn loadA4(m: u32, k: u32) -> vec4<f32> {
+#if ${!aligned}
+  if (m >= p.M || k >= p.K) { return vec4<f32>(0.0); }
+#endif
+#if ${transA}
+  return A[(aOff + k * p.M + m) / 4u];
+#else
+  return A[(aOff + m * p.K + k) / 4u];
+#endif
+}
+#else
 fn loadA(m: u32, k: u32) -> f32 {
 #if ${!aligned}
   if (m >= p.M || k >= p.K) { return 0.0; }
@@ -119,7 +148,21 @@ fn loadA(m: u32, k: u32) -> f32 {
   return A[aOff + m * p.K + k];
 #endif
 }
+#endif
 
+#if ${vecB}
+// B[k, n..n+3] or B[k..k+3, n] (transposed)
+fn loadB4(k: u32, n: u32) -> vec4<f32> {
+#if ${!aligned}
+  if (k >= p.K || n >= p.N) { return vec4<f32>(0.0); }
+#endif
+#if ${transB}
+  return B[(bOff + n * p.K + k) / 4u];
+#else
+  return B[(bOff + k * p.N + n) / 4u];
+#endif
+}
+#else
 fn loadB(k: u32, n: u32) -> f32 {
 #if ${!aligned}
   if (k >= p.K || n >= p.N) { return 0.0; }
@@ -130,6 +173,7 @@ fn loadB(k: u32, n: u32) -> f32 {
   return B[bOff + k * p.N + n];
 #endif
 }
+#endif
 
 @compute @workgroup_size(${WX}, ${WY}, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -143,7 +187,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let cOff = wid.z * p.batchC;
   ${accs.map((i) => `var acc${i} = vec4<f32>(0.0);`).join(' ')}
   for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
-${loads('A', aVecs, BM)}${loads('B', bVecs, BN)}    workgroupBarrier();
+${loads('A', aVecs, BM, vecA, !transA)}${loads('B', bVecs, BN, vecB, transB)}    workgroupBarrier();
 ${inner}    workgroupBarrier();
   }
   let n = n0 + tx * 4u;
@@ -439,7 +483,9 @@ export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, 
     launch(spec, args, [Math.ceil(N / (4 * SG)), Math.ceil(M / tile.TM), batch]);
   } else {
     const aligned = M % tile.BM === 0 && N % tile.BN === 0 && K % tile.BK === 0;
-    launch(matmulSpec(transA, transB, aligned, tile), args, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
+    const vecA = K > 0 && (transA ? M % 4 === 0 : K % 4 === 0);
+    const vecB = K > 0 && (transB ? K % 4 === 0 : N % 4 === 0);
+    launch(matmulSpec(transA, transB, aligned, tile, vecA, vecB), args, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
   }
   return c;
 }

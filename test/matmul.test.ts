@@ -42,12 +42,12 @@ const cases: [number, number, number, boolean, boolean, number, number][] = [
 
 // Every kernel family this device can run, each on the cases that reach its code paths (a variant costs up to
 // seconds of shader compilation on lavapipe the first time; Mesa caches it on disk after that):
-// - tiled: the original cases (aligned and not, transposes, batches);
+// - tiled: aligned and not, transposes, batches, scalar and vec4 loads;
 // - broadcast with textures at one subgroup of rows: every case (textures where shapes allow, buffers elsewhere);
 // - broadcast with buffers at 16 rows (2 A loads per step) on the vec4-shaped cases;
 // - the default tile (TM=32, textures: 4 A loads per step) on partial tiles and the both-textures case.
 const lanes = broadcastLanes();
-const tiles: [MatmulTile, number[] | null][] = [[DEFAULT_TILE, [0, 1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16]]];
+const tiles: [MatmulTile, number[] | null][] = [[DEFAULT_TILE, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 15, 16, 17]]];
 if (lanes) {
   tiles.push([{ kind: 'broadcast', TM: lanes % 4 === 0 ? lanes : 4 * lanes, textures: true }, null]);
   if (16 % lanes === 0) tiles.push([{ kind: 'broadcast', TM: 16 }, [2, 9, 10, 11, 13, 17, 18]]);
