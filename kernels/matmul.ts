@@ -1,14 +1,16 @@
 // Batched matmul C[b] = op(A[b]) · op(B[b]), op = optional transpose given as a flag (never a copy).
-// Two kernel families; the engine picks one per adapter (engine/tune.ts measures, bench/matmul-ladder.ts shows
-// why):
+// Two kernel families; the engine picks one per adapter (defaultTile(), refined by engine/tune.ts;
+// bench/matmul-ladder.ts shows the steps and their speed):
 // - 'tiled': a workgroup computes a BM x BN tile of C through BK-deep slabs of A and B staged in workgroup
 //   memory (as vec4 rows), each thread a TM x 4 register block. Portable: any adapter, no optional features.
-// - 'broadcast': for CPU adapters (lavapipe). There every storage or workgroup load whose address is not a
-//   compile-time constant becomes a per-lane scalar loop with a bounds check (~6-8 instructions per float),
-//   while arithmetic is one instruction per 8 lanes, so loads per FMA decide the speed. One subgroup (= one
-//   SIMD group of SG lanes) computes TM rows x 4·SG columns: each lane owns 4 columns (one vec4 of B per k) and
-//   all TM rows; the TM rows of A are loaded cooperatively, one vec4 per lane, and handed to every lane with
-//   subgroupBroadcast (a register extract, no memory). Per 4 k's: TM/SG + 4 vec4 loads for 16·TM multiply-adds.
+// - 'broadcast': for CPU adapters (lavapipe). There a storage-buffer or workgroup load whose address is not a
+//   compile-time constant becomes a per-lane scalar loop with a bounds check (~14 instructions per float),
+//   while arithmetic is one instruction for all 8 (or 16) lanes, so loads per multiply-add decide the speed.
+//   One subgroup (one SIMD group of SG lanes) computes TM rows x 4·SG columns: each lane owns 4 columns (one
+//   vec4 of B per k) and all TM rows; the rows of A are loaded cooperatively, one vec4 per lane, and handed to
+//   every lane with subgroupBroadcast (a register shuffle, no memory). Per 4 k's: TM/SG + 4 vec4 loads for
+//   16·TM multiply-adds per lane. Operands whose rows are multiples of 64 floats are read from rgba32float
+//   storage textures (see operandTexture), which lavapipe fetches with vector loads.
 // Both unroll their inner loop at generation time (WGSL loops are costly on llvmpipe) and take shapes as
 // uniforms; vec4 loads are used where the contiguous dimension is a multiple of 4, scalar loads otherwise.
 
