@@ -16,7 +16,7 @@ import { cpus } from 'node:os';
 const originalEnv = { ...process.env };
 
 const { getDevice, releaseDevice, sync, pool } = await import('../engine/index.ts');
-const { _gpuHandle } = await import('../engine/device.ts');
+const deviceModule = await import('../engine/device.ts'); // its _gpuHandle is a live binding, set by getDevice()
 const { tuneMatmul } = await import('../engine/tune.ts');
 const { broadcastLanes } = await import('../kernels/matmul.ts');
 const { lavapipeConfig } = await import('../engine/lavapipe.ts');
@@ -76,7 +76,11 @@ const ctx = await getDevice();
 let peer: Peer | null = null;
 try {
   if (args.peer === 'process') peer = await peerProcess(originalEnv);
-  else if (args.peer === 'same-process' && _gpuHandle) peer = await peerInProcess(_gpuHandle);
+  else if (args.peer === 'same-process') {
+    const gpu = deviceModule._gpuHandle;
+    if (!gpu) throw new Error('no Dawn instance to share (the device was not created through the webgpu package)');
+    peer = await peerInProcess(gpu);
+  }
 } catch (e) {
   console.error(`peer: tfjs-backend-webgpu unavailable (${(e as Error).message}); peer columns stay empty`);
 }
