@@ -1,6 +1,8 @@
 // One GPUDevice per process (or page). Node gets Dawn through the `webgpu` package, imported lazily so that
 // browser bundles never see it; browsers get navigator.gpu.
 
+import { configureLavapipe } from './lavapipe.ts';
+
 export interface DeviceInfo {
   vendor: string;
   architecture: string;
@@ -77,6 +79,7 @@ async function nodeGpu(): Promise<GPU> {
   // Dawn keeps the Node process alive while the object returned by create() is referenced; releaseDevice()
   // drops our only reference so that a script exits when its work is done.
   if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
+  await configureLavapipe(); // before Dawn loads the driver (engine/lavapipe.ts)
   const mod: any = await import('webgpu');
   Object.assign(globalThis, mod.globals);
   return mod.create([]) as GPU;

@@ -5,7 +5,8 @@
 import { gpu, onRelease, unlessDeviceLost as unlessLost, DeviceLostError } from './device.ts';
 import { BufferPool, sizeClass } from './pool.ts';
 
-export type BindingKind = 'uniform' | 'read' | 'rw';
+/** 'texture': a read-only rgba32float 2-D storage texture (WGSL texture_storage_2d<rgba32float, read>). */
+export type BindingKind = 'uniform' | 'read' | 'rw' | 'texture';
 
 export interface KernelSpec {
   /** Op name, used as the pipeline label and in every error about this kernel. */
@@ -155,11 +156,15 @@ function pipelineFor(spec: KernelSpec): CachedPipeline {
   if (p) return p;
   const { device } = gpu(spec.name);
   device.pushErrorScope('validation');
-  const entries: GPUBindGroupLayoutEntry[] = spec.bindings.map((kind, binding) => ({
-    binding,
-    visibility: 4, // GPUShaderStage.COMPUTE
-    buffer: { type: kind === 'uniform' ? 'uniform' : kind === 'read' ? 'read-only-storage' : 'storage' },
-  }));
+  const entries: GPUBindGroupLayoutEntry[] = spec.bindings.map((kind, binding) =>
+    kind === 'texture'
+      ? { binding, visibility: 4, storageTexture: { access: 'read-only', format: 'rgba32float', viewDimension: '2d' } }
+      : {
+          binding,
+          visibility: 4, // GPUShaderStage.COMPUTE
+          buffer: { type: kind === 'uniform' ? 'uniform' : kind === 'read' ? 'read-only-storage' : 'storage' },
+        },
+  );
   const layout = device.createBindGroupLayout({ label: spec.name, entries });
   const module = device.createShaderModule({ label: spec.name, code: spec.code });
   const pipeline = device.createComputePipeline({
@@ -220,10 +225,11 @@ export function encoderForCopy(op = 'a buffer copy'): GPUCommandEncoder {
   return s.encoder;
 }
 
-export type LaunchArg = BufferRange | ArrayBuffer;
+export type LaunchArg = BufferRange | ArrayBuffer | GPUTextureView;
 
 /**
- * Records one dispatch. `args` follow spec.bindings: an ArrayBuffer for a uniform, a BufferRange for storage.
+ * Records one dispatch. `args` follow spec.bindings: an ArrayBuffer for a uniform, a BufferRange for storage,
+ * a GPUTextureView for a 'texture'.
  * Workgroup counts above the device limit are a caller bug; use grid1d() for large 1-D launches.
  */
 export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number, number?, number?]): void {
@@ -238,7 +244,11 @@ export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number,
       return;
     }
     if (spec.bindings[i] === 'uniform') throw new Error(`${spec.name}: binding ${i} is a uniform but got a buffer range`);
-    checkRange(spec.name, i, a, device);
+    const isRange = 'buffer' in a;
+    if ((spec.bindings[i] === 'texture') !== !isRange) {
+      throw new Error(`${spec.name}: binding ${i} is '${spec.bindings[i]}' but got ${isRange ? 'a buffer range' : 'a texture view'}`);
+    }
+    if (isRange) checkRange(spec.name, i, a, device);
   });
   const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
   const [x, y = 1, z = 1] = workgroups;
@@ -249,6 +259,7 @@ export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number,
   const { pipeline, layout } = pipelineFor(spec);
   const entries: GPUBindGroupEntry[] = args.map((a, binding) => {
     if (a instanceof ArrayBuffer) return { binding, resource: { buffer: uniformFor(a) } };
+    if (!('buffer' in a)) return { binding, resource: a };
     return { binding, resource: { buffer: a.buffer, offset: a.offset, size: a.size } };
   });
   device.pushErrorScope('validation');

@@ -1,29 +1,82 @@
 // Batched matmul C[b] = op(A[b]) · op(B[b]), op = optional transpose given as a flag (never a copy).
-// Tiled: a workgroup computes a BM x BN tile of C through BK-deep slabs of A and B staged in workgroup memory
-// (as vec4 rows), each thread a TM x 4 register block; the slab loop body is unrolled at generation time
-// because WGSL loops are costly on llvmpipe. Shapes that are multiples of the tile skip the bounds checks.
+// Two kernel families; the engine picks one per adapter (defaultTile(), refined by engine/tune.ts;
+// bench/matmul-ladder.ts shows the steps and their speed):
+// - 'tiled': a workgroup computes a BM x BN tile of C through BK-deep slabs of A and B staged in workgroup
+//   memory (as vec4 rows), each thread a TM x 4 register block. Portable: any adapter, no optional features.
+// - 'broadcast': for CPU adapters (lavapipe). There a storage-buffer or workgroup load whose address is not a
+//   compile-time constant becomes a per-lane scalar loop with a bounds check (~14 instructions per float),
+//   while arithmetic is one instruction for all 8 (or 16) lanes, so loads per multiply-add decide the speed.
+//   One subgroup (one SIMD group of SG lanes) computes TM rows x 4·SG columns: each lane owns 4 columns (one
+//   vec4 of B per k) and all TM rows; the rows of A are loaded cooperatively, one vec4 per lane, and handed to
+//   every lane with subgroupBroadcast (a register shuffle, no memory). Per 4 k's: TM/SG + 4 vec4 loads for
+//   16·TM multiply-adds per lane. Operands whose rows are multiples of 64 floats are read from rgba32float
+//   storage textures (see operandTexture), which lavapipe fetches with vector loads.
+// Both unroll their inner loop at generation time (WGSL loops are costly on llvmpipe) and take shapes as
+// uniforms; vec4 loads are used where the contiguous dimension is a multiple of 4, scalar loads otherwise.
 
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
-import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { gpu, onRelease } from '../engine/device.ts';
+import { launch, u32s, encoderForCopy, recorderStats, type KernelSpec, type LaunchArg } from '../engine/recorder.ts';
 import { Tensor, empty, fmtShape, type Shape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { sumToShape } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 
-export interface MatmulTile {
+export interface TiledTile {
+  kind?: 'tiled';
   BM: number; // rows of C per workgroup
   BN: number; // columns of C per workgroup (4 per thread)
   BK: number; // depth of one slab
   TM: number; // rows per thread
 }
 
-export const DEFAULT_TILE: MatmulTile = { BM: 64, BN: 64, BK: 16, TM: 4 };
+export interface BroadcastTile {
+  kind: 'broadcast';
+  TM: number; // rows of C per subgroup: a multiple of 4 and of the subgroup size
+  /** read A and B through rgba32float storage textures where the shapes allow (see operandTexture) */
+  textures?: boolean;
+}
+
+export type MatmulTile = TiledTile | BroadcastTile;
+
+export const DEFAULT_TILE: TiledTile = { BM: 64, BN: 64, BK: 16, TM: 4 };
+export const BROADCAST_TILE: BroadcastTile = { kind: 'broadcast', TM: 32, textures: true };
+
+export function tileName(t: MatmulTile): string {
+  return t.kind === 'broadcast' ? `broadcast TM=${t.TM}${t.textures ? ' +textures' : ''}` : `tiled ${t.BM}x${t.BN}x${t.BK} TM=${t.TM}`;
+}
+
+/**
+ * The subgroup size the broadcast kernel is generated for, or 0 where it cannot run: the device needs the
+ * 'subgroups' feature and a fixed subgroup size (min = max), since the kernel maps lanes to columns by index.
+ */
+export function broadcastLanes(): number {
+  const ctx = gpu();
+  if (!ctx.hasSubgroups) return 0;
+  const info = ctx.adapter.info as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
+  const lo = info.subgroupMinSize ?? 0;
+  const hi = info.subgroupMaxSize ?? 0;
+  return lo > 0 && lo === hi && lo <= 64 ? lo : 0;
+}
+
+/** The tile for this adapter before any tuning: broadcast on CPU adapters that allow it, tiled elsewhere. */
+export function defaultTile(): MatmulTile {
+  const ctx = gpu();
+  const cpuLike = ctx.info.isFallback || ctx.info.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(ctx.info.description);
+  const sg = broadcastLanes();
+  return cpuLike && sg && BROADCAST_TILE.TM % sg === 0 ? BROADCAST_TILE : DEFAULT_TILE;
+}
 
 const specs = new Map<string, KernelSpec>();
 
-export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, tile: MatmulTile = DEFAULT_TILE): KernelSpec {
+/**
+ * The tiled kernel. vecA / vecB: the operand is read as vec4 (same conditions as the broadcast kernel: the
+ * contiguous dimension % 4 == 0); along the slab's rows it goes to workgroup memory as is, along k it is
+ * scattered into the 4 rows of the slab.
+ */
+export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, tile: TiledTile = DEFAULT_TILE, vecA = false, vecB = false): KernelSpec {
   const { BM, BN, BK, TM } = tile;
-  const key = `${transA}${transB}${aligned}${BM}_${BN}_${BK}_${TM}`;
+  const key = `tiled${transA}${transB}${aligned}${vecA}${vecB}${BM}_${BN}_${BK}_${TM}`;
   let s = specs.get(key);
   if (s) return s;
   const WX = BN / 4; // threads along n
@@ -41,28 +94,52 @@ export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, t
     }
     inner += '    }\n';
   }
-  const loads = (what: 'A' | 'B', vecs: number, rowsPerK: number) => {
+  // slab element e of As / Bs is [kk][4 consecutive rows q..q+3]; `vec` reads 4 floats at once: along the rows
+  // (transposed A, plain B) straight into e, or along k (plain A, transposed B) scattered into 4 slab rows
+  const loads = (what: 'A' | 'B', vecs: number, rowsPerK: number, vec: boolean, alongK: boolean) => {
     let out = '';
+    const S = what === 'A' ? 'As' : 'Bs';
+    const at = what === 'A' ? (r: string, k: string) => `loadA(m0 + ${r}, k0 + ${k})` : (r: string, k: string) => `loadB(k0 + ${k}, n0 + ${r})`;
+    const at4 = what === 'A' ? (r: string, k: string) => `loadA4(m0 + ${r}, k0 + ${k})` : (r: string, k: string) => `loadB4(k0 + ${k}, n0 + ${r})`;
     for (let e = 0; e < Math.ceil(vecs / threads); e++) {
       const guard = (e + 1) * threads > vecs ? `if (tid + ${e * threads}u < ${vecs}u) ` : '';
-      out += `    ${guard}{ let e = tid + ${e * threads}u; let kk = e / ${rowsPerK / 4}u; let q = (e % ${rowsPerK / 4}u) * 4u;\n`;
-      out += what === 'A'
-        ? `      As[e] = vec4<f32>(loadA(m0 + q, k0 + kk), loadA(m0 + q + 1u, k0 + kk), loadA(m0 + q + 2u, k0 + kk), loadA(m0 + q + 3u, k0 + kk)); }\n`
-        : `      Bs[e] = vec4<f32>(loadB(k0 + kk, n0 + q), loadB(k0 + kk, n0 + q + 1u), loadB(k0 + kk, n0 + q + 2u), loadB(k0 + kk, n0 + q + 3u)); }\n`;
+      if (vec && alongK) {
+        out += `    ${guard}{ let e = tid + ${e * threads}u; let r = e / ${BK / 4}u; let j = (e % ${BK / 4}u) * 4u; let v = ${at4('r', 'j')};\n`;
+        for (let c = 0; c < 4; c++) out += `      ${S}[(j + ${c}u) * ${rowsPerK / 4}u + r / 4u][r % 4u] = v.${'xyzw'[c]};\n`;
+        out += '    }\n';
+      } else {
+        out += `    ${guard}{ let e = tid + ${e * threads}u; let kk = e / ${rowsPerK / 4}u; let q = (e % ${rowsPerK / 4}u) * 4u;\n`;
+        out += vec
+          ? `      ${S}[e] = ${at4('q', 'kk')}; }\n`
+          : `      ${S}[e] = vec4<f32>(${[0, 1, 2, 3].map((c) => at(`q + ${c}u`, 'kk')).join(', ')}); }\n`;
+      }
     }
     return out;
   };
   const code = wgsl`
 struct P { M: u32, N: u32, K: u32, batchA: u32, batchB: u32, batchC: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(1) var<storage, read> A: array<${vecA ? 'vec4<f32>' : 'f32'}>;
+@group(0) @binding(2) var<storage, read> B: array<${vecB ? 'vec4<f32>' : 'f32'}>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 var<workgroup> As: array<vec4<f32>, ${aVecs}>;
 var<workgroup> Bs: array<vec4<f32>, ${bVecs}>;
 var<private> aOff: u32;
 var<private> bOff: u32;
 
+#if ${vecA}
+// A[m..m+3, k] (transposed) or A[m, k..k+3]; the start is a multiple of 4, so one bound covers all four
+fn loadA4(m: u32, k: u32) -> vec4<f32> {
+#if ${!aligned}
+  if (m >= p.M || k >= p.K) { return vec4<f32>(0.0); }
+#endif
+#if ${transA}
+  return A[(aOff + k * p.M + m) / 4u];
+#else
+  return A[(aOff + m * p.K + k) / 4u];
+#endif
+}
+#else
 fn loadA(m: u32, k: u32) -> f32 {
 #if ${!aligned}
   if (m >= p.M || k >= p.K) { return 0.0; }
@@ -73,7 +150,21 @@ fn loadA(m: u32, k: u32) -> f32 {
   return A[aOff + m * p.K + k];
 #endif
 }
+#endif
 
+#if ${vecB}
+// B[k, n..n+3] or B[k..k+3, n] (transposed)
+fn loadB4(k: u32, n: u32) -> vec4<f32> {
+#if ${!aligned}
+  if (k >= p.K || n >= p.N) { return vec4<f32>(0.0); }
+#endif
+#if ${transB}
+  return B[(bOff + n * p.K + k) / 4u];
+#else
+  return B[(bOff + k * p.N + n) / 4u];
+#endif
+}
+#else
 fn loadB(k: u32, n: u32) -> f32 {
 #if ${!aligned}
   if (k >= p.K || n >= p.N) { return 0.0; }
@@ -84,6 +175,7 @@ fn loadB(k: u32, n: u32) -> f32 {
   return B[bOff + k * p.N + n];
 #endif
 }
+#endif
 
 @compute @workgroup_size(${WX}, ${WY}, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -97,7 +189,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let cOff = wid.z * p.batchC;
   ${accs.map((i) => `var acc${i} = vec4<f32>(0.0);`).join(' ')}
   for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
-${loads('A', aVecs, BM)}${loads('B', bVecs, BN)}    workgroupBarrier();
+${loads('A', aVecs, BM, vecA, !transA)}${loads('B', bVecs, BN, vecB, transB)}    workgroupBarrier();
 ${inner}    workgroupBarrier();
   }
   let n = n0 + tx * 4u;
@@ -115,13 +207,232 @@ ${inner}    workgroupBarrier();
   return s;
 }
 
-let tileChoice: MatmulTile = DEFAULT_TILE;
-/** Chosen by the tuner (bench/ and engine/tune.ts) per adapter; DEFAULT_TILE until then. */
+/** Which loads a broadcast kernel uses; every flag is a property of the shapes, checked by the launcher. */
+export interface BroadcastVariant {
+  transA: boolean;
+  transB: boolean;
+  /** A read as vec4: along k (K % 4 == 0) or, transposed, along m (M % 4 == 0) */
+  vecA: boolean;
+  /** B read as vec4: along n (N % 4 == 0) or, transposed, along k (K % 4 == 0) */
+  vecB: boolean;
+  /** C written as vec4 (N % 4 == 0) */
+  vecC: boolean;
+  /** A / B read from an rgba32float storage texture holding the same vec4s (implies vecA / vecB) */
+  texA: boolean;
+  texB: boolean;
+  /** K % 4 != 0: a guarded tail step after the 4-deep main loop */
+  raggedK: boolean;
+  TM: number;
+  SG: number;
+}
+
+export function broadcastSpec(v: BroadcastVariant): KernelSpec {
+  const { transA, transB, vecA, vecB, vecC, texA, texB, raggedK, TM, SG } = v;
+  if ((texA && !vecA) || (texB && !vecB) || ((texA || texB) && raggedK)) throw new Error('matmul: texture operands need vec4 shapes and K % 4 == 0');
+  const key = `broadcast${JSON.stringify(v)}`;
+  let s = specs.get(key);
+  if (s) return s;
+  if (TM % SG !== 0 || TM % 4 !== 0) throw new Error(`matmul: broadcast tile TM=${TM} must be a multiple of 4 and of the subgroup size ${SG}`);
+  const G = TM / SG; // A loads per 4-deep step, one vec4 per lane each
+  const TQ = TM / 4; // quads of rows (transposed, vectorized A)
+  const rows = [...Array(TM).keys()];
+  const quad = [0, 1, 2, 3];
+  const xyzw = 'xyzw';
+  const vecMode = (vec: boolean) => (vec ? 'vec4<f32>' : 'f32');
+  // a(i, kk): A[m0 + i, k + kk], the same in every lane
+  let aVal: (i: number, kk: number) => string;
+  let loadA = '';
+  if (vecA && transA) {
+    // A is [K, M]: the TM x 4 block is TQ quads of 4 rows for each of the 4 k's; lane l of load g holds
+    // quad e % TQ of k + e / TQ, e = g·SG + l
+    for (let g = 0; g < G; g++) loadA += texA ? `    let la${g} = textureLoad(A, vec2<u32>(aq${g}, k + ak${g}));\n` : `    let la${g} = A[aOff4 + (k + ak${g}) * M4 + aq${g}];\n`;
+    for (let e = 0; e < TM; e++) loadA += `    let t${e} = subgroupBroadcast(la${Math.floor(e / SG)}, ${e % SG}u);\n`;
+    aVal = (i, kk) => `t${kk * TQ + (i >> 2)}.${xyzw[i & 3]}`;
+  } else {
+    // lane l of load g holds row g·SG + l for the 4 k's
+    for (let g = 0; g < G; g++) {
+      if (texA) loadA += `    let la${g} = textureLoad(A, vec2<u32>(kb, ra${g}));\n`;
+      else if (vecA) loadA += `    let la${g} = A[aOff4 + ra${g} * K4 + kb];\n`;
+      else if (transA) loadA += `    let la${g} = vec4<f32>(${quad.map((kk) => `A[aOff + (k + ${kk}u) * M + ra${g}]`).join(', ')});\n`;
+      else loadA += `    let la${g} = vec4<f32>(${quad.map((kk) => `A[aOff + ra${g} * K + k + ${kk}u]`).join(', ')});\n`;
+    }
+    for (const i of rows) loadA += `    let a${i} = subgroupBroadcast(la${Math.floor(i / SG)}, ${i % SG}u);\n`;
+    aVal = (i, kk) => `a${i}.${xyzw[kk]}`;
+  }
+  // b{kk}: this lane's 4 columns of B at row k + kk
+  let loadB = '';
+  if (vecB && transB) {
+    for (const c of quad) loadB += texB ? `    let tb${c} = textureLoad(B, vec2<u32>(kb, cn${c}));\n` : `    let tb${c} = B[bOff4 + cn${c} * K4 + kb];\n`;
+    for (const kk of quad) loadB += `    let b${kk} = vec4<f32>(tb0.${xyzw[kk]}, tb1.${xyzw[kk]}, tb2.${xyzw[kk]}, tb3.${xyzw[kk]});\n`;
+  } else {
+    for (const kk of quad) {
+      if (texB) loadB += `    let b${kk} = textureLoad(B, vec2<u32>(nq, k + ${kk}u));\n`;
+      else if (vecB) loadB += `    let b${kk} = B[bOff4 + (k + ${kk}u) * N4 + nq];\n`;
+      else if (transB) loadB += `    let b${kk} = vec4<f32>(${quad.map((c) => `B[bOff + cn${c} * K + k + ${kk}u]`).join(', ')});\n`;
+      else loadB += `    let b${kk} = vec4<f32>(${quad.map((c) => `B[bOff + (k + ${kk}u) * N + cn${c}]`).join(', ')});\n`;
+    }
+  }
+  // one write per accumulator per step: inside a loop every write to a var costs a masked blend, a load and a
+  // store on llvmpipe, so the 4 k's are chained in one expression (same order of additions as 4 writes)
+  const chain = (i: number, val: (i: number, kk: number) => string) =>
+    `    acc${i} = ${quad.reduce((inner, kk) => `fma(vec4<f32>(${val(i, kk)}), b${kk}, ${inner})`, `acc${i}`)};\n`;
+  let fmas = '';
+  for (const i of rows) fmas += chain(i, aVal);
+  // the ragged-K tail reads scalars with k guarded (zeros past K on both sides, so garbage never meets a product)
+  let tail = '';
+  if (raggedK) {
+    const kIdx = (kk: number) => `min(k + ${kk}u, K - 1u)`;
+    const aIdx = (g: number, kk: number) => (transA ? `aOff + ${kIdx(kk)} * M + ra${g}` : `aOff + ra${g} * K + ${kIdx(kk)}`);
+    const bIdx = (c: number, kk: number) => (transB ? `bOff + cn${c} * K + ${kIdx(kk)}` : `bOff + ${kIdx(kk)} * N + cn${c}`);
+    for (let g = 0; g < G; g++) tail += `    let la${g} = vec4<f32>(${quad.map((kk) => `select(0.0, readA(${aIdx(g, kk)}), k + ${kk}u < K)`).join(', ')});\n`;
+    for (const i of rows) tail += `    let a${i} = subgroupBroadcast(la${Math.floor(i / SG)}, ${i % SG}u);\n`;
+    for (const kk of quad) tail += `    let b${kk} = vec4<f32>(${quad.map((c) => `select(0.0, readB(${bIdx(c, kk)}), k + ${kk}u < K)`).join(', ')});\n`;
+    for (const i of rows) tail += chain(i, (r, kk) => `a${r}.${xyzw[kk]}`);
+  }
+  // the TM rows are stored by a loop, not unrolled: a vec4 store is a long per-lane sequence on llvmpipe, and TM
+  // copies of it cost seconds of shader compilation for a part that runs once per subgroup
+  let store = `  var rowsOut: array<vec4<f32>, ${TM}>;\n`;
+  for (const i of rows) store += `  rowsOut[${i}] = acc${i};\n`;
+  store += `  for (var i = 0u; i < ${TM}u; i++) {\n    let m = m0 + i;\n    if (m >= M) { break; }\n    let v = rowsOut[i];\n`;
+  if (vecC) store += `    if (n < N) { C[cOff4 + m * N4 + n / 4u] = v; }\n`;
+  else store += `    let r = cOff + m * N;\n   ${quad.map((c) => ` if (n + ${c}u < N) { C[r + n + ${c}u] = v.${xyzw[c]}; }`).join('')}\n`;
+  store += '  }\n';
+  const code = wgsl`enable subgroups;
+struct P { M: u32, N: u32, K: u32, batchA: u32, batchB: u32, batchC: u32, pad0: u32, pad1: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var${texA ? ' A: texture_storage_2d<rgba32float, read>' : `<storage, read> A: array<${vecMode(vecA)}>`};
+@group(0) @binding(2) var${texB ? ' B: texture_storage_2d<rgba32float, read>' : `<storage, read> B: array<${vecMode(vecB)}>`};
+@group(0) @binding(3) var<storage, read_write> C: array<${vecMode(vecC)}>;
+
+#if ${raggedK}
+fn readA(i: u32) -> f32 {
+#if ${vecA}
+  return A[i / 4u][i % 4u];
+#else
+  return A[i];
+#endif
+}
+
+fn readB(i: u32) -> f32 {
+#if ${vecB}
+  return B[i / 4u][i % 4u];
+#else
+  return B[i];
+#endif
+}
+#endif
+
+@compute @workgroup_size(${SG}, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let M = p.M; let N = p.N; let K = p.K;
+  let M4 = M / 4u; let N4 = N / 4u; let K4 = K / 4u;
+  let lane = lid.x;
+  let m0 = wid.y * ${TM}u;
+  let n = wid.x * ${4 * SG}u + lane * 4u;
+  let aOff = wid.z * p.batchA; let bOff = wid.z * p.batchB; let cOff = wid.z * p.batchC;
+  let aOff4 = aOff / 4u; let bOff4 = bOff / 4u; let cOff4 = cOff / 4u;
+  // rows and columns this lane loads, clamped into the matrix: values past M or N only reach accumulators
+  // that are never stored
+  ${[...Array(G).keys()].map((g) => `let ra${g} = min(m0 + ${g * SG}u + lane, M - 1u);`).join(' ')}
+  ${vecA && transA ? [...Array(G).keys()].map((g) => `let ak${g} = (${g * SG}u + lane) / ${TQ}u; let aq${g} = min(m0 / 4u + (${g * SG}u + lane) % ${TQ}u, M4 - 1u);`).join(' ') : ''}
+  ${quad.map((c) => `let cn${c} = min(n + ${c}u, N - 1u);`).join(' ')}
+  let nq = min(n, N - 4u) / 4u;
+  ${rows.map((i) => `var acc${i} = vec4<f32>(0.0);`).join(' ')}
+  for (var kb = 0u; kb < K4; kb++) {
+    let k = kb * 4u;
+${loadA}${loadB}${fmas}  }
+#if ${raggedK}
+  {
+    let k = K4 * 4u;
+${tail}  }
+#endif
+${store}}`;
+  s = { name: 'matmul', code, bindings: ['uniform', texA ? 'texture' : 'read', texB ? 'texture' : 'read', 'rw'] };
+  specs.set(key, s);
+  return s;
+}
+
+// ---- operand textures ----------------------------------------------------------------------------------
+// lavapipe fetches an rgba32float storage-texture texel for 8 lanes with 8 vector loads and a transpose, while a
+// storage-buffer vec4 costs a bounds-checked scalar loop over lanes and components: about half the instructions
+// per step of the broadcast kernel (bench/matmul-ladder.ts). So that kernel copies each operand whose rows are
+// whole multiples of 256 bytes (copyBufferToTexture's row pitch) into a texture kept per (operand, size). The
+// copy and the reads are recorded in order in the one command encoder, so the next matmul may reuse the texture.
+
+interface OperandTexture {
+  texture: GPUTexture;
+  view: GPUTextureView;
+  bytes: number;
+}
+const textures = new Map<string, OperandTexture>(); // in least-recently-used order
+let textureBytes = 0;
+const retired: { texture: GPUTexture; submits: number }[] = [];
+let textureCacheBytes = 256 * 2 ** 20;
+const TEXTURE_USAGE = 0x08 | 0x02; // STORAGE_BINDING | COPY_DST
+
+function operandTexture(slot: 'A' | 'B', t: Tensor, rows: number, cols: number): GPUTextureView {
+  const submits = recorderStats().submits;
+  // an evicted texture may still be read by recorded commands: destroy it once those were submitted
+  while (retired.length && retired[0].submits < submits) retired.shift()!.texture.destroy();
+  const key = `${slot}${rows}x${cols}`;
+  let e = textures.get(key);
+  if (e) textures.delete(key);
+  else {
+    const texture = gpu().device.createTexture({ label: `matmul ${slot} [${rows}, ${cols}]`, size: [cols / 4, rows], format: 'rgba32float', usage: TEXTURE_USAGE });
+    e = { texture, view: texture.createView(), bytes: rows * cols * 4 };
+    textureBytes += e.bytes;
+  }
+  trimTextures(textureCacheBytes - e.bytes, submits); // e is out of the map here: the others make room for it
+  textures.set(key, e);
+  encoderForCopy().copyBufferToTexture({ buffer: t.storage.buffer, offset: t.byteOffset, bytesPerRow: cols * 4, rowsPerImage: rows }, { texture: e.texture }, [cols / 4, rows]);
+  return e.view;
+}
+
+/** Evicts least recently used textures until those in the map take at most `limit` bytes. */
+function trimTextures(limit: number, submits = recorderStats().submits): void {
+  let inMap = 0;
+  for (const e of textures.values()) inMap += e.bytes;
+  for (const [k, old] of textures) {
+    if (inMap <= limit) break;
+    textures.delete(k);
+    inMap -= old.bytes;
+    textureBytes -= old.bytes;
+    retired.push({ texture: old.texture, submits });
+  }
+}
+
+/** Textures the broadcast kernel keeps for its operands (memory accounting). */
+export function matmulTextureStats(): { textures: number; bytes: number } {
+  return { textures: textures.size, bytes: textureBytes };
+}
+
+/** Caps the memory of the operand-texture cache (default 256 MiB); least recently used textures go first. */
+export function setMatmulTextureCacheBytes(bytes: number): void {
+  textureCacheBytes = bytes;
+  trimTextures(bytes);
+}
+
+let tileChoice: MatmulTile | null = null;
+onRelease(() => {
+  tileChoice = null; // the next device may be another adapter
+  textures.clear(); // destroyed with the device
+  textureBytes = 0;
+  retired.length = 0;
+});
+
+/** Sets the tile every matmul uses from now on (engine/tune.ts calls this with the fastest one it measured). */
 export function setMatmulTile(t: MatmulTile): void {
+  if (t.kind === 'broadcast') {
+    const sg = broadcastLanes();
+    if (!sg) throw new Error(`setMatmulTile: ${tileName(t)} needs the 'subgroups' feature with a fixed subgroup size, which this device lacks`);
+    if (t.TM % sg !== 0 || t.TM % 4 !== 0) throw new Error(`setMatmulTile: ${tileName(t)}: TM must be a multiple of 4 and of the subgroup size ${sg}`);
+  }
   tileChoice = t;
 }
+
+/** The tile in use: the one set, else defaultTile() for this adapter. */
 export function matmulTile(): MatmulTile {
-  return tileChoice;
+  return (tileChoice ??= defaultTile());
 }
 
 interface MatmulDims {
@@ -152,15 +463,33 @@ function dims(a: Tensor, b: Tensor, transA: boolean, transB: boolean): MatmulDim
 }
 
 /** The raw kernel launch (no tape). */
-export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, tile = tileChoice): Tensor {
+export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, tile: MatmulTile = matmulTile()): Tensor {
   const { batch, M, N, K, outShape } = dims(a, b, transA, transB);
   if (batch > 65535) throw new Error(`matmul: batch ${batch} exceeds 65535 (A ${fmtShape(a.shape)}, B ${fmtShape(b.shape)})`);
   const c = empty(outShape, 'f32', 'matmul');
   if (c.size === 0) return c;
-  const aligned = M % tile.BM === 0 && N % tile.BN === 0 && K % tile.BK === 0;
-  const spec = matmulSpec(transA, transB, aligned, tile);
   const u = u32s(M, N, K, a.rank === 3 ? M * K : 0, b.rank === 3 ? K * N : 0, M * N);
-  launch(spec, [u, a.binding('matmul'), b.binding('matmul'), c.binding('matmul')], [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
+  const args: LaunchArg[] = [u, a.binding('matmul'), b.binding('matmul'), c.binding('matmul')];
+  if (tile.kind === 'broadcast') {
+    const SG = broadcastLanes();
+    // vec4 bindings need whole vec4s: K > 0 (else A and B are empty) and the contiguous dimension % 4 == 0
+    const vecA = K > 0 && (transA ? M % 4 === 0 : K % 4 === 0);
+    const vecB = K > 0 && (transB ? K % 4 === 0 : N % 4 === 0);
+    // a texture holds one 2-D operand as stored ([rows, cols]); rows of whole 256-byte multiples, no K tail
+    const maxDim = gpu().device.limits.maxTextureDimension2D;
+    const texOk = (t: Tensor) => !!tile.textures && t.rank === 2 && K % 4 === 0 && t.shape[1] % 64 === 0 && t.shape[1] / 4 <= maxDim && t.shape[0] <= maxDim;
+    const texA = vecA && texOk(a);
+    const texB = vecB && texOk(b);
+    if (texA) args[1] = operandTexture('A', a, a.shape[0], a.shape[1]);
+    if (texB) args[2] = operandTexture('B', b, b.shape[0], b.shape[1]);
+    const spec = broadcastSpec({ transA, transB, vecA, vecB, vecC: N % 4 === 0, texA, texB, raggedK: K % 4 !== 0, TM: tile.TM, SG });
+    launch(spec, args, [Math.ceil(N / (4 * SG)), Math.ceil(M / tile.TM), batch]);
+  } else {
+    const aligned = M % tile.BM === 0 && N % tile.BN === 0 && K % tile.BK === 0;
+    const vecA = K > 0 && (transA ? M % 4 === 0 : K % 4 === 0);
+    const vecB = K > 0 && (transB ? K % 4 === 0 : N % 4 === 0);
+    launch(matmulSpec(transA, transB, aligned, tile, vecA, vecB), args, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
+  }
   return c;
 }
 

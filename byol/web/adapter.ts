@@ -3,7 +3,7 @@
 // adapter like SwiftShader (256 invocations, 32 KiB of workgroup memory, 10 storage buffers) is checked up front.
 
 import type { GpuContext } from '../../engine/index.ts';
-import { matmulSpec, matmulTile } from '../../kernels/matmul.ts';
+import { matmulSpec, matmulTile, tileName, DEFAULT_TILE } from '../../kernels/matmul.ts';
 
 export interface Requirement {
   limit: string;
@@ -40,14 +40,15 @@ export function wgslFootprint(code: string): { size: number[]; invocations: numb
 /** The engine's largest workgroup footprint: the matmul tile in use; elementwise and reductions use 256 x 1 x 1. */
 export function engineNeeds(): { invocations: number; sizeX: number; sizeY: number; workgroupBytes: number; storageBuffers: number; tile: string } {
   const t = matmulTile();
-  const mm = wgslFootprint(matmulSpec(false, false, false, t).code);
+  // the broadcast kernel (CPU adapters) is one subgroup per workgroup; the tiled kernel is the larger footprint
+  const mm = wgslFootprint(matmulSpec(false, false, false, t.kind === 'broadcast' ? DEFAULT_TILE : t).code);
   return {
     invocations: Math.max(256, mm.invocations),
     sizeX: Math.max(256, mm.size[0]),
     sizeY: mm.size[1] ?? 1,
     workgroupBytes: mm.workgroupBytes,
     storageBuffers: mm.storageBuffers,
-    tile: `${t.BM}×${t.BN}×${t.BK}`,
+    tile: tileName(t),
   };
 }
 

@@ -1,0 +1,61 @@
+// What a benchmark row is. A case is a small declarative entry: a name, the shape it runs at, the work per op
+// (FLOPs, or bytes for memory-bound ops), and one builder per engine that makes the case's inputs and returns
+// a closure recording a single op. The two builders are independent (same seeded data), so the peer's half can
+// run in another process (bench/peer-worker.ts). bench/run.ts times the closures and compares the outputs.
+
+import type { Tf } from './peer.ts';
+
+export interface SideOps {
+  /** Records one op (no waiting); disposes what it creates. */
+  op: () => void;
+  /** Runs one op and reads its output back: the cross-check between engines (also a warm-up). */
+  output?: () => Promise<Float32Array>;
+  /** Frees this side's inputs. */
+  dispose: () => void;
+}
+
+export interface BenchCase {
+  /** what runs, e.g. 'matmul' or 'mlp fc1 dW' */
+  name: string;
+  /** the shapes, e.g. '[256, 512]ᵀ·[256, 4096]' */
+  shape: string;
+  /** floating-point operations per op (multiply-add = 2) → GFLOPS column */
+  flops?: number;
+  /** bytes read + written per op, for memory-bound ops → GB/s column */
+  bytes?: number;
+  /** only in the full run (slow for the peer, e.g. tfjs matmul 2048 takes ~4 s per op) */
+  fullOnly?: boolean;
+  /** longest the peer may spend sampling this case, ms (default: the run's budget) */
+  peerBudgetMs?: number;
+  /** our engine's op; the device is ready */
+  ours: () => SideOps | Promise<SideOps>;
+  /** the same op in tfjs-backend-webgpu on identical inputs; absent where the peer has no such op */
+  peer?: (tf: Tf) => SideOps | Promise<SideOps>;
+}
+
+/** Deterministic uniform values in [-1, 1) (mulberry32), so both sides see identical inputs. */
+export function randomData(n: number, seed = 1): Float32Array {
+  let a = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
+  }
+  return out;
+}
+
+/** max |a - b| / max(|b|, 1e-3): the same normalized error the op tests use. */
+export function normalizedDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Infinity;
+  let err = 0;
+  let scale = 1e-3;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return err / scale;
+}

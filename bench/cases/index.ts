@@ -1,0 +1,6 @@
+// Every benchmark row, in the order bench/run.ts prints them. Add a kernel family's rows here.
+
+import type { BenchCase } from '../case.ts';
+import { matmulCases } from './matmul.ts';
+
+export const allCases: BenchCase[] = [...matmulCases];

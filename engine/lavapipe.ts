@@ -1,0 +1,62 @@
+// Settings for Mesa's lavapipe (the CPU Vulkan driver Dawn uses when there is no GPU), applied in Node before
+// Dawn loads the driver. Other drivers ignore them.
+//
+// lavapipe runs 8 invocations per SIMD instruction by default, even on CPUs with AVX-512. With
+// LP_NATIVE_VECTOR_WIDTH=512 it runs 16 (subgroup size 16). Our heavy kernels are bound by instruction count,
+// not by FMA throughput, so 16 lanes per instruction nearly halves their time: broadcast matmul 1024³ goes
+// from ~25 to ~47 GFLOPS of CPU time (bench/matmul-ladder.ts); a pure-FMA loop gains nothing.
+// Mesa's on-disk shader cache does not key its texture-fetch functions by this width (a 512-wide process reads
+// 256-wide ones and gets zeros), so every non-default width keeps its own cache directory.
+// Opt out by setting LP_NATIVE_VECTOR_WIDTH yourself (e.g. LP_NATIVE_VECTOR_WIDTH=256).
+
+/** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
+const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
+
+export interface LavapipeConfig {
+  /** the SIMD width this process asked lavapipe for, or null where it left the driver's default */
+  vectorWidth: number | null;
+  /** why */
+  note: string;
+}
+
+let applied: LavapipeConfig | null = null;
+
+/** Chooses lavapipe's SIMD width for this process; call before the first webgpu create(). Idempotent. */
+export async function configureLavapipe(): Promise<LavapipeConfig> {
+  if (applied) return applied;
+  const env = process.env;
+  const fs = await nodeModule('node:fs');
+  const path = await nodeModule('node:path');
+  const os = await nodeModule('node:os');
+  let width: number | null = null;
+  let why: string;
+  if (env.LP_NATIVE_VECTOR_WIDTH) {
+    width = Number(env.LP_NATIVE_VECTOR_WIDTH);
+    why = `LP_NATIVE_VECTOR_WIDTH=${width} set by the user`;
+  } else {
+    let flags = '';
+    try {
+      flags = /^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+    } catch {
+      // not Linux: keep the driver's default
+    }
+    if (/\bavx512f\b/.test(flags)) {
+      width = 512;
+      env.LP_NATIVE_VECTOR_WIDTH = '512';
+      why = 'AVX-512 CPU: LP_NATIVE_VECTOR_WIDTH=512';
+    } else why = 'CPU without AVX-512: lavapipe default width';
+  }
+  // any width other than the default gets a shader cache of its own, also when the user chose it
+  if (width !== null && width !== 256) {
+    const base = env.MESA_SHADER_CACHE_DIR || env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+    env.MESA_SHADER_CACHE_DIR = path.join(base, `byol-webgpu-lp${width}`);
+    why += `, shader cache ${env.MESA_SHADER_CACHE_DIR}`;
+  }
+  applied = { vectorWidth: width, note: why };
+  return applied;
+}
+
+/** What configureLavapipe() did in this process (null before it ran). */
+export function lavapipeConfig(): LavapipeConfig | null {
+  return applied;
+}

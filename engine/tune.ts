@@ -1,0 +1,228 @@
+// Per-adapter choice of the matmul tile: time a few candidate tiles once on a representative product and keep
+// the fastest, cached per adapter (in memory; in Node in a JSON file under the OS temp folder; in browsers in
+// localStorage). Optional: without it matmul uses defaultTile(), the usual winner for the adapter's kind.
+// Every candidate computes the same sums (only the rounding can differ); a candidate whose output disagrees
+// with the others' is never chosen.
+//
+//   import { tuneMatmul } from 'byol-webgpu/engine/tune.ts';
+//   const r = await tuneMatmul();   // { choice: { name, tile }, source: 'measured' | 'cache' | 'memory', ms, timings }
+
+import { gpu } from './device.ts';
+import { sync } from './recorder.ts';
+import { tensor } from './tensor.ts';
+import { matmulRaw, setMatmulTile, matmulTile, broadcastLanes, tileName, defaultTile, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
+
+/** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
+const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
+
+/** Bump when kernels change so that cached choices are measured again. */
+const KERNEL_VERSION = 4;
+const STORAGE_KEY = 'byol-webgpu:matmul-tile';
+
+export interface TuneResult {
+  choice: { name: string; tile: MatmulTile };
+  /** measured now, read from the cache file / localStorage, or already tuned in this process */
+  source: 'measured' | 'cache' | 'memory';
+  /** time tuneMatmul() took */
+  ms: number;
+  /** per-candidate ms per op on the tuning shape (measured runs only); Infinity = skipped or rejected */
+  timings: { name: string; ms: number }[];
+}
+
+export interface TuneOptions {
+  /** measure even if a cached choice exists */
+  force?: boolean;
+  /** side of the square product timed (default 512) */
+  size?: number;
+  /** stop trying further candidates after this long, ms (default 1500) */
+  budgetMs?: number;
+  /** Node: the cache file, or null for none (default: $BYOL_WEBGPU_CACHE_DIR or os.tmpdir(), byol-webgpu/tune.json) */
+  cacheFile?: string | null;
+  /** candidate tiles (default: candidatesFor this adapter) */
+  candidates?: MatmulTile[];
+}
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof (globalThis as any).window === 'undefined';
+let tunedFor: { key: string; result: TuneResult } | null = null;
+
+function adapterKey(): string {
+  const { info } = gpu();
+  return `v${KERNEL_VERSION}|${info.vendor}|${info.architecture}|${info.description}|sg${broadcastLanes()}`;
+}
+
+/** The tiles worth timing on this adapter: a few broadcast depths where subgroups allow, a few tiled shapes. */
+export function candidatesFor(): MatmulTile[] {
+  const sg = broadcastLanes();
+  const def = defaultTile();
+  const out: MatmulTile[] = [def];
+  const add = (t: MatmulTile) => {
+    if (!out.some((o) => tileName(o) === tileName(t))) out.push(t);
+  };
+  if (sg) {
+    for (const TM of [32, 16, 24]) if (TM % sg === 0) add({ kind: 'broadcast', TM, textures: true });
+    if (32 % sg === 0) add({ kind: 'broadcast', TM: 32 });
+  }
+  // on CPU adapters the tiled kernel is ~10x slower than broadcast (bench/matmul-ladder.ts): not worth timing
+  if (def.kind !== 'broadcast') for (const t of [DEFAULT_TILE, { BM: 32, BN: 64, BK: 16, TM: 4 }]) add(t);
+  return out;
+}
+
+/** Keep the default unless a candidate beats it by more than this: close calls flip with the machine's load. */
+const SWITCH_MARGIN = 0.9;
+
+// ---- cache -------------------------------------------------------------------------------------------
+
+type CacheFile = Record<string, { tile: MatmulTile; ms: number; date: string }>;
+
+async function cachePath(opt: string | null | undefined): Promise<string | null> {
+  if (opt !== undefined) return opt;
+  const os = await nodeModule('node:os');
+  const path = await nodeModule('node:path');
+  const dir = process.env.BYOL_WEBGPU_CACHE_DIR || path.join(os.tmpdir(), 'byol-webgpu');
+  return path.join(dir, 'tune.json');
+}
+
+async function readCache(file: string | null): Promise<CacheFile> {
+  try {
+    if (isNode) {
+      if (!file) return {};
+      const fs = await nodeModule('node:fs');
+      return JSON.parse(fs.readFileSync(file, 'utf8')) as CacheFile;
+    }
+    const raw = (globalThis as any).localStorage?.getItem(STORAGE_KEY);
+    return raw ? (JSON.parse(raw) as CacheFile) : {};
+  } catch {
+    return {}; // missing or unreadable: measure
+  }
+}
+
+async function writeCache(file: string | null, data: CacheFile): Promise<void> {
+  try {
+    if (isNode) {
+      if (!file) return;
+      const fs = await nodeModule('node:fs');
+      const path = await nodeModule('node:path');
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, JSON.stringify(data, null, 2) + '\n');
+    } else (globalThis as any).localStorage?.setItem(STORAGE_KEY, JSON.stringify(data));
+  } catch {
+    // a read-only disk or disabled storage only costs a re-measure next time
+  }
+}
+
+function usable(t: MatmulTile): boolean {
+  try {
+    const prev = matmulTile();
+    setMatmulTile(t); // validates against this device
+    setMatmulTile(prev);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ---- measuring ---------------------------------------------------------------------------------------
+
+function randomValues(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    out[i] = x / 4294967296 - 0.5;
+  }
+  return out;
+}
+
+/**
+ * Compiles each candidate and checks its output against the first candidate's, then times them in rounds, one
+ * sample of ~25 ms per candidate per round, round-robin so that load from other processes spreads over all of
+ * them; a candidate's time is its best sample. Candidates not reached within the budget are Infinity.
+ */
+async function measure(candidates: MatmulTile[], size: number, budgetMs: number): Promise<{ name: string; ms: number; tile: MatmulTile }[]> {
+  const a = tensor(randomValues(size * size, 1), [size, size]);
+  const b = tensor(randomValues(size * size, 2), [size, size]);
+  const t0 = performance.now();
+  const out = candidates.map((tile) => ({ name: tileName(tile), ms: Infinity, tile, k: 0 }));
+  let reference: Float32Array | null = null;
+  const timeOps = async (tile: MatmulTile, k: number) => {
+    const s = performance.now();
+    for (let i = 0; i < k; i++) matmulRaw(a, b, false, false, tile).dispose();
+    await sync();
+    return (performance.now() - s) / k;
+  };
+  try {
+    for (const c of out) {
+      if (reference && performance.now() - t0 > budgetMs / 2) break; // keep half the budget for timing
+      const first = matmulRaw(a, b, false, false, c.tile); // compiles
+      const got = (await first.toArray()) as Float32Array;
+      first.dispose();
+      if (!reference) reference = got;
+      else if (maxRelDiff(got, reference) > 1e-4) continue; // wrong here: never chosen
+      const one = await timeOps(c.tile, 1);
+      c.ms = one;
+      c.k = Math.max(1, Math.min(64, Math.round(25 / Math.max(one, 0.05))));
+    }
+    for (let round = 0; round < 4 && performance.now() - t0 < budgetMs; round++) {
+      for (const c of out) if (c.k > 0) c.ms = Math.min(c.ms, await timeOps(c.tile, c.k));
+    }
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+  return out.map(({ name, ms, tile }) => ({ name, ms, tile }));
+}
+
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let err = 0;
+  let scale = 1e-3;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return err / scale;
+}
+
+/** Picks the fastest matmul tile for this adapter (measuring at most once per adapter) and sets it. */
+export async function tuneMatmul(opts: TuneOptions = {}): Promise<TuneResult> {
+  const t0 = performance.now();
+  const key = adapterKey();
+  if (!opts.force && !opts.candidates && tunedFor?.key === key) {
+    setMatmulTile(tunedFor.result.choice.tile);
+    return { ...tunedFor.result, source: 'memory', ms: performance.now() - t0 };
+  }
+  const file = isNode ? await cachePath(opts.cacheFile) : null;
+  const cache = await readCache(file);
+  const hit = cache[key];
+  if (!opts.force && !opts.candidates && hit && usable(hit.tile)) {
+    setMatmulTile(hit.tile);
+    const result: TuneResult = { choice: { name: tileName(hit.tile), tile: hit.tile }, source: 'cache', ms: performance.now() - t0, timings: [] };
+    tunedFor = { key, result };
+    return result;
+  }
+  const candidates = (opts.candidates ?? candidatesFor()).filter(usable);
+  if (candidates.length === 0) throw new Error('tuneMatmul: no usable candidate tile for this device');
+  const timings = await measure(candidates, opts.size ?? 512, opts.budgetMs ?? 1500);
+  let best = timings.reduce((x, y) => (y.ms < x.ms ? y : x));
+  const def = timings.find((t) => tileName(t.tile) === tileName(defaultTile()));
+  if (def && Number.isFinite(def.ms) && best.ms > def.ms * SWITCH_MARGIN) best = def;
+  if (!Number.isFinite(best.ms)) throw new Error('tuneMatmul: every candidate failed its check');
+  setMatmulTile(best.tile);
+  const result: TuneResult = {
+    choice: { name: best.name, tile: best.tile },
+    source: 'measured',
+    ms: performance.now() - t0,
+    timings: timings.map(({ name, ms }) => ({ name, ms })),
+  };
+  if (!opts.candidates) {
+    cache[key] = { tile: best.tile, ms: best.ms, date: new Date().toISOString() };
+    await writeCache(file, cache);
+    tunedFor = { key, result };
+  }
+  return result;
+}
+
+/** Forgets the in-process choice (tests; or after changing TuneOptions.candidates by hand). */
+export function clearTuneMemo(): void {
+  tunedFor = null;
+}
