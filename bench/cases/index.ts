@@ -2,5 +2,6 @@
 
 import type { BenchCase } from '../case.ts';
 import { matmulCases } from './matmul.ts';
+import { convCases } from './conv.ts';
 
-export const allCases: BenchCase[] = [...matmulCases];
+export const allCases: BenchCase[] = [...matmulCases, ...convCases];

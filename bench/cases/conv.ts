@@ -1,0 +1,82 @@
+// conv2d rows at ResNet layer shapes (stride 1, padding 1 = TF's 'same' for 3x3): forward, input gradient,
+// weight gradient, and forward + both gradients. The peer runs tf.conv2d, Conv2DBackpropInput,
+// Conv2DBackpropFilter and tf.grads of conv2d on identical NHWC/HWIO data.
+
+import { tensor, conv2d, fmtShape } from '../../engine/index.ts';
+import { conv2dBackwardInput, conv2dBackwardWeight, convOutSize, type ConvGeom } from '../../kernels/conv2d.ts';
+import type { BenchCase, SideOps } from '../case.ts';
+import { randomData } from '../case.ts';
+import type { Tf } from '../peer.ts';
+
+type Which = 'fwd' | 'dx' | 'dW' | 'fwd+dx+dW';
+
+function convCase(which: Which, N: number, H: number, C: number, K: number, extra: Partial<BenchCase> = {}): BenchCase {
+  const g: ConvGeom = { N, H, W: H, Cin: C, KH: 3, KW: 3, Cout: K, stride: 1, pad: 1, OH: convOutSize(H, 3, 1, 1), OW: convOutSize(H, 3, 1, 1) };
+  const xs = [N, H, H, C];
+  const ws = [3, 3, C, K];
+  const ys = [N, g.OH, g.OW, K];
+  const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const one = 2 * N * g.OH * g.OW * K * 9 * C;
+  return {
+    name: `conv2d ${which}`,
+    shape: `x ${fmtShape(xs)} w ${fmtShape(ws)}`,
+    flops: which === 'fwd+dx+dW' ? 3 * one : one,
+    ...extra,
+    ours(): SideOps {
+      const x = tensor(randomData(size(xs), 1), xs);
+      const w = tensor(randomData(size(ws), 2), ws);
+      const dy = tensor(randomData(size(ys), 3), ys);
+      const run = () => {
+        if (which === 'fwd') return [conv2d(x, w, null, { stride: 1, padding: 1 })];
+        if (which === 'dx') return [conv2dBackwardInput(dy, w, g)];
+        if (which === 'dW') return [conv2dBackwardWeight(x, dy, g)];
+        return [conv2d(x, w, null, { stride: 1, padding: 1 }), conv2dBackwardInput(dy, w, g), conv2dBackwardWeight(x, dy, g)];
+      };
+      return {
+        op: () => run().forEach((t) => t.dispose()),
+        output: async () => {
+          const outs = run();
+          const last = (await outs[outs.length - 1].toArray()) as Float32Array;
+          outs.forEach((t) => t.dispose());
+          return last;
+        },
+        dispose: () => [x, w, dy].forEach((t) => t.dispose()),
+      };
+    },
+    peer(tf: Tf): SideOps {
+      const x = tf.tensor(randomData(size(xs), 1), xs) as any;
+      const w = tf.tensor(randomData(size(ws), 2), ws) as any;
+      const dy = tf.tensor(randomData(size(ys), 3), ys) as any;
+      const attrs: any = { strides: [1, 1], pad: 'same', dataFormat: 'NHWC', dilations: [1, 1] };
+      const grads = tf.grads((a: any, b: any) => tf.conv2d(a, b, 1, 'same'));
+      const run = (): any[] => {
+        if (which === 'fwd') return [tf.conv2d(x, w, 1, 'same')];
+        if (which === 'dx') return [tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: xs })];
+        if (which === 'dW') return [tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: ws })];
+        const [gx, gw] = grads([x, w], dy);
+        return [gx, gw];
+      };
+      return {
+        op: () => run().forEach((t) => t.dispose()),
+        output: async () => {
+          const outs = run();
+          const last = (await outs[outs.length - 1].data()) as Float32Array;
+          outs.forEach((t) => t.dispose());
+          return last;
+        },
+        dispose: () => [x, w, dy].forEach((t) => t.dispose()),
+      };
+    },
+  };
+}
+
+// ResNet-18 (CIFAR-style) layer shapes at batch 32; the 32x32x64 layer is the baselines document's.
+export const convCases: BenchCase[] = [
+  convCase('fwd', 32, 32, 64, 64),
+  convCase('dx', 32, 32, 64, 64),
+  convCase('dW', 32, 32, 64, 64),
+  convCase('fwd+dx+dW', 32, 32, 64, 64),
+  convCase('fwd', 32, 16, 128, 128, { fullOnly: true }),
+  convCase('fwd', 32, 8, 256, 256, { fullOnly: true }),
+  convCase('fwd', 32, 4, 512, 512, { fullOnly: true }),
+];
