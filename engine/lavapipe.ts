@@ -7,7 +7,9 @@
 // from ~25 to ~47 GFLOPS of CPU time (bench/matmul-ladder.ts); a pure-FMA loop gains nothing.
 // Mesa's on-disk shader cache does not key its texture-fetch functions by this width (a 512-wide process reads
 // 256-wide ones and gets zeros), so every non-default width keeps its own cache directory.
-// Opt out by setting LP_NATIVE_VECTOR_WIDTH yourself (e.g. LP_NATIVE_VECTOR_WIDTH=256).
+// Not the default: conv2d's subgroup kernels are written for 4- and 8-wide subgroups and fall back to a portable
+// path at 16 that is ~10x slower (measured: conv forward 2.4 vs ~25 GFLOPS), and convolutions dominate a BYOL
+// step. Opt in with LP_NATIVE_VECTOR_WIDTH=512 for matmul-heavy work.
 
 /** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
 const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
@@ -40,11 +42,9 @@ export async function configureLavapipe(): Promise<LavapipeConfig> {
     } catch {
       // not Linux: keep the driver's default
     }
-    if (/\bavx512f\b/.test(flags)) {
-      width = 512;
-      env.LP_NATIVE_VECTOR_WIDTH = '512';
-      why = 'AVX-512 CPU: LP_NATIVE_VECTOR_WIDTH=512';
-    } else why = 'CPU without AVX-512: lavapipe default width';
+    why = /\bavx512f\b/.test(flags)
+      ? 'lavapipe default width (LP_NATIVE_VECTOR_WIDTH=512 would speed matmul up on this AVX-512 CPU, but not conv2d)'
+      : 'lavapipe default width';
   }
   // any width other than the default gets a shader cache of its own, also when the user chose it
   if (width !== null && width !== 256) {
