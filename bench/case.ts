@@ -48,14 +48,4 @@ export function randomData(n: number, seed = 1): Float32Array {
 }
 
 /** max |a - b| / max(|b|, 1e-3): the same normalized error the op tests use. */
-export function normalizedDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return Infinity;
-  let err = 0;
-  let scale = 1e-3;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return err / scale;
-}
+export { normalizedError as normalizedDiff } from '../engine/ref.ts';

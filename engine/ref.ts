@@ -63,3 +63,19 @@ export function map(a: Arr, f: (x: number, i: number) => number): Arr {
   for (let i = 0; i < out.length; i++) out[i] = f(a.data[i], i);
   return { data: out, shape: [...a.shape] };
 }
+
+/**
+ * Normalized max error: max |a - b| over max(max |b|, floor); NaN anywhere makes it Infinity. The one comparison
+ * used by the op tests, the benchmark cross-check and the tile tuner.
+ */
+export function normalizedError(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-3): number {
+  if (a.length !== b.length) return Infinity;
+  let err = 0;
+  let scale = floor;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return err / scale;
+}

@@ -4,10 +4,11 @@
 // Every candidate computes the same sums (only the rounding can differ); a candidate whose output disagrees
 // with the others' is never chosen.
 //
-//   import { tuneMatmul } from 'byol-webgpu/engine/tune.ts';
+//   import { tuneMatmul } from 'byol-webgpu';
 //   const r = await tuneMatmul();   // { choice: { name, tile }, source: 'measured' | 'cache' | 'memory', ms, timings }
 
 import { gpu } from './device.ts';
+import { normalizedError } from './ref.ts';
 import { sync } from './recorder.ts';
 import { tensor } from './tensor.ts';
 import { matmulRaw, setMatmulTile, matmulTile, broadcastLanes, tileName, defaultTile, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
@@ -157,7 +158,7 @@ async function measure(candidates: MatmulTile[], size: number, budgetMs: number)
       const got = (await first.toArray()) as Float32Array;
       first.dispose();
       if (!reference) reference = got;
-      else if (maxRelDiff(got, reference) > 1e-4) continue; // wrong here: never chosen
+      else if (normalizedError(got, reference) > 1e-4) continue; // wrong here: never chosen
       const one = await timeOps(c.tile, 1);
       c.ms = one;
       c.k = Math.max(1, Math.min(64, Math.round(25 / Math.max(one, 0.05))));
@@ -172,16 +173,6 @@ async function measure(candidates: MatmulTile[], size: number, budgetMs: number)
   return out.map(({ name, ms, tile }) => ({ name, ms, tile }));
 }
 
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let err = 0;
-  let scale = 1e-3;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return err / scale;
-}
 
 /** Picks the fastest matmul tile for this adapter (measuring at most once per adapter) and sets it. */
 export async function tuneMatmul(opts: TuneOptions = {}): Promise<TuneResult> {

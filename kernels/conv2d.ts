@@ -76,7 +76,7 @@ export function setConvLaneMode(mode: 'auto' | 'subgroups' | 'portable'): void {
 }
 
 function lanes(): Lanes {
-  const c = gpu();
+  const c = gpu('conv2d');
   const info: any = (c.adapter as any).info ?? {};
   const width = info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0;
   // wider subgroups would need SG*RB rows of registers per lane: too many, so they take the portable kernels

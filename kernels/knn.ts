@@ -264,7 +264,7 @@ export function knnVote(sims: Tensor, labels: Tensor, o: KnnVoteOptions, into?: 
   if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new Error(`${op}: numClasses must be a positive integer, got ${o.numClasses}`);
   if (needsGrad(sims)) throw new Error(`${op}: not differentiable; call it under noGrad() or on a detached tensor`);
   if (R > 65535) throw new Error(`${op}: ${R} rows exceed 65535 per dispatch; split the queries`);
-  const budget = Math.min(o.workgroupBytes ?? Infinity, gpu().device.limits.maxComputeWorkgroupStorageSize);
+  const budget = Math.min(o.workgroupBytes ?? Infinity, gpu('knnVote').device.limits.maxComputeWorkgroupStorageSize);
   const plan = planBytes(LARGE) <= budget ? LARGE : SMALL;
   if (planBytes(plan) > budget) throw new Error(`${op}: needs ${planBytes(SMALL)} bytes of workgroup memory, the budget is ${budget}`);
   let preds: Tensor;

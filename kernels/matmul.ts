@@ -51,7 +51,7 @@ export function tileName(t: MatmulTile): string {
  * 'subgroups' feature and a fixed subgroup size (min = max), since the kernel maps lanes to columns by index.
  */
 export function broadcastLanes(): number {
-  const ctx = gpu();
+  const ctx = gpu('matmul');
   if (!ctx.hasSubgroups) return 0;
   const info = ctx.adapter.info as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
   const lo = info.subgroupMinSize ?? 0;
@@ -61,7 +61,7 @@ export function broadcastLanes(): number {
 
 /** The tile for this adapter before any tuning: broadcast on CPU adapters that allow it, tiled elsewhere. */
 export function defaultTile(): MatmulTile {
-  const ctx = gpu();
+  const ctx = gpu('matmul');
   const cpuLike = ctx.info.isFallback || ctx.info.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(ctx.info.description);
   const sg = broadcastLanes();
   return cpuLike && sg && BROADCAST_TILE.TM % sg === 0 ? BROADCAST_TILE : DEFAULT_TILE;
@@ -378,7 +378,7 @@ function operandTexture(slot: 'A' | 'B', t: Tensor, rows: number, cols: number):
   let e = textures.get(key);
   if (e) textures.delete(key);
   else {
-    const texture = gpu().device.createTexture({ label: `matmul ${slot} [${rows}, ${cols}]`, size: [cols / 4, rows], format: 'rgba32float', usage: TEXTURE_USAGE });
+    const texture = gpu('matmul').device.createTexture({ label: `matmul ${slot} [${rows}, ${cols}]`, size: [cols / 4, rows], format: 'rgba32float', usage: TEXTURE_USAGE });
     e = { texture, view: texture.createView(), bytes: rows * cols * 4 };
     textureBytes += e.bytes;
   }
@@ -476,7 +476,7 @@ export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, 
     const vecA = K > 0 && (transA ? M % 4 === 0 : K % 4 === 0);
     const vecB = K > 0 && (transB ? K % 4 === 0 : N % 4 === 0);
     // a texture holds one 2-D operand as stored ([rows, cols]); rows of whole 256-byte multiples, no K tail
-    const maxDim = gpu().device.limits.maxTextureDimension2D;
+    const maxDim = gpu('matmul').device.limits.maxTextureDimension2D;
     const texOk = (t: Tensor) => !!tile.textures && t.rank === 2 && K % 4 === 0 && t.shape[1] % 64 === 0 && t.shape[1] / 4 <= maxDim && t.shape[0] <= maxDim;
     const texA = vecA && texOk(a);
     const texB = vecB && texOk(b);

@@ -30,6 +30,18 @@ console.log(`device: ${ctx.info.description || ctx.info.vendor} (${ctx.info.arch
 const { liveTensors } = await import('../engine/memory.ts');
 const { sync } = await import('../engine/recorder.ts');
 const { deviceGeneration } = await import('../engine/device.ts');
+
+/** The live-buffer count, first replacing a device that a test left lost or released (device-loss tests). */
+async function liveOnWorkingDevice(): Promise<number> {
+  try {
+    await sync();
+    return liveTensors();
+  } catch {
+    releaseDevice();
+    await getDevice();
+    return liveTensors();
+  }
+}
 const { tapeLength, clearTape } = await import('../engine/tape.ts');
 
 // Every file must give back every buffer it took and leave the tape empty: a runner before and after each file's
@@ -43,15 +55,13 @@ for (const f of files) {
   let before = 0;
   let generation = 0;
   group.push(async () => {
-    await sync().catch(() => {});
-    before = liveTensors();
+    before = await liveOnWorkingDevice();
     generation = deviceGeneration();
     return [true, 0, 0, 0];
   });
   await import(pathToFileURL(f).href);
   group.push(async () => {
-    await sync().catch(() => {});
-    const after = liveTensors();
+    const after = await liveOnWorkingDevice();
     const tape = tapeLength();
     clearTape();
     // a file that replaces the device (device-loss tests) starts a new pool: then nothing may be live at all

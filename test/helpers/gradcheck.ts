@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Tensor, tensor, backward, tidy, liveTensors, sync } from '../../engine/index.ts';
 import type { Arr } from '../../engine/ref.ts';
-import { size } from '../../engine/ref.ts';
+import { size, normalizedError as relErr } from '../../engine/ref.ts';
 
 /** Deterministic PRNG (mulberry32) so failures reproduce. */
 export function rng(seed: number): () => number {
@@ -28,17 +28,7 @@ export function randArr(shape: number[], r: () => number, lo = -1, hi = 1): Arr 
 }
 
 /** Normalized max error: max |a - b| over max(|b|, floor). */
-export function relErr(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-3): number {
-  if (a.length !== b.length) return Infinity;
-  let err = 0;
-  let scale = floor;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= err)) err = Number.isNaN(d) ? Infinity : d;
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return err / scale;
-}
+export { normalizedError as relErr } from '../../engine/ref.ts';
 
 export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): void {
   const e = relErr(got, want);
