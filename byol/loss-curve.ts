@@ -19,7 +19,7 @@ function line(png: PNG, x0: number, y0: number, x1: number, y1: number, c: RGB):
   }
 }
 
-/** Draws points (step, loss) and an exponential moving average of them; returns PNG bytes. */
+/** Draws points (step, loss) and a trailing mean of them; returns PNG bytes. */
 export function lossCurvePng(points: { step: number; loss: number }[], width = 640, height = 360): Buffer {
   const png = new PNG({ width, height });
   png.data.fill(255);
@@ -39,14 +39,17 @@ export function lossCurvePng(points: { step: number; loss: number }[], width = 6
   const Y = (v: number) => m.t + H - ((v - lo) / (hi - lo)) * H;
   for (let g = 1; g < 5; g++) line(png, m.l + 1, m.t + (H * g) / 5, m.l + W, m.t + (H * g) / 5, [230, 230, 230]);
   for (let i = 1; i < pts.length; i++) line(png, X(pts[i - 1].step), Y(pts[i - 1].loss), X(pts[i].step), Y(pts[i].loss), [160, 190, 230]);
-  let ema = pts[0].loss;
-  let prev = { x: X(pts[0].step), y: Y(ema) };
-  const a = Math.min(0.5, 10 / pts.length);
-  for (let i = 1; i < pts.length; i++) {
-    ema = (1 - a) * ema + a * pts[i].loss;
-    const cur = { x: X(pts[i].step), y: Y(ema) };
-    line(png, prev.x, prev.y, cur.x, cur.y, [200, 40, 40]);
-    line(png, prev.x, prev.y + 1, cur.x, cur.y + 1, [200, 40, 40]);
+  // a trailing mean over ~2.5% of the points: follows the curve without the lag of a slow EMA
+  const w = Math.max(1, Math.round(pts.length / 40));
+  let acc = 0;
+  let prev: { x: number; y: number } | null = null;
+  for (let i = 0; i < pts.length; i++) {
+    acc += pts[i].loss - (i >= w ? pts[i - w].loss : 0);
+    const cur = { x: X(pts[i].step), y: Y(acc / Math.min(i + 1, w)) };
+    if (prev) {
+      line(png, prev.x, prev.y, cur.x, cur.y, [200, 40, 40]);
+      line(png, prev.x, prev.y + 1, cur.x, cur.y + 1, [200, 40, 40]);
+    }
     prev = cur;
   }
   return PNG.sync.write(png);
