@@ -3,11 +3,9 @@ import * as assert from 'uvu/assert';
 import { tensor, mul, sum, add, backward, tidy, liveTensors, sync } from '../engine/index.ts';
 import { Arena, ArenaLayout, ARENA_ALIGN, NORM_CHUNK, KIND_CODE, arenaStats, type SegmentSpec } from '../engine/arena.ts';
 import { rng } from './helpers/gradcheck.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('arena');
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 // awkward sizes: 1, 3, 257, 1000 and one spanning several reduction chunks
 const SPECS: SegmentSpec[] = [

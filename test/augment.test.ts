@@ -12,12 +12,10 @@ import { drawParams, byolAugmentConfig, blurRadius, BYOL_VIEW1, BYOL_VIEW2, type
 import { augmentationPreviewPng } from '../byol/preview.ts';
 import type { Arr } from '../engine/ref.ts';
 import { assertClose, randArr, rng } from './helpers/gradcheck.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('augment');
 const TOL = 2e-5;
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 /** A view config in which nothing fires unless a test turns it on. */
 const NOTHING: ViewConfig = { ...BYOL_VIEW1, crop: false, flipProb: 0, jitterProb: 0, grayProb: 0, blurProb: 0, solarizeProb: 0 };

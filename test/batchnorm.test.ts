@@ -4,6 +4,7 @@ import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, t
 import { batchNorm, ref } from '../kernels/batchnorm.ts';
 import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('batchnorm');
 
@@ -168,9 +169,6 @@ t('dispatch count: at most 3 forward and 3 backward', async () => {
   }
   await sync();
 });
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 t('errors name the op and the shapes', async () => {
   const before = liveTensors();

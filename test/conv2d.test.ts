@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { tensor, variable, backward, tidy, liveTensors, sync } from '../engine/index.ts';
 import { conv2d, setConvLaneMode, setConvTiles, DEFAULT_CONV_TILES, ref } from '../kernels/conv2d.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('conv2d');
 
@@ -88,9 +89,6 @@ t('conv2d of an empty batch', async () => {
   await sync();
   assert.is(liveTensors(), before);
 });
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 t('conv2d errors name the op and the shapes', () => {
   const x = tensor(new Float32Array(2 * 5 * 5 * 3), [2, 5, 5, 3]);

@@ -4,6 +4,7 @@ import { tensor, tidy, backward, liveTensors, sync, add, neg, mulScalar, type Te
 import { cosineLoss, normalizedStd, ref } from '../kernels/cosine.ts';
 import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('cosine');
 
@@ -115,9 +116,6 @@ t('normalizedStd matches the reference; 0 when collapsed, about 1/sqrt(D) when s
   await sync();
   assert.is(liveTensors(), before);
 });
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 t('errors name the op and the shapes', async () => {
   const before = liveTensors();

@@ -15,6 +15,7 @@ import { loadCifar10, parseCifarBatch, CIFAR10_TRAIN_FILES } from '../byol/data/
 import { loadImageFolder } from '../byol/data/folder.ts';
 import { GpuDataset } from '../byol/data/gpu-dataset.ts';
 import { rng } from './helpers/gradcheck.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('data');
 const root = mkdtempSync(join(tmpdir(), 'byol-data-test-'));
@@ -24,9 +25,6 @@ const freshDir = (name = 'd') => {
   mkdirSync(d, { recursive: true });
   return d;
 };
-
-const throwsWith = (fn: () => unknown, ...parts: (string | RegExp)[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => (typeof p === 'string' ? e.message.includes(p) : p.test(e.message))) || (console.error('message was:', e.message), false));
 
 // ---- fixtures -------------------------------------------------------------------------------------------
 

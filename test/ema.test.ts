@@ -6,11 +6,9 @@ import { emaUpdate } from '../engine/ema.ts';
 import { warmupCosine, emaTau } from '../engine/schedule.ts';
 import { ref } from '../kernels/optim.ts';
 import { rng } from './helpers/gradcheck.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('ema and schedules');
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 const SPECS: SegmentSpec[] = [
   { name: 'enc.weight', shape: [1], kind: 'weight' },

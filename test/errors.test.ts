@@ -1,11 +1,9 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { tensor, variable, add, matmul, sum, relu, reshape, backward, tidy, clearTape } from '../engine/index.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('errors');
-
-const throwsWith = (fn: () => unknown, ...parts: (string | RegExp)[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => (typeof p === 'string' ? e.message.includes(p) : p.test(e.message))) || (console.error('message was:', e.message), false));
 
 t('broadcast mismatch names the op and both shapes', () => {
   const a = tensor([1, 2, 3], [3]);

@@ -13,22 +13,9 @@ import { GpuDataset } from '../byol/data/gpu-dataset.ts';
 import type { ImageDataset } from '../byol/data/dataset.ts';
 import { extractFeatures, knnAccuracy, knnPredict, l2NormalizeRows, linearProbe } from '../byol/eval/index.ts';
 import { rng, assertClose } from './helpers/gradcheck.ts';
+import { throwsWith, rejectsWith } from './helpers/errors.ts';
 
 const t = suite('eval');
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
-
-async function rejectsWith(p: Promise<unknown>, ...parts: string[]): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    const msg = (e as Error).message;
-    if (!parts.every((q) => msg.includes(q))) assert.unreachable(`error message '${msg}' lacks one of ${JSON.stringify(parts)}`);
-    return;
-  }
-  assert.unreachable(`expected a rejection mentioning ${JSON.stringify(parts)}`);
-}
 
 /** Predictions must equal the float64 argmax except where its two best class scores are within `rel`. */
 function assertPredictions(got: ArrayLike<number>, scores: Float64Array, R: number, C: number, what: string, rel = 1e-5): void {

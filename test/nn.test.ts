@@ -9,11 +9,9 @@ import {
 import { SGD } from '../engine/optim.ts';
 import { ref as mmRef } from '../kernels/matmul.ts';
 import { assertClose, randArr, rng } from './helpers/gradcheck.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('nn');
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 /** A norm-like layer for the buffer hook: gamma/beta parameters and a running mean updated in training. */
 class ScaleShift extends Module {

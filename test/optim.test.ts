@@ -7,11 +7,9 @@ import { emaUpdate } from '../engine/ema.ts';
 import { Linear, ReLU, Sequential, materialize } from '../engine/nn.ts';
 import { ref, type RefSeg } from '../kernels/optim.ts';
 import { rng } from './helpers/gradcheck.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('optim');
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 // awkward sizes (1, 3, 257, 1000), one that spans several reduction chunks, a weight that starts at zero
 // (LARS falls back to trust 1) and a zero weight that never gets a gradient (both norms zero)

@@ -7,22 +7,9 @@ import { fileURLToPath } from 'node:url';
 import { serializeSafetensors, parseSafetensors, decodeSafetensors, type TensorEntry } from '../engine/safetensors.ts';
 import { saveSafetensors, loadSafetensors, readSafetensors } from '../engine/safetensors-node.ts';
 import { Linear, Sequential, ReLU, materialize } from '../engine/nn.ts';
+import { throwsWith, rejectsWith } from './helpers/errors.ts';
 
 const t = suite('safetensors');
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
-
-async function rejectsWith(p: Promise<unknown>, ...parts: string[]): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    const m = (e as Error).message;
-    if (!parts.every((x) => m.includes(x))) assert.unreachable(`message '${m}' lacks one of ${JSON.stringify(parts)}`);
-    return;
-  }
-  assert.unreachable('expected a rejection');
-}
 
 function sample(): Map<string, TensorEntry> {
   return new Map<string, TensorEntry>([

@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { opTest, rng } from './helpers/gradcheck.ts';
 import { tensor, variable, backward, tidy, liveTensors, sync } from '../engine/index.ts';
 import { softmax, softmaxCrossEntropy, argmax, ref } from '../kernels/softmax.ts';
+import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('softmax');
 
@@ -90,9 +91,6 @@ t('softmaxCrossEntropy is the mean of -log softmax at the label and trains the l
   wantG.forEach((v, i) => assert.ok(Math.abs(g[i] - v) < 1e-6, `grad ${i}: ${g[i]} vs ${v}`));
   for (const t of [x, labels, loss]) t.dispose();
 });
-
-const throwsWith = (fn: () => unknown, ...parts: string[]) =>
-  assert.throws(fn, (e: Error) => parts.every((p) => e.message.includes(p)) || (console.error('message was:', e.message), false));
 
 t('softmax errors name the op and the shapes', () => {
   const x = tensor(new Float32Array(6), [2, 3]);
