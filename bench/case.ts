@@ -23,6 +23,8 @@ export interface BenchCase {
   flops?: number;
   /** bytes read + written per op, for memory-bound ops → GB/s column */
   bytes?: number;
+  /** images per op, for training steps → images/s column */
+  images?: number;
   /** only in the full run (slow for the peer, e.g. tfjs matmul 2048 takes ~4 s per op) */
   fullOnly?: boolean;
   /** longest the peer may spend sampling this case, ms (default: the run's budget) */

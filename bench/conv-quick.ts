@@ -1,27 +1,30 @@
 // Quick conv2d timing: forward, dx and dW of a ResNet-like layer, x [32,32,32,64], w [3,3,64,64], stride 1,
 // padding 1 (2.416 GFLOP each), after warm-up. Not a test. The machine is shared, so it also prints GFLOPS per
 // two CPU-seconds of this process (lavapipe runs on 2 threads): a rough estimate of what an idle machine gives.
-// Usage: tsx bench/conv-quick.ts [repeats] [RB,CB,RQ,dwCB,U ...] [--portable]
+// Usage: tsx bench/conv-quick.ts [repeats] [RB,CB,RQ,dwCB,U,narrowRows ...] [--portable] [--layer N,H,Cin,Cout]
 
 import { getDevice, releaseDevice } from '../engine/device.ts';
 import { tensor } from '../engine/tensor.ts';
 import { sync } from '../engine/recorder.ts';
-import { conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, setConvTiles, setConvLaneMode, DEFAULT_CONV_TILES, type ConvGeom } from '../kernels/conv2d.ts';
+import { conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, setConvTiles, setConvLaneMode, convTilesFor, type ConvGeom } from '../kernels/conv2d.ts';
 
 const args = process.argv.slice(2);
 const repeats = Number(args.find((a) => /^\d+$/.test(a)) ?? 5);
+const layerAt = args.indexOf('--layer');
+const layer = layerAt >= 0 ? args.splice(layerAt, 2)[1].split(',').map(Number) : [32, 32, 64, 64];
 const configs = args.filter((a) => a.includes(','));
 if (args.includes('--portable')) setConvLaneMode('portable');
 
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description}`);
-const [N, H, W, C, K] = [32, 32, 32, 64, 3];
-const g: ConvGeom = { N, H, W, Cin: C, KH: K, KW: K, Cout: C, stride: 1, pad: 1, OH: H, OW: W };
-const flop = 2 * N * H * W * C * C * K * K;
+const [N, H, C, CO] = layer;
+const [W, K] = [H, 3];
+const g: ConvGeom = { N, H, W, Cin: C, KH: K, KW: K, Cout: CO, stride: 1, pad: 1, OH: H, OW: W };
+const flop = 2 * N * H * W * C * CO * K * K;
 const rand = (n: number) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
 const x = tensor(rand(N * H * W * C), [N, H, W, C]);
-const w = tensor(rand(K * K * C * C), [K, K, C, C]);
-const dy = tensor(rand(N * H * W * C), [N, H, W, C]);
+const w = tensor(rand(K * K * C * CO), [K, K, C, CO]);
+const dy = tensor(rand(N * H * W * CO), [N, H, W, CO]);
 
 const ops: [string, () => { dispose(): void }][] = [
   ['forward', () => conv2dRaw(x, w, null, { stride: 1, padding: 1 })],
@@ -33,7 +36,7 @@ for (const cfg of configs.length ? configs : [null]) {
   if (cfg) {
     setConvTiles(tilesOf(cfg));
   }
-  console.log(`tiles ${JSON.stringify(cfg ? { ...DEFAULT_CONV_TILES, ...tilesOf(cfg) } : DEFAULT_CONV_TILES)}`);
+  console.log(`tiles ${JSON.stringify(convTilesFor((ctx.adapter as any).info?.subgroupMinSize ?? 8))}`);
   for (const [name, run] of ops) {
     let t0 = performance.now();
     run().dispose();
@@ -54,8 +57,8 @@ for (const cfg of configs.length ? configs : [null]) {
 }
 
 function tilesOf(cfg: string) {
-  const [RB, CB, RQ, dwCB, U] = cfg.split(',').map(Number);
-  return { RB, CB, RQ, dwCB, U };
+  const [RB, CB, RQ, dwCB, U, narrowRows = 32] = cfg.split(',').map(Number);
+  return { RB, CB, RQ, dwCB, U, narrowRows };
 }
 
 x.dispose();

@@ -39,6 +39,9 @@ interface Row {
   peer_gflops: number | null;
   /** GB/s of ours, for memory-bound rows */
   gbps: number | null;
+  /** images/s of ours and the peer, for training-step rows */
+  images_per_s: number | null;
+  peer_images_per_s: number | null;
   /** peer_ms / ours_ms: how many times faster we are */
   ratio: number | null;
   /** the same ratio from CPU time per op, which other processes' load disturbs less */
@@ -144,6 +147,8 @@ for (const { c, index } of picked) {
     gflops: c.flops ? c.flops / t.medianMs / 1e6 : null,
     peer_gflops: c.flops && p ? c.flops / p.medianMs / 1e6 : null,
     gbps: c.bytes ? c.bytes / t.medianMs / 1e6 : null,
+    images_per_s: c.images ? (c.images * 1000) / t.medianMs : null,
+    peer_images_per_s: c.images && p ? (c.images * 1000) / p.medianMs : null,
     ratio: p ? p.medianMs / t.medianMs : null,
     ratio_cpu: p ? p.cpuMs / t.cpuMs : null,
     ours_cpu_ms: t.cpuMs,
@@ -160,21 +165,33 @@ for (const { c, index } of picked) {
   await theirs?.dispose();
   await sync();
   pool().trim();
-  const rate = row.gflops != null ? `${fmtRate(row.gflops)} GFLOPS` : row.gbps != null ? `${fmtRate(row.gbps)} GB/s` : '';
+  const rate = rateOf(row);
   console.log(`${c.name} ${c.shape}: ours ${fmtMs(row.ours_ms)} ms (${rate}), peer ${fmtMs(row.peer_ms)} ms` +
     `${row.ratio != null ? `, ratio ${row.ratio.toFixed(1)}x` : ''}${check != null ? `, max diff ${check.toExponential(1)}` : ''}` +
     `${row.foreign_cpu_pct != null ? `, foreign CPU ${row.foreign_cpu_pct.toFixed(0)}%` : ''}`);
 }
 machine.load_after = loadAverage();
 
-const header = ['op', 'shape', 'ours ms (median / min)', 'GFLOPS or GB/s', 'tfjs-webgpu ms (median / min)', 'tfjs GFLOPS', 'ratio', 'ratio (CPU time)', 'max diff', 'foreign CPU %'];
+function rateOf(r: Row): string {
+  if (r.gflops != null) return `${fmtRate(r.gflops)} GFLOPS`;
+  if (r.gbps != null) return `${fmtRate(r.gbps)} GB/s`;
+  if (r.images_per_s != null) return `${fmtRate(r.images_per_s)} img/s`;
+  return '-';
+}
+function peerRateOf(r: Row): string {
+  if (r.peer_gflops != null) return fmtRate(r.peer_gflops);
+  if (r.peer_images_per_s != null) return `${fmtRate(r.peer_images_per_s)} img/s`;
+  if (r.gbps != null && r.peer_ms != null) return `${fmtRate((r.gbps * r.ours_ms) / r.peer_ms)} GB/s`;
+  return '-';
+}
+const header = ['op', 'shape', 'ours ms (median / min)', 'GFLOPS, GB/s or img/s', 'tfjs-webgpu ms (median / min)', 'tfjs rate', 'ratio', 'ratio (CPU time)', 'max diff', 'foreign CPU %'];
 const table = rows.map((r) => [
   r.name,
   r.shape,
   `${fmtMs(r.ours_ms)} / ${fmtMs(r.ours_min_ms)}`,
-  r.gflops != null ? fmtRate(r.gflops) : r.gbps != null ? `${fmtRate(r.gbps)} GB/s` : '-',
+  rateOf(r),
   r.peer_ms != null ? `${fmtMs(r.peer_ms)} / ${fmtMs(r.peer_min_ms)}` : '-',
-  fmtRate(r.peer_gflops),
+  peerRateOf(r),
   r.ratio != null ? `${r.ratio.toFixed(1)}x` : '-',
   r.ratio_cpu != null ? `${r.ratio_cpu.toFixed(1)}x` : '-',
   r.check != null ? r.check.toExponential(1) : '-',

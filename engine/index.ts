@@ -4,7 +4,7 @@
 export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, DeviceLostError, simulateDeviceLoss, whenDeviceLost, type DeviceInfo, type GpuContext } from './device.ts';
 export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, type DType, type Shape } from './tensor.ts';
 export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled } from './tape.ts';
-export { flush, sync, recorderStats, pool, launch, setAutoFlush, type KernelSpec } from './recorder.ts';
+export { flush, sync, recorderStats, pool, launch, setAutoFlush, recordDispatches, type KernelSpec, type RecordedDispatch } from './recorder.ts';
 export { NonFiniteMonitor, type HealthReport } from './health.ts';
 export { liveTensors, memoryStats } from './memory.ts';
 

@@ -269,6 +269,7 @@ export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number,
   pass.setPipeline(pipeline);
   pass.setBindGroup(0, bindGroup);
   pass.dispatchWorkgroups(x, y, z);
+  profileLog?.push({ name: spec.name, pipeline, bindGroup, workgroups: [x, y, z] });
   s.dispatches++;
   if (s.opsSinceSubmit.length < 64) s.opsSinceSubmit.push(spec.name);
   if (++s.dispatchesSinceSubmit >= autoFlush.dispatches || s.pool.releasedBytes >= autoFlush.releasedBytes) flush();
@@ -286,6 +287,24 @@ function checkRange(op: string, i: number, r: BufferRange, device: GPUDevice): v
     throw new Error(`${where}: offset is not a multiple of minStorageBufferOffsetAlignment ${device.limits.minStorageBufferOffsetAlignment}`);
   }
   if (r.size % 4 !== 0) throw new Error(`${where}: size is not a multiple of 4 bytes`);
+}
+
+/** One recorded dispatch, to be replayed on its own by a profiler (bench/step-profile.ts). */
+export interface RecordedDispatch {
+  name: string;
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  workgroups: [number, number, number];
+}
+let profileLog: RecordedDispatch[] | null = null;
+/**
+ * Starts (or with false, stops and returns) a log of every dispatch. The bind groups keep pooled buffers
+ * referenced, which may hold other data by the time they are replayed: for timing only.
+ */
+export function recordDispatches(on: boolean): RecordedDispatch[] {
+  const log = profileLog ?? [];
+  profileLog = on ? [] : null;
+  return log;
 }
 
 /** Submits everything recorded so far. */

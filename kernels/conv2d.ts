@@ -49,13 +49,26 @@ export interface ConvTiles {
   RQ: number;
   dwCB: number;
   U: number;
+  /** fwd/dx on narrow layers: rows a lane accumulates (RB = narrowRows / GQ blocks) */
+  narrowRows: number;
 }
 
-export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 2, U: 1 };
-let tiles: ConvTiles = DEFAULT_CONV_TILES;
-/** For the tuner and benchmarks. */
-export function setConvTiles(t: Partial<ConvTiles>): void {
-  tiles = { ...DEFAULT_CONV_TILES, ...t };
+/** For subgroups of 4 or 8 lanes (and the portable kernels, which cap the blocks themselves). */
+export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 2, U: 1, narrowRows: 16 };
+/**
+ * For 16 lanes (lavapipe with LP_NATIVE_VECTOR_WIDTH=512): a lane holds SG * RB accumulator rows, so RB halves to
+ * keep the same register footprint; dW keeps 8 row quads (2 pixels per step) with one column quad, unrolled twice.
+ * Measured on bench/conv-quick.ts: fwd 30, dx 31, dW 26 GFLOPS (RB 4 / dwCB 2 here: 26, 32, 10).
+ */
+export const DEFAULT_CONV_TILES_16: ConvTiles = { RB: 2, CB: 1, RQ: 8, dwCB: 1, U: 2, narrowRows: 16 };
+let userTiles: ConvTiles | null = null;
+/** For the tuner and benchmarks; null goes back to the per-width defaults. */
+export function setConvTiles(t: Partial<ConvTiles> | null): void {
+  userTiles = t ? { ...DEFAULT_CONV_TILES, ...t } : null;
+}
+/** The register blocks in use for these lanes. */
+export function convTilesFor(SG: number): ConvTiles {
+  return userTiles ?? (SG >= 16 ? DEFAULT_CONV_TILES_16 : DEFAULT_CONV_TILES);
 }
 
 // ---- lanes: real subgroups of a fixed width, or emulated ones ---------------------------------------------
@@ -79,14 +92,15 @@ function lanes(): Lanes {
   const c = gpu('conv2d');
   const info: any = (c.adapter as any).info ?? {};
   const width = info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0;
-  // wider subgroups would need SG*RB rows of registers per lane: too many, so they take the portable kernels
-  const ok = c.hasSubgroups && (width === 4 || width === 8);
-  if (laneMode === 'subgroups' && !ok) throw new Error(`conv2d: subgroup kernels need subgroups of width 4 or 8 (adapter: ${info.subgroupMinSize}..${info.subgroupMaxSize})`);
+  // wider subgroups would need SG*RB rows of registers per lane even at RB = 1: they take the portable kernels
+  const ok = c.hasSubgroups && (width === 4 || width === 8 || width === 16);
+  if (laneMode === 'subgroups' && !ok) throw new Error(`conv2d: subgroup kernels need subgroups of width 4, 8 or 16 (adapter: ${info.subgroupMinSize}..${info.subgroupMaxSize})`);
   if (ok && laneMode !== 'portable') return { SG: width, subgroups: true, G: 1 };
   return { SG: 8, subgroups: false, G: 8 };
 }
 
 const range = (n: number) => [...Array(n).keys()];
+const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 const XYZW = 'xyzw';
 
 // ---- forward and dx: gathered GEMM -----------------------------------------------------------------------
@@ -99,6 +113,12 @@ interface GatherVariant {
   aligned: boolean;
   RB: number;
   CB: number;
+  /**
+   * Narrow outputs (subgroups only): with fewer column quads than lanes, GQ lanes (a power of two >= the quads)
+   * split the columns and the SG / GQ lane groups split the rows, reading them by subgroupShuffle. 0: one
+   * column quad per lane and every row in every lane (wide layers).
+   */
+  GQ: number;
   lanes: Lanes;
 }
 
@@ -146,8 +166,12 @@ const GATHER_UNIFORMS = `struct P {
 
 function gatherSpec(v: GatherVariant): KernelSpec {
   return cached(JSON.stringify(v), () => {
-    const { mode, aligned, RB, CB, lanes: L } = v;
+    const { mode, aligned, RB, CB, GQ, lanes: L } = v;
     const SG = L.SG;
+    // rows a lane accumulates per block: every row (wide) or those of its lane group (narrow: r = j * RG + g)
+    const RG = GQ ? SG / GQ : 1;
+    const laneRowsPerBlock = GQ ? GQ : SG;
+    const src = (rb: number, j: number, name: string) => (GQ ? `subgroupShuffle(${name}${rb}, ${j * RG}u + g)` : shared(L, name, rb, j));
     const T = aligned ? 'vec4<f32>' : 'f32';
     let c = header(L);
     c += `${GATHER_UNIFORMS}
@@ -186,9 +210,10 @@ ${entry(L)}
         c += `  let nb${s} = n${s} * p.sh;\n`;
       }
     }
-    for (let cb = 0; cb < CB; cb++) c += `  let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;\n  let cl${cb} = min(cq${cb}, p.nq - 1u);\n`;
-    const acc = (rb: number, r: number, cb: number) => `a_${(rb * SG + r) * CB + cb}`;
-    c += `  ${range(RB * SG * CB).map((i) => `var a_${i} = vec4<f32>(0.0);`).join(' ')}\n`;
+    if (GQ) c += `  let cq0 = l % ${GQ}u;\n  let cl0 = min(cq0, p.nq - 1u);\n  let g = l / ${GQ}u;\n`;
+    else for (let cb = 0; cb < CB; cb++) c += `  let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;\n  let cl${cb} = min(cq${cb}, p.nq - 1u);\n`;
+    const acc = (rb: number, r: number, cb: number) => `a_${(rb * laneRowsPerBlock + r) * CB + cb}`;
+    c += `  ${range(RB * laneRowsPerBlock * CB).map((i) => `var a_${i} = vec4<f32>(0.0);`).join(' ')}\n`;
     if (mode === 'fwd') c += '  for (var kh = 0; kh < p.kh; kh++) {\n  for (var kw = 0; kw < p.kw; kw++) {\n';
     else c += '  for (var kh = kh0; kh < p.kh; kh += p.s) {\n  for (var kw = kw0; kw < p.kw; kw += p.s) {\n';
     for (let rb = 0; rb < RB; rb++) {
@@ -219,8 +244,8 @@ ${entry(L)}
       }
     }
     for (let rb = 0; rb < RB; rb++) {
-      for (let r = 0; r < SG; r++) {
-        c += `      { let v = ${shared(L, 'av', rb, r)};\n`;
+      for (let r = 0; r < laneRowsPerBlock; r++) {
+        c += `      { let v = ${src(rb, r, 'av')};\n`;
         for (let kk = 0; kk < 4; kk++) {
           for (let cb = 0; cb < CB; cb++) c += `        ${acc(rb, r, cb)} = fma(vec4<f32>(v.${XYZW[kk]}), b${kk}_${cb}, ${acc(rb, r, cb)});\n`;
         }
@@ -234,8 +259,8 @@ ${entry(L)}
       else c += `  let bias${cb} = select(vec4<f32>(0.0), vec4<f32>(${range(4).map((j) => `bias[min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')}), p.hasBias != 0u);\n`;
     }
     for (let rb = 0; rb < RB; rb++) {
-      for (let r = 0; r < SG; r++) {
-        c += `  { let o = ${shared(L, 'o', rb, r)}; if (o >= 0) {\n`;
+      for (let r = 0; r < laneRowsPerBlock; r++) {
+        c += `  { let o = ${src(rb, r, 'o')}; if (o >= 0) {\n`;
         for (let cb = 0; cb < CB; cb++) {
           const a = acc(rb, r, cb);
           if (aligned) c += `    if (cq${cb} < p.nq) { y[u32(o) * p.nq + cq${cb}] = ${a} + bias${cb}; }\n`;
@@ -257,7 +282,7 @@ ${entry(L)}
 /** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
 function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor): void {
   const L = lanes();
-  const t = tiles;
+  const t = convTilesFor(L.SG);
   const CK = mode === 'fwd' ? g.Cin : g.Cout;
   const CN = mode === 'fwd' ? g.Cout : g.Cin;
   const S = g.stride;
@@ -265,18 +290,21 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   // subgroups a lane keeps all of its group's rows, so the block stays small there too (GPU registers).
   const aligned = CK % 4 === 0 && CN % 4 === 0;
   const big = aligned && L.subgroups;
-  const RB = big ? t.RB : 1;
-  const CB = big ? t.CB : 1;
-  const spec = gatherSpec({ mode, aligned, RB, CB, lanes: L });
+  const KQ = Math.ceil(CK / 4);
+  const NQ = Math.ceil(CN / 4);
+  // narrow layers (few output channels) split the lanes between columns and rows instead of idling most of them
+  // (not at 16 lanes: there the shuffles and the per-lane loads cost twice as much and it gained nothing)
+  const GQ = L.subgroups && L.SG <= 8 && t.narrowRows > 0 && NQ <= L.SG / 2 ? nextPow2(NQ) : 0;
+  const RB = GQ ? Math.max(1, Math.floor(t.narrowRows / GQ)) : big ? t.RB : 1;
+  const CB = big && !GQ ? t.CB : 1;
+  const spec = gatherSpec({ mode, aligned, RB, CB, GQ, lanes: L });
   // fwd rows decode as (n, oh, ow); dx rows as (n, ih / s, iw / s) within one parity class (ih % s, iw % s)
   const dh = mode === 'fwd' ? g.OH : Math.ceil(g.H / S);
   const dw = mode === 'fwd' ? g.OW : Math.ceil(g.W / S);
   const classes = mode === 'fwd' ? 1 : S * S;
   const rows = g.N * dh * dw;
-  const KQ = Math.ceil(CK / 4);
-  const NQ = Math.ceil(CN / 4);
   const rowTiles = Math.ceil(rows / (L.SG * RB));
-  const colTiles = Math.ceil(NQ / (L.SG * CB));
+  const colTiles = GQ ? 1 : Math.ceil(NQ / (L.SG * CB));
   const ntiles = classes * rowTiles * colTiles;
   const [sh, sw] = mode === 'fwd' ? [g.H, g.W] : [g.OH, g.OW];
   const u = u32s(rows, ntiles, rowTiles, colTiles, dh, dw, sh, sw, g.H, g.W, CK, CN, KQ, NQ, g.KH, g.KW, S, g.pad, bias ? 1 : 0);
@@ -408,10 +436,11 @@ const DW_MIN_PIXELS_PER_CHUNK = 64;
 
 function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor): Tensor {
   const L = lanes();
-  const t = tiles;
+  const t = convTilesFor(L.SG);
   const RQ = L.subgroups ? Math.min(t.RQ, L.SG) : 2;
   const aligned = g.Cin % 4 === 0 && g.Cout % 4 === 0;
-  const CB = aligned && L.subgroups ? t.dwCB : 1;
+  // a second column quad per lane only pays where there are columns for it (narrow layers would idle them)
+  const CB = aligned && L.subgroups && Math.ceil(g.Cout / 4) > L.SG ? t.dwCB : 1;
   const spec = weightGradSpec({ aligned, RQ, CB, U: t.U, lanes: L });
   const CQ = Math.ceil(g.Cin / 4);
   const NQ = Math.ceil(g.Cout / 4);

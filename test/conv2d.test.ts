@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { tensor, variable, backward, tidy, liveTensors, sync } from '../engine/index.ts';
-import { conv2d, setConvLaneMode, setConvTiles, DEFAULT_CONV_TILES, ref } from '../kernels/conv2d.ts';
+import { conv2d, setConvLaneMode, setConvTiles, ref } from '../kernels/conv2d.ts';
 import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('conv2d');
@@ -18,6 +18,11 @@ const cases: Case[] = [
   ['3x3 pad 0, 17->5 channels', 3, 6, 5, 17, 3, 5, 1, 0, false],
   ['3x3 pad 2 stride 3, 3->5 channels', 2, 8, 9, 3, 3, 5, 3, 2, true],
   ['3x3 pad 1, many workgroups (2x16x16, 32->48)', 2, 16, 16, 32, 3, 48, 1, 1, true],
+  // narrow layers (fewer column quads than half the lanes: lanes split between rows and columns), over several
+  // row tiles with a partial last one: 4 and 8 outputs (1 and 2 quads), and 12 (3 quads, padded to 4 lanes)
+  ['3x3 pad 1, narrow 8->4 channels, 429 rows', 3, 11, 13, 8, 3, 4, 1, 1, true],
+  ['3x3 pad 1 stride 2, narrow 4->8 channels', 4, 13, 11, 4, 3, 8, 2, 1, false],
+  ['3x3 pad 1, narrow 1->8 channels (the grayscale stem)', 3, 12, 10, 1, 3, 8, 1, 1, false],
 ];
 
 for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of cases) {
@@ -57,6 +62,22 @@ for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of portable) {
   });
 }
 
+// the wide kernels on narrow layers (narrowRows 0), which other adapters and the tuner may still pick
+t('conv2d narrow layers with the wide kernels', async () => {
+  setConvTiles({ narrowRows: 0 });
+  try {
+    await checkOp({
+      shapes: [[3, 9, 7, 8], [3, 3, 8, 8], [8]],
+      ref: ([x, w, b]) => ref.conv2d(x, w, b, 1, 1),
+      refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, 1, 1),
+      gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 1, padding: 1 }),
+      tol: 1e-4,
+    });
+  } finally {
+    setConvTiles(null);
+  }
+});
+
 // other register blocks (the tuner's knobs): 2 column quads per lane; dW with 4 pixels per step, 2 steps unrolled
 t('conv2d with other tile shapes', async () => {
   setConvTiles({ RB: 1, CB: 2, RQ: 2, dwCB: 1, U: 2 });
@@ -69,7 +90,7 @@ t('conv2d with other tile shapes', async () => {
       tol: 1e-4,
     });
   } finally {
-    setConvTiles(DEFAULT_CONV_TILES);
+    setConvTiles(null);
   }
 });
 

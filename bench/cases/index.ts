@@ -3,5 +3,6 @@
 import type { BenchCase } from '../case.ts';
 import { matmulCases } from './matmul.ts';
 import { convCases } from './conv.ts';
+import { byolStepCases } from './byol-step.ts';
 
-export const allCases: BenchCase[] = [...matmulCases, ...convCases];
+export const allCases: BenchCase[] = [...matmulCases, ...convCases, ...byolStepCases];
