@@ -7,9 +7,11 @@
 // from ~25 to ~47 GFLOPS of CPU time (bench/matmul-ladder.ts); a pure-FMA loop gains nothing.
 // Mesa's on-disk shader cache does not key its texture-fetch functions by this width (a 512-wide process reads
 // 256-wide ones and gets zeros), so every non-default width keeps its own cache directory.
-// Not the default: conv2d's subgroup kernels are written for 4- and 8-wide subgroups and fall back to a portable
-// path at 16 that is ~10x slower (measured: conv forward 2.4 vs ~25 GFLOPS), and convolutions dominate a BYOL
-// step. Opt in with LP_NATIVE_VECTOR_WIDTH=512 for matmul-heavy work.
+// Not the default: convolutions dominate a BYOL step, and at 16 lanes conv2d gains nothing on wide layers (64
+// channels: 30 vs 28 GFLOPS) while narrow ones (8-16 channels, most of the default encoder's time) run 2-3x
+// slower, being bound by per-lane loads, which cost twice as much per instruction at 16 lanes; the default BYOL
+// step measured 31 vs 63 images/s (bench/step-profile.ts). Opt in with LP_NATIVE_VECTOR_WIDTH=512 for
+// matmul-heavy work.
 
 /** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
 const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
@@ -43,7 +45,7 @@ export async function configureLavapipe(): Promise<LavapipeConfig> {
       // not Linux: keep the driver's default
     }
     why = /\bavx512f\b/.test(flags)
-      ? 'lavapipe default width (LP_NATIVE_VECTOR_WIDTH=512 would speed matmul up on this AVX-512 CPU, but not conv2d)'
+      ? 'lavapipe default width (LP_NATIVE_VECTOR_WIDTH=512 would speed matmul up ~2x on this AVX-512 CPU, but slows the narrow conv2d layers of a BYOL step)'
       : 'lavapipe default width';
   }
   // any width other than the default gets a shader cache of its own, also when the user chose it
