@@ -23,16 +23,20 @@ function cached(key: string, make: () => KernelSpec): KernelSpec {
 function partialSpec(): KernelSpec {
   return cached('partials', () => {
     let loads = '';
-    for (let k = 0; k < PER_THREAD; k++) {
-      loads += `  { let i = start + t + ${k * WG}u; if (i < end) { let x = a[i]; let u = b[i] + decay * x; sa += x * x; su += u * u; } }\n`;
+    // vec4 loads (chunks start at multiples of ARENA_ALIGN floats); lanes past the segment's end count zero
+    for (let k = 0; k < PER_THREAD / 4; k++) {
+      loads += `  { let i = start + 4u * (t + ${k * WG}u); if (i < end) {
+    let live = vec4<u32>(i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(end);
+    let x = select(vec4<f32>(0.0), a[i / 4u], live); let u = select(vec4<f32>(0.0), b[i / 4u], live) + decay * x;
+    sa += dot(x, x); su += dot(u, u); } }\n`;
     }
     let tree = '';
     for (let s = WG / 2; s > 0; s >>= 1) tree += `  if (t < ${s}u) { pa[t] += pa[t + ${s}u]; pu[t] += pu[t + ${s}u]; }\n  workgroupBarrier();\n`;
     const code = `
 struct P { nChunks: u32, chunkBase: u32, segBase: u32, wd: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> table: array<u32>;
 @group(0) @binding(4) var<storage, read_write> partial: array<vec2<f32>>;
 var<workgroup> pa: array<f32, ${WG}>;
@@ -133,25 +137,30 @@ const RULES: Record<UpdateRule, { state: string[]; stats: boolean; body: string 
 function updateSpec(rule: UpdateRule): KernelSpec {
   return cached(`update.${rule}`, () => {
     const r = RULES[rule];
-    const extra = [...r.state.map((n) => `var<storage, read_write> ${n}: array<f32>;`), ...(r.stats ? ['var<storage, read> stats: array<vec4<f32>>;'] : [])];
+    const extra = [...r.state.map((n) => `var<storage, read_write> ${n}: array<vec4<f32>>;`), ...(r.stats ? ['var<storage, read> stats: array<vec4<f32>>;'] : [])];
     const code = `
 struct P { n: u32, segBase: u32, blockBase: u32, exclude: u32, lr: f32, wd: f32, momentum: f32, eps: f32,
   b1: f32, b2: f32, c1: f32, c2: f32, bc1: f32, bc2: f32, pad0: f32, pad1: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> w: array<f32>;
-@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(1) var<storage, read_write> w: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> g: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> table: array<u32>;
 ${extra.map((d, k) => `@group(0) @binding(${k + 4}) ${d}`).join('\n')}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  // one vec4 per invocation: segments start at multiples of ARENA_ALIGN floats, so a quad never spans two
   let i = ${WGSL_INDEX1D(WG)};
   if (i >= p.n) { return; }
-  let seg = table[p.blockBase + i / ${ARENA_ALIGN}u];
+  let seg = table[p.blockBase + (i * 4u) / ${ARENA_ALIGN}u];
   let e = p.segBase + seg * 4u;
-  if (i - table[e] >= table[e + 1u]) { return; } // padding after the segment stays zero
+  let inSeg = i * 4u - table[e];
+  let size = table[e + 1u];
+  if (inSeg >= size) { return; } // padding after the segment stays zero
+  // the segment's last quad may end in padding: keep those lanes as they are (zero)
+  let live = vec4<u32>(inSeg) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(size);
   let decay = select(p.wd, 0.0, p.exclude != 0u && table[e + 2u] != 0u);
   let x = w[i];
-  let gi = g[i];
+  let gi = select(vec4<f32>(0.0), g[i], live);
   ${r.body}
 }`;
     const bindings: BindingKind[] = ['uniform', 'rw', 'read', 'read', ...r.state.map(() => 'rw' as const), ...(r.stats ? ['read' as const] : [])];
@@ -183,11 +192,11 @@ export function arenaUpdate(arena: Arena, rule: UpdateRule, state: ArenaBuffer[]
   const b = L.tableBases;
   const b1 = s.beta1 ?? 0;
   const b2 = s.beta2 ?? 0;
-  const u = params({ u: L.length }, { u: b.seg }, { u: b.block }, { u: s.exclude ? 1 : 0 }, s.lr, s.weightDecay, s.momentum ?? 0, s.eps ?? 0,
+  const u = params({ u: L.length / 4 }, { u: b.seg }, { u: b.block }, { u: s.exclude ? 1 : 0 }, s.lr, s.weightDecay, s.momentum ?? 0, s.eps ?? 0,
     b1, b2, 1 - b1, 1 - b2, s.bc1 ?? 1, s.bc2 ?? 1, 0, 0);
   const name = `optim.${rule}`;
   launch(updateSpec(rule), [u, arena.data.flat.binding(name), arena.grad.flat.binding(name), arena.table.binding(name),
-    ...state.map((x) => x.flat.binding(name)), ...(stats ? [stats.binding(name)] : [])], grid1d(L.length, WG));
+    ...state.map((x) => x.flat.binding(name)), ...(stats ? [stats.binding(name)] : [])], grid1d(L.length / 4, WG));
 }
 
 // ---- EMA ------------------------------------------------------------------------------------------------
@@ -199,8 +208,8 @@ function emaSpec(): KernelSpec {
     code: `
 struct P { n: u32, a: f32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> t: array<f32>;
-@group(0) @binding(2) var<storage, read> o: array<f32>;
+@group(0) @binding(1) var<storage, read_write> t: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> o: array<vec4<f32>>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = ${WGSL_INDEX1D(WG)};
@@ -213,8 +222,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 /** t ← t + a·(o − t) over the first `t.layout.length` floats (a = 1 − tau, computed in float64 by the caller). */
 export function emaKernel(target: ArenaBuffer, online: ArenaBuffer, a: number): void {
-  const n = target.layout.length;
-  launch(emaSpec(), [params({ u: n }, a), target.flat.binding('ema'), online.flat.binding('ema')], grid1d(n, WG));
+  // arena lengths are multiples of ARENA_ALIGN floats, so whole vec4s (a vec4 load costs ~1.6 float loads on lavapipe)
+  const n4 = target.layout.length / 4;
+  launch(emaSpec(), [params({ u: n4 }, a), target.flat.binding('ema'), online.flat.binding('ema')], grid1d(n4, WG));
 }
 
 // ---- float64 reference ----------------------------------------------------------------------------------

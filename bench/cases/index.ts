@@ -4,5 +4,6 @@ import type { BenchCase } from '../case.ts';
 import { matmulCases } from './matmul.ts';
 import { convCases } from './conv.ts';
 import { byolStepCases } from './byol-step.ts';
+import { trainOpCases } from './train-ops.ts';
 
-export const allCases: BenchCase[] = [...matmulCases, ...convCases, ...byolStepCases];
+export const allCases: BenchCase[] = [...matmulCases, ...convCases, ...trainOpCases, ...byolStepCases];
