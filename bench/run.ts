@@ -12,8 +12,10 @@
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
-// the environment before our engine sets driver options, for a peer process that should run with defaults
+// the environment before our engine sets driver options, for a peer process that should run with defaults (also
+// when the user opted our engine into 16-wide lavapipe, which would slow tfjs ~2x: each runs as it would alone)
 const originalEnv = { ...process.env };
+delete originalEnv.LP_NATIVE_VECTOR_WIDTH;
 
 const { getDevice, releaseDevice, sync, pool } = await import('../engine/index.ts');
 const deviceModule = await import('../engine/device.ts'); // its _gpuHandle is a live binding, set by getDevice()

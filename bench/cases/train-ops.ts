@@ -1,6 +1,6 @@
 // The rest of a BYOL step's kernels: batchnorm (training mode, fused ReLU) forward and forward + backward, the
 // cosine loss forward + backward, and the EMA and LARS updates over an 11.2M-parameter arena (ResNet-18's
-// parameters, 62 tensors). The peer runs what a tfjs user would write: tf.moments + tf.batchNorm + tf.relu,
+// parameters, 60 tensors without the classifier). The peer runs what a tfjs user would write: tf.moments + tf.batchNorm + tf.relu,
 // tf.grads for backward, and per-variable tf ops for EMA and LARS (tfjs has no arena). Rates are GB/s of the
 // unavoidable traffic (each operand read once, each result written once).
 
@@ -127,7 +127,7 @@ function cosineCase(B: number, D: number): BenchCase {
   };
 }
 
-/** ResNet-18's 62 parameter tensors (11.2M floats), as [name, shape, kind] in declaration order. */
+/** ResNet-18's 60 parameter tensors (11.2M floats), as [name, shape, kind] in declaration order. */
 function resnet18Params(): { shape: number[]; kind: string }[] {
   const m = new ResNet({ arch: 'resnet18', width: 64, inChannels: 3 });
   return m.parameterSpecs().map(([, p]) => ({ shape: [...p.shape], kind: p.kind }));
