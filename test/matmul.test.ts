@@ -1,12 +1,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { opTest } from './helpers/gradcheck.ts';
+import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { matmul } from '../engine/index.ts';
 import { tensor, sync, liveTensors, type Tensor } from '../engine/index.ts';
 import { rng, relErr } from './helpers/gradcheck.ts';
 import {
   ref, setMatmulTile, matmulTile, broadcastLanes, tileName, matmulRaw, matmulTextureStats, setMatmulTextureCacheBytes,
-  DEFAULT_TILE, BROADCAST_TILE, type MatmulTile,
+  DEFAULT_TILE, BROADCAST_TILE, setMatmulGroup, type MatmulTile,
 } from '../kernels/matmul.ts';
 
 // [M, K, N, transA, transB, batchA, batchB]; each case also runs the backward, i.e. two more products with
@@ -76,6 +76,29 @@ for (const [tile, only] of tiles) {
     }, t);
   }
   t.run();
+}
+
+// the broadcast kernel's tile orders: 11 row tiles in groups of 1, 3 (a partial last group), 8 and 16 (one
+// group), and the 2-D column-first order (0); batched, ragged in every dimension
+if (lanes) {
+  const orders = suite('matmul tile orders');
+  for (const group of [0, 1, 3, 8, 16]) {
+    orders(`matmul in row groups of ${group || '(2-D order)'}`, async () => {
+      setMatmulGroup(group);
+      try {
+        await checkOp({
+          shapes: [[2, 11 * BROADCAST_TILE.TM - 5, 36], [2, 36, 4 * lanes * 3 - 6]],
+          ref: ([a, b]) => ref.matmul(a, b, false, false),
+          refGrad: ([a, b], dy) => ref.matmulBackward(a, b, dy, false, false),
+          gpu: ([a, b]) => matmul(a, b),
+          tol: 1e-5,
+        });
+      } finally {
+        setMatmulGroup(8);
+      }
+    });
+  }
+  orders.run();
 }
 
 const errs = suite('matmul tiles');
