@@ -10,8 +10,10 @@
 //                     with subgroupBroadcast
 //   6 broadcast TM=32 the same with 32 rows per subgroup: fewer loads per multiply-add
 //   7 +textures       the same reading A and B from rgba32float storage textures (copied per call): lavapipe
-//                     fetches a texel for all lanes with vector loads, not a scalar loop (engine default)
+//                     fetches a texel for all lanes with vector loads, not a scalar loop
 //   8 +textures TM=16 half the rows: fewer accumulators, faster to compile
+//   9 TM=16 CB=2      16 rows x 2 column quads per lane: as many accumulators as TM=32, half the broadcasts
+//                     per multiply-add, twice B's loads (engine default)
 // On lavapipe every load whose address is not a compile-time constant is a per-lane scalar loop with a bounds
 // check, so the rungs that cut loads per FMA win; workgroup memory saves little there and barriers cost.
 // Usage: npx tsx bench/matmul-ladder.ts [--size N] [--quick] [--peer]   (N a multiple of 64; default 1024)
@@ -93,8 +95,8 @@ ${inner}    workgroupBarrier();
   };
 }
 
-function broadcastRung(TM: number, textures = false): Rung {
-  const tile: BroadcastTile = { kind: 'broadcast', TM, textures };
+function broadcastRung(TM: number, textures = false, CB = 1): Rung {
+  const tile: BroadcastTile = { kind: 'broadcast', TM, textures, ...(CB > 1 ? { CB } : {}) };
   return {
     name: tileName(tile),
     unavailable: () => (broadcastLanes() ? (TM % broadcastLanes() ? `TM=${TM} is not a multiple of the subgroup size` : null) : 'needs subgroups with a fixed size'),
@@ -114,7 +116,7 @@ function makeRungs(): Rung[] {
     broadcastRung(sg),
     broadcastRung(32),
     broadcastRung(32, true),
-    ...(16 % sg === 0 ? [broadcastRung(16, true)] : []),
+    ...(16 % sg === 0 ? [broadcastRung(16, true), broadcastRung(16, true, 2)] : []),
     ...(process.env.LADDER_EXTRA_TM ?? '').split(',').filter(Boolean).map((x) => broadcastRung(parseInt(x, 10), x.endsWith('t'))),
   ];
   return all.filter((r) => !process.env.LADDER_ONLY || r.name.includes(process.env.LADDER_ONLY));

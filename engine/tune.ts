@@ -17,7 +17,7 @@ import { matmulRaw, setMatmulTile, matmulTile, broadcastLanes, tileName, default
 const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
 
 /** Bump when kernels change so that cached choices are measured again. */
-const KERNEL_VERSION = 4;
+const KERNEL_VERSION = 5; // 5: broadcast tiles with 2 column quads per lane (CB)
 const STORAGE_KEY = 'byol-webgpu:matmul-tile';
 
 export interface TuneResult {
@@ -60,6 +60,7 @@ export function candidatesFor(): MatmulTile[] {
     if (!out.some((o) => tileName(o) === tileName(t))) out.push(t);
   };
   if (sg) {
+    for (const TM of [16, 24]) if (TM % sg === 0) add({ kind: 'broadcast', TM, CB: 2, textures: true });
     for (const TM of [32, 16, 24]) if (TM % sg === 0) add({ kind: 'broadcast', TM, textures: true });
     if (32 % sg === 0) add({ kind: 'broadcast', TM: 32 });
   }

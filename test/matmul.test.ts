@@ -45,13 +45,15 @@ const cases: [number, number, number, boolean, boolean, number, number][] = [
 // - tiled: aligned and not, transposes, batches, scalar and vec4 loads;
 // - broadcast with textures at one subgroup of rows: every case (textures where shapes allow, buffers elsewhere);
 // - broadcast with buffers at 16 rows (2 A loads per step) on the vec4-shaped cases;
-// - the default tile (TM=32, textures: 4 A loads per step) on partial tiles and the both-textures case.
+// - the default tile (TM=16 with 2 column quads per lane, textures) on ragged K, transposes, partial tiles,
+//   batches and textures; TM=32 with one quad (4 A loads per step) on partial tiles and both textures.
 const lanes = broadcastLanes();
 const tiles: [MatmulTile, number[] | null][] = [[DEFAULT_TILE, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 15, 16, 17]]];
 if (lanes) {
   tiles.push([{ kind: 'broadcast', TM: lanes % 4 === 0 ? lanes : 4 * lanes, textures: true }, null]);
   if (16 % lanes === 0) tiles.push([{ kind: 'broadcast', TM: 16 }, [2, 9, 10, 11, 13, 17, 18]]);
-  tiles.push([BROADCAST_TILE, [12, 22]]);
+  tiles.push([BROADCAST_TILE, [1, 4, 5, 6, 8, 11, 12, 13, 15, 19, 21, 23, 25]]);
+  tiles.push([{ kind: 'broadcast', TM: 32, textures: true }, [12, 22]]);
 }
 
 for (const [tile, only] of tiles) {
