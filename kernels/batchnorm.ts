@@ -204,19 +204,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 const INDEX1D = `gid.x + gid.y * (nwg.x * ${WG}u)`;
 
+// Elementwise passes: an invocation takes one channel quad (or channel) in ROWS_PER_INVOCATION rows, so its
+// per-channel values are loaded once, not once per element (on lavapipe every dynamic load is a per-lane loop,
+// and 4-6 of them per element made these passes ~5x slower per element than the EMA's).
+const ROWS_PER_INVOCATION = 8;
+const rowLoop = (body: string) =>
+  [...Array(ROWS_PER_INVOCATION).keys()].map((k) => `  { let r = r0 + ${k}u; if (r < p.R) { let i = r * p.Cv + c;\n    ${body}\n  } }`).join('\n');
+
 function normalizeSpec(vec: boolean, relu: boolean): NamedSpec {
   return cached(`normalize|${vec}|${relu}`, () => {
     const T = vec ? 'vec4<f32>' : 'f32';
-    const m = new ModuleBuilder('n: u32, Cv: u32,').storage('x', 'read', T).storage('stats', 'read', T).storage('beta', 'read', T).storage('y', 'rw', T);
+    const m = new ModuleBuilder('n: u32, Cv: u32, R: u32,').storage('x', 'read', T).storage('stats', 'read', T).storage('beta', 'read', T).storage('y', 'rw', T);
     // (x - mean) * scale, not x * scale + (beta - mean * scale): that cancels catastrophically when |mean| >> std
     return m.build('batchNorm.normalize', `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = ${INDEX1D};
-  if (i >= p.n) { return; }
-  let c = i % p.Cv;
-  let v = ((x[i] - stats[c]) - stats[p.Cv + c]) * stats[3u * p.Cv + c] + beta[c];
-  y[i] = ${relu ? `max(v, ${T}(0.0))` : 'v'};
+  let t = ${INDEX1D};
+  if (t >= p.n) { return; }
+  let c = t % p.Cv;
+  let r0 = (t / p.Cv) * ${ROWS_PER_INVOCATION}u;
+  let shift = stats[c];
+  let dmean = stats[p.Cv + c];
+  let scale = stats[3u * p.Cv + c];
+  let b = beta[c];
+${rowLoop(`let v = ((x[i] - shift) - dmean) * scale + b; y[i] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}
 }`);
   });
 }
@@ -224,18 +235,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 function applyGradSpec(vec: boolean, relu: boolean): NamedSpec {
   return cached(`applyGrad|${vec}|${relu}`, () => {
     const T = vec ? 'vec4<f32>' : 'f32';
-    const m = new ModuleBuilder('n: u32, Cv: u32,').storage('x', 'read', T).storage('dy', 'read', T);
+    const m = new ModuleBuilder('n: u32, Cv: u32, R: u32,').storage('x', 'read', T).storage('dy', 'read', T);
     if (relu) m.storage('y', 'read', T);
     m.storage('stats', 'read', T).storage('coef', 'read', T).storage('dx', 'rw', T);
     return m.build('batchNorm.backward.dx', `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = ${INDEX1D};
-  if (i >= p.n) { return; }
-  let c = i % p.Cv;
-  let g = ${relu ? `select(${T}(0.0), dy[i], y[i] > ${T}(0.0))` : 'dy[i]'};
-  let xhat = ((x[i] - stats[c]) - stats[p.Cv + c]) * stats[2u * p.Cv + c];
-  dx[i] = stats[3u * p.Cv + c] * (g - coef[c] - xhat * coef[p.Cv + c]);
+  let t = ${INDEX1D};
+  if (t >= p.n) { return; }
+  let c = t % p.Cv;
+  let r0 = (t / p.Cv) * ${ROWS_PER_INVOCATION}u;
+  let shift = stats[c];
+  let dmean = stats[p.Cv + c];
+  let invstd = stats[2u * p.Cv + c];
+  let scale = stats[3u * p.Cv + c];
+  let c0 = coef[c];
+  let c1 = coef[p.Cv + c];
+${rowLoop(`let g = ${relu ? `select(${T}(0.0), dy[i], y[i] > ${T}(0.0))` : 'dy[i]'};
+    let xhat = ((x[i] - shift) - dmean) * invstd;
+    dx[i] = scale * (g - c0 - xhat * c1);`)}
 }`);
   });
 }
@@ -349,8 +367,8 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
     }, [Math.ceil(C / 64)]);
   }
   const y = empty(x.shape, 'f32', op);
-  const n = L.R * L.Cv;
-  run(normalizeSpec(L.vec, relu), { p: u32s(n, L.Cv), x: x.binding(op), stats: st.binding(op), beta: beta.binding(op), y: y.binding(op) }, grid1d(n, WG));
+  const n = Math.ceil(L.R / ROWS_PER_INVOCATION) * L.Cv;
+  run(normalizeSpec(L.vec, relu), { p: u32s(n, L.Cv, L.R), x: x.binding(op), stats: st.binding(op), beta: beta.binding(op), y: y.binding(op) }, grid1d(n, WG));
   if (needsGrad(x, gamma, beta)) {
     const training = opts.training;
     record(op, [x, gamma, beta], y, (dy, [sx, sst, sy]) => batchNormBackward(L, dy, sx, sst, relu ? sy : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, y] : [x, st]);
@@ -381,8 +399,8 @@ function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, y: Tens
   let dx: Tensor | null = null;
   if (wantX) {
     dx = empty(x.shape, 'f32', op);
-    const n = L.R * L.Cv;
-    run(applyGradSpec(L.vec, relu), { p: u32s(n, L.Cv), ...data, coef: coef.binding(op), dx: dx.binding(op) }, grid1d(n, WG));
+    const n = Math.ceil(L.R / ROWS_PER_INVOCATION) * L.Cv;
+    run(applyGradSpec(L.vec, relu), { p: u32s(n, L.Cv, L.R), ...data, coef: coef.binding(op), dx: dx.binding(op) }, grid1d(n, WG));
   }
   coef.dispose();
   return [dx, wantGamma ? dgamma : null, wantBeta ? dbeta : null];
