@@ -534,27 +534,87 @@ function geometry(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions
 }
 
 /** The forward launch (no tape). */
+// ---- few input channels (a grayscale or RGB stem): padded to a multiple of 4 -------------------------------
+// The scalar (unaligned) kernels load 4 guarded floats per channel quad and run at a tenth of the vec4 ones, so a
+// 1-channel stem cost as much as a 16x larger layer. Zero channels change no sum: x and w are padded to the next
+// multiple of 4 channels for the vec4 kernels, and dW / dx are cut back to the real channels.
+
+const RESIZE_WG = 256;
+const resizeRowsSpec: KernelSpec = {
+  name: 'conv2d.resizeRows',
+  bindings: ['uniform', 'read', 'rw'],
+  code: `
+struct P { n: u32, inW: u32, outW: u32, pad0: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(${RESIZE_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * (nwg.x * ${RESIZE_WG}u);
+  if (i >= p.n) { return; }
+  let r = i / p.outW;
+  let j = i % p.outW;
+  y[i] = select(0.0, x[r * p.inW + min(j, p.inW - 1u)], j < p.inW);
+}`,
+};
+
+/** [rows, inW] -> [rows, outW]: the first min(inW, outW) values of each row, then zeros. */
+function resizeRows(x: Tensor, rows: number, inW: number, outW: number, shape: number[]): Tensor {
+  const y = empty(shape, 'f32', 'conv2d.resizeRows');
+  const n = rows * outW;
+  if (n > 0) launch(resizeRowsSpec, [u32s(n, inW, outW), x.binding('conv2d.resizeRows'), y.binding('conv2d.resizeRows')], grid1d(n, RESIZE_WG));
+  return y;
+}
+
+/** The geometry with Cin padded to a multiple of 4, or null where the layer runs as it is. */
+function paddedGeom(g: ConvGeom): ConvGeom | null {
+  return g.Cin % 4 !== 0 && g.Cout % 4 === 0 ? { ...g, Cin: Math.ceil(g.Cin / 4) * 4 } : null;
+}
+const padInput = (x: Tensor, g: ConvGeom, p: ConvGeom) => resizeRows(x, g.N * g.H * g.W, g.Cin, p.Cin, [g.N, g.H, g.W, p.Cin]);
+// HWIO: each tap's [Cin, Cout] block is Cin·Cout contiguous floats, and the padded rows follow the real ones
+const padWeight = (w: Tensor, g: ConvGeom, p: ConvGeom) => resizeRows(w, g.KH * g.KW, g.Cin * g.Cout, p.Cin * g.Cout, [g.KH, g.KW, p.Cin, g.Cout]);
+
 export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const g = geometry(x, w, bias, opts);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
   if (y.size === 0) return y;
-  runGather('fwd', g, x, w, bias, y);
+  const p = paddedGeom(g);
+  if (p) {
+    const x4 = padInput(x, g, p);
+    const w4 = padWeight(w, g, p);
+    runGather('fwd', p, x4, w4, bias, y);
+    x4.dispose();
+    w4.dispose();
+  } else runGather('fwd', g, x, w, bias, y);
   return y;
 }
 
 /** Gradient of the input: a transposed gathered GEMM over dy. */
 export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom): Tensor {
-  const dx = empty([g.N, g.H, g.W, g.Cin], 'f32', 'conv2d.dx');
-  if (dx.size === 0) return dx;
-  const wt = transposeWeight(w, g);
-  runGather('dx', g, dy, wt, null, dx);
+  if (g.N * g.H * g.W === 0) return empty([g.N, g.H, g.W, g.Cin], 'f32', 'conv2d.dx');
+  const p = paddedGeom(g);
+  const dx = empty([g.N, g.H, g.W, p ? p.Cin : g.Cin], 'f32', 'conv2d.dx');
+  const w4 = p ? padWeight(w, g, p) : w;
+  const wt = transposeWeight(w4, p ?? g);
+  runGather('dx', p ?? g, dy, wt, null, dx);
   wt.dispose();
-  return dx;
+  if (!p) return dx;
+  w4.dispose();
+  const cut = resizeRows(dx, g.N * g.H * g.W, p.Cin, g.Cin, [g.N, g.H, g.W, g.Cin]);
+  dx.dispose();
+  return cut;
 }
 
 /** Gradient of the weight. */
 export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom): Tensor {
-  return weightGrad(g, x, dy);
+  const p = paddedGeom(g);
+  if (!p) return weightGrad(g, x, dy);
+  const x4 = padInput(x, g, p);
+  const dw4 = weightGrad(p, x4, dy);
+  x4.dispose();
+  const dw = resizeRows(dw4, g.KH * g.KW, p.Cin * g.Cout, g.Cin * g.Cout, [g.KH, g.KW, g.Cin, g.Cout]);
+  dw4.dispose();
+  return dw;
 }
 
 /**
