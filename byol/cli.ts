@@ -26,7 +26,7 @@ optimization
   --epochs N           (default ${TRAIN_DEFAULTS.epochs})
   --batch N            (default ${TRAIN_DEFAULTS.batchSize})
   --lr X               base learning rate, scaled by batch/256, warm-up then cosine (default ${TRAIN_DEFAULTS.baseLr})
-  --optimizer NAME     lars (default), sgd, adam
+  --optimizer NAME     lars, sgd or adam (default ${TRAIN_DEFAULTS.optimizer})
   --wd X               weight decay (default ${TRAIN_DEFAULTS.weightDecay})
   --tau X              EMA base decay, rising to 1 along a cosine (default ${TRAIN_DEFAULTS.tauBase})
   --seed N             (default 0)
