@@ -2,8 +2,9 @@
 // is, and how much CPU other processes took while we measured (on a 2-core CPU "GPU" that decides everything).
 //
 // A sample = `k` launches recorded back to back, then one wait for the queue; per-op time = sample / k, with k
-// chosen from one calibration op so that a sample lasts >= targetMs. What we report is wall-clock time in the
-// JS thread (lavapipe's timestamp queries would be CPU times too), so it includes Dawn's per-dispatch cost.
+// chosen from one calibration op so that a sample lasts >= targetMs. The ratio is taken from wall-clock time in
+// the JS thread, so it includes Dawn's per-dispatch cost; where the adapter has timestamp queries our side also
+// reports GPU time between two stamps around the k ops (bench/gpu-timer.ts).
 
 import { cpus, loadavg } from 'node:os';
 import { readFileSync } from 'node:fs';
@@ -13,6 +14,8 @@ export interface Sample {
   ms: number;
   /** CPU ms per op of the process that ran the ops (lavapipe's threads included) */
   cpuMs: number;
+  /** GPU ms per op from timestamp queries, where the side has them */
+  gpuMs?: number;
 }
 
 export interface Side {
@@ -23,17 +26,19 @@ export interface Side {
 }
 
 /** A side in this process: `op` records one op, `sync` waits for the device. */
-export function localSide(op: () => void, sync: () => Promise<void>, budgetMs?: number): Side {
+export function localSide(op: () => void, sync: () => Promise<void>, budgetMs?: number, timer?: { begin(): void; end(): Promise<number> } | null): Side {
   return {
     budgetMs,
     run: async (k) => {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
+      timer?.begin();
       for (let i = 0; i < k; i++) op();
+      const gpu = timer ? await timer.end() : null; // end() waits for the device
       await sync();
       const ms = (performance.now() - t0) / k;
       const c = process.cpuUsage(c0);
-      return { ms, cpuMs: (c.user + c.system) / 1000 / k };
+      return { ms, cpuMs: (c.user + c.system) / 1000 / k, ...(gpu !== null ? { gpuMs: gpu / k } : {}) };
     },
   };
 }
@@ -43,6 +48,8 @@ export interface Timing {
   minMs: number;
   /** median CPU time per op of the process that ran the side (lavapipe's threads included), ms: less sensitive to other load */
   cpuMs: number;
+  /** median GPU time per op from timestamp queries, or null where the side has none */
+  gpuMs: number | null;
   /** ops per sample */
   k: number;
   samples: number;
@@ -96,6 +103,7 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
   for (const s of sides) prep.push(await prepare(s, targetMs, opts.warm ?? true));
   const times: number[][] = prep.map((p) => (p.first ? [p.first.ms] : []));
   const cpu: number[][] = prep.map((p) => (p.first ? [p.first.cpuMs] : []));
+  const gpuT: number[][] = prep.map((p) => (p.first?.gpuMs !== undefined ? [p.first.gpuMs] : []));
   const spent = sides.map(() => 0);
   for (let r = 0; r < maxSamples; r++) {
     let any = false;
@@ -106,6 +114,7 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
       const r = await sides[i].run(prep[i].k);
       times[i].push(r.ms);
       cpu[i].push(r.cpuMs);
+      if (r.gpuMs !== undefined) gpuT[i].push(r.gpuMs);
       spent[i] += now() - t0;
       any = true;
     }
@@ -115,6 +124,7 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
     medianMs: median(times[i]),
     minMs: Math.min(...times[i]),
     cpuMs: median(cpu[i]),
+    gpuMs: gpuT[i].length ? median(gpuT[i]) : null,
     k: prep[i].k,
     samples: times[i].length,
     firstMs: prep[i].firstMs,

@@ -26,6 +26,7 @@ const { measureInterleaved, localSide, ForeignCpu, cpuModel, loadAverage, fmtMs,
 const { normalizedDiff } = await import('./case.ts');
 const { peerInProcess, peerProcess } = await import('./peer.ts');
 const { allCases } = await import('./cases/index.ts');
+const { GpuTimer } = await import('./gpu-timer.ts');
 type Peer = import('./peer.ts').Peer;
 type Side = import('./harness.ts').Side;
 
@@ -49,6 +50,8 @@ interface Row {
   /** the same ratio from CPU time per op, which other processes' load disturbs less */
   ratio_cpu: number | null;
   ours_cpu_ms: number;
+  /** GPU time per op of ours from timestamp queries (median), where the adapter has them */
+  ours_gpu_ms: number | null;
   peer_cpu_ms: number | null;
   /** normalized max difference between our output and the peer's */
   check: number | null;
@@ -96,6 +99,7 @@ if (args.tune) {
   tuneNote = `tuneMatmul() chose ${r.choice.name} (${r.source}${r.source === 'measured' ? `, ${r.ms.toFixed(0)} ms` : ''})`;
 }
 
+const timer = GpuTimer.create();
 const machine = {
   cpu: cpuModel(),
   cores: cpus().length,
@@ -105,7 +109,7 @@ const machine = {
   node: process.version,
   peer: peer ? `${peer.name} in ${peer.where}` : 'none',
   matmul: tuneNote,
-  timing: 'wall-clock per op: k ops recorded back to back, then one wait for the device (not GPU timestamps)',
+  timing: `wall-clock per op: k ops recorded back to back, then one wait for the device${timer ? '; ours also in GPU time from timestamp queries around the k ops' : ''}`,
   load_before: loadAverage(),
   load_after: '',
   date: new Date().toISOString(),
@@ -130,7 +134,7 @@ for (const { c, index } of picked) {
     const want = await theirs.output();
     if (want) check = normalizedDiff(await ours.output(), want);
   }
-  const sides: Side[] = [localSide(ours.op, sync)];
+  const sides: Side[] = [localSide(ours.op, sync, undefined, timer)];
   if (theirs) sides.push(theirs.side);
   const [t, p] = await measureInterleaved(sides, {
     targetMs: args.quick ? 100 : 200,
@@ -154,6 +158,7 @@ for (const { c, index } of picked) {
     ratio: p ? p.medianMs / t.medianMs : null,
     ratio_cpu: p ? p.cpuMs / t.cpuMs : null,
     ours_cpu_ms: t.cpuMs,
+    ours_gpu_ms: t.gpuMs,
     peer_cpu_ms: p?.cpuMs ?? null,
     check,
     ours_k: t.k,
@@ -186,11 +191,12 @@ function peerRateOf(r: Row): string {
   if (r.gbps != null && r.peer_ms != null) return `${fmtRate((r.gbps * r.ours_ms) / r.peer_ms)} GB/s`;
   return '-';
 }
-const header = ['op', 'shape', 'ours ms (median / min)', 'GFLOPS, GB/s or img/s', 'tfjs-webgpu ms (median / min)', 'tfjs rate', 'ratio', 'ratio (CPU time)', 'max diff', 'foreign CPU %'];
+const header = ['op', 'shape', 'ours ms (median / min)', 'ours GPU ms', 'GFLOPS, GB/s or img/s', 'tfjs-webgpu ms (median / min)', 'tfjs rate', 'ratio', 'ratio (CPU time)', 'max diff', 'foreign CPU %'];
 const table = rows.map((r) => [
   r.name,
   r.shape,
   `${fmtMs(r.ours_ms)} / ${fmtMs(r.ours_min_ms)}`,
+  r.ours_gpu_ms != null ? fmtMs(r.ours_gpu_ms) : '-',
   rateOf(r),
   r.peer_ms != null ? `${fmtMs(r.peer_ms)} / ${fmtMs(r.peer_min_ms)}` : '-',
   peerRateOf(r),
@@ -209,6 +215,7 @@ if (args.json) {
   console.log(`wrote ${args.json}`);
 }
 peer?.close();
+timer?.destroy();
 releaseDevice();
 // tfjs (same-process mode) holds its own device and with it the Dawn instance, which would keep Node alive
 process.exit(bad.length ? 1 : 0);
