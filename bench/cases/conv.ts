@@ -76,7 +76,6 @@ export const convCases: BenchCase[] = [
   convCase('dx', 32, 32, 64, 64),
   convCase('dW', 32, 32, 64, 64),
   convCase('fwd+dx+dW', 32, 32, 64, 64),
-  convCase('fwd', 32, 16, 128, 128, { fullOnly: true }),
-  convCase('fwd', 32, 8, 256, 256, { fullOnly: true }),
-  convCase('fwd', 32, 4, 512, 512, { fullOnly: true }),
+  // the later stages, forward and both gradients (full run only: tfjs takes seconds per dW here)
+  ...([[16, 128], [8, 256], [4, 512]] as const).flatMap(([H, C]) => (['fwd', 'dx', 'dW'] as const).map((w) => convCase(w, 32, H, C, C, { fullOnly: true }))),
 ];
