@@ -4,9 +4,8 @@
 // Usage: tsx bench/step-profile.ts [repeats]
 
 import { getDevice, releaseDevice, tensor, sync, recordDispatches, gpu } from '../engine/index.ts';
-import { BYOL } from '../byol/model.ts';
 import { randomData } from './case.ts';
-import { TRAIN_STEP_SHAPE as s } from './cases/byol-step.ts';
+import { TRAIN_STEP_SHAPE as s, byolForStep } from './cases/byol-step.ts';
 
 const repeats = Number(process.argv[2] ?? 3);
 const ctx = await getDevice();
@@ -15,16 +14,7 @@ const shape = [s.batch, s.size, s.size, s.channels];
 const n = shape.reduce((a, b) => a * b, 1);
 const v1 = tensor(randomData(n, 1), shape);
 const v2 = tensor(randomData(n, 2), shape);
-const model = new BYOL({
-  encoder: { arch: 'resnet-small', width: s.width, stem: 'small', inChannels: s.channels },
-  projHidden: s.projHidden,
-  projDim: s.projDim,
-  predHidden: s.projHidden,
-  optimizer: 'adam',
-  baseLr: 3e-3,
-  batchSize: s.batch,
-  totalSteps: 1000,
-});
+const model = byolForStep(s);
 model.trainStep(v1, v2).loss.dispose(); // compiles everything
 await sync();
 let t0 = performance.now();

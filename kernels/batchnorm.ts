@@ -211,20 +211,23 @@ const ROWS_PER_INVOCATION = 8;
 const rowLoop = (body: string) =>
   [...Array(ROWS_PER_INVOCATION).keys()].map((k) => `  { let r = r0 + ${k}u; if (r < p.R) { let i = r * p.Cv + c;\n    ${body}\n  } }`).join('\n');
 
-function normalizeSpec(vec: boolean, relu: boolean): NamedSpec {
-  return cached(`normalize|${vec}|${relu}`, () => {
-    const T = vec ? 'vec4<f32>' : 'f32';
-    const m = new ModuleBuilder('n: u32, Cv: u32, R: u32,').storage('x', 'read', T).storage('stats', 'read', T).storage('beta', 'read', T).storage('y', 'rw', T);
-    // (x - mean) * scale, not x * scale + (beta - mean * scale): that cancels catastrophically when |mean| >> std
-    return m.build('batchNorm.normalize', `
-@compute @workgroup_size(${WG})
+// entry point, this invocation's channel c and first row r0, and the channel's mean as shift + dmean
+const ROWS_PROLOGUE = `@compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let t = ${INDEX1D};
   if (t >= p.n) { return; }
   let c = t % p.Cv;
   let r0 = (t / p.Cv) * ${ROWS_PER_INVOCATION}u;
   let shift = stats[c];
-  let dmean = stats[p.Cv + c];
+  let dmean = stats[p.Cv + c];`;
+
+function normalizeSpec(vec: boolean, relu: boolean): NamedSpec {
+  return cached(`normalize|${vec}|${relu}`, () => {
+    const T = vec ? 'vec4<f32>' : 'f32';
+    const m = new ModuleBuilder('n: u32, Cv: u32, R: u32,').storage('x', 'read', T).storage('stats', 'read', T).storage('beta', 'read', T).storage('y', 'rw', T);
+    // (x - mean) * scale, not x * scale + (beta - mean * scale): that cancels catastrophically when |mean| >> std
+    return m.build('batchNorm.normalize', `
+${ROWS_PROLOGUE}
   let scale = stats[3u * p.Cv + c];
   let b = beta[c];
 ${rowLoop(`let v = ((x[i] - shift) - dmean) * scale + b; y[i] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}
@@ -239,14 +242,7 @@ function applyGradSpec(vec: boolean, relu: boolean): NamedSpec {
     if (relu) m.storage('y', 'read', T);
     m.storage('stats', 'read', T).storage('coef', 'read', T).storage('dx', 'rw', T);
     return m.build('batchNorm.backward.dx', `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = ${INDEX1D};
-  if (t >= p.n) { return; }
-  let c = t % p.Cv;
-  let r0 = (t / p.Cv) * ${ROWS_PER_INVOCATION}u;
-  let shift = stats[c];
-  let dmean = stats[p.Cv + c];
+${ROWS_PROLOGUE}
   let invstd = stats[2u * p.Cv + c];
   let scale = stats[3u * p.Cv + c];
   let c0 = coef[c];

@@ -21,6 +21,20 @@ export interface ByolStepShape {
 
 export const TRAIN_STEP_SHAPE: ByolStepShape = { batch: 256, size: 28, channels: 1, width: 8, projHidden: 512, projDim: 128 };
 
+/** The model the step row trains (bench/step-profile.ts profiles the same one). */
+export function byolForStep(s: ByolStepShape): BYOL {
+  return new BYOL({
+    encoder: { arch: 'resnet-small', width: s.width, stem: 'small', inChannels: s.channels },
+    projHidden: s.projHidden,
+    projDim: s.projDim,
+    predHidden: s.projHidden,
+    optimizer: 'adam',
+    baseLr: 3e-3,
+    batchSize: s.batch,
+    totalSteps: 1000,
+  });
+}
+
 function byolStepCase(s: ByolStepShape, extra: Partial<BenchCase> = {}): BenchCase {
   const viewShape = [s.batch, s.size, s.size, s.channels];
   const n = viewShape.reduce((a, b) => a * b, 1);
@@ -32,16 +46,7 @@ function byolStepCase(s: ByolStepShape, extra: Partial<BenchCase> = {}): BenchCa
     ours(): SideOps {
       const v1 = tensor(randomData(n, 1), viewShape);
       const v2 = tensor(randomData(n, 2), viewShape);
-      const model = new BYOL({
-        encoder: { arch: 'resnet-small', width: s.width, stem: 'small', inChannels: s.channels },
-        projHidden: s.projHidden,
-        projDim: s.projDim,
-        predHidden: s.projHidden,
-        optimizer: 'adam',
-        baseLr: 3e-3,
-        batchSize: s.batch,
-        totalSteps: 1000,
-      });
+      const model = byolForStep(s);
       return {
         op: () => model.trainStep(v1, v2).loss.dispose(),
         dispose: () => {
