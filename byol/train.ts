@@ -61,9 +61,11 @@ export interface TrainOptions {
 export const TRAIN_DEFAULTS: TrainOptions = {
   data: 'fashion-mnist',
   arch: 'resnet-small',
-  width: 8,
+  // width 16 for one epoch beat width 8 for two in the same time (linear probe 0.823 vs 0.781, 23 vs 21 min): at
+  // width 8 the 64-d representation limits the probe more than training length does
+  width: 16,
   stem: 'small',
-  epochs: 2,
+  epochs: 1,
   // small batches: at a fixed budget of images, more steps learned more (PyTorch prototype, 1 epoch: linear probe
   // 0.800 at batch 64 vs 0.745 at 256), and the engine's images/s barely depends on the batch size here
   batchSize: 64,
