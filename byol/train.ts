@@ -66,8 +66,9 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   width: 16,
   stem: 'small',
   epochs: 1,
-  // small batches: at a fixed budget of images, more steps learned more (PyTorch prototype, 1 epoch: linear probe
-  // 0.800 at batch 64 vs 0.745 at 256), and the engine's images/s barely depends on the batch size here
+  // small batches: at a fixed budget of images, more steps learned more (bench/byol-recipe.py, 1 epoch: linear probe
+  // 0.800 at batch 64 vs 0.745 at 256; bench/results/recipe-search.md), and the engine's images/s barely depends
+  // on the batch size here
   batchSize: 64,
   baseLr: 0.012, // Adam 3e-3 at batch 64 (the base rate is scaled by batch / 256)
   optimizer: 'adam',
