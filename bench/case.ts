@@ -4,6 +4,7 @@
 // run in another process (bench/peer-worker.ts). bench/run.ts times the closures and compares the outputs.
 
 import type { Tf } from './peer.ts';
+import type { Tensor } from '../engine/tensor.ts';
 
 export interface SideOps {
   /** Records one op (no waiting); disposes what it creates. */
@@ -47,6 +48,30 @@ export function randomData(n: number, seed = 1): Float32Array {
     out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
   }
   return out;
+}
+
+/** An output() for our side: records the op, reads its result back and frees it. */
+export function readOurs(run: () => Tensor): () => Promise<Float32Array> {
+  return async () => {
+    const t = run();
+    try {
+      return (await t.toArray()) as Float32Array;
+    } finally {
+      t.dispose();
+    }
+  };
+}
+
+/** The same for a tfjs op's result. */
+export function readPeer(run: () => { data(): Promise<unknown>; dispose(): void }): () => Promise<Float32Array> {
+  return async () => {
+    const t = run();
+    try {
+      return (await t.data()) as Float32Array;
+    } finally {
+      t.dispose();
+    }
+  };
 }
 
 /** max |a - b| / max(|b|, 1e-3): the same normalized error the op tests use. */

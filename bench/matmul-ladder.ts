@@ -14,6 +14,7 @@
 //   8 +textures TM=16 half the rows: fewer accumulators, faster to compile
 //   9 TM=16 CB=2      16 rows x 2 column quads per lane: as many accumulators as TM=32, half the broadcasts
 //                     per multiply-add, twice B's loads (engine default)
+//  10 column-first    the default walking its tiles column by column instead of in groups of 8 row tiles
 // On lavapipe every load whose address is not a compile-time constant is a per-lane scalar loop with a bounds
 // check, so the rungs that cut loads per FMA win; workgroup memory saves little there and barriers cost.
 // Usage: npx tsx bench/matmul-ladder.ts [--size N] [--quick] [--peer]   (N a multiple of 64; default 1024)
@@ -22,7 +23,7 @@ import { cpus } from 'node:os';
 import { getDevice, releaseDevice, tensor, empty, sync, type Tensor } from '../engine/index.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
 import { lavapipeConfig } from '../engine/lavapipe.ts';
-import { matmulRaw, matmulSpec, broadcastLanes, tileName, DEFAULT_TILE, type BroadcastTile } from '../kernels/matmul.ts';
+import { matmulRaw, matmulSpec, broadcastLanes, tileName, setMatmulGroup, DEFAULT_TILE, DEFAULT_MATMUL_GROUP, type BroadcastTile } from '../kernels/matmul.ts';
 import { measureInterleaved, localSide, cpuModel, loadAverage, ForeignCpu, fmtMs, fmtRate, markdownTable } from './harness.ts';
 import { randomData, normalizedDiff } from './case.ts';
 import { peerProcess } from './peer.ts';
@@ -116,10 +117,26 @@ function makeRungs(): Rung[] {
     broadcastRung(sg),
     broadcastRung(32),
     broadcastRung(32, true),
-    ...(16 % sg === 0 ? [broadcastRung(16, true), broadcastRung(16, true, 2)] : []),
+    ...(16 % sg === 0 ? [broadcastRung(16, true), broadcastRung(16, true, 2), columnFirstRung(broadcastRung(16, true, 2))] : []),
     ...(process.env.LADDER_EXTRA_TM ?? '').split(',').filter(Boolean).map((x) => broadcastRung(parseInt(x, 10), x.endsWith('t'))),
   ];
   return all.filter((r) => !process.env.LADDER_ONLY || r.name.includes(process.env.LADDER_ONLY));
+}
+
+/** The same kernel walking its tiles column by column instead of in groups of row tiles (setMatmulGroup(0)). */
+function columnFirstRung(r: Rung): Rung {
+  return {
+    ...r,
+    name: `${r.name} column-first`,
+    run: (a, b, n) => {
+      setMatmulGroup(0); // read when the op is recorded, so restoring it right after is enough
+      try {
+        return r.run(a, b, n);
+      } finally {
+        setMatmulGroup(DEFAULT_MATMUL_GROUP);
+      }
+    },
+  };
 }
 
 function cpuProduct(a: Float32Array, b: Float32Array, n: number): Float64Array {

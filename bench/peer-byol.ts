@@ -24,16 +24,13 @@ function seeded(tf: Tf, shape: number[], std: number, seed: number): T {
 
 class Net {
   readonly vars: T[] = [];
-  private readonly stats: Bn[] = [];
-  private seed: number;
 
   constructor(
     private readonly tf: Tf,
     private readonly s: ByolStepShape,
-    seed: number,
+    private seed: number,
     private readonly withPredictor: boolean,
   ) {
-    this.seed = seed;
     this.build();
   }
 
@@ -51,7 +48,6 @@ class Net {
     const tf = this.tf;
     const b: Bn = { gamma: tf.variable(tf.ones([c])), beta: tf.variable(tf.zeros([c])), mean: tf.variable(tf.zeros([c]), false), variance: tf.variable(tf.ones([c]), false) };
     this.bns.set(name, b);
-    this.stats.push(b);
     this.vars.push(b.gamma, b.beta);
   }
 
@@ -135,7 +131,7 @@ class Net {
 
   dispose(): void {
     for (const v of this.vars) v.dispose();
-    for (const b of this.stats) {
+    for (const b of this.bns.values()) {
       b.mean.dispose();
       b.variance.dispose();
     }

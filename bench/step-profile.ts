@@ -1,7 +1,7 @@
 // Where a BYOL training step's time goes: records every dispatch of one step (bench/cases/byol-step.ts's shape),
 // then replays each alone (repeats in one submit, one wait) and sums the time per kernel name. Replayed
 // dispatches read whatever the pooled buffers hold by then, so this is for timing only.
-// Usage: tsx bench/step-profile.ts [repeats]
+// Usage: tsx bench/step-profile.ts [repeats]   (BY_SHAPE=1: convolutions also by dispatch size, i.e. by layer)
 
 import { getDevice, releaseDevice, tensor, sync, recordDispatches, gpu } from '../engine/index.ts';
 import { randomData } from './case.ts';

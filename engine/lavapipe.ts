@@ -10,8 +10,8 @@
 // Not the default: convolutions dominate a BYOL step, and at 16 lanes conv2d gains nothing on wide layers (64
 // channels: 30 vs 28 GFLOPS) while narrow ones (8-16 channels, most of the default encoder's time) run 2-3x
 // slower, being bound by per-lane loads, which cost twice as much per instruction at 16 lanes; the default BYOL
-// step measured 31 vs 63 images/s (bench/step-profile.ts). Opt in with LP_NATIVE_VECTOR_WIDTH=512 for
-// matmul-heavy work.
+// step measured 31 vs 63 images/s on a loaded machine (bench/step-profile.ts at each width). Opt in with
+// LP_NATIVE_VECTOR_WIDTH=512 for matmul-heavy work.
 
 /** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
 const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);

@@ -62,8 +62,10 @@ export function candidatesFor(): MatmulTile[] {
   if (sg) {
     // one column quad per lane only at 32 rows: at 16 or 24 it lost to the same rows with 2 quads in every shape measured
     for (const TM of [16, 24]) if (TM % sg === 0) add({ kind: 'broadcast', TM, CB: 2, textures: true });
-    if (32 % sg === 0) add({ kind: 'broadcast', TM: 32, textures: true });
-    if (32 % sg === 0) add({ kind: 'broadcast', TM: 32 });
+    if (32 % sg === 0) {
+      add({ kind: 'broadcast', TM: 32, textures: true });
+      add({ kind: 'broadcast', TM: 32 });
+    }
   }
   // on CPU adapters the tiled kernel is ~10x slower than broadcast (bench/matmul-ladder.ts): not worth timing
   if (def.kind !== 'broadcast') for (const t of [DEFAULT_TILE, { BM: 32, BN: 64, BK: 16, TM: 4 }]) add(t);

@@ -92,7 +92,7 @@ function lanes(): Lanes {
   const c = gpu('conv2d');
   const info: any = (c.adapter as any).info ?? {};
   const width = info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0;
-  // wider subgroups would need SG*RB rows of registers per lane even at RB = 1: they take the portable kernels
+  // subgroups wider than 16 would need SG*RB rows of registers per lane even at RB = 1: they take the portable kernels
   const ok = c.hasSubgroups && (width === 4 || width === 8 || width === 16);
   if (laneMode === 'subgroups' && !ok) throw new Error(`conv2d: subgroup kernels need subgroups of width 4, 8 or 16 (adapter: ${info.subgroupMinSize}..${info.subgroupMaxSize})`);
   if (ok && laneMode !== 'portable') return { SG: width, subgroups: true, G: 1 };
@@ -533,7 +533,6 @@ function geometry(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions
   return { N, H, W, Cin, KH, KW, Cout, stride, pad, OH, OW };
 }
 
-/** The forward launch (no tape). */
 // ---- few input channels (a grayscale or RGB stem): padded to a multiple of 4 -------------------------------
 // The scalar (unaligned) kernels load 4 guarded floats per channel quad and run at a tenth of the vec4 ones, so a
 // 1-channel stem cost as much as a 16x larger layer. Zero channels change no sum: x and w are padded to the next
@@ -574,6 +573,7 @@ const padInput = (x: Tensor, g: ConvGeom, p: ConvGeom) => resizeRows(x, g.N * g.
 // HWIO: each tap's [Cin, Cout] block is Cin·Cout contiguous floats, and the padded rows follow the real ones
 const padWeight = (w: Tensor, g: ConvGeom, p: ConvGeom) => resizeRows(w, g.KH * g.KW, g.Cin * g.Cout, p.Cin * g.Cout, [g.KH, g.KW, p.Cin, g.Cout]);
 
+/** The forward launch (no tape). */
 export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const g = geometry(x, w, bias, opts);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');

@@ -43,7 +43,8 @@ export type MatmulTile = TiledTile | BroadcastTile;
 
 export const DEFAULT_TILE: TiledTile = { BM: 64, BN: 64, BK: 16, TM: 4 };
 // 16 rows x 2 column quads per lane: half the broadcasts per multiply-add of TM=32 with one quad, for as many
-// accumulators; measured 1.1-1.45x faster than that on lavapipe (1024³ 18.2 -> 20.9 GFLOPS, MLP shapes 1.1-1.3x)
+// accumulators; 1.1-1.45x faster than that on lavapipe (rungs 'TM=32 +textures' and 'TM=16 CB=2 +textures' of
+// npm run bench:ladder)
 export const BROADCAST_TILE: BroadcastTile = { kind: 'broadcast', TM: 16, CB: 2, textures: true };
 
 export function tileName(t: MatmulTile): string {
@@ -236,8 +237,11 @@ export interface BroadcastVariant {
   group?: number;
 }
 
-// 8: measured on lavapipe, 1024³ 14.0 -> 16.8 GFLOPS and 2048³ 13.2 -> 16.9 against column-tiles-first; 512³ unchanged
-let matmulGroup = 8;
+// 8: on an idle lavapipe 1.2x faster than column tiles first at 2048³ and the same at 1024³; with another process
+// sharing the caches, 1.2x at 1024³ too (npm run bench:ladder -- --size N, rungs 'TM=16 CB=2 +textures' and
+// '... column-first')
+export const DEFAULT_MATMUL_GROUP = 8;
+let matmulGroup = DEFAULT_MATMUL_GROUP;
 /** For benchmarks: the tile order of the broadcast kernel (see BroadcastVariant.group). */
 export function setMatmulGroup(g: number): void {
   matmulGroup = g;

@@ -6,7 +6,7 @@ import { tensor, sync, liveTensors, type Tensor } from '../engine/index.ts';
 import { rng, relErr } from './helpers/gradcheck.ts';
 import {
   ref, setMatmulTile, matmulTile, broadcastLanes, tileName, matmulRaw, matmulTextureStats, setMatmulTextureCacheBytes,
-  DEFAULT_TILE, BROADCAST_TILE, setMatmulGroup, type MatmulTile,
+  DEFAULT_TILE, BROADCAST_TILE, setMatmulGroup, DEFAULT_MATMUL_GROUP, type MatmulTile,
 } from '../kernels/matmul.ts';
 
 // [M, K, N, transA, transB, batchA, batchB]; each case also runs the backward, i.e. two more products with
@@ -96,7 +96,7 @@ if (lanes) {
           tol: 1e-5,
         });
       } finally {
-        setMatmulGroup(8);
+        setMatmulGroup(DEFAULT_MATMUL_GROUP);
       }
     });
   }

@@ -5,10 +5,16 @@
 import { tensor, conv2d, fmtShape } from '../../engine/index.ts';
 import { conv2dBackwardInput, conv2dBackwardWeight, convOutSize, type ConvGeom } from '../../kernels/conv2d.ts';
 import type { BenchCase, SideOps } from '../case.ts';
-import { randomData } from '../case.ts';
+import { randomData, readOurs, readPeer } from '../case.ts';
 import type { Tf } from '../peer.ts';
 
 type Which = 'fwd' | 'dx' | 'dW' | 'fwd+dx+dW';
+
+/** The last result (the one compared between engines); the others are freed. */
+function lastOf<T extends { dispose(): void }>(outs: T[]): T {
+  outs.slice(0, -1).forEach((t) => t.dispose());
+  return outs[outs.length - 1];
+}
 
 function convCase(which: Which, N: number, H: number, C: number, K: number, extra: Partial<BenchCase> = {}): BenchCase {
   const g: ConvGeom = { N, H, W: H, Cin: C, KH: 3, KW: 3, Cout: K, stride: 1, pad: 1, OH: convOutSize(H, 3, 1, 1), OW: convOutSize(H, 3, 1, 1) };
@@ -34,12 +40,7 @@ function convCase(which: Which, N: number, H: number, C: number, K: number, extr
       };
       return {
         op: () => run().forEach((t) => t.dispose()),
-        output: async () => {
-          const outs = run();
-          const last = (await outs[outs.length - 1].toArray()) as Float32Array;
-          outs.forEach((t) => t.dispose());
-          return last;
-        },
+        output: readOurs(() => lastOf(run())),
         dispose: () => [x, w, dy].forEach((t) => t.dispose()),
       };
     },
@@ -58,12 +59,7 @@ function convCase(which: Which, N: number, H: number, C: number, K: number, extr
       };
       return {
         op: () => run().forEach((t) => t.dispose()),
-        output: async () => {
-          const outs = run();
-          const last = (await outs[outs.length - 1].data()) as Float32Array;
-          outs.forEach((t) => t.dispose());
-          return last;
-        },
+        output: readPeer(() => lastOf(run())),
         dispose: () => [x, w, dy].forEach((t) => t.dispose()),
       };
     },

@@ -3,7 +3,7 @@
 
 import { tensor, matmul, fmtShape } from '../../engine/index.ts';
 import type { BenchCase } from '../case.ts';
-import { randomData } from '../case.ts';
+import { randomData, readOurs, readPeer } from '../case.ts';
 
 export function matmulCase(name: string, M: number, K: number, N: number, transA = false, transB = false, extra: Partial<BenchCase> = {}): BenchCase {
   const sa = transA ? [K, M] : [M, K];
@@ -18,12 +18,7 @@ export function matmulCase(name: string, M: number, K: number, N: number, transA
       const b = tensor(randomData(K * N, 2), sb);
       return {
         op: () => matmul(a, b, transA, transB).dispose(),
-        output: async () => {
-          const c = matmul(a, b, transA, transB);
-          const out = (await c.toArray()) as Float32Array;
-          c.dispose();
-          return out;
-        },
+        output: readOurs(() => matmul(a, b, transA, transB)),
         dispose: () => {
           a.dispose();
           b.dispose();
@@ -35,12 +30,7 @@ export function matmulCase(name: string, M: number, K: number, N: number, transA
       const b = tf.tensor(randomData(K * N, 2), sb);
       return {
         op: () => tf.matMul(a, b, transA, transB).dispose(),
-        output: async () => {
-          const c = tf.matMul(a, b, transA, transB);
-          const out = (await c.data()) as Float32Array;
-          c.dispose();
-          return out;
-        },
+        output: readPeer(() => tf.matMul(a, b, transA, transB)),
         dispose: () => {
           a.dispose();
           b.dispose();

@@ -11,7 +11,7 @@ import { emaUpdate } from '../../engine/ema.ts';
 import { LARS } from '../../engine/optim.ts';
 import { ResNet } from '../../byol/resnet.ts';
 import type { BenchCase, SideOps } from '../case.ts';
-import { randomData } from '../case.ts';
+import { randomData, readOurs, readPeer } from '../case.ts';
 import type { Tf } from '../peer.ts';
 
 const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
@@ -43,12 +43,7 @@ function batchNormCase(withBackward: boolean, shape: number[]): BenchCase {
         });
       return {
         op: () => run().dispose(),
-        output: async () => {
-          const out = run();
-          const a = (await out.toArray()) as Float32Array;
-          out.dispose();
-          return a;
-        },
+        output: readOurs(run),
         dispose: () => [x, dy, gamma, beta, stats.runningMean, stats.runningVar].forEach((t) => t.dispose()),
       };
     },
@@ -67,12 +62,7 @@ function batchNormCase(withBackward: boolean, shape: number[]): BenchCase {
       const run = () => (withBackward ? grad(x, dy) : t.tidy(() => f(x)));
       return {
         op: () => run().dispose(),
-        output: async () => {
-          const out = run();
-          const a = (await out.data()) as Float32Array;
-          out.dispose();
-          return a;
-        },
+        output: readPeer(run),
         dispose: () => [x, dy, gamma, beta].forEach((v) => v.dispose()),
       };
     },
@@ -97,12 +87,7 @@ function cosineCase(B: number, D: number): BenchCase {
         });
       return {
         op: () => run().dispose(),
-        output: async () => {
-          const g = run();
-          const a = (await g.toArray()) as Float32Array;
-          g.dispose();
-          return a;
-        },
+        output: readOurs(run),
         dispose: () => [p, z].forEach((t) => t.dispose()),
       };
     },
@@ -115,12 +100,7 @@ function cosineCase(B: number, D: number): BenchCase {
       const grad = t.grad((a: any) => t.mean(t.sub(2, t.mul(2, t.sum(t.mul(unit(a), unit(z)), 1)))));
       return {
         op: () => grad(p).dispose(),
-        output: async () => {
-          const g = grad(p);
-          const a = (await g.data()) as Float32Array;
-          g.dispose();
-          return a;
-        },
+        output: readPeer(() => grad(p)),
         dispose: () => [p, z].forEach((v) => v.dispose()),
       };
     },
