@@ -1,6 +1,7 @@
-# BYOL recipe search on Fashion-MNIST in PyTorch (not part of the engine; extends bench/byol-prototype.py with
-# flags, batched augmentation, a converged standardized L-BFGS linear probe with a weight-decay sweep on a held-out
-# part of TRAIN, and kNN). The figures in README "Results of the reference run" and byol/train.ts's defaults come
+# BYOL recipe search on Fashion-MNIST in PyTorch (not part of the engine): the same resnet-small, heads, EMA target
+# and loss as the engine's BYOL, with flags for the knobs, batched augmentation, a converged standardized L-BFGS
+# linear probe with a weight-decay sweep on a held-out part of TRAIN, and kNN. It replaced an earlier prototype
+# that gave the target its own random init (--no-target-copy keeps that behaviour). The figures in README "Results of the reference run" and byol/train.ts's defaults come
 # from it; the runs are in bench/results/recipe-search.md (table) and .jsonl (raw).
 # Usage: /usr/bin/python3 bench/byol-recipe.py --tag NAME [flags] [--out FILE]   (one thread; appends a JSON line
 #   to FILE, default runs/recipe-search.jsonl), e.g. --tag b64 --epochs 1 --batch 64 --lr 3e-3 --lr-scale 0
