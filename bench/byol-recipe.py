@@ -1,8 +1,9 @@
 # BYOL recipe search on Fashion-MNIST in PyTorch (not part of the engine): the same resnet-small, heads, EMA target
 # and loss as the engine's BYOL, with flags for the knobs, batched augmentation, a converged standardized L-BFGS
-# linear probe with a weight-decay sweep on a held-out part of TRAIN, and kNN. It replaced an earlier prototype
-# that gave the target its own random init (--no-target-copy keeps that behaviour). The figures in README "Results of the reference run" and byol/train.ts's defaults come
-# from it; the runs are in bench/results/recipe-search.md (table) and .jsonl (raw).
+# linear probe with a weight-decay sweep on a held-out part of TRAIN, and kNN. Unlike the engine (and BYOL's
+# official code), the target starts as a copy of the online network; --no-target-copy gives it its own init.
+# The figures in README "Results of the reference run" and byol/train.ts's defaults come from it; the runs are in
+# bench/results/recipe-search.md (table) and .jsonl (raw).
 # Usage: /usr/bin/python3 bench/byol-recipe.py --tag NAME [flags] [--out FILE]   (one thread; appends a JSON line
 #   to FILE, default runs/recipe-search.jsonl), e.g. --tag b64 --epochs 1 --batch 64 --lr 3e-3 --lr-scale 0
 import argparse, copy, gzip, json, math, os, time, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
