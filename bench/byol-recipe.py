@@ -17,6 +17,11 @@ ap.add_argument('--lr-scale', type=int, default=1, help='multiply lr by B/256')
 ap.add_argument('--warmup', type=float, default=0.1); ap.add_argument('--tau', type=float, default=0.99)
 ap.add_argument('--proj-hidden', type=int, default=512); ap.add_argument('--proj-dim', type=int, default=128)
 ap.add_argument('--pred-hidden', type=int, default=512)
+ap.add_argument('--widths', default='', help='stage widths a,b,c,d (overrides --width)')
+ap.add_argument('--expand', type=int, default=0, help='1x1 conv+BN+ReLU to this many channels before the pool')
+ap.add_argument('--stem-stride', type=int, default=1)
+ap.add_argument('--threads', type=int, default=1)
+ap.add_argument('--quick-probe', action='store_true', help='one L-BFGS fit (wd 1e-4, 150 iterations), no held-out wd choice')
 ap.add_argument('--scale-min', type=float, default=0.2); ap.add_argument('--scale-max', type=float, default=1.0)
 ap.add_argument('--flip', type=float, default=0.5); ap.add_argument('--jitter-p', type=float, default=0.8)
 ap.add_argument('--bright', type=float, default=0.4); ap.add_argument('--contrast', type=float, default=0.4)
@@ -28,7 +33,7 @@ ap.add_argument('--random-only', action='store_true'); ap.add_argument('--pixels
 ap.add_argument('--out', default='runs/recipe-search.jsonl', help='results file (one JSON line per run)')
 ap.add_argument('--max-minutes', type=float, default=0, help='stop training early (schedules still span full run)')
 a = ap.parse_args()
-torch.manual_seed(a.seed); np.random.seed(a.seed)
+torch.manual_seed(a.seed); np.random.seed(a.seed); torch.set_num_threads(a.threads)
 
 def idx(p):
     b = gzip.open(p).read()
@@ -46,13 +51,14 @@ class Block(nn.Module):
     def forward(s, x): return F.relu(s.b2(s.c2(F.relu(s.b1(s.c1(x))))) + s.sc(x))
 class Enc(nn.Module):
     def __init__(s, w):
-        super().__init__(); s.stem = nn.Sequential(nn.Conv2d(1, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU())
+        super().__init__(); s.stem = nn.Sequential(nn.Conv2d(1, w[0], 3, a.stem_stride, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU())
         layers = []; c = w[0]
         for k, o in enumerate(w): layers.append(Block(c, o, 1 if k == 0 else 2)); c = o
+        if a.expand: layers += [nn.Conv2d(c, a.expand, 1, bias=False), nn.BatchNorm2d(a.expand), nn.ReLU()]; c = a.expand
         s.layers = nn.Sequential(*layers); s.dim = c
     def forward(s, x): return F.adaptive_avg_pool2d(s.layers(s.stem(x)), 1).flatten(1)
 def mlp(i, h, o): return nn.Sequential(nn.Linear(i, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Linear(h, o, bias=False))
-widths = [a.width, 2 * a.width, 4 * a.width, 8 * a.width]
+widths = [int(v) for v in a.widths.split(',')] if a.widths else [a.width, 2 * a.width, 4 * a.width, 8 * a.width]
 
 # ---- batched augmentation (same distributions as the prototype's per-image loop) ----
 def aug(x, sol=0.0, blur=0.0):
@@ -102,6 +108,8 @@ def acc(f, y, Wb): return ((f @ Wb[0] + Wb[1]).argmax(1) == y).float().mean().it
 WDS = [0.0, 1e-4, 1e-3]
 def linear_probe(ftr, fte):
     m, s = ftr.mean(0), ftr.std(0) + 1e-6; ftr = (ftr - m) / s; fte = (fte - m) / s
+    if a.quick_probe:
+        Wb = lbfgs_fit(ftr, Ytr, 1e-4, iters=150); return dict(top1=acc(fte, Yte, Wb), train_top1=acc(ftr, Ytr, Wb), wd=1e-4)
     g = torch.Generator().manual_seed(123); perm = torch.randperm(60000, generator=g); tr, va = perm[:50000], perm[50000:]
     val = {wd: acc(ftr[va], Ytr[va], lbfgs_fit(ftr[tr], Ytr[tr], wd)) for wd in WDS}
     best = max(WDS, key=lambda w: (val[w], w))

@@ -95,6 +95,8 @@ export interface ByolAugmentOptions {
   blur?: boolean;
   normalize?: Normalization | null;
   cropScale?: [number, number];
+  /** Probability of solarizing view 2 (the paper's 0.2 by default; view 1 is never solarized). */
+  solarizeProb?: number;
   outHeight?: number;
   outWidth?: number;
 }
@@ -105,7 +107,8 @@ export function byolAugmentConfig(opts: ByolAugmentOptions): AugmentConfig {
   const common: Partial<ViewConfig> = { normalize: opts.normalize ?? null, outHeight: opts.outHeight, outWidth: opts.outWidth };
   if (opts.cropScale) common.cropScale = [...opts.cropScale];
   const view = (base: ViewConfig): ViewConfig => ({ ...base, ...common, blurProb: blur ? base.blurProb : 0 });
-  return { view1: view(BYOL_VIEW1), view2: view(BYOL_VIEW2) };
+  const view2 = opts.solarizeProb === undefined ? BYOL_VIEW2 : { ...BYOL_VIEW2, solarizeProb: opts.solarizeProb };
+  return { view1: view(BYOL_VIEW1), view2: view(view2) };
 }
 
 /** Checks a view config against the image it will run on; throws naming the bad field. */

@@ -19,9 +19,14 @@ model
   --arch ARCH          resnet-small (default), resnet18, resnet34, resnet50
   --width N            channels of the first stage (default ${TRAIN_DEFAULTS.width}; torchvision uses 64)
   --stem KIND          small (3x3 conv, no max-pool; default) or imagenet (7x7/2 + max-pool)
+  --head-channels N    1x1 conv + BN + ReLU to N channels after the last stage, widening the representation
+                       (default ${TRAIN_DEFAULTS.headChannels}; 0: none, the plain ResNet)
   --proj-hidden N      projector hidden size (default ${TRAIN_DEFAULTS.projHidden}; paper 4096)
   --proj-dim N         projection size (default ${TRAIN_DEFAULTS.projDim}; paper 256)
   --pred-hidden N      predictor hidden size (default ${TRAIN_DEFAULTS.predHidden}; paper 4096)
+augmentation
+  --crop-scale LO,HI   random-resized-crop area range (default ${TRAIN_DEFAULTS.cropScale.join(',')}; paper 0.08,1)
+  --solarize P         probability of solarizing view 2 (default ${TRAIN_DEFAULTS.solarize}; paper 0.2)
 optimization
   --epochs N           (default ${TRAIN_DEFAULTS.epochs})
   --batch N            (default ${TRAIN_DEFAULTS.batchSize})
@@ -54,6 +59,21 @@ function num(name: string, v: string | undefined, dflt: number, min = 0): number
   return n;
 }
 
+function range(name: string, v: string | undefined, dflt: [number, number]): [number, number] {
+  if (v === undefined) return dflt;
+  const parts = v.split(',').map(Number);
+  if (parts.length !== 2 || !(parts[0] > 0 && parts[0] <= parts[1] && parts[1] <= 1)) {
+    throw new Error(`--${name}: expected LO,HI with 0 < LO <= HI <= 1, got '${v}'`);
+  }
+  return [parts[0], parts[1]];
+}
+
+function prob(name: string, v: string | undefined, dflt: number): number {
+  const p = num(name, v, dflt);
+  if (p > 1) throw new Error(`--${name}: expected a probability in [0, 1], got '${v}'`);
+  return p;
+}
+
 function oneOf<T extends string>(name: string, v: string | undefined, dflt: T, allowed: readonly T[]): T {
   if (v === undefined) return dflt;
   if (!allowed.includes(v as T)) throw new Error(`--${name}: expected one of ${allowed.join(', ')}, got '${v}'`);
@@ -66,7 +86,8 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     strict: true,
     options: {
       data: { type: 'string' }, 'data-path': { type: 'string' }, arch: { type: 'string' }, width: { type: 'string' },
-      stem: { type: 'string' }, 'proj-hidden': { type: 'string' }, 'proj-dim': { type: 'string' }, 'pred-hidden': { type: 'string' },
+      stem: { type: 'string' }, 'head-channels': { type: 'string' }, 'crop-scale': { type: 'string' }, solarize: { type: 'string' },
+      'proj-hidden': { type: 'string' }, 'proj-dim': { type: 'string' }, 'pred-hidden': { type: 'string' },
       epochs: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, optimizer: { type: 'string' },
       wd: { type: 'string' }, tau: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
       resume: { type: 'boolean' }, 'max-steps': { type: 'string' }, 'checkpoint-every': { type: 'string' },
@@ -80,6 +101,9 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     arch: oneOf('arch', v.arch, d.arch, ['resnet-small', 'resnet18', 'resnet34', 'resnet50'] as const),
     width: int('width', v.width, d.width),
     stem: oneOf('stem', v.stem, d.stem, ['small', 'imagenet'] as const),
+    headChannels: int('head-channels', v['head-channels'], d.headChannels, 0),
+    cropScale: range('crop-scale', v['crop-scale'], d.cropScale),
+    solarize: prob('solarize', v.solarize, d.solarize),
     projHidden: int('proj-hidden', v['proj-hidden'], d.projHidden),
     projDim: int('proj-dim', v['proj-dim'], d.projDim),
     predHidden: int('pred-hidden', v['pred-hidden'], d.predHidden),

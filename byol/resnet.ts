@@ -21,6 +21,12 @@ export interface ResNetConfig {
   numClasses?: number;
   /** Zero-init the last BN gamma of each residual branch (Goyal et al.); off by default as in BYOL's paper runs. */
   zeroInitResidual?: boolean;
+  /**
+   * >0 adds a 1x1 conv + BN + ReLU to this many channels after the last stage (EfficientNet's and MobileNet's
+   * "head" conv, timm's names conv_head / bn_head), so a narrow network still gives a wide representation. It
+   * runs at the last stage's resolution, where it is cheap. 0 (default) is the plain ResNet.
+   */
+  headChannels?: number;
 }
 
 const BLOCKS: Record<ResNetArch, { block: 'basic' | 'bottleneck'; layers: number[] }> = {
@@ -98,14 +104,17 @@ export class ResNet extends Module {
   readonly bn1: BatchNorm;
   readonly maxpool: MaxPool2d | null;
   readonly layers: Sequential[] = [];
+  readonly convHead: Conv2d | null;
+  readonly bnHead: BatchNorm | null;
   readonly avgpool = new GlobalAvgPool();
   readonly fc: Linear | null;
 
   constructor(config: ResNetConfig) {
     super();
-    const c: Required<ResNetConfig> = { stem: 'imagenet', width: 64, inChannels: 3, numClasses: 0, zeroInitResidual: false, ...config };
+    const c: Required<ResNetConfig> = { stem: 'imagenet', width: 64, inChannels: 3, numClasses: 0, zeroInitResidual: false, headChannels: 0, ...config };
     if (!BLOCKS[c.arch]) throw new Error(`ResNet: unknown arch '${c.arch}' (expected ${Object.keys(BLOCKS).join(', ')})`);
     if (!Number.isInteger(c.width) || c.width < 1) throw new Error(`ResNet: width must be a positive integer, got ${c.width}`);
+    if (!Number.isInteger(c.headChannels) || c.headChannels < 0) throw new Error(`ResNet: headChannels must be a non-negative integer (0 = no head conv), got ${c.headChannels}`);
     this.config = c;
     const { block, layers } = BLOCKS[c.arch];
     const Block = block === 'basic' ? BasicBlock : Bottleneck;
@@ -128,6 +137,14 @@ export class ResNet extends Module {
       }
       this.layers.push(this.child(`layer${i + 1}`, new Sequential(...blocks)));
     });
+    if (c.headChannels > 0) {
+      this.convHead = this.child('conv_head', new Conv2d(cin, c.headChannels, 1));
+      this.bnHead = this.child('bn_head', new BatchNorm(c.headChannels, { relu: true }));
+      cin = c.headChannels;
+    } else {
+      this.convHead = null;
+      this.bnHead = null;
+    }
     this.featureDim = cin;
     this.fc = c.numClasses > 0 ? this.child('fc', new Linear(cin, c.numClasses)) : null;
   }
@@ -145,6 +162,7 @@ export class ResNet extends Module {
     let h = this.bn1.forward(this.conv1.forward(x));
     if (this.maxpool) h = this.maxpool.forward(h);
     for (const layer of this.layers) h = layer.forward(h);
+    if (this.convHead && this.bnHead) h = this.bnHead.forward(this.convHead.forward(h));
     const y = this.avgpool.forward(h);
     return this.fc ? this.fc.forward(y) : y;
   }

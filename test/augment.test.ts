@@ -353,6 +353,9 @@ t('configs: T / T\' asymmetry; blur off by default at <= 32 px; Rng is determini
   assert.equal([small.view1.blurProb, small.view2.blurProb, small.view2.solarizeProb], [0, 0, 0.2]);
   assert.equal(small.view1.cropScale, [0.2, 1]);
   assert.is(byolAugmentConfig({ imageSize: 28, blur: true }).view1.blurProb, 1);
+  const noSol = byolAugmentConfig({ imageSize: 28, solarizeProb: 0 });
+  assert.equal([noSol.view1.solarizeProb, noSol.view2.solarizeProb, noSol.view2.blurProb], [0, 0, 0], 'solarizeProb sets view 2 only');
+  assert.is(byolAugmentConfig({ imageSize: 28, solarizeProb: 0.5 }).view1.solarizeProb, 0);
   assert.equal([blurRadius(224, 10), blurRadius(96, 10), blurRadius(32, 10), blurRadius(28, 10), blurRadius(19, 10)], [11, 4, 1, 1, 0]);
   const a = new Rng(42);
   const b = new Rng(42);

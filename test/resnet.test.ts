@@ -115,4 +115,47 @@ t('bad input: wrong channels, too small, wrong checkpoint names and shapes', () 
   model.dispose();
 });
 
+t('headChannels: a 1x1 conv + BN + ReLU after the last stage, then the pool; torch names conv_head / bn_head', async () => {
+  const before = liveTensors();
+  const cfg = { arch: 'resnet-small' as const, width: 4, stem: 'small' as const, inChannels: 1 };
+  const headed = materialize(new ResNet({ ...cfg, headChannels: 12 }), { seed: 3 });
+  const plain = materialize(new ResNet(cfg), { seed: 9 });
+  assert.is(headed.featureDim, 12);
+  assert.is(plain.featureDim, 32);
+  const state = await exportTorchStateDict(headed);
+  assert.equal(state.get('conv_head.weight')!.shape, [12, 32, 1, 1]);
+  assert.equal(state.get('bn_head.weight')!.shape, [12]);
+  assert.ok(!state.has('conv_head.bias'), 'the head conv is bias-free (BN follows it)');
+  // the same stages in both: the head's output is computed by hand from the plain model's stage output
+  importTorchStateDict(plain, new Map([...state].filter(([n]) => !n.startsWith('conv_head') && !n.startsWith('bn_head'))));
+  headed.train();
+  plain.train();
+  const x = tensor(Float32Array.from({ length: 3 * 12 * 12 }, (_, i) => Math.sin(i * 0.37)), [3, 12, 12, 1]);
+  const gotT = tidy(() => headed.forward(x));
+  const wantT = tidy(() => {
+    let h = plain.bn1.forward(plain.conv1.forward(x));
+    for (const layer of plain.layers) h = layer.forward(h);
+    return headed.avgpool.forward(headed.bnHead!.forward(headed.convHead!.forward(h)));
+  });
+  const [got, want] = [await gotT.toArray(), await wantT.toArray()];
+  gotT.dispose();
+  wantT.dispose();
+  assert.is(got.length, 3 * 12);
+  assert.ok(relErr(got, want) <= 1e-6, `head output vs by hand: ${relErr(got, want)}`);
+  assert.ok(Array.from(got).every((v) => v >= 0), 'ReLU before the pool');
+  const y = tidy(() => headed.forward(x));
+  const dy = tensor(new Float32Array(36).fill(1), [3, 12]);
+  backward(y, dy);
+  for (const [name, p] of headed.namedParameters()) assert.ok(p.grad, `${name} got no gradient`);
+  assert.throws(() => new ResNet({ ...cfg, headChannels: -1 }), /headChannels must be a non-negative integer.*-1/);
+  assert.throws(() => new ResNet({ ...cfg, headChannels: 2.5 }), /headChannels/);
+  y.dispose();
+  dy.dispose();
+  x.dispose();
+  headed.dispose();
+  plain.dispose();
+  await sync();
+  assert.is(liveTensors(), before, 'no tensors left behind');
+});
+
 t.run();

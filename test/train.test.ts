@@ -4,12 +4,14 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../byol/train.ts';
+import { parseTrainArgs } from '../byol/cli.ts';
 import { loadLatestCheckpoint } from '../engine/checkpoint-node.ts';
+import { parseSafetensors } from '../engine/safetensors.ts';
 import { liveTensors, sync } from '../engine/index.ts';
 
 const t = suite('train');
@@ -47,6 +49,20 @@ const tmp = () => {
 };
 t.after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
+t('CLI flags: defaults, the model and augmentation flags, and bad values named', () => {
+  const d = parseTrainArgs([]);
+  assert.equal([d.width, d.headChannels, d.cropScale, d.solarize], [TRAIN_DEFAULTS.width, TRAIN_DEFAULTS.headChannels, TRAIN_DEFAULTS.cropScale, TRAIN_DEFAULTS.solarize]);
+  const o = parseTrainArgs(['--head-channels', '0', '--crop-scale', '0.08,1', '--solarize', '0.2', '--width', '8']);
+  assert.equal([o.headChannels, o.cropScale, o.solarize, o.width], [0, [0.08, 1], 0.2, 8]);
+  assert.is(parseTrainArgs(['--head-channels', '256']).headChannels, 256);
+  assert.throws(() => parseTrainArgs(['--head-channels=-4']), /--head-channels: expected an integer >= 0, got '-4'/);
+  assert.throws(() => parseTrainArgs(['--crop-scale', '0.5']), /--crop-scale: expected LO,HI .* got '0.5'/);
+  assert.throws(() => parseTrainArgs(['--crop-scale', '0.9,0.2']), /--crop-scale/);
+  assert.throws(() => parseTrainArgs(['--crop-scale', '0,1']), /--crop-scale/);
+  assert.throws(() => parseTrainArgs(['--solarize', '1.5']), /--solarize: expected a probability in \[0, 1\], got '1.5'/);
+  assert.throws(() => parseTrainArgs(['--solarise', '0']), /solarise/);
+});
+
 t('a run stopped after a checkpoint and resumed gives bit-identical weights, and leaks nothing', async () => {
   if (!haveData) return console.log('  (skipped: Fashion-MNIST is not installed; run bash engine/setup.sh --data)');
   await sync();
@@ -83,6 +99,16 @@ t('kill -9 during training, then --resume: the run completes from the last check
   assert.is(r.steps, ck.step + 3);
 });
 
+t('--head-channels: the run trains a wider representation and exports conv_head / bn_head', async () => {
+  if (!haveData) return console.log('  (skipped: Fashion-MNIST is not installed)');
+  const dir = tmp();
+  const r = await train(tiny(dir, { maxSteps: 2, headChannels: 24, cropScale: [0.6, 1], solarize: 0 }), quiet);
+  assert.equal([r.feature_dim, r.head_channels, r.crop_scale, r.solarize], [24, 24, [0.6, 1], 0]);
+  const enc = parseSafetensors(readFileSync(join(dir, 'encoder.safetensors')));
+  assert.equal(enc.get('conv_head.weight')!.shape, [24, 32, 1, 1]);
+  assert.equal(enc.get('bn_head.running_var')!.shape, [24]);
+});
+
 t('a diverging loss stops the run naming the step; the last good checkpoint stays', async () => {
   if (!haveData) return console.log('  (skipped: Fashion-MNIST is not installed)');
   const dir = tmp();
@@ -95,6 +121,15 @@ t('a diverging loss stops the run naming the step; the last good checkpoint stay
     err = e as Error;
   }
   assert.match(err?.message ?? '', /different baseLr/);
+  for (const [extra, want] of [[{ headChannels: 8 }, /different headChannels \(0 vs 8\)/], [{ cropScale: [0.5, 1] as [number, number] }, /different cropScale/]] as const) {
+    err = null;
+    try {
+      await train(tiny(dir, { resume: true, ...extra }), quiet);
+    } catch (e) {
+      err = e as Error;
+    }
+    assert.match(err?.message ?? '', want);
+  }
   const wild = tmp();
   try {
     await train(tiny(wild, { baseLr: 1e30, optimizer: 'sgd', checkpointEvery: 1, logEvery: 1 }), quiet);
