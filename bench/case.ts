@@ -50,29 +50,23 @@ export function randomData(n: number, seed = 1): Float32Array {
   return out;
 }
 
-/** An output() for our side: records the op, reads its result back and frees it. */
-export function readOurs(run: () => Tensor): () => Promise<Float32Array> {
+/** An output(): records the op, reads its result with `read` and frees it. */
+function readAndFree<T extends { dispose(): void }>(run: () => T, read: (t: T) => Promise<unknown>): () => Promise<Float32Array> {
   return async () => {
     const t = run();
     try {
-      return (await t.toArray()) as Float32Array;
+      return (await read(t)) as Float32Array;
     } finally {
       t.dispose();
     }
   };
 }
 
+/** An output() for our side. */
+export const readOurs = (run: () => Tensor) => readAndFree(run, (t) => t.toArray());
+
 /** The same for a tfjs op's result. */
-export function readPeer(run: () => { data(): Promise<unknown>; dispose(): void }): () => Promise<Float32Array> {
-  return async () => {
-    const t = run();
-    try {
-      return (await t.data()) as Float32Array;
-    } finally {
-      t.dispose();
-    }
-  };
-}
+export const readPeer = (run: () => { data(): Promise<unknown>; dispose(): void }) => readAndFree(run, (t) => t.data());
 
 /** max |a - b| / max(|b|, 1e-3): the same normalized error the op tests use. */
 export { normalizedError as normalizedDiff } from '../engine/ref.ts';

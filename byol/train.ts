@@ -98,6 +98,12 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   probeEpochs: 20,
 };
 
+/**
+ * What runs used before these options existed: a checkpoint whose identity lacks one was made with this value (not
+ * with whatever the default is now).
+ */
+const BEFORE_FLAGS: Partial<TrainOptions> = { headChannels: 0, cropScale: [0.08, 1], solarize: 0.2 };
+
 /** Options that define the run: a checkpoint may only be resumed with the same values. */
 const IDENTITY_KEYS: (keyof TrainOptions)[] = ['data', 'arch', 'width', 'stem', 'headChannels', 'cropScale', 'solarize', 'epochs', 'batchSize', 'baseLr', 'optimizer', 'weightDecay', 'tauBase', 'projHidden', 'projDim', 'predHidden', 'seed'];
 
@@ -152,8 +158,7 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
       if (!existsSync(ckptDir) || (await listCheckpoints(ckptDir)).length === 0) throw new Error(`train --resume: no checkpoint in ${ckptDir}`);
       const ck = await loadLatestCheckpoint(ckptDir, { onWarning: (w) => log(`byol: warning: ${w}`) });
       const saved = (ck.meta?.identity ?? {}) as Record<string, unknown>;
-      // checkpoints from before a flag existed were made with what is still its default
-      const savedValue = (k: keyof TrainOptions) => (k in saved ? saved[k] : TRAIN_DEFAULTS[k]);
+      const savedValue = (k: keyof TrainOptions) => (k in saved ? saved[k] : BEFORE_FLAGS[k]);
       const diff = IDENTITY_KEYS.filter((k) => JSON.stringify(savedValue(k)) !== JSON.stringify(opts[k]));
       if (diff.length) throw new Error(`train --resume: ${ck.path} was made with different ${diff.map((k) => `${k} (${JSON.stringify(savedValue(k))} vs ${JSON.stringify(opts[k])})`).join(', ')}`);
       model.loadStateDict(ck.tensors);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../byol/train.ts';
 import { parseTrainArgs } from '../byol/cli.ts';
-import { loadLatestCheckpoint } from '../engine/checkpoint-node.ts';
+import { loadLatestCheckpoint, saveCheckpoint } from '../engine/checkpoint-node.ts';
 import { parseSafetensors } from '../engine/safetensors.ts';
 import { liveTensors, sync } from '../engine/index.ts';
 
@@ -130,6 +130,20 @@ t('a diverging loss stops the run naming the step; the last good checkpoint stay
     }
     assert.match(err?.message ?? '', want);
   }
+  // a checkpoint from before --head-channels, --crop-scale and --solarize resumes as the values runs had then
+  const prior = await loadLatestCheckpoint(join(dir, 'checkpoints'));
+  const { headChannels, cropScale, solarize, ...older } = (prior.meta as { identity: Record<string, unknown> }).identity;
+  assert.equal([headChannels, cropScale, solarize], [0, [0.08, 1], 0.2]);
+  await saveCheckpoint(join(dir, 'checkpoints'), prior.step, { tensors: prior.tensors, meta: { identity: older } });
+  const resumed = await train(tiny(dir, { resume: true, maxSteps: prior.step + 1 }), quiet);
+  assert.is(resumed.steps, prior.step + 1);
+  err = null;
+  try {
+    await train(tiny(dir, { resume: true, solarize: 0 }), quiet);
+  } catch (e) {
+    err = e as Error;
+  }
+  assert.match(err?.message ?? '', /different solarize \(0.2 vs 0\)/);
   const wild = tmp();
   try {
     await train(tiny(wild, { baseLr: 1e30, optimizer: 'sgd', checkpointEvery: 1, logEvery: 1 }), quiet);
