@@ -2,7 +2,7 @@
 // the minimum traffic each pass needs. Not a test; a shared CPU "GPU" makes the numbers noisy.
 // Usage: npx tsx bench/bn-quick.ts [N H W C]   (default 32 32 32 64)
 
-import { getDevice, releaseDevice, tensor, tidy, backward, noGrad, sync, recorderStats, clearTape, type Tensor } from '../engine/index.ts';
+import { getDevice, releaseDevice, tensor, tidy, backward, noGrad, sync, recorderStats, clearTape, type Tensor } from '../nn/index.ts';
 import { ew } from '../kernels/elementwise.ts';
 import { batchNorm, ref } from '../kernels/batchnorm.ts';
 import { randArr, rng, relErr } from '../test/helpers/gradcheck.ts';

@@ -20,7 +20,7 @@
 // Usage: npx tsx bench/matmul-ladder.ts [--size N] [--quick] [--peer]   (N a multiple of 64; default 1024)
 
 import { cpus } from 'node:os';
-import { getDevice, releaseDevice, tensor, empty, sync, type Tensor } from '../engine/index.ts';
+import { getDevice, releaseDevice, tensor, empty, sync, type Tensor } from '../nn/index.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
 import { lavapipeConfig } from '../engine/lavapipe.ts';
 import { matmulRaw, matmulSpec, broadcastLanes, tileName, setMatmulGroup, DEFAULT_TILE, DEFAULT_MATMUL_GROUP, type BroadcastTile } from '../kernels/matmul.ts';

@@ -17,9 +17,9 @@ import { cpus } from 'node:os';
 const originalEnv = { ...process.env };
 delete originalEnv.LP_NATIVE_VECTOR_WIDTH;
 
-const { getDevice, releaseDevice, sync, pool } = await import('../engine/index.ts');
+const { getDevice, releaseDevice, sync, pool } = await import('../nn/index.ts');
 const deviceModule = await import('../engine/device.ts'); // its _gpuHandle is a live binding, set by getDevice()
-const { tuneMatmul } = await import('../engine/tune.ts');
+const { tuneMatmul } = await import('../kernels/matmul-tune.ts');
 const { broadcastLanes } = await import('../kernels/matmul.ts');
 const { lavapipeConfig } = await import('../engine/lavapipe.ts');
 const { measureInterleaved, localSide, ForeignCpu, cpuModel, loadAverage, fmtMs, fmtRate, markdownTable } = await import('./harness.ts');

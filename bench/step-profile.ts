@@ -3,7 +3,7 @@
 // dispatches read whatever the pooled buffers hold by then, so this is for timing only.
 // Usage: tsx bench/step-profile.ts [repeats]   (BY_SHAPE=1: convolutions also by dispatch size, i.e. by layer)
 
-import { getDevice, releaseDevice, tensor, sync, recordDispatches, gpu } from '../engine/index.ts';
+import { getDevice, releaseDevice, tensor, sync, recordDispatches, gpu } from '../nn/index.ts';
 import { randomData } from './case.ts';
 import { TRAIN_STEP_SHAPE as s, byolForStep } from './cases/byol-step.ts';
 

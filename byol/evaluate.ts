@@ -1,7 +1,7 @@
 // Evaluation of a frozen encoder: features of the train and test sets (eval-mode BN, no augmentation), a kNN
 // monitor and a linear probe, all computed with the engine on the GPU.
 
-import { Module } from '../engine/nn.ts';
+import { Module } from '../nn/module.ts';
 import type { Tensor } from '../engine/tensor.ts';
 import { GpuDataset } from './data/gpu-dataset.ts';
 import { extractFeatures, knnAccuracy, linearProbe } from './eval/index.ts';

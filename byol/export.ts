@@ -1,8 +1,8 @@
 // Checkpoints PyTorch can load: torchStateDict() (NCHW/OIHW layouts, torchvision names) plus each BatchNorm's
 // num_batches_tracked as an int64 scalar, which torch's strict load_state_dict requires.
 
-import { Module, torchStateDict, loadTorchStateDict } from '../engine/nn.ts';
-import { BatchNorm } from '../engine/layers.ts';
+import { Module, torchStateDict, loadTorchStateDict } from '../nn/module.ts';
+import { BatchNorm } from '../nn/layers.ts';
 import type { TensorEntry } from '../engine/safetensors.ts';
 
 export async function exportTorchStateDict(model: Module): Promise<Map<string, TensorEntry>> {

@@ -3,10 +3,10 @@
 // weights. Both live in parameter arenas with the same leading layout (the predictor is declared last), so the
 // EMA is one dispatch over the target arena and the optimizer a few over the online arena.
 
-import { Module, materialize, Sequential } from '../engine/nn.ts';
-import { LARS, SGD, Adam, type Optimizer } from '../engine/optim.ts';
-import { emaUpdate } from '../engine/ema.ts';
-import { warmupCosine, emaTau } from '../engine/schedule.ts';
+import { Module, materialize, Sequential } from '../nn/module.ts';
+import { LARS, SGD, Adam, type Optimizer } from '../nn/optim.ts';
+import { emaUpdate } from '../nn/ema.ts';
+import { warmupCosine, emaTau } from '../nn/schedule.ts';
 import { Tensor, tidy, fmtShape } from '../engine/tensor.ts';
 import { backward, noGrad } from '../engine/tape.ts';
 import { flush } from '../engine/recorder.ts';

@@ -4,5 +4,5 @@ export { train, TRAIN_DEFAULTS, type TrainOptions, type FinalReport } from './tr
 export { loadDataset, DEFAULT_PATHS, type DatasetSpec, type DatasetKind } from './data/dataset.ts';
 export { writeAugmentationPreview, augmentationPreviewPng } from './preview.ts';
 export { lossCurvePng } from './loss-curve.ts';
-export { saveSafetensors, loadSafetensors, readSafetensors } from '../engine/safetensors-node.ts';
-export { saveCheckpoint, loadLatestCheckpoint, listCheckpoints } from '../engine/checkpoint-node.ts';
+export { saveSafetensors, loadSafetensors, readSafetensors } from '../nn/safetensors-node.ts';
+export { saveCheckpoint, loadLatestCheckpoint, listCheckpoints } from '../nn/checkpoint-node.ts';

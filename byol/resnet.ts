@@ -3,8 +3,8 @@
 // Stems: 'imagenet' (7x7/2 conv, 3x3/2 max-pool) and 'small' (3x3/1 conv, no pool) for 28-32 px images.
 // 'resnet-small' is the official BYOL code's TinyResNet shape: one BasicBlock per stage, for CPU-sized runs.
 
-import { Module, Sequential, Linear } from '../engine/nn.ts';
-import { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from '../engine/layers.ts';
+import { Module, Sequential, Linear } from '../nn/module.ts';
+import { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from '../nn/layers.ts';
 import { Tensor, fmtShape } from '../engine/tensor.ts';
 import { add, relu } from '../kernels/elementwise.ts';
 

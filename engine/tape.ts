@@ -2,19 +2,9 @@
 // backward() walks the records in reverse, accumulating gradients into leaves' .grad, and then releases the
 // whole tape (PyTorch's retain_graph=False): one forward and one backward per training step.
 
-import { Tensor, tidy, keep, fmtShape } from './tensor.ts';
+import { Tensor, tidy, keep, fmtShape, type TapeNode } from './tensor.ts';
 import { onRelease } from './device.ts';
-import { add, onesLike } from '../kernels/elementwise.ts';
-
-export interface TapeNode {
-  op: string;
-  inputs: Tensor[];
-  output: Tensor;
-  /** Returns one gradient per input (null where the input needs none); dy is the output's gradient. */
-  backward: (dy: Tensor) => (Tensor | null)[];
-  /** Tensors the backward reads, held alive past any dispose() of the user's handles. */
-  saved: Tensor[];
-}
+import { ew, onesLike } from './ew.ts';
 
 let tape: TapeNode[] = [];
 let gradEnabled = true;
@@ -111,14 +101,14 @@ export function backward(root: Tensor, grad?: Tensor): void {
       // a leaf: accumulate into .grad, which outlives this call
       if (t.disposed) return;
       if (t.grad) {
-        const sum = keep(tidy(() => add(t.grad!, g)));
+        const sum = keep(tidy(() => ew('grad.accumulate', 'a + b', [t.grad!, g], g.shape)));
         t.grad.dispose();
         t.grad = sum;
       } else t.grad = keep(g.share());
       return;
     }
     const prev = grads.get(t);
-    grads.set(t, prev ? keep(add(prev, g)) : keep(g.share()));
+    grads.set(t, prev ? keep(ew('grad.accumulate', 'a + b', [prev, g], g.shape)) : keep(g.share()));
     prev?.dispose();
   };
   const prev = gradEnabled;

@@ -4,7 +4,17 @@
 
 import { gpu, deviceGeneration } from './device.ts';
 import { pool, releasePooled, readRange, writeRange, clearRange, type BufferRange } from './recorder.ts';
-import type { TapeNode } from './tape.ts';
+
+/** One recorded op of the autograd tape (engine/tape.ts); a tensor computed by it points at it. */
+export interface TapeNode {
+  op: string;
+  inputs: Tensor[];
+  output: Tensor;
+  /** Returns one gradient per input (null where the input needs none); dy is the output's gradient. */
+  backward: (dy: Tensor) => (Tensor | null)[];
+  /** Tensors the backward reads, held alive past any dispose() of the user's handles. */
+  saved: Tensor[];
+}
 
 export type DType = 'f32' | 'i32' | 'u32';
 export type TypedArray = Float32Array | Int32Array | Uint32Array;

@@ -7,7 +7,7 @@
 import { launch, grid1d, params, type KernelSpec } from '../engine/recorder.ts';
 import { Tensor, empty, tidy, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record, noGrad } from '../engine/tape.ts';
-import { ew } from './elementwise.ts';
+import { ew } from '../engine/ew.ts';
 import { sum, mean } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 

@@ -1,5 +1,5 @@
 // Batched matmul C[b] = op(A[b]) · op(B[b]), op = optional transpose given as a flag (never a copy).
-// Two kernel families; the engine picks one per adapter (defaultTile(), refined by engine/tune.ts;
+// Two kernel families; the engine picks one per adapter (defaultTile(), refined by kernels/matmul-tune.ts;
 // bench/matmul-ladder.ts shows the steps and their speed):
 // - 'tiled': a workgroup computes a BM x BN tile of C through BK-deep slabs of A and B staged in workgroup
 //   memory (as vec4 rows), each thread a TM x 4 register block. Portable: any adapter, no optional features.
@@ -461,7 +461,7 @@ onRelease(() => {
   retired.length = 0;
 });
 
-/** Sets the tile every matmul uses from now on (engine/tune.ts calls this with the fastest one it measured). */
+/** Sets the tile every matmul uses from now on (kernels/matmul-tune.ts calls this with the fastest one it measured). */
 export function setMatmulTile(t: MatmulTile): void {
   if (t.kind === 'broadcast') {
     const sg = broadcastLanes();

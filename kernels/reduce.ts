@@ -6,7 +6,7 @@
 import { launch, grid1d, u32s, type KernelSpec } from '../engine/recorder.ts';
 import { Tensor, empty, fmtShape, shapeSize, type Shape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
-import { ew } from './elementwise.ts';
+import { ew } from '../engine/ew.ts';
 import { size, stridesOf, type Arr } from '../engine/ref.ts';
 
 type ReduceOp = 'sum' | 'max';

@@ -7,7 +7,7 @@
 import { launch, u32s, grid1d, type KernelSpec } from '../engine/recorder.ts';
 import { Tensor, empty, fmtShape, shapeSize } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
-import { ew } from './elementwise.ts';
+import { ew } from '../engine/ew.ts';
 import { mean, sum, normAxes } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 

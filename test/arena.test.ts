@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, mul, sum, add, backward, tidy, liveTensors, sync } from '../engine/index.ts';
+import { tensor, mul, sum, add, backward, tidy, liveTensors, sync } from '../nn/index.ts';
 import { Arena, ArenaLayout, ARENA_ALIGN, NORM_CHUNK, KIND_CODE, arenaStats, type SegmentSpec } from '../engine/arena.ts';
 import { rng } from './helpers/gradcheck.ts';
 import { throwsWith } from './helpers/errors.ts';

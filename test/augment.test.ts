@@ -5,7 +5,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PNG } from 'pngjs';
-import { tensor, liveTensors, sync, recorderStats, type Tensor } from '../engine/index.ts';
+import { tensor, liveTensors, sync, recorderStats, type Tensor } from '../nn/index.ts';
 import { Rng } from '../byol/rng.ts';
 import { augmentWithParams, augmentView, augmentViews, normalizeBatch, ref } from '../byol/augment.ts';
 import { drawParams, byolAugmentConfig, blurRadius, BYOL_VIEW1, BYOL_VIEW2, type ImageParams, type ViewConfig } from '../byol/augment-params.ts';

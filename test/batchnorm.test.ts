@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, type Tensor } from '../engine/index.ts';
+import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, type Tensor } from '../nn/index.ts';
 import { batchNorm, ref } from '../kernels/batchnorm.ts';
 import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';

@@ -3,7 +3,7 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { liveTensors, sync, tapeLength } from '../engine/index.ts';
+import { liveTensors, sync, tapeLength } from '../nn/index.ts';
 import { BYOL } from '../byol/model.ts';
 import { GpuDataset } from '../byol/data/gpu-dataset.ts';
 import { syntheticShapes } from '../byol/data/synthetic.ts';

@@ -11,12 +11,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   saveCheckpoint, loadLatestCheckpoint, readCheckpoint, listCheckpoints, checkpointName, type LoadedCheckpoint,
-} from '../engine/checkpoint-node.ts';
-import { saveSafetensors } from '../engine/safetensors-node.ts';
+} from '../nn/checkpoint-node.ts';
+import { saveSafetensors } from '../nn/safetensors-node.ts';
 import type { TensorEntry } from '../engine/safetensors.ts';
-import { tensor, mean, mul, sub, backward, tidy, liveTensors, sync } from '../engine/index.ts';
-import { Linear, ReLU, Sequential, materialize } from '../engine/nn.ts';
-import { Adam } from '../engine/optim.ts';
+import { tensor, mean, mul, sub, backward, tidy, liveTensors, sync } from '../nn/index.ts';
+import { Linear, ReLU, Sequential, materialize } from '../nn/module.ts';
+import { Adam } from '../nn/optim.ts';
 import { stepData } from './helpers/checkpoint-writer.ts';
 import { rng } from './helpers/gradcheck.ts';
 

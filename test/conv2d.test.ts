@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
-import { tensor, variable, backward, tidy, liveTensors, sync } from '../engine/index.ts';
+import { tensor, variable, backward, tidy, liveTensors, sync } from '../nn/index.ts';
 import { conv2d, setConvLaneMode, setConvTiles, ref } from '../kernels/conv2d.ts';
 import { throwsWith } from './helpers/errors.ts';
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync, deflateSync, crc32 } from 'node:zlib';
 import { PNG } from 'pngjs';
-import { tensor, liveTensors, sync, gpu } from '../engine/index.ts';
+import { tensor, liveTensors, sync, gpu } from '../nn/index.ts';
 import { loadDataset, loadFashionMnist, validateDataset, channelStats, DEFAULT_PATHS, type ImageDataset } from '../byol/data/dataset.ts';
 import { parseIdx } from '../byol/data/idx.ts';
 import { loadCifar10, parseCifarBatch, CIFAR10_TRAIN_FILES } from '../byol/data/cifar.ts';

@@ -1,9 +1,9 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { recorderStats } from '../engine/index.ts';
+import { recorderStats } from '../nn/index.ts';
 import { Arena, type SegmentSpec } from '../engine/arena.ts';
-import { emaUpdate } from '../engine/ema.ts';
-import { warmupCosine, emaTau } from '../engine/schedule.ts';
+import { emaUpdate } from '../nn/ema.ts';
+import { warmupCosine, emaTau } from '../nn/schedule.ts';
 import { ref } from '../kernels/optim.ts';
 import { rng } from './helpers/gradcheck.ts';
 import { throwsWith } from './helpers/errors.ts';

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, variable, add, matmul, sum, relu, reshape, backward, tidy, clearTape } from '../engine/index.ts';
+import { tensor, variable, add, matmul, sum, relu, reshape, backward, tidy, clearTape } from '../nn/index.ts';
 import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('errors');

@@ -4,9 +4,9 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Tensor, tensor, empty, sum, liveTensors, sync, noGrad, tidy, gpu } from '../engine/index.ts';
+import { Tensor, tensor, empty, sum, liveTensors, sync, noGrad, tidy, gpu } from '../nn/index.ts';
 import { arenaStats } from '../engine/arena.ts';
-import { Linear, ReLU, Sequential, Flatten, materialize } from '../engine/nn.ts';
+import { Linear, ReLU, Sequential, Flatten, materialize } from '../nn/module.ts';
 import { knnVote, ref as knnRef } from '../kernels/knn.ts';
 import { gatherRows, ref as gatherRef } from '../kernels/gather.ts';
 import { GpuDataset } from '../byol/data/gpu-dataset.ts';

@@ -12,7 +12,7 @@ import {
   Tensor, tensor, full, add, sub, mul, div, relu, exp, log, sqrt, neg, addScalar, subScalar, mulScalar, divScalar,
   powScalar, reshape, sum, mean, max, matmul, onesLike, zeros, liveTensors, sync, tapeLength, clearTape, fmtShape,
   type DType,
-} from '../engine/index.ts';
+} from '../nn/index.ts';
 import { ref as ewRef } from '../kernels/elementwise.ts';
 import { ref as reduceRef } from '../kernels/reduce.ts';
 import { ref as mmRef } from '../kernels/matmul.ts';

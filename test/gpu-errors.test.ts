@@ -7,11 +7,11 @@ import * as assert from 'uvu/assert';
 import {
   getDevice, releaseDevice, gpu, deviceLostReason, tensor, empty, zeros, add, exp, matmul, sum, relu, mulScalar,
   reshape, variable, backward, tidy, sync, flush, liveTensors, tapeLength, memoryStats,
-} from '../engine/index.ts';
+} from '../nn/index.ts';
 import { simulateDeviceLoss, whenDeviceLost, DeviceLostError } from '../engine/device.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
-import { Linear, Sequential, ReLU, materialize } from '../engine/nn.ts';
-import { Adam } from '../engine/optim.ts';
+import { Linear, Sequential, ReLU, materialize } from '../nn/module.ts';
+import { Adam } from '../nn/optim.ts';
 import { NonFiniteMonitor } from '../engine/health.ts';
 
 const t = suite('gpu errors');

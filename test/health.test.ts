@@ -5,7 +5,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
   tensor, full, log, div, mul, exp, mulScalar, sum, tidy, liveTensors, sync, recorderStats, zeros,
-} from '../engine/index.ts';
+} from '../nn/index.ts';
 import { NonFiniteMonitor } from '../engine/health.ts';
 import { rng } from './helpers/gradcheck.ts';
 

@@ -1,8 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
-import { matmul } from '../engine/index.ts';
-import { tensor, sync, liveTensors, type Tensor } from '../engine/index.ts';
+import { matmul } from '../nn/index.ts';
+import { tensor, sync, liveTensors, type Tensor } from '../nn/index.ts';
 import { rng, relErr } from './helpers/gradcheck.ts';
 import {
   ref, setMatmulTile, matmulTile, broadcastLanes, tileName, matmulRaw, matmulTextureStats, setMatmulTextureCacheBytes,

@@ -10,12 +10,12 @@ import * as assert from 'uvu/assert';
 import {
   tensor, sub, mul, mean, add, mulScalar, exp, backward, noGrad, tidy, sync, flush, liveTensors, memoryStats,
   tapeLength, recorderStats,
-} from '../engine/index.ts';
+} from '../nn/index.ts';
 import { arenaStats } from '../engine/arena.ts';
-import { Linear, ReLU, Sequential, materialize } from '../engine/nn.ts';
-import { LARS } from '../engine/optim.ts';
-import { emaUpdate } from '../engine/ema.ts';
-import { warmupCosine, emaTau } from '../engine/schedule.ts';
+import { Linear, ReLU, Sequential, materialize } from '../nn/module.ts';
+import { LARS } from '../nn/optim.ts';
+import { emaUpdate } from '../nn/ema.ts';
+import { warmupCosine, emaTau } from '../nn/schedule.ts';
 import { NonFiniteMonitor } from '../engine/health.ts';
 import { launch, u32s, setAutoFlush } from '../engine/recorder.ts';
 import { Rng } from '../engine/random.ts';

@@ -1,12 +1,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Tensor, tensor, sub, mul, mean, add, backward, tidy, liveTensors, sync, noGrad, tapeLength } from '../engine/index.ts';
+import { Tensor, tensor, sub, mul, mean, add, backward, tidy, liveTensors, sync, noGrad, tapeLength } from '../nn/index.ts';
 import { arenaStats } from '../engine/arena.ts';
 import {
   Module, Linear, ReLU, Sequential, Flatten, Identity, materialize, init, torchStateDict, loadTorchStateDict,
   toTorchLayout, fromTorchLayout, type Parameter, type StateBuffer,
-} from '../engine/nn.ts';
-import { SGD } from '../engine/optim.ts';
+} from '../nn/module.ts';
+import { SGD } from '../nn/optim.ts';
 import { ref as mmRef } from '../kernels/matmul.ts';
 import { assertClose, randArr, rng } from './helpers/gradcheck.ts';
 import { throwsWith } from './helpers/errors.ts';

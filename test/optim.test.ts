@@ -1,10 +1,10 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, sum, mul, sub, mean, backward, tidy, liveTensors, sync, recorderStats, noGrad, tapeLength } from '../engine/index.ts';
+import { tensor, sum, mul, sub, mean, backward, tidy, liveTensors, sync, recorderStats, noGrad, tapeLength } from '../nn/index.ts';
 import { Arena, arenaStats, type SegmentSpec } from '../engine/arena.ts';
-import { SGD, Adam, LARS, segmentNorms, type Optimizer } from '../engine/optim.ts';
-import { emaUpdate } from '../engine/ema.ts';
-import { Linear, ReLU, Sequential, materialize } from '../engine/nn.ts';
+import { SGD, Adam, LARS, segmentNorms, type Optimizer } from '../nn/optim.ts';
+import { emaUpdate } from '../nn/ema.ts';
+import { Linear, ReLU, Sequential, materialize } from '../nn/module.ts';
 import { ref, type RefSeg } from '../kernels/optim.ts';
 import { rng } from './helpers/gradcheck.ts';
 import { throwsWith } from './helpers/errors.ts';

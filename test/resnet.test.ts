@@ -5,8 +5,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
-import { tensor, backward, tidy, noGrad, liveTensors, sync } from '../engine/index.ts';
-import { materialize, torchStateDict, toTorchLayout } from '../engine/nn.ts';
+import { tensor, backward, tidy, noGrad, liveTensors, sync } from '../nn/index.ts';
+import { materialize, torchStateDict, toTorchLayout } from '../nn/module.ts';
 import { parseSafetensors, serializeSafetensors } from '../engine/safetensors.ts';
 import { ResNet } from '../byol/resnet.ts';
 import { exportTorchStateDict, importTorchStateDict } from '../byol/export.ts';

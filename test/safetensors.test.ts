@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serializeSafetensors, parseSafetensors, decodeSafetensors, type TensorEntry } from '../engine/safetensors.ts';
-import { saveSafetensors, loadSafetensors, readSafetensors } from '../engine/safetensors-node.ts';
-import { Linear, Sequential, ReLU, materialize } from '../engine/nn.ts';
+import { saveSafetensors, loadSafetensors, readSafetensors } from '../nn/safetensors-node.ts';
+import { Linear, Sequential, ReLU, materialize } from '../nn/module.ts';
 import { throwsWith, rejectsWith } from './helpers/errors.ts';
 
 const t = suite('safetensors');

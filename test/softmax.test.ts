@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest, rng } from './helpers/gradcheck.ts';
-import { tensor, variable, backward, tidy, liveTensors, sync } from '../engine/index.ts';
+import { tensor, variable, backward, tidy, liveTensors, sync } from '../nn/index.ts';
 import { softmax, softmaxCrossEntropy, argmax, ref } from '../kernels/softmax.ts';
 import { throwsWith } from './helpers/errors.ts';
 

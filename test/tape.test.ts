@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import {
   tensor, variable, add, mul, sum, mean, relu, matmul, exp, backward, noGrad, detach, tidy, liveTensors, sync,
   tapeLength, clearTape, mulScalar,
-} from '../engine/index.ts';
+} from '../nn/index.ts';
 import { assertClose } from './helpers/gradcheck.ts';
 
 const t = suite('autograd tape');

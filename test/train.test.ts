@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from '../byol/train.ts';
 import { parseTrainArgs } from '../byol/cli.ts';
-import { loadLatestCheckpoint, saveCheckpoint } from '../engine/checkpoint-node.ts';
+import { loadLatestCheckpoint, saveCheckpoint } from '../nn/checkpoint-node.ts';
 import { parseSafetensors } from '../engine/safetensors.ts';
-import { liveTensors, sync } from '../engine/index.ts';
+import { liveTensors, sync } from '../nn/index.ts';
 
 const t = suite('train');
 const haveData = existsSync('/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz');

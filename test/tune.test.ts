@@ -3,8 +3,8 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { tensor, matmul, liveTensors, sync } from '../engine/index.ts';
-import { tuneMatmul, clearTuneMemo, candidatesFor, SWITCH_MARGIN } from '../engine/tune.ts';
+import { tensor, matmul, liveTensors, sync } from '../nn/index.ts';
+import { tuneMatmul, clearTuneMemo, candidatesFor, SWITCH_MARGIN } from '../kernels/matmul-tune.ts';
 import { matmulTile, setMatmulTile, tileName, defaultTile, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
 import { rng, relErr } from './helpers/gradcheck.ts';
 

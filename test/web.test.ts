@@ -13,7 +13,7 @@ import { niceTicks, logTicks, smooth, imageToRGBA } from '../byol/web/plot.ts';
 import { wgslFootprint, engineNeeds } from '../byol/web/adapter.ts';
 import { byolTrainer } from '../byol/web/byol-trainer.ts';
 import type { TrainReporter } from '../byol/web/trainer.ts';
-import { liveTensors, sync } from '../engine/index.ts';
+import { liveTensors, sync } from '../nn/index.ts';
 
 const t = suite('web page');
 

@@ -3,7 +3,7 @@
 // (online and target on each view), the symmetric loss, backward, the optimizer step and the EMA. Reported in
 // images/s. The peer builds the same network from tfjs ops (bench/peer-byol.ts) and runs the same step.
 
-import { tensor } from '../../engine/index.ts';
+import { tensor } from '../../nn/index.ts';
 import { BYOL } from '../../byol/model.ts';
 import type { BenchCase, SideOps } from '../case.ts';
 import { randomData } from '../case.ts';

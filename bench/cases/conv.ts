@@ -2,7 +2,7 @@
 // weight gradient, and forward + both gradients. The peer runs tf.conv2d, Conv2DBackpropInput,
 // Conv2DBackpropFilter and tf.grads of conv2d on identical NHWC/HWIO data.
 
-import { tensor, conv2d, fmtShape } from '../../engine/index.ts';
+import { tensor, conv2d, fmtShape } from '../../nn/index.ts';
 import { conv2dBackwardInput, conv2dBackwardWeight, convOutSize, type ConvGeom } from '../../kernels/conv2d.ts';
 import type { BenchCase, SideOps } from '../case.ts';
 import { randomData, readOurs, readPeer } from '../case.ts';

@@ -1,7 +1,7 @@
 // matmul rows: square sizes, and the BYOL projector/predictor MLP shapes (batch 256, 512 → 4096 → 256) in the
 // forward and in both backward products, with the transposes the backward uses (flags, never copies).
 
-import { tensor, matmul, fmtShape } from '../../engine/index.ts';
+import { tensor, matmul, fmtShape } from '../../nn/index.ts';
 import type { BenchCase } from '../case.ts';
 import { randomData, readOurs, readPeer } from '../case.ts';
 

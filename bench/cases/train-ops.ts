@@ -4,11 +4,11 @@
 // tf.grads for backward, and per-variable tf ops for EMA and LARS (tfjs has no arena). Rates are GB/s of the
 // unavoidable traffic (each operand read once, each result written once).
 
-import { tensor, variable, backward, tidy, materialize, keep } from '../../engine/index.ts';
+import { tensor, variable, backward, tidy, materialize, keep } from '../../nn/index.ts';
 import { batchNorm } from '../../kernels/batchnorm.ts';
 import { cosineLoss } from '../../kernels/cosine.ts';
-import { emaUpdate } from '../../engine/ema.ts';
-import { LARS } from '../../engine/optim.ts';
+import { emaUpdate } from '../../nn/ema.ts';
+import { LARS } from '../../nn/optim.ts';
 import { ResNet } from '../../byol/resnet.ts';
 import type { BenchCase, SideOps } from '../case.ts';
 import { randomData, readOurs, readPeer } from '../case.ts';

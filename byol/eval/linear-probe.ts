@@ -7,8 +7,8 @@
 import { Tensor, tensor, tidy, keep, fmtShape } from '../../engine/tensor.ts';
 import { noGrad, backward } from '../../engine/tape.ts';
 import { flush, sync } from '../../engine/recorder.ts';
-import { Linear, materialize } from '../../engine/nn.ts';
-import { Adam, SGD, type Optimizer } from '../../engine/optim.ts';
+import { Linear, materialize } from '../../nn/module.ts';
+import { Adam, SGD, type Optimizer } from '../../nn/optim.ts';
 import { Rng, deriveSeed } from '../../engine/random.ts';
 import { checkFeatures, labelArray, assertFinite, top1, type Labels } from './check.ts';
 import { ew } from '../../kernels/elementwise.ts';

@@ -2,7 +2,7 @@
 // (shader-f16, subgroups), and each limit the engine depends on next to what the engine's kernels need, so an
 // adapter like SwiftShader (256 invocations, 32 KiB of workgroup memory, 10 storage buffers) is checked up front.
 
-import type { GpuContext } from '../../engine/index.ts';
+import type { GpuContext } from '../../nn/index.ts';
 import { matmulSpec, matmulTile, tileName, DEFAULT_TILE } from '../../kernels/matmul.ts';
 
 export interface Requirement {

@@ -4,7 +4,7 @@
 
 import { checkOp } from '../../test/helpers/gradcheck.ts';
 import { caseFamilies } from '../../test/cases/index.ts';
-import { clearTape } from '../../engine/index.ts';
+import { clearTape } from '../../nn/index.ts';
 
 export interface CheckResult {
   family: string;

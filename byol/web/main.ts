@@ -3,7 +3,7 @@
 // shows is also published as plain data on window.__byol, which test/browser/run.ts reads.
 // URL parameters: ?filter=TEXT runs only the checks whose "family name" contains TEXT; ?steps=N sets the steps.
 
-import { getDevice, onDeviceLost } from '../../engine/index.ts';
+import { getDevice, onDeviceLost } from '../../nn/index.ts';
 import { describeAdapter, type AdapterReport } from './adapter.ts';
 import { planChecks, runChecks, type CheckResult } from './checks.ts';
 import { TrainPanel, type TrainingState } from './train-panel.ts';

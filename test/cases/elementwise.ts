@@ -1,6 +1,6 @@
 // Elementwise op cases: unary maps, scalar ops and broadcasting binary ops (see test/cases/index.ts).
 
-import { relu, exp, log, sqrt, neg, addScalar, mulScalar, powScalar, add, sub, mul, div, reshape } from '../../engine/index.ts';
+import { relu, exp, log, sqrt, neg, addScalar, mulScalar, powScalar, add, sub, mul, div, reshape } from '../../nn/index.ts';
 import { ref } from '../../kernels/elementwise.ts';
 import type { NamedOpCase } from './index.ts';
 

@@ -1,7 +1,7 @@
 // Matmul op cases: aligned and ragged tiles, transposes as flags, batched and shared operands
 // (see test/cases/index.ts).
 
-import { matmul } from '../../engine/index.ts';
+import { matmul } from '../../nn/index.ts';
 import { ref } from '../../kernels/matmul.ts';
 import type { NamedOpCase } from './index.ts';
 

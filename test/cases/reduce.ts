@@ -1,6 +1,6 @@
 // Reduction op cases: sum, mean and max over axes, with and without keepDims (see test/cases/index.ts).
 
-import { sum, mean, max } from '../../engine/index.ts';
+import { sum, mean, max } from '../../nn/index.ts';
 import { ref } from '../../kernels/reduce.ts';
 import type { NamedOpCase } from './index.ts';
 

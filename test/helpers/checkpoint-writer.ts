@@ -1,7 +1,7 @@
 // Child process for the checkpoint crash test: saves checkpoints of known content in a loop and reports each
 // completed save on stdout, until the parent kills it with SIGKILL. Usage: checkpoint-writer.ts <dir> <floats>
 
-import { saveCheckpoint } from '../../engine/checkpoint-node.ts';
+import { saveCheckpoint } from '../../nn/checkpoint-node.ts';
 
 /** The content of step `step`: the parent recomputes it to check what it loads. */
 export function stepData(step: number, n: number): Float32Array {

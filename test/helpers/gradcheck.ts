@@ -4,7 +4,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Tensor, tensor, backward, tidy, liveTensors, sync } from '../../engine/index.ts';
+import { Tensor, tensor, backward, tidy, liveTensors, sync } from '../../nn/index.ts';
 import type { Arr } from '../../engine/ref.ts';
 import { size, normalizedError as relErr } from '../../engine/ref.ts';
 

@@ -9,7 +9,7 @@ import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { saveSafetensors } from './safetensors-node.ts';
 import { writeFileAtomic } from './atomic-file.ts';
-import { decodeSafetensors, type TensorEntry } from './safetensors.ts';
+import { decodeSafetensors, type TensorEntry } from '../engine/safetensors.ts';
 
 export interface CheckpointPayload {
   /** Everything to restore, by unique name: model and target state dicts, optimizer state, ... */

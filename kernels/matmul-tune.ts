@@ -7,11 +7,11 @@
 //   import { tuneMatmul } from 'byol-webgpu';
 //   const r = await tuneMatmul();   // { choice: { name, tile }, source: 'measured' | 'cache' | 'memory', ms, timings }
 
-import { gpu } from './device.ts';
-import { normalizedError } from './ref.ts';
-import { sync } from './recorder.ts';
-import { tensor } from './tensor.ts';
-import { matmulRaw, setMatmulTile, matmulTile, broadcastLanes, tileName, defaultTile, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
+import { gpu } from '../engine/device.ts';
+import { normalizedError } from '../engine/ref.ts';
+import { sync } from '../engine/recorder.ts';
+import { tensor } from '../engine/tensor.ts';
+import { matmulRaw, setMatmulTile, matmulTile, broadcastLanes, tileName, defaultTile, DEFAULT_TILE, type MatmulTile } from './matmul.ts';
 
 /** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
 const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);

@@ -1,7 +1,7 @@
 // The target network's exponential moving average, BYOL §3.3: ξ ← τξ + (1−τ)θ over every parameter (weights,
 // biases, BatchNorm γ/β; not the BN running statistics, which are buffers), in one dispatch over the arena.
 
-import type { Arena } from './arena.ts';
+import type { Arena } from '../engine/arena.ts';
 import { emaKernel } from '../kernels/optim.ts';
 
 /**

@@ -1,8 +1,8 @@
-// Convolutional-network layers on top of engine/nn.ts: Conv2d, BatchNorm (1d and 2d: channels are the last axis),
+// Convolutional-network layers on top of nn/module.ts: Conv2d, BatchNorm (1d and 2d: channels are the last axis),
 // MaxPool2d and GlobalAvgPool. Parameters follow PyTorch's names so state dicts map onto torchvision's.
 
-import { Module, Parameter, StateBuffer, init } from './nn.ts';
-import { Tensor, fmtShape } from './tensor.ts';
+import { Module, Parameter, StateBuffer, init } from './module.ts';
+import { Tensor, fmtShape } from '../engine/tensor.ts';
 import { conv2d } from '../kernels/conv2d.ts';
 import { batchNorm } from '../kernels/batchnorm.ts';
 import { maxPool2d, globalAvgPool } from '../kernels/pool.ts';

@@ -3,7 +3,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic-file.ts';
-import { serializeSafetensors, decodeSafetensors, type TensorEntry, type Metadata } from './safetensors.ts';
+import { serializeSafetensors, decodeSafetensors, type TensorEntry, type Metadata } from '../engine/safetensors.ts';
 
 /** Writes `path` atomically: `path.tmp-<pid>`, fsync, rename over `path`, then fsync of the directory. */
 export async function saveSafetensors(

@@ -1,18 +1,18 @@
 // Public API of the engine: `import { getDevice, tensor, matmul, backward, nn, optim } from 'byol-webgpu'`.
 // Browser-safe: Node-only helpers (safetensors files on disk) are in byol/node.ts.
 
-export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, DeviceLostError, simulateDeviceLoss, whenDeviceLost, type DeviceInfo, type GpuContext } from './device.ts';
-export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, type DType, type Shape } from './tensor.ts';
-export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled } from './tape.ts';
-export { flush, sync, recorderStats, pool, launch, setAutoFlush, recordDispatches, type KernelSpec, type RecordedDispatch } from './recorder.ts';
-export { NonFiniteMonitor, type HealthReport } from './health.ts';
-export { liveTensors, memoryStats } from './memory.ts';
+export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, DeviceLostError, simulateDeviceLoss, whenDeviceLost, type DeviceInfo, type GpuContext } from '../engine/device.ts';
+export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, type DType, type Shape } from '../engine/tensor.ts';
+export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled } from '../engine/tape.ts';
+export { flush, sync, recorderStats, pool, launch, setAutoFlush, recordDispatches, type KernelSpec, type RecordedDispatch } from '../engine/recorder.ts';
+export { NonFiniteMonitor, type HealthReport } from '../engine/health.ts';
+export { liveTensors, memoryStats } from '../engine/memory.ts';
 
 // ops
 export { add, sub, mul, div, relu, exp, log, sqrt, neg, addScalar, subScalar, mulScalar, divScalar, powScalar, reshape, full, onesLike, ew } from '../kernels/elementwise.ts';
 export { sum, mean, max } from '../kernels/reduce.ts';
 export { matmul, setMatmulTile, matmulTile, matmulTextureStats } from '../kernels/matmul.ts';
-export { tuneMatmul } from './tune.ts';
+export { tuneMatmul } from '../kernels/matmul-tune.ts';
 export { conv2d, type Conv2dOptions } from '../kernels/conv2d.ts';
 export { batchNorm, type BatchNormStats, type BatchNormOptions } from '../kernels/batchnorm.ts';
 export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
@@ -20,13 +20,13 @@ export { softmaxCrossEntropy, softmax, argmax } from '../kernels/softmax.ts';
 export { cosineLoss, normalizedStd } from '../kernels/cosine.ts';
 
 // modules, parameters, optimizers, checkpoints
-export * as nn from './nn.ts';
+export * as nn from './module.ts';
 export * as optim from './optim.ts';
-export { Module, Linear, ReLU, Sequential, Flatten, Identity, materialize, init, torchStateDict, loadTorchStateDict } from './nn.ts';
+export { Module, Linear, ReLU, Sequential, Flatten, Identity, materialize, init, torchStateDict, loadTorchStateDict } from './module.ts';
 export { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from './layers.ts';
-export { Arena, arenaStats, type SegmentSpec } from './arena.ts';
+export { Arena, arenaStats, type SegmentSpec } from '../engine/arena.ts';
 export { SGD, Adam, LARS } from './optim.ts';
 export { emaUpdate } from './ema.ts';
 export { warmupCosine, emaTau } from './schedule.ts';
-export { serializeSafetensors, parseSafetensors, type TensorEntry } from './safetensors.ts';
-export { Rng, deriveSeed } from './random.ts';
+export { serializeSafetensors, parseSafetensors, type TensorEntry } from '../engine/safetensors.ts';
+export { Rng, deriveSeed } from '../engine/random.ts';

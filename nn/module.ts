@@ -13,13 +13,13 @@
 //     forward(x: Tensor) { return conv2d(x, this.weight.value, ...); }
 //   }
 
-import { Tensor, tensor, keep, fmtShape, shapeSize } from './tensor.ts';
-import { writeRange, flush } from './recorder.ts';
-import { Arena, type Segment, type SegmentKind } from './arena.ts';
-import { Rng, deriveSeed } from './random.ts';
+import { Tensor, tensor, keep, fmtShape, shapeSize } from '../engine/tensor.ts';
+import { writeRange, flush } from '../engine/recorder.ts';
+import { Arena, type Segment, type SegmentKind } from '../engine/arena.ts';
+import { Rng, deriveSeed } from '../engine/random.ts';
 import { add, relu, reshape } from '../kernels/elementwise.ts';
 import { matmul } from '../kernels/matmul.ts';
-import type { TensorEntry } from './safetensors.ts';
+import type { TensorEntry } from '../engine/safetensors.ts';
 
 /** Initial values: normal(0, std), uniform(-bound, bound) or a constant. */
 export type Init = { dist: 'normal'; std: number } | { dist: 'uniform'; bound: number } | { dist: 'const'; value: number };

@@ -1,12 +1,12 @@
 // Optimizers over a parameter arena: each step gathers the gradients into the arena's gradient buffer (copies)
 // and updates every parameter in one dispatch (LARS: three, for its per-tensor norms). The learning rate is
-// passed per step, so schedules live outside (engine/schedule.ts).
+// passed per step, so schedules live outside (nn/schedule.ts).
 
-import { Arena, type ArenaBuffer } from './arena.ts';
-import type { TensorEntry } from './safetensors.ts';
+import { Arena, type ArenaBuffer } from '../engine/arena.ts';
+import type { TensorEntry } from '../engine/safetensors.ts';
 import { arenaUpdate, segmentStats, type UpdateRule } from '../kernels/optim.ts';
 
-/** Something that owns an arena: an Arena, or a materialized Module (engine/nn.ts). */
+/** Something that owns an arena: an Arena, or a materialized Module (nn/module.ts). */
 export type ArenaOwner = Arena | { arena: Arena | null };
 
 function arenaOf(what: string, x: ArenaOwner): Arena {
