@@ -41,17 +41,20 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
 
 /**
  * Records an op. `save` lists the tensors its backward reads; they are shared (not copied) and released after
- * backward. Call only when needsGrad(...inputs) is true.
+ * backward. The backward is told which inputs need a gradient and returns null for the others. Call only when
+ * needsGrad(...inputs) is true.
  */
 export function record(
   op: string,
   inputs: Tensor[],
   output: Tensor,
-  backward: (dy: Tensor, saved: Tensor[]) => (Tensor | null)[],
+  backward: (dy: Tensor, saved: Tensor[], needs: boolean[]) => (Tensor | null)[],
   save: Tensor[] = [],
 ): void {
   const saved = save.map((t) => keep(t.share()));
-  const node: TapeNode = { op, inputs, output, saved, backward: (dy) => backward(dy, saved) };
+  // which inputs want a gradient, so a backward computes only those (null for the others)
+  const needs = inputs.map((t) => t.requiresGrad);
+  const node: TapeNode = { op, inputs, output, saved, backward: (dy) => backward(dy, saved, needs) };
   output.requiresGrad = true;
   output._node = node;
   tape.push(node);

@@ -28,6 +28,8 @@ const UNARY: Record<string, UnaryDef> = {
   neg: { fwd: '-a', bwd: '-a', saves: 'none', ref: (x) => -x, refGrad: () => -1 },
   addScalar: { fwd: 'a + s0', bwd: 'a', saves: 'none', ref: (x, s) => x + s, refGrad: () => 1 },
   mulScalar: { fwd: 'a * s0', bwd: 'a * s0', saves: 'none', ref: (x, s) => x * s, refGrad: (_x, _y, s) => s },
+  rsubScalar: { fwd: 's0 - a', bwd: '-a', saves: 'none', ref: (x, s) => s - x, refGrad: () => -1 },
+  rdivScalar: { fwd: 's0 / a', bwd: '-a * s0 / (b * b)', saves: 'x', ref: (x, s) => s / x, refGrad: (x, _y, s) => -s / (x * x) },
   powScalar: {
     fwd: (s) => powExpr('a', s, 's0'),
     bwd: (s) => `a * s0 * ${powExpr('b', s - 1, 's1')}`,
@@ -81,6 +83,47 @@ export const divScalar = (x: Tensor, s: number) => unary('mulScalar', x, 1 / s, 
 
 // ---- binary ops with broadcasting ---------------------------------------------------------------------
 
+interface BinaryDef {
+  /** in terms of a and b */
+  fwd: string;
+  /** gradients wrt a and b before summing over broadcast axes, in terms of a (dy), b (saved a), c (saved b) */
+  da: string;
+  db: string;
+  /** the gradients read the inputs (else only dy) */
+  saves: boolean;
+  ref: (x: number, y: number) => number;
+  refDa: (x: number, y: number) => number;
+  refDb: (x: number, y: number) => number;
+  /** the op with a number as its second or first operand */
+  scalar: (x: Tensor, s: number) => Tensor;
+  scalarFirst: (s: number, x: Tensor) => Tensor;
+}
+
+type BinaryOp = 'add' | 'sub' | 'mul' | 'div';
+
+const BINARY: Record<BinaryOp, BinaryDef> = {
+  add: {
+    fwd: 'a + b', da: 'a', db: 'a', saves: false,
+    ref: (x, y) => x + y, refDa: () => 1, refDb: () => 1,
+    scalar: (x, s) => addScalar(x, s), scalarFirst: (s, x) => addScalar(x, s),
+  },
+  sub: {
+    fwd: 'a - b', da: 'a', db: '-a', saves: false,
+    ref: (x, y) => x - y, refDa: () => 1, refDb: () => -1,
+    scalar: (x, s) => subScalar(x, s), scalarFirst: (s, x) => unary('rsubScalar', x, s),
+  },
+  mul: {
+    fwd: 'a * b', da: 'a * c', db: 'a * b', saves: true,
+    ref: (x, y) => x * y, refDa: (_x, y) => y, refDb: (x) => x,
+    scalar: (x, s) => mulScalar(x, s), scalarFirst: (s, x) => mulScalar(x, s),
+  },
+  div: {
+    fwd: 'a / b', da: 'a / c', db: '-a * b / (c * c)', saves: true,
+    ref: (x, y) => x / y, refDa: (_x, y) => 1 / y, refDb: (x, y) => -x / (y * y),
+    scalar: (x, s) => divScalar(x, s), scalarFirst: (s, x) => unary('rdivScalar', x, s),
+  },
+};
+
 function outShapeOf(op: string, a: Tensor, b: Tensor): number[] {
   a.assertLive(op);
   b.assertLive(op);
@@ -91,45 +134,41 @@ function outShapeOf(op: string, a: Tensor, b: Tensor): number[] {
   }
 }
 
-export function add(a: Tensor, b: Tensor): Tensor {
-  const shape = outShapeOf('add', a, b);
-  const y = ew('add', 'a + b', [a, b], shape);
-  if (needsGrad(a, b)) record('add', [a, b], y, (dy) => [sumToShape(dy, a.shape), sumToShape(dy, b.shape)]);
-  return y;
+function operand(op: string, side: string, v: unknown): void {
+  if (typeof v === 'number' || v instanceof Tensor) return;
+  throw new Error(`${op}: ${side} operand must be a Tensor or a number, got ${v === null ? 'null' : typeof v}`);
 }
 
-export function sub(a: Tensor, b: Tensor): Tensor {
-  const shape = outShapeOf('sub', a, b);
-  const y = ew('sub', 'a - b', [a, b], shape);
+/** A broadcasting binary op; a number on either side runs the scalar op instead. */
+function binary(op: BinaryOp, a: Tensor | number, b: Tensor | number): Tensor {
+  operand(op, 'first', a);
+  operand(op, 'second', b);
+  const def = BINARY[op];
+  if (typeof a === 'number' && typeof b === 'number') throw new Error(`${op}: at least one operand must be a Tensor, got two numbers`);
+  if (typeof b === 'number') return def.scalar(a as Tensor, b);
+  if (typeof a === 'number') return def.scalarFirst(a, b);
+  const shape = outShapeOf(op, a, b);
+  const y = ew(op, def.fwd, [a, b], shape);
   if (needsGrad(a, b)) {
-    record('sub', [a, b], y, (dy) => [sumToShape(dy, a.shape), b.requiresGrad ? sumToShape(ew('neg', '-a', [dy], dy.shape), b.shape) : null]);
+    // a gradient of the plain dy ('a') is dy itself: no kernel unless it must be summed over broadcast axes
+    const grad = (expr: string, dy: Tensor, saved: Tensor[], to: Shape, name: string) =>
+      sumToShape(expr === 'a' ? dy : ew(name, expr, [dy, ...saved], shape), to);
+    record(op, [a, b], y, (dy, saved, [needA, needB]) => [
+      needA ? grad(def.da, dy, saved, a.shape, `${op}.backward.a`) : null,
+      needB ? grad(def.db, dy, saved, b.shape, `${op}.backward.b`) : null,
+    ], def.saves ? [a, b] : []);
   }
   return y;
 }
 
-export function mul(a: Tensor, b: Tensor): Tensor {
-  const shape = outShapeOf('mul', a, b);
-  const y = ew('mul', 'a * b', [a, b], shape);
-  if (needsGrad(a, b)) {
-    record('mul', [a, b], y, (dy, [sa, sb]) => [
-      a.requiresGrad ? sumToShape(ew('mul', 'a * b', [dy, sb], shape), a.shape) : null,
-      b.requiresGrad ? sumToShape(ew('mul', 'a * b', [dy, sa], shape), b.shape) : null,
-    ], [a, b]);
-  }
-  return y;
-}
-
-export function div(a: Tensor, b: Tensor): Tensor {
-  const shape = outShapeOf('div', a, b);
-  const y = ew('div', 'a / b', [a, b], shape);
-  if (needsGrad(a, b)) {
-    record('div', [a, b], y, (dy, [sa, sb]) => [
-      a.requiresGrad ? sumToShape(ew('div', 'a / b', [dy, sb], shape), a.shape) : null,
-      b.requiresGrad ? sumToShape(ew('div.backward', '-a * b / (c * c)', [dy, sa, sb], shape), b.shape) : null,
-    ], [a, b]);
-  }
-  return y;
-}
+/** a + b with NumPy broadcasting; either side may be a number. */
+export const add = (a: Tensor | number, b: Tensor | number) => binary('add', a, b);
+/** a - b with NumPy broadcasting; either side may be a number. */
+export const sub = (a: Tensor | number, b: Tensor | number) => binary('sub', a, b);
+/** a * b with NumPy broadcasting; either side may be a number. */
+export const mul = (a: Tensor | number, b: Tensor | number) => binary('mul', a, b);
+/** a / b with NumPy broadcasting; either side may be a number. */
+export const div = (a: Tensor | number, b: Tensor | number) => binary('div', a, b);
 
 /** A view with a new shape of the same size (no copy). */
 export function reshape(x: Tensor, shape: Shape): Tensor {
@@ -158,28 +197,21 @@ export const ref = {
     const def = UNARY[op];
     return refMap(x, (v, i) => dy.data[i] * def.refGrad(v, def.ref(v, s), s));
   },
-  binary(op: 'add' | 'sub' | 'mul' | 'div', a: Arr, b: Arr): Arr {
+  binary(op: BinaryOp, a: Arr, b: Arr): Arr {
     const shape = broadcastShapes(a.shape, b.shape);
     const out = new Float64Array(size(shape));
-    for (let i = 0; i < out.length; i++) {
-      const x = a.data[broadcastIndex(i, shape, a.shape)];
-      const y = b.data[broadcastIndex(i, shape, b.shape)];
-      out[i] = op === 'add' ? x + y : op === 'sub' ? x - y : op === 'mul' ? x * y : x / y;
-    }
+    for (let i = 0; i < out.length; i++) out[i] = BINARY[op].ref(a.data[broadcastIndex(i, shape, a.shape)], b.data[broadcastIndex(i, shape, b.shape)]);
     return { data: out, shape };
   },
-  binaryBackward(op: 'add' | 'sub' | 'mul' | 'div', a: Arr, b: Arr, dy: Arr): [Arr, Arr] {
+  binaryBackward(op: BinaryOp, a: Arr, b: Arr, dy: Arr): [Arr, Arr] {
     const shape = dy.shape;
     const da = new Float64Array(dy.data.length);
     const db = new Float64Array(dy.data.length);
     for (let i = 0; i < da.length; i++) {
       const x = a.data[broadcastIndex(i, shape, a.shape)];
       const y = b.data[broadcastIndex(i, shape, b.shape)];
-      const g = dy.data[i];
-      if (op === 'add') (da[i] = g), (db[i] = g);
-      else if (op === 'sub') (da[i] = g), (db[i] = -g);
-      else if (op === 'mul') (da[i] = g * y), (db[i] = g * x);
-      else (da[i] = g / y), (db[i] = (-g * x) / (y * y));
+      da[i] = dy.data[i] * BINARY[op].refDa(x, y);
+      db[i] = dy.data[i] * BINARY[op].refDb(x, y);
     }
     return [refSumTo({ data: da, shape }, a.shape), refSumTo({ data: db, shape }, b.shape)];
   },
