@@ -3,7 +3,7 @@
 // a tree in workgroup memory; otherwise one thread per output, with R split into chunks first when there are
 // few outputs and many terms (two levels: more parallel, and shorter sums in f32).
 
-import { launch, grid1d, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { kernel, type Kernel } from '../engine/kernel.ts';
 import { Tensor, empty, fmtShape, shapeSize, type Shape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
@@ -18,42 +18,35 @@ function combine(op: ReduceOp, a: string, b: string): string {
 }
 const INIT = { sum: '0.0', max: '-3.402823e38' };
 
-const specs = new Map<string, KernelSpec>();
-function spec(kind: 'row' | 'col', op: ReduceOp): KernelSpec {
-  const key = kind + op;
-  let s = specs.get(key);
-  if (s) return s;
-  const head = `
-struct P { outer: u32, r: u32, inner: u32, chunk: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;`;
-  const code =
-    kind === 'row'
-      ? `${head}
-var<workgroup> part: array<f32, ${ROW_WG}>;
-@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+/** rows: one workgroup per row reduces it by a tree; cols: one thread per output sums `chunk` terms of R. */
+function reduceKernel(kind: 'row' | 'col', op: ReduceOp): Kernel {
+  return kernel(`reduce|${kind}|${op}`, () => ({
+    name: `${op}.reduce.${kind}`,
+    uniforms: { outer: 'u32', r: 'u32', inner: 'u32', chunk: 'u32' },
+    bindings: { x: 'read f32', y: 'rw f32' },
+    workgroupSize: kind === 'row' ? ROW_WG : COL_WG,
+    ...(kind === 'row'
+      ? {
+          header: `var<workgroup> part: array<f32, ${ROW_WG}>;`,
+          body: `
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.outer) { return; } // uniform per workgroup, so the barriers below stay uniform
   let base = row * p.r;
   var acc = ${INIT[op]};
-  for (var k = t; k < p.r; k += ${ROW_WG}u) { acc = ${combine(op, 'acc', 'x[base + k]')}; }
-  part[t] = acc;
+  for (var k = li; k < p.r; k += ${ROW_WG}u) { acc = ${combine(op, 'acc', 'x[base + k]')}; }
+  part[li] = acc;
   workgroupBarrier();
   for (var s = ${ROW_WG / 2}u; s > 0u; s >>= 1u) {
-    if (t < s) { part[t] = ${combine(op, 'part[t]', 'part[t + s]')}; }
+    if (li < s) { part[li] = ${combine(op, 'part[li]', 'part[li + s]')}; }
     workgroupBarrier();
   }
-  if (t == 0u) { y[row] = part[0]; }
-}`
-      : // column kind: output [outer, chunks, inner]; each thread reduces `chunk` consecutive terms of R
-        `${head}
-@compute @workgroup_size(${COL_WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  if (li == 0u) { y[row] = part[0]; }`,
+        }
+      : {
+          // output [outer, chunks, inner]
+          flat: { limit: 'p.outer * ((p.r + p.chunk - 1u) / p.chunk) * p.inner' },
+          body: `
   let chunks = (p.r + p.chunk - 1u) / p.chunk;
-  let i = gid.x + gid.y * (nwg.x * ${COL_WG}u);
-  if (i >= p.outer * chunks * p.inner) { return; }
   let j = i % p.inner;
   let oc = i / p.inner;
   let c = oc % chunks;
@@ -63,11 +56,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   var acc = ${INIT[op]};
   var idx = (o * p.r + k0) * p.inner + j;
   for (var k = k0; k < k1; k++) { acc = ${combine(op, 'acc', 'x[idx]')}; idx += p.inner; }
-  y[i] = acc;
-}`;
-  s = { name: `${op}.reduce.${kind}`, code, bindings: ['uniform', 'read', 'rw'] };
-  specs.set(key, s);
-  return s;
+  y[i] = acc;`,
+        }),
+  }));
 }
 
 /** Reduces x viewed as [outer, r, inner] over r. Returns a new tensor of shape [outer, inner]. */
@@ -78,7 +69,7 @@ function reduce3(op: ReduceOp, x: Tensor, outer: number, r: number, inner: numbe
     const y = empty([outer, 1], 'f32', name);
     const max = 65535;
     const grid: [number, number] = outer <= max ? [outer, 1] : [Math.ceil(outer / Math.ceil(outer / max)), Math.ceil(outer / max)];
-    launch(spec('row', op), [u32s(outer, r, 1, r), x.binding(name), y.binding(name)], grid);
+    reduceKernel('row', op).launch({ outer, r, inner: 1, chunk: r, x, y }, grid);
     return y;
   }
   const outputs = outer * inner;
@@ -89,7 +80,7 @@ function reduce3(op: ReduceOp, x: Tensor, outer: number, r: number, inner: numbe
   }
   const chunks = Math.ceil(r / chunk);
   const y = empty([outer, chunks, inner], 'f32', name);
-  launch(spec('col', op), [u32s(outer, r, inner, chunk), x.binding(name), y.binding(name)], grid1d(y.size, COL_WG));
+  reduceKernel('col', op).launch({ outer, r, inner, chunk, x, y }, { threads: y.size });
   if (chunks === 1) return y;
   const z = reduce3(op, y, outer, chunks, inner);
   y.dispose();

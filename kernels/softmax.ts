@@ -4,7 +4,7 @@
 // Labels live on the GPU, so a label outside [0, K) cannot be checked without a readback: its row's loss is NaN,
 // which makes the mean NaN, instead of reading another row's logits.
 
-import { launch, u32s, grid1d, type KernelSpec } from '../engine/recorder.ts';
+import { defineKernel } from '../engine/kernel.ts';
 import { Tensor, empty, fmtShape, shapeSize } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
@@ -12,16 +12,10 @@ import { mean, sum, normAxes } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 
 const WG = 64;
-const ROW_HEAD = `
-struct P { rows: u32, k: u32, inner: u32, p0: u32 }
-@group(0) @binding(0) var<uniform> p: P;`;
-const INDEX = `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let r = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (r >= p.rows) { return; }`;
-// running max m and sum s of exp(x - m) over one row
+const ROW_UNIFORMS = { rows: 'u32', k: 'u32', inner: 'u32', p0: 'u32' } as const;
+// running max m and sum s of exp(x - m) over row r
 const ONLINE = `
+  let r = i;
   let base = r * p.k;
   var m = -3.402823e38;
   var s = 0.0;
@@ -32,61 +26,54 @@ const ONLINE = `
     m = select(m, v, up);
   }`;
 
-const specs: Record<string, KernelSpec> = {
-  softmax: {
+const kernels = {
+  // one thread per row
+  softmax: defineKernel({
     name: 'softmax',
-    bindings: ['uniform', 'read', 'rw'],
-    code: `${ROW_HEAD}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-${INDEX}${ONLINE}
+    uniforms: ROW_UNIFORMS,
+    bindings: { x: 'read f32', y: 'rw f32' },
+    workgroupSize: WG,
+    flat: { limit: 'p.rows' },
+    body: `${ONLINE}
   let inv = 1.0 / s;
-  for (var k = 0u; k < p.k; k++) { y[base + k] = exp(x[base + k] - m) * inv; }
-}`,
-  },
+  for (var k = 0u; k < p.k; k++) { y[base + k] = exp(x[base + k] - m) * inv; }`,
+  }),
   // per row: loss = logsumexp(x) - x[label] (NaN for a label out of range), and the logsumexp for backward
-  xent: {
+  xent: defineKernel({
     name: 'softmaxCrossEntropy',
-    bindings: ['uniform', 'read', 'read', 'rw', 'rw'],
-    code: `${ROW_HEAD}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
-@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
-@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
-${INDEX}${ONLINE}
+    uniforms: ROW_UNIFORMS,
+    bindings: { x: 'read f32', labels: 'read i32', loss: 'rw f32', lse: 'rw f32' },
+    workgroupSize: WG,
+    flat: { limit: 'p.rows' },
+    body: `${ONLINE}
   let l = labels[r];
   let ok = l >= 0 && u32(l) < p.k;
   let z = m + log(s);
   lse[r] = z;
   // a runtime NaN (a constant NaN is a shader-creation error); p.p0 is 0
-  loss[r] = select(bitcast<f32>(0x7fc00000u + p.p0), z - x[base + u32(select(0, l, ok))], ok);
-}`,
-  },
+  loss[r] = select(bitcast<f32>(0x7fc00000u + p.p0), z - x[base + u32(select(0, l, ok))], ok);`,
+  }),
   // one thread per logit: (softmax - onehot) * dy / N
-  xentBackward: {
+  xentBackward: defineKernel({
     name: 'softmaxCrossEntropy.backward',
-    bindings: ['uniform', 'read', 'read', 'read', 'read', 'rw'],
-    code: `${ROW_HEAD}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
-@group(0) @binding(3) var<storage, read> lse: array<f32>;
-@group(0) @binding(4) var<storage, read> dy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
-${INDEX.replace('let r =', 'let i =').replace('if (r >= p.rows)', 'if (i >= p.rows * p.k)')}
+    uniforms: ROW_UNIFORMS,
+    bindings: { x: 'read f32', labels: 'read i32', lse: 'read f32', dy: 'read f32', dx: 'rw f32' },
+    workgroupSize: WG,
+    flat: { limit: 'p.rows * p.k' },
+    body: `
   let r = i / p.k;
   let k = i % p.k;
   let hot = select(0.0, 1.0, labels[r] == i32(k));
-  dx[i] = (exp(x[i] - lse[r]) - hot) * dy[0] / f32(p.rows);
-}`,
-  },
+  dx[i] = (exp(x[i] - lse[r]) - hot) * dy[0] / f32(p.rows);`,
+  }),
   // [outer, r, inner] viewed input; first maximum wins ties
-  argmax: {
+  argmax: defineKernel({
     name: 'argmax',
-    bindings: ['uniform', 'read', 'rw'],
-    code: `${ROW_HEAD}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<i32>;
-${INDEX.replace('let r =', 'let i =').replace('if (r >= p.rows)', 'if (i >= p.rows * p.inner)')}
+    uniforms: ROW_UNIFORMS,
+    bindings: { x: 'read f32', y: 'rw i32' },
+    workgroupSize: WG,
+    flat: { limit: 'p.rows * p.inner' },
+    body: `
   let j = i % p.inner;
   let base = (i / p.inner) * p.k * p.inner + j;
   var best = x[base];
@@ -97,9 +84,8 @@ ${INDEX.replace('let r =', 'let i =').replace('if (r >= p.rows)', 'if (i >= p.ro
     best = select(best, v, up);
     at = select(at, k, up);
   }
-  y[i] = i32(at);
-}`,
-  },
+  y[i] = i32(at);`,
+  }),
 };
 
 function checkLogits(op: string, x: Tensor): void {
@@ -114,7 +100,7 @@ export function softmax(x: Tensor): Tensor {
   const K = x.shape[x.rank - 1];
   const rows = x.size / K;
   const y = empty(x.shape, 'f32', 'softmax');
-  if (rows > 0) launch(specs.softmax, [u32s(rows, K), x.binding('softmax'), y.binding('softmax')], grid1d(rows, WG));
+  if (rows > 0) kernels.softmax.launch({ rows, k: K, inner: 1, p0: 0, x, y }, { threads: rows });
   if (needsGrad(x)) {
     // dx = y * (dy - sum(dy * y) over the row)
     record('softmax', [x], y, (dy, [sy]) => {
@@ -140,13 +126,13 @@ export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
   if (N === 0) throw new Error(`${op}: logits ${fmtShape(logits.shape)} have no rows to average over`);
   const rowLoss = empty([N], 'f32', op);
   const lse = empty([N], 'f32', op);
-  launch(specs.xent, [u32s(N, K), logits.binding(op), labels.binding(op), rowLoss.binding(op), lse.binding(op)], grid1d(N, WG));
+  kernels.xent.launch({ rows: N, k: K, inner: 1, p0: 0, x: logits, labels, loss: rowLoss, lse }, { threads: N });
   const loss = mean(rowLoss, 0);
   rowLoss.dispose();
   if (needsGrad(logits)) {
     record(op, [logits], loss, (dy, [sx, sl, slse]) => {
       const dx = empty(logits.shape, 'f32', `${op}.backward`);
-      launch(specs.xentBackward, [u32s(N, K), sx.binding(op), sl.binding(op), slse.binding(op), dy.binding(op), dx.binding(op)], grid1d(N * K, WG));
+      kernels.xentBackward.launch({ rows: N, k: K, inner: 1, p0: 0, x: sx, labels: sl, lse: slse, dy, dx }, { threads: N * K });
       return [dx];
     }, [logits, labels, lse]);
   }
@@ -164,7 +150,7 @@ export function argmax(x: Tensor, axis = -1): Tensor {
   const outer = shapeSize(x.shape.slice(0, a));
   const inner = shapeSize(x.shape.slice(a + 1));
   const y = empty(x.shape.filter((_, i) => i !== a), 'i32', 'argmax');
-  if (y.size > 0) launch(specs.argmax, [u32s(outer, K, inner), x.binding('argmax'), y.binding('argmax')], grid1d(y.size, WG));
+  if (y.size > 0) kernels.argmax.launch({ rows: outer, k: K, inner, p0: 0, x, y }, { threads: y.size });
   return y;
 }
 
