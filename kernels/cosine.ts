@@ -4,7 +4,7 @@
 // target branch: a constant, so the backward (one elementwise kernel) gives a gradient for p only. Also the
 // collapse monitor normalizedStd (forward only, from existing ops).
 
-import { launch, grid1d, params, type KernelSpec } from '../engine/recorder.ts';
+import { kernel, defineKernel, type Kernel } from '../engine/kernel.ts';
 import { Tensor, empty, tidy, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record, noGrad } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
@@ -16,25 +16,18 @@ const LANES = 32; // invocations per row
 const WG = 256;
 const CLAMP = 1e-12;
 
-const specs = new Map<string, KernelSpec>();
-
-function rowsSpec(vec: boolean): KernelSpec {
-  const key = `rows|${vec}`;
-  let s = specs.get(key);
-  if (s) return s;
-  const T = vec ? 'vec4<f32>' : 'f32';
+/** Per row: p·z, |p|², |z|² and the row's loss, by LANES invocations per row and a tree. */
+function rowsKernel(vec: boolean): Kernel {
   const dot = (a: string, b: string) => (vec ? `dot(${a}, ${b})` : `${a} * ${b}`);
-  const code = `
-struct P { B: u32, Dv: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> P_: array<${T}>;
-@group(0) @binding(2) var<storage, read> Z: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> rows: array<vec4<f32>>; // p·z, |p|², |z|², loss
-var<workgroup> part: array<vec3<f32>, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let lane = t % ${LANES}u;
-  let row = (wid.x + wid.y * nwg.x) * ${ROWS}u + t / ${LANES}u;
+  return kernel(`cosine|rows|${vec}`, () => ({
+    name: 'cosineLoss.rows',
+    uniforms: { B: 'u32', Dv: 'u32' },
+    bindings: { P_: `read ${vec ? 'vec4<f32>' : 'f32'}`, Z: `read ${vec ? 'vec4<f32>' : 'f32'}`, rows: 'rw vec4<f32>' }, // rows: p·z, |p|², |z|², loss
+    workgroupSize: WG,
+    header: `var<workgroup> part: array<vec3<f32>, ${WG}>;`,
+    body: `
+  let lane = li % ${LANES}u;
+  let row = (wid.x + wid.y * nwg.x) * ${ROWS}u + li / ${LANES}u;
   var acc = vec3<f32>(0.0);
   if (row < p.B) {
     let base = row * p.Dv;
@@ -44,78 +37,56 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       acc += vec3<f32>(${dot('a', 'b')}, ${dot('a', 'a')}, ${dot('b', 'b')});
     }
   }
-  part[t] = acc;
+  part[li] = acc;
   workgroupBarrier();
   for (var s = ${LANES / 2}u; s > 0u; s >>= 1u) {
-    if (lane < s) { part[t] += part[t + s]; }
+    if (lane < s) { part[li] += part[li + s]; }
     workgroupBarrier();
   }
   if (lane == 0u && row < p.B) {
-    let v = part[t];
+    let v = part[li];
     let cosine = v.x * inverseSqrt(max(v.y, ${CLAMP})) * inverseSqrt(max(v.z, ${CLAMP}));
     rows[row] = vec4<f32>(v, 2.0 - 2.0 * cosine);
-  }
-}`;
-  s = { name: 'cosineLoss.rows', code, bindings: ['uniform', 'read', 'read', 'rw'] };
-  specs.set(key, s);
-  return s;
+  }`,
+  }));
 }
 
-function meanSpec(): KernelSpec {
-  let s = specs.get('mean');
-  if (s) return s;
-  const code = `
-struct P { B: u32, invB: f32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> rows: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-var<workgroup> part: array<f32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(local_invocation_index) t: u32) {
+const meanKernel = defineKernel({
+  name: 'cosineLoss.mean',
+  uniforms: { B: 'u32', invB: 'f32' },
+  bindings: { rows: 'read vec4<f32>', out: 'rw f32' },
+  workgroupSize: WG,
+  header: `var<workgroup> part: array<f32, ${WG}>;`,
+  body: `
   var acc = 0.0;
-  for (var i = t; i < p.B; i += ${WG}u) { acc += rows[i].w; }
-  part[t] = acc;
+  for (var i = li; i < p.B; i += ${WG}u) { acc += rows[i].w; }
+  part[li] = acc;
   workgroupBarrier();
   for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (t < s) { part[t] += part[t + s]; }
+    if (li < s) { part[li] += part[li + s]; }
     workgroupBarrier();
   }
-  if (t == 0u) { out[0] = part[0] * p.invB; }
-}`;
-  s = { name: 'cosineLoss.mean', code, bindings: ['uniform', 'read', 'rw'] };
-  specs.set('mean', s);
-  return s;
-}
+  if (li == 0u) { out[0] = part[0] * p.invB; }`,
+});
 
-function backwardSpec(vec: boolean): KernelSpec {
-  const key = `backward|${vec}`;
-  let s = specs.get(key);
-  if (s) return s;
+// dp = -2g/B · rp·rz · (z - (p·z)·rp²·p), rp = rsqrt(max(|p|², 1e-12)); where the clamp holds, n(p) = p / 1e-6
+// is linear in p and the second term vanishes
+function backwardKernel(vec: boolean): Kernel {
   const T = vec ? 'vec4<f32>' : 'f32';
-  // dp = -2g/B · rp·rz · (z - (p·z)·rp²·p), rp = rsqrt(max(|p|², 1e-12)); where the clamp holds, n(p) = p / 1e-6
-  // is linear in p and the second term vanishes
-  const code = `
-struct P { n: u32, Dv: u32, invB: f32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> P_: array<${T}>;
-@group(0) @binding(2) var<storage, read> Z: array<${T}>;
-@group(0) @binding(3) var<storage, read> rows: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> dy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dp: array<${T}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.n) { return; }
+  return kernel(`cosine|backward|${vec}`, () => ({
+    name: 'cosineLoss.backward',
+    uniforms: { n: 'u32', Dv: 'u32', invB: 'f32' },
+    bindings: { P_: `read ${T}`, Z: `read ${T}`, rows: 'read vec4<f32>', dy: 'read f32', dp: `rw ${T}` },
+    workgroupSize: WG,
+    flat: { limit: 'p.n' },
+    body: `
   let v = rows[i / p.Dv];
   let rp = inverseSqrt(max(v.y, ${CLAMP}));
   let rz = inverseSqrt(max(v.z, ${CLAMP}));
   let k = -2.0 * dy[0] * p.invB * rp * rz;
   let q = select(0.0, v.x * rp * rp, v.y > ${CLAMP});
-  dp[i] = k * (Z[i] - q * P_[i]);
-}`;
-  s = { name: 'cosineLoss.backward', code, bindings: ['uniform', 'read', 'read', 'read', 'read', 'rw'] };
-  specs.set(key, s);
-  return s;
+  dp[i] = k * (Z[i] - q * P_[i]);`,
+  }));
 }
 
 function checkPair(op: string, p: Tensor, z: Tensor): [number, number] {
@@ -140,14 +111,14 @@ export function cosineLoss(p: Tensor, z: Tensor): Tensor {
   const vec = D % 4 === 0;
   const Dv = vec ? D / 4 : D;
   const rows = empty([B, 4], 'f32', op);
-  launch(rowsSpec(vec), [params({ u: B }, { u: Dv }), p.binding(op), z.binding(op), rows.binding(op)], grid1d(B, ROWS));
+  rowsKernel(vec).launch({ B, Dv, P_: p, Z: z, rows }, { threads: B * WG / ROWS });
   const loss = empty([], 'f32', op);
-  launch(meanSpec(), [params({ u: B }, 1 / B), rows.binding(op), loss.binding(op)], [1]);
+  meanKernel.launch({ B, invB: 1 / B, rows, out: loss }, [1]);
   if (needsGrad(p)) {
     record(op, [p], loss, (dy, [sp, sz, srows]) => {
       const dp = empty([B, D], 'f32', `${op}.backward`);
       const n = B * Dv;
-      launch(backwardSpec(vec), [params({ u: n }, { u: Dv }, 1 / B), sp.binding(op), sz.binding(op), srows.binding(op), dy.binding(op), dp.binding(op)], grid1d(n, WG));
+      backwardKernel(vec).launch({ n, Dv, invB: 1 / B, P_: sp, Z: sz, rows: srows, dy, dp }, { threads: n });
       return [dp];
     }, [p, z, rows]);
   }

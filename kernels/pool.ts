@@ -3,7 +3,7 @@
 // cost on lavapipe). Its backward gathers instead of scattering: each input element sums dy over the windows
 // that chose it, so overlapping windows need no atomics.
 
-import { launch, u32s, grid1d, type KernelSpec } from '../engine/recorder.ts';
+import { kernel, type Kernel, type BindingDecl } from '../engine/kernel.ts';
 import { Tensor, empty, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { mean } from './reduce.ts';
@@ -29,31 +29,25 @@ interface PoolGeom {
 }
 
 const WG = 64;
-const UNIFORMS = `struct P { n: u32, h: i32, w: i32, cq: u32, oh: i32, ow: i32, k: i32, s: i32, pad: i32, p0: u32, p1: u32, p2: u32 }`;
-const specs = new Map<string, KernelSpec>();
+const UNIFORMS = {
+  n: 'u32', h: 'i32', w: 'i32', cq: 'u32', oh: 'i32', ow: 'i32', k: 'i32', s: 'i32', pad: 'i32',
+} as const;
 
-function poolSpec(kind: 'fwd' | 'bwd', vec: boolean): KernelSpec {
-  const key = kind + vec;
-  let s = specs.get(key);
-  if (s) return s;
+function poolKernel(kind: 'fwd' | 'bwd', vec: boolean): Kernel {
   const F = vec ? 'vec4<f32>' : 'f32';
   const I = vec ? 'vec4<i32>' : 'i32';
-  const head = `${UNIFORMS}
-@group(0) @binding(0) var<uniform> p: P;`;
-  const index = `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.n) { return; }
-  let cq = i % p.cq;`;
-  const code =
-    kind === 'fwd'
+  return kernel(`maxPool2d|${kind}|${vec}`, () => ({
+    name: `maxPool2d.${kind}`,
+    uniforms: UNIFORMS,
+    bindings: (kind === 'fwd'
+      ? { x: `read ${F}`, y: `rw ${F}`, arg: `rw ${I}` }
+      : { dy: `read ${F}`, arg: `read ${I}`, dx: `rw ${F}` }) as Record<string, BindingDecl>,
+    workgroupSize: WG,
+    flat: { limit: 'p.n' },
+    body: kind === 'fwd'
       ? // one thread per output (pixel, channel quad); arg holds the chosen input pixel (ih * W + iw)
-        `${head}
-@group(0) @binding(1) var<storage, read> x: array<${F}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${F}>;
-@group(0) @binding(3) var<storage, read_write> arg: array<${I}>;
-${index}
+        `
+  let cq = i % p.cq;
   let pix = i / p.cq;
   let ow = i32(pix % u32(p.ow));
   let oh = i32((pix / u32(p.ow)) % u32(p.oh));
@@ -74,14 +68,10 @@ ${index}
     }
   }
   y[i] = best;
-  arg[i] = at;
-}`
+  arg[i] = at;`
       : // one thread per input (pixel, channel quad): sum dy over the windows whose argmax is this pixel
-        `${head}
-@group(0) @binding(1) var<storage, read> dy: array<${F}>;
-@group(0) @binding(2) var<storage, read> arg: array<${I}>;
-@group(0) @binding(3) var<storage, read_write> dx: array<${F}>;
-${index}
+        `
+  let cq = i % p.cq;
   let pix = i / p.cq;
   let iw = i32(pix % u32(p.w));
   let ih = i32((pix / u32(p.w)) % u32(p.h));
@@ -99,15 +89,12 @@ ${index}
       acc += select(${F}(0.0), dy[o], arg[o] == me);
     }
   }
-  dx[i] = acc;
-}`;
-  s = { name: `maxPool2d.${kind}`, code, bindings: kind === 'fwd' ? ['uniform', 'read', 'rw', 'rw'] : ['uniform', 'read', 'read', 'rw'] };
-  specs.set(key, s);
-  return s;
+  dx[i] = acc;`,
+  }));
 }
 
-function uniforms(g: PoolGeom, threads: number, vec: boolean): ArrayBuffer {
-  return u32s(threads, g.H, g.W, vec ? g.C / 4 : g.C, g.OH, g.OW, g.K, g.S, g.P);
+function uniforms(g: PoolGeom, threads: number, vec: boolean) {
+  return { n: threads, h: g.H, w: g.W, cq: vec ? g.C / 4 : g.C, oh: g.OH, ow: g.OW, k: g.K, s: g.S, pad: g.P };
 }
 
 function poolGeometry(x: Tensor, opts: MaxPoolOptions): PoolGeom {
@@ -141,12 +128,12 @@ export function maxPool2d(x: Tensor, opts: MaxPoolOptions = {}): Tensor {
   const y = empty([g.N, g.OH, g.OW, g.C], 'f32', 'maxPool2d');
   const arg = empty([g.N, g.OH, g.OW, g.C], 'i32', 'maxPool2d');
   const threads = y.size / (vec ? 4 : 1);
-  if (threads > 0) launch(poolSpec('fwd', vec), [uniforms(g, threads, vec), x.binding('maxPool2d'), y.binding('maxPool2d'), arg.binding('maxPool2d')], grid1d(threads, WG));
+  if (threads > 0) poolKernel('fwd', vec).launch({ ...uniforms(g, threads, vec), x, y, arg }, { threads });
   if (needsGrad(x)) {
     record('maxPool2d', [x], y, (dy, [sarg]) => {
       const dx = empty(x.shape, 'f32', 'maxPool2d.backward');
       const n = dx.size / (vec ? 4 : 1);
-      if (n > 0) launch(poolSpec('bwd', vec), [uniforms(g, n, vec), dy.binding('maxPool2d.backward'), sarg.binding('maxPool2d.backward'), dx.binding('maxPool2d.backward')], grid1d(n, WG));
+      if (n > 0) poolKernel('bwd', vec).launch({ ...uniforms(g, n, vec), dy, arg: sarg, dx }, { threads: n });
       return [dx];
     }, [arg]);
   }
