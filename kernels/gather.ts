@@ -2,31 +2,24 @@
 // to draw shuffled minibatches from features that live on the GPU, with the permutation uploaded once per epoch
 // and each batch a window [start, start + count) of it. Not differentiable.
 
-import { launch, grid1d, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { defineKernel } from '../engine/kernel.ts';
 import { Tensor, empty, fmtShape, shapeSize } from '../engine/tensor.ts';
 import { needsGrad } from '../engine/tape.ts';
 
 const WG = 256;
 
-const spec: KernelSpec = {
+const gatherKernel = defineKernel({
   name: 'gatherRows',
-  bindings: ['uniform', 'read', 'read', 'rw'],
-  code: `
-struct P { n: u32, rowLen: u32, rows: u32, start: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read> index: array<i32>;
-@group(0) @binding(3) var<storage, read_write> out: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.n) { return; }
+  uniforms: { n: 'u32', rowLen: 'u32', rows: 'u32', start: 'u32' },
+  bindings: { x: 'read u32', index: 'read i32', out: 'rw u32' },
+  workgroupSize: WG,
+  flat: { limit: 'p.n' },
+  body: `
   let r = index[p.start + i / p.rowLen];
   // an out-of-range index (possible only from GPU-made indices, not checked on the CPU) gives a zero row
   if (r < 0 || u32(r) >= p.rows) { out[i] = 0u; return; }
-  out[i] = x[u32(r) * p.rowLen + i % p.rowLen];
-}`,
-};
+  out[i] = x[u32(r) * p.rowLen + i % p.rowLen];`,
+});
 
 /**
  * Rows `index[start .. start + count)` of `x` [R, ...] as a new [count, ...] tensor of x's dtype. `index` is an
@@ -45,7 +38,7 @@ export function gatherRows(x: Tensor, index: Tensor, start = 0, count = index.si
   const rowLen = shapeSize(x.shape.slice(1));
   const out = empty([count, ...x.shape.slice(1)], x.dtype, op);
   if (out.size === 0) return out;
-  launch(spec, [u32s(out.size, rowLen, x.shape[0], start), x.binding(op), index.binding(op), out.binding(op)], grid1d(out.size, WG));
+  gatherKernel.launch({ n: out.size, rowLen, rows: x.shape[0], start, x, index, out }, { threads: out.size });
   return out;
 }
 

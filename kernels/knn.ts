@@ -10,7 +10,7 @@
 // order, so results are deterministic. Not differentiable (a classifier for evaluation).
 
 import { gpu } from '../engine/device.ts';
-import { launch, params, type KernelSpec } from '../engine/recorder.ts';
+import { kernel, type Kernel } from '../engine/kernel.ts';
 import { Tensor, empty, fmtShape } from '../engine/tensor.ts';
 import { needsGrad } from '../engine/tape.ts';
 
@@ -33,8 +33,6 @@ const SMALL: Plan = { block: 8, cap: 1024 };
 function planBytes(pl: Plan): number {
   return 4 * (2 * WG + pl.cap + pl.block * WG) + 64;
 }
-
-const specs = new Map<Plan, KernelSpec>();
 
 function scan(dir: 'suffix' | 'prefix'): string {
   // inclusive Hillis-Steele scan of scanBuf over the 256 invocations, unrolled
@@ -59,20 +57,17 @@ export function sampleRank(n: number, k: number, cap: number): number {
   return r <= sampled && expected <= cap / 2 ? r : 0;
 }
 
-function voteSpec(pl: Plan): KernelSpec {
-  const cached = specs.get(pl);
-  if (cached) return cached;
+function voteKernel(pl: Plan): Kernel {
   const B = pl.block;
   const CAP = pl.cap;
   const G = WG / B; // invocations that add up one class's partial sums
   const accs = [...Array(B).keys()];
-  const code = `
-struct P { n: u32, k: u32, rowOffset: u32, classes: u32, invT: f32, sampleRank: u32, p1: u32, p2: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> sims: array<f32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
-@group(0) @binding(3) var<storage, read_write> preds: array<i32>;
-
+  return kernel(`knnVote|${B}|${CAP}`, () => ({
+    name: 'knnVote',
+    uniforms: { n: 'u32', k: 'u32', rowOffset: 'u32', classes: 'u32', invT: 'f32', sampleRank: 'u32' },
+    bindings: { sims: 'read f32', labels: 'read i32', preds: 'rw i32' },
+    workgroupSize: WG,
+    header: `
 const ALL = 0xffffffffu;
 var<workgroup> hist: array<atomic<u32>, ${WG}>;
 var<workgroup> scanBuf: array<u32, ${WG}>;
@@ -134,11 +129,9 @@ ${scan('suffix')}    // scanBuf[t]: keys in bins >= t; exactly one bin has >= ne
     if (pk.z == need) { return vec2<u32>(max(prefix, floorKey), ALL); } // the whole bin is taken
   }
   return vec2<u32>(prefix, need); // prefix is the exact key; take 'need' of its copies
-}
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  t = lid;
+}`,
+    body: `
+  t = li;
   let row = wid.x;
   base = row * p.n;
   if (t == 0u) {
@@ -228,11 +221,8 @@ ${scan('prefix')}    tieBase = scanBuf[t] - c;
     }
     workgroupBarrier();
   }
-  if (t == 0u) { preds[p.rowOffset + row] = i32(bestClass); }
-}`;
-  const spec: KernelSpec = { name: 'knnVote', code, bindings: ['uniform', 'read', 'read', 'rw'] };
-  specs.set(pl, spec);
-  return spec;
+  if (t == 0u) { preds[p.rowOffset + row] = i32(bestClass); }`,
+  }));
 }
 
 export interface KnnVoteOptions {
@@ -278,8 +268,8 @@ export function knnVote(sims: Tensor, labels: Tensor, o: KnnVoteOptions, into?: 
     }
   } else preds = empty([R], 'i32', op);
   if (R === 0) return preds;
-  const u = params({ u: N }, { u: o.k }, { u: offset }, { u: o.numClasses }, 1 / o.temperature, { u: sampleRank(N, o.k, plan.cap) });
-  launch(voteSpec(plan), [u, sims.binding(op), labels.binding(op), preds.binding(op)], [R]);
+  const uniforms = { n: N, k: o.k, rowOffset: offset, classes: o.numClasses, invT: 1 / o.temperature, sampleRank: sampleRank(N, o.k, plan.cap) };
+  voteKernel(plan).launch({ ...uniforms, sims, labels, preds }, [R]);
   return preds;
 }
 
