@@ -3,46 +3,36 @@
 // one dispatch over every parameter. Each thread finds its segment through the table's per-block index
 // (segments are 64-float aligned, so a 64-float block never straddles two). Float64 references at the bottom.
 
-import { launch, grid1d, params, WGSL_INDEX1D, type KernelSpec, type BindingKind } from '../engine/recorder.ts';
+import { kernel, defineKernel, type Kernel, type BindingDecl } from '../engine/kernel.ts';
 import { Tensor, empty } from '../engine/tensor.ts';
 import { ARENA_ALIGN, NORM_CHUNK, type Arena, type ArenaBuffer, type SegmentKind } from '../engine/arena.ts';
 
 const WG = 256;
 const PER_THREAD = NORM_CHUNK / WG;
-const specs = new Map<string, KernelSpec>();
-
-function cached(key: string, make: () => KernelSpec): KernelSpec {
-  let s = specs.get(key);
-  if (!s) specs.set(key, (s = make()));
-  return s;
-}
 
 // ---- segmented reduction --------------------------------------------------------------------------------
 
 /** Per chunk: (sum a², sum (b + wd·a)²) with wd applied in 'weight' segments only. */
-function partialSpec(): KernelSpec {
-  return cached('partials', () => {
-    let loads = '';
-    // vec4 loads (chunks start at multiples of ARENA_ALIGN floats); lanes past the segment's end count zero
-    for (let k = 0; k < PER_THREAD / 4; k++) {
-      loads += `  { let i = start + 4u * (t + ${k * WG}u); if (i < end) {
+const partialKernel = defineKernel((() => {
+  let loads = '';
+  // vec4 loads (chunks start at multiples of ARENA_ALIGN floats); lanes past the segment's end count zero
+  for (let k = 0; k < PER_THREAD / 4; k++) {
+    loads += `  { let i = start + 4u * (t + ${k * WG}u); if (i < end) {
     let live = vec4<u32>(i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(end);
     let x = select(vec4<f32>(0.0), a[i / 4u], live); let u = select(vec4<f32>(0.0), b[i / 4u], live) + decay * x;
     sa += dot(x, x); su += dot(u, u); } }\n`;
-    }
-    let tree = '';
-    for (let s = WG / 2; s > 0; s >>= 1) tree += `  if (t < ${s}u) { pa[t] += pa[t + ${s}u]; pu[t] += pu[t + ${s}u]; }\n  workgroupBarrier();\n`;
-    const code = `
-struct P { nChunks: u32, chunkBase: u32, segBase: u32, wd: f32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> table: array<u32>;
-@group(0) @binding(4) var<storage, read_write> partial: array<vec2<f32>>;
-var<workgroup> pa: array<f32, ${WG}>;
-var<workgroup> pu: array<f32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  }
+  let tree = '';
+  for (let s = WG / 2; s > 0; s >>= 1) tree += `  if (t < ${s}u) { pa[t] += pa[t + ${s}u]; pu[t] += pu[t + ${s}u]; }\n  workgroupBarrier();\n`;
+  return {
+    name: 'arena.partialNorms',
+    uniforms: { nChunks: 'u32', chunkBase: 'u32', segBase: 'u32', wd: 'f32' },
+    bindings: { a: 'read vec4<f32>', b: 'read vec4<f32>', table: 'read u32', partial: 'rw vec2<f32>' },
+    workgroupSize: WG,
+    header: `var<workgroup> pa: array<f32, ${WG}>;
+var<workgroup> pu: array<f32, ${WG}>;`,
+    body: `
+  let t = li;
   let c = wid.x + wid.y * nwg.x;
   if (c >= p.nChunks) { return; } // uniform per workgroup, so the barriers below stay uniform
   let e = p.chunkBase + c * 4u;
@@ -54,25 +44,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 ${loads}  pa[t] = sa;
   pu[t] = su;
   workgroupBarrier();
-${tree}  if (t == 0u) { partial[c] = vec2<f32>(pa[0], pu[0]); }
-}`;
-    return { name: 'arena.partialNorms', code, bindings: ['uniform', 'read', 'read', 'read', 'rw'] };
-  });
-}
+${tree}  if (t == 0u) { partial[c] = vec2<f32>(pa[0], pu[0]); }`,
+  };
+})());
 
 /** Per segment: (LARS trust ratio, ||a||, ||b + wd·a||, 0) from the chunk partials. */
-function statsSpec(): KernelSpec {
-  return cached('stats', () => ({
-    name: 'arena.segmentStats',
-    bindings: ['uniform', 'read', 'read', 'rw'],
-    code: `
-struct P { nSeg: u32, segBase: u32, eta: f32, pad: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> table: array<u32>;
-@group(0) @binding(2) var<storage, read> partial: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read_write> stats: array<vec4<f32>>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+const statsKernel = defineKernel({
+  name: 'arena.segmentStats',
+  uniforms: { nSeg: 'u32', segBase: 'u32', eta: 'f32' },
+  bindings: { table: 'read u32', partial: 'read vec2<f32>', stats: 'rw vec4<f32>' },
+  workgroupSize: 64,
+  body: `
   let s = gid.x;
   if (s >= p.nSeg) { return; }
   let e = p.segBase + s * 4u;
@@ -83,10 +65,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let un = sqrt(su);
   // LARS adapts weights only, and only when both norms are positive (optax scale_by_lars)
   let adapt = table[e + 2u] == 0u && wn > 0.0 && un > 0.0;
-  stats[s] = vec4<f32>(select(1.0, p.eta * wn / un, adapt), wn, un, 0.0);
-}`,
-  }));
-}
+  stats[s] = vec4<f32>(select(1.0, p.eta * wn / un, adapt), wn, un, 0.0);`,
+});
 
 /**
  * Per-segment statistics of two arena-layout buffers `a` (parameters) and `b` (gradients): a [S, 4] tensor of
@@ -98,11 +78,10 @@ export function segmentStats(arena: Arena, a: ArenaBuffer, b: ArenaBuffer, wd: n
   const L = arena.layout;
   const bases = L.tableBases;
   const partial = empty([L.nChunks, 2], 'f32', 'arena.partialNorms');
-  launch(partialSpec(), [params({ u: L.nChunks }, { u: bases.chunk }, { u: bases.seg }, wd), a.flat.binding('arena.partialNorms'),
-    b.flat.binding('arena.partialNorms'), arena.table.binding('arena.partialNorms'), partial.binding('arena.partialNorms')], grid1d(L.nChunks * WG, WG));
+  partialKernel.launch({ nChunks: L.nChunks, chunkBase: bases.chunk, segBase: bases.seg, wd, a: a.flat, b: b.flat, table: arena.table, partial }, { threads: L.nChunks * WG });
   const S = L.segments.length;
   const stats = empty([S, 4], 'f32', 'arena.segmentStats');
-  launch(statsSpec(), [params({ u: S }, { u: bases.seg }, eta), arena.table.binding(), partial.binding(), stats.binding()], [Math.ceil(S / 64)]);
+  statsKernel.launch({ nSeg: S, segBase: bases.seg, eta, table: arena.table, partial, stats }, [Math.ceil(S / 64)]);
   partial.dispose();
   return stats;
 }
@@ -134,23 +113,23 @@ const RULES: Record<UpdateRule, { state: string[]; stats: boolean; body: string 
   lars: { state: ['mu'], stats: true, body: 'let m = p.momentum * mu[i] + (gi + decay * x) * stats[seg].x; mu[i] = m; w[i] = x - p.lr * m;' },
 };
 
-function updateSpec(rule: UpdateRule): KernelSpec {
-  return cached(`update.${rule}`, () => {
+function updateKernel(rule: UpdateRule): Kernel {
+  return kernel(`optim|${rule}`, () => {
     const r = RULES[rule];
-    const extra = [...r.state.map((n) => `var<storage, read_write> ${n}: array<vec4<f32>>;`), ...(r.stats ? ['var<storage, read> stats: array<vec4<f32>>;'] : [])];
-    const code = `
-struct P { n: u32, segBase: u32, blockBase: u32, exclude: u32, lr: f32, wd: f32, momentum: f32, eps: f32,
-  b1: f32, b2: f32, c1: f32, c2: f32, bc1: f32, bc2: f32, pad0: f32, pad1: f32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> w: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> g: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> table: array<u32>;
-${extra.map((d, k) => `@group(0) @binding(${k + 4}) ${d}`).join('\n')}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  // one vec4 per invocation: segments start at multiples of ARENA_ALIGN floats, so a quad never spans two
-  let i = ${WGSL_INDEX1D(WG)};
-  if (i >= p.n) { return; }
+    const bindings: Record<string, BindingDecl> = { w: 'rw vec4<f32>', g: 'read vec4<f32>', table: 'read u32' };
+    for (const n of r.state) bindings[n] = 'rw vec4<f32>';
+    if (r.stats) bindings.stats = 'read vec4<f32>';
+    return {
+      name: `optim.${rule}`,
+      uniforms: {
+        n: 'u32', segBase: 'u32', blockBase: 'u32', exclude: 'u32', lr: 'f32', wd: 'f32', momentum: 'f32', eps: 'f32',
+        b1: 'f32', b2: 'f32', c1: 'f32', c2: 'f32', bc1: 'f32', bc2: 'f32',
+      },
+      bindings,
+      workgroupSize: WG,
+      // one vec4 per invocation: segments start at multiples of ARENA_ALIGN floats, so a quad never spans two
+      flat: { limit: 'p.n' },
+      body: `
   let seg = table[p.blockBase + (i * 4u) / ${ARENA_ALIGN}u];
   let e = p.segBase + seg * 4u;
   let inSeg = i * 4u - table[e];
@@ -161,10 +140,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let decay = select(p.wd, 0.0, p.exclude != 0u && table[e + 2u] != 0u);
   let x = w[i];
   let gi = select(vec4<f32>(0.0), g[i], live);
-  ${r.body}
-}`;
-    const bindings: BindingKind[] = ['uniform', 'rw', 'read', 'read', ...r.state.map(() => 'rw' as const), ...(r.stats ? ['read' as const] : [])];
-    return { name: `optim.${rule}`, code, bindings };
+  ${r.body}`,
+    };
   });
 }
 
@@ -192,39 +169,34 @@ export function arenaUpdate(arena: Arena, rule: UpdateRule, state: ArenaBuffer[]
   const b = L.tableBases;
   const b1 = s.beta1 ?? 0;
   const b2 = s.beta2 ?? 0;
-  const u = params({ u: L.length / 4 }, { u: b.seg }, { u: b.block }, { u: s.exclude ? 1 : 0 }, s.lr, s.weightDecay, s.momentum ?? 0, s.eps ?? 0,
-    b1, b2, 1 - b1, 1 - b2, s.bc1 ?? 1, s.bc2 ?? 1, 0, 0);
-  const name = `optim.${rule}`;
-  launch(updateSpec(rule), [u, arena.data.flat.binding(name), arena.grad.flat.binding(name), arena.table.binding(name),
-    ...state.map((x) => x.flat.binding(name)), ...(stats ? [stats.binding(name)] : [])], grid1d(L.length / 4, WG));
+  const args: Record<string, number | Tensor> = {
+    n: L.length / 4, segBase: b.seg, blockBase: b.block, exclude: s.exclude ? 1 : 0, lr: s.lr, wd: s.weightDecay,
+    momentum: s.momentum ?? 0, eps: s.eps ?? 0, b1, b2, c1: 1 - b1, c2: 1 - b2, bc1: s.bc1 ?? 1, bc2: s.bc2 ?? 1,
+    w: arena.data.flat, g: arena.grad.flat, table: arena.table,
+  };
+  r.state.forEach((n, k) => (args[n] = state[k].flat));
+  if (stats) args.stats = stats;
+  updateKernel(rule).launch(args, { threads: L.length / 4 });
 }
 
 // ---- EMA ------------------------------------------------------------------------------------------------
 
-function emaSpec(): KernelSpec {
-  return cached('ema', () => ({
-    name: 'ema',
-    bindings: ['uniform', 'rw', 'read'],
-    code: `
-struct P { n: u32, a: f32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> t: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> o: array<vec4<f32>>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = ${WGSL_INDEX1D(WG)};
-  if (i >= p.n) { return; }
+const emaUpdateKernel = defineKernel({
+  name: 'ema',
+  uniforms: { n: 'u32', a: 'f32' },
+  bindings: { t: 'rw vec4<f32>', o: 'read vec4<f32>' },
+  workgroupSize: WG,
+  flat: { limit: 'p.n' },
+  body: `
   let x = t[i];
-  t[i] = x + p.a * (o[i] - x);
-}`,
-  }));
-}
+  t[i] = x + p.a * (o[i] - x);`,
+});
 
 /** t ← t + a·(o − t) over the first `t.layout.length` floats (a = 1 − tau, computed in float64 by the caller). */
 export function emaKernel(target: ArenaBuffer, online: ArenaBuffer, a: number): void {
   // arena lengths are multiples of ARENA_ALIGN floats, so whole vec4s (a vec4 load costs ~1.6 float loads on lavapipe)
   const n4 = target.layout.length / 4;
-  launch(emaSpec(), [params({ u: n4 }, a), target.flat.binding('ema'), online.flat.binding('ema')], grid1d(n4, WG));
+  emaUpdateKernel.launch({ n: n4, a, t: target.flat, o: online.flat }, { threads: n4 });
 }
 
 // ---- float64 reference ----------------------------------------------------------------------------------
