@@ -7,7 +7,7 @@
 // x - shift is exact for nearby values, so xhat stays accurate even where one f32 ulp of the mean is a sizable
 // fraction of the std. Forward: 2-3 dispatches; backward: 2-3.
 
-import { launch, grid1d, params, u32s, type BindingKind, type KernelSpec, type LaunchArg } from '../engine/recorder.ts';
+import { kernel, defineKernel, type Kernel, type BindingDecl } from '../engine/kernel.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import type { Arr } from '../engine/ref.ts';
@@ -56,41 +56,9 @@ function layoutOf(R: number, C: number): Layout {
 
 // ---- WGSL -----------------------------------------------------------------------------------------------
 
-/** A kernel whose storage bindings are named, so launches pass them by name in whichever set the variant has. */
-interface NamedSpec extends KernelSpec {
-  names: string[];
-}
-
-class ModuleBuilder {
-  private decls: string[] = [];
-  private kinds: BindingKind[] = [];
-  private names: string[] = [];
-  constructor(uniformStruct: string) {
-    this.decls.push(`struct P { ${uniformStruct} }`, '@group(0) @binding(0) var<uniform> p: P;');
-    this.kinds.push('uniform');
-    this.names.push('p');
-  }
-  storage(name: string, kind: 'read' | 'rw', type: string): this {
-    const access = kind === 'read' ? 'read' : 'read_write';
-    this.decls.push(`@group(0) @binding(${this.kinds.length}) var<storage, ${access}> ${name}: array<${type}>;`);
-    this.kinds.push(kind);
-    this.names.push(name);
-    return this;
-  }
-  build(name: string, body: string): NamedSpec {
-    return { name, code: `${this.decls.join('\n')}\n${body}`, bindings: this.kinds, names: this.names };
-  }
-}
-
-function run(spec: NamedSpec, args: Record<string, LaunchArg>, grid: [number, number?, number?]): void {
-  launch(spec, spec.names.map((n) => {
-    const a = args[n];
-    if (!a) throw new Error(`${spec.name}: no argument for binding '${n}' (engine bug)`);
-    return a;
-  }), grid);
-}
-
-const REDUCE_UNIFORM = 'R: u32, Cv: u32, rowsPerChunk: u32, chunks: u32, momentum: f32, eps: f32, unbias: f32, training: f32, TCW: u32, TR: u32,';
+const REDUCE_UNIFORMS = {
+  R: 'u32', Cv: 'u32', rowsPerChunk: 'u32', chunks: 'u32', momentum: 'f32', eps: 'f32', unbias: 'f32', training: 'f32', TCW: 'u32', TR: 'u32',
+} as const;
 
 interface ReduceVariant {
   pass: 'forward' | 'backward';
@@ -103,33 +71,29 @@ interface ReduceVariant {
   running: boolean; // forward final: update the running statistics
 }
 
-const specs = new Map<string, NamedSpec>();
-
-function cached(key: string, make: () => NamedSpec): NamedSpec {
-  let s = specs.get(key);
-  if (!s) specs.set(key, (s = make()));
-  return s;
-}
-
-function reduceSpec(v: ReduceVariant): NamedSpec {
-  return cached(`reduce|${JSON.stringify(v)}`, () => {
+function reduceKernel(v: ReduceVariant): Kernel {
+  return kernel(`batchNorm|reduce|${JSON.stringify(v)}`, () => {
     const T = v.vec ? 'vec4<f32>' : 'f32';
-    const m = new ModuleBuilder(REDUCE_UNIFORM);
+    const read = `read ${T}` as const;
+    const rw = `rw ${T}` as const;
+    const b: Record<string, BindingDecl> = {};
     const fwd = v.pass === 'forward';
-    if (fwd) m.storage('x', 'read', T); // the shift x[0, c] is read by both levels
+    if (fwd) b.x = read; // the shift x[0, c] is read by both levels
     else {
       if (!v.fromPartials) {
-        m.storage('x', 'read', T).storage('dy', 'read', T);
-        if (v.relu) m.storage('y', 'read', T);
+        b.x = read;
+        b.dy = read;
+        if (v.relu) b.y = read;
       }
-      m.storage('stats', 'read', T);
+      b.stats = read;
     }
-    if (v.fromPartials) m.storage('part', 'read', T);
-    if (!v.final) m.storage('part', 'rw', T);
+    if (v.fromPartials) b.part = read;
+    if (!v.final) b.part = rw;
     else if (fwd) {
-      m.storage('gamma', 'read', T).storage('stats', 'rw', T);
-      if (v.running) m.storage('runningMean', 'rw', T).storage('runningVar', 'rw', T);
-    } else m.storage('dgamma', 'rw', T).storage('dbeta', 'rw', T).storage('coef', 'rw', T);
+      b.gamma = read;
+      b.stats = rw;
+      if (v.running) (b.runningMean = rw), (b.runningVar = rw);
+    } else (b.dgamma = rw), (b.dbeta = rw), (b.coef = rw);
 
     // accumulation of a (first sum) and b (second sum) for one lane over its rows
     let source: string;
@@ -169,11 +133,16 @@ function reduceSpec(v: ReduceVariant): NamedSpec {
     coef[c] = A * (p.training / n);
     coef[p.Cv + c] = sdyx * (p.training / n);`;
     }
-    const body = `
-var<workgroup> sa: array<${T}, ${WG}>;
-var<workgroup> sb: array<${T}, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    const what = v.final ? (v.fromPartials ? 'finish' : 'reduce+finish') : 'reduce';
+    return {
+      name: `batchNorm.${v.pass === 'forward' ? 'stats' : 'backward'}.${what}`,
+      uniforms: REDUCE_UNIFORMS,
+      bindings: b,
+      workgroupSize: WG,
+      header: `var<workgroup> sa: array<${T}, ${WG}>;
+var<workgroup> sb: array<${T}, ${WG}>;`,
+      body: `
+  let t = li;
   let lane = t % p.TCW;
   let rl = t / p.TCW;
   let c = wid.x * p.TCW + lane;
@@ -195,82 +164,78 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let A = sa[t];
     let B = sb[t];
     ${epilogue}
-  }
-}`;
-    const what = v.final ? (v.fromPartials ? 'finish' : 'reduce+finish') : 'reduce';
-    return m.build(`batchNorm.${v.pass === 'forward' ? 'stats' : 'backward'}.${what}`, body);
+  }`,
+    };
   });
 }
-
-const INDEX1D = `gid.x + gid.y * (nwg.x * ${WG}u)`;
 
 // Elementwise passes: an invocation takes one channel quad (or channel) in ROWS_PER_INVOCATION rows, so its
 // per-channel values are loaded once, not once per element (on lavapipe every dynamic load is a per-lane loop,
 // and 4-6 of them per element made these passes ~5x slower per element than the EMA's).
 const ROWS_PER_INVOCATION = 8;
 const rowLoop = (body: string) =>
-  [...Array(ROWS_PER_INVOCATION).keys()].map((k) => `  { let r = r0 + ${k}u; if (r < p.R) { let i = r * p.Cv + c;\n    ${body}\n  } }`).join('\n');
+  [...Array(ROWS_PER_INVOCATION).keys()].map((k) => `  { let r = r0 + ${k}u; if (r < p.R) { let e = r * p.Cv + c;\n    ${body}\n  } }`).join('\n');
 
-// entry point, this invocation's channel c and first row r0, and the channel's mean as shift + dmean
-const ROWS_PROLOGUE = `@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = ${INDEX1D};
-  if (t >= p.n) { return; }
-  let c = t % p.Cv;
-  let r0 = (t / p.Cv) * ${ROWS_PER_INVOCATION}u;
+// this invocation's channel c and first row r0, and the channel's mean as shift + dmean
+const ROWS_PROLOGUE = `
+  let c = i % p.Cv;
+  let r0 = (i / p.Cv) * ${ROWS_PER_INVOCATION}u;
   let shift = stats[c];
   let dmean = stats[p.Cv + c];`;
+const ROWS_UNIFORMS = { n: 'u32', Cv: 'u32', R: 'u32' } as const;
 
-function normalizeSpec(vec: boolean, relu: boolean): NamedSpec {
-  return cached(`normalize|${vec}|${relu}`, () => {
-    const T = vec ? 'vec4<f32>' : 'f32';
-    const m = new ModuleBuilder('n: u32, Cv: u32, R: u32,').storage('x', 'read', T).storage('stats', 'read', T).storage('beta', 'read', T).storage('y', 'rw', T);
+function normalizeKernel(vec: boolean, relu: boolean): Kernel {
+  const T = vec ? 'vec4<f32>' : 'f32';
+  return kernel(`batchNorm|normalize|${vec}|${relu}`, () => ({
+    name: 'batchNorm.normalize',
+    uniforms: ROWS_UNIFORMS,
+    bindings: { x: `read ${T}`, stats: `read ${T}`, beta: `read ${T}`, y: `rw ${T}` },
+    workgroupSize: WG,
+    flat: { limit: 'p.n' },
     // (x - mean) * scale, not x * scale + (beta - mean * scale): that cancels catastrophically when |mean| >> std
-    return m.build('batchNorm.normalize', `
-${ROWS_PROLOGUE}
+    body: `${ROWS_PROLOGUE}
   let scale = stats[3u * p.Cv + c];
   let b = beta[c];
-${rowLoop(`let v = ((x[i] - shift) - dmean) * scale + b; y[i] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}
-}`);
-  });
+${rowLoop(`let v = ((x[e] - shift) - dmean) * scale + b; y[e] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}`,
+  }));
 }
 
-function applyGradSpec(vec: boolean, relu: boolean): NamedSpec {
-  return cached(`applyGrad|${vec}|${relu}`, () => {
-    const T = vec ? 'vec4<f32>' : 'f32';
-    const m = new ModuleBuilder('n: u32, Cv: u32, R: u32,').storage('x', 'read', T).storage('dy', 'read', T);
-    if (relu) m.storage('y', 'read', T);
-    m.storage('stats', 'read', T).storage('coef', 'read', T).storage('dx', 'rw', T);
-    return m.build('batchNorm.backward.dx', `
-${ROWS_PROLOGUE}
+function applyGradKernel(vec: boolean, relu: boolean): Kernel {
+  const T = vec ? 'vec4<f32>' : 'f32';
+  const b: Record<string, BindingDecl> = { x: `read ${T}`, dy: `read ${T}` };
+  if (relu) b.y = `read ${T}`;
+  Object.assign(b, { stats: `read ${T}`, coef: `read ${T}`, dx: `rw ${T}` });
+  return kernel(`batchNorm|applyGrad|${vec}|${relu}`, () => ({
+    name: 'batchNorm.backward.dx',
+    uniforms: ROWS_UNIFORMS,
+    bindings: b,
+    workgroupSize: WG,
+    flat: { limit: 'p.n' },
+    body: `${ROWS_PROLOGUE}
   let invstd = stats[2u * p.Cv + c];
   let scale = stats[3u * p.Cv + c];
   let c0 = coef[c];
   let c1 = coef[p.Cv + c];
-${rowLoop(`let g = ${relu ? `select(${T}(0.0), dy[i], y[i] > ${T}(0.0))` : 'dy[i]'};
-    let xhat = ((x[i] - shift) - dmean) * invstd;
-    dx[i] = scale * (g - c0 - xhat * c1);`)}
-}`);
-  });
+${rowLoop(`let g = ${relu ? `select(${T}(0.0), dy[e], y[e] > ${T}(0.0))` : 'dy[e]'};
+    let xhat = ((x[e] - shift) - dmean) * invstd;
+    dx[e] = scale * (g - c0 - xhat * c1);`)}`,
+  }));
 }
 
-function evalStatsSpec(): NamedSpec {
-  return cached('evalStats', () => {
-    const m = new ModuleBuilder('C: u32, eps: f32,').storage('runningMean', 'read', 'f32').storage('runningVar', 'read', 'f32')
-      .storage('gamma', 'read', 'f32').storage('stats', 'rw', 'f32');
-    return m.build('batchNorm.evalStats', `
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+const evalStatsKernel = defineKernel({
+  name: 'batchNorm.evalStats',
+  uniforms: { C: 'u32', eps: 'f32' },
+  bindings: { runningMean: 'read f32', runningVar: 'read f32', gamma: 'read f32', stats: 'rw f32' },
+  workgroupSize: 64,
+  body: `
   let c = gid.x;
   if (c >= p.C) { return; }
   let invstd = inverseSqrt(runningVar[c] + p.eps);
   stats[c] = runningMean[c];
   stats[p.C + c] = 0.0;
   stats[2u * p.C + c] = invstd;
-  stats[3u * p.C + c] = gamma[c] * invstd;
-}`);
-  });
-}
+  stats[3u * p.C + c] = gamma[c] * invstd;`,
+});
 
 // ---- launches ---------------------------------------------------------------------------------------------
 
@@ -278,10 +243,10 @@ interface ReduceArgs {
   pass: 'forward' | 'backward';
   relu: boolean;
   running: boolean;
-  uniform: ArrayBuffer;
+  uniforms: Record<string, number>;
   /** bindings for the data level and for the finishing level */
-  data: Record<string, LaunchArg>;
-  finish: Record<string, LaunchArg>;
+  data: Record<string, Tensor>;
+  finish: Record<string, Tensor>;
 }
 
 /** One dispatch when a single chunk covers all rows, else chunk partials and a finishing dispatch. */
@@ -289,17 +254,17 @@ function reduceLaunch(L: Layout, a: ReduceArgs): void {
   const base = { pass: a.pass, vec: L.vec, relu: a.relu, running: a.running };
   const op = `batchNorm${a.pass === 'backward' ? '.backward' : ''}`;
   if (L.chunks === 1) {
-    run(reduceSpec({ ...base, fromPartials: false, final: true }), { p: a.uniform, ...a.data, ...a.finish }, [L.blocks, 1]);
+    reduceKernel({ ...base, fromPartials: false, final: true }).launch({ ...a.uniforms, ...a.data, ...a.finish }, [L.blocks, 1]);
     return;
   }
   const part = empty([L.chunks, 2, L.C], 'f32', op);
-  run(reduceSpec({ ...base, fromPartials: false, final: false }), { p: a.uniform, ...a.data, part: part.binding(op) }, [L.blocks, L.chunks]);
-  run(reduceSpec({ ...base, fromPartials: true, final: true }), { p: a.uniform, ...a.data, ...a.finish, part: part.binding(op) }, [L.blocks, 1]);
+  reduceKernel({ ...base, fromPartials: false, final: false }).launch({ ...a.uniforms, ...a.data, part }, [L.blocks, L.chunks]);
+  reduceKernel({ ...base, fromPartials: true, final: true }).launch({ ...a.uniforms, ...a.data, ...a.finish, part }, [L.blocks, 1]);
   part.dispose();
 }
 
-function reduceUniform(L: Layout, momentum: number, eps: number, training: boolean): ArrayBuffer {
-  return params({ u: L.R }, { u: L.Cv }, { u: L.rowsPerChunk }, { u: L.chunks }, momentum, eps, L.R / (L.R - 1), training ? 1 : 0, { u: L.TCW }, { u: L.TR });
+function reduceUniforms(L: Layout, momentum: number, eps: number, training: boolean): Record<string, number> {
+  return { R: L.R, Cv: L.Cv, rowsPerChunk: L.rowsPerChunk, chunks: L.chunks, momentum, eps, unbias: L.R / (L.R - 1), training: training ? 1 : 0, TCW: L.TCW, TR: L.TR };
 }
 
 function validate(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): number {
@@ -349,22 +314,16 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
     const running = !!stats;
     reduceLaunch(L, {
       pass: 'forward', relu: false, running,
-      uniform: reduceUniform(L, momentum, eps, true),
-      data: { x: x.binding(op) },
-      finish: {
-        gamma: gamma.binding(op), stats: st.binding(op),
-        ...(running ? { runningMean: stats!.runningMean.binding(op), runningVar: stats!.runningVar.binding(op) } : {}),
-      },
+      uniforms: reduceUniforms(L, momentum, eps, true),
+      data: { x },
+      finish: { gamma, stats: st, ...(running ? { runningMean: stats!.runningMean, runningVar: stats!.runningVar } : {}) },
     });
   } else {
-    run(evalStatsSpec(), {
-      p: params({ u: C }, eps), runningMean: stats!.runningMean.binding(op), runningVar: stats!.runningVar.binding(op),
-      gamma: gamma.binding(op), stats: st.binding(op),
-    }, [Math.ceil(C / 64)]);
+    evalStatsKernel.launch({ C, eps, runningMean: stats!.runningMean, runningVar: stats!.runningVar, gamma, stats: st }, [Math.ceil(C / 64)]);
   }
   const y = empty(x.shape, 'f32', op);
   const n = Math.ceil(L.R / ROWS_PER_INVOCATION) * L.Cv;
-  run(normalizeSpec(L.vec, relu), { p: u32s(n, L.Cv, L.R), x: x.binding(op), stats: st.binding(op), beta: beta.binding(op), y: y.binding(op) }, grid1d(n, WG));
+  normalizeKernel(L.vec, relu).launch({ n, Cv: L.Cv, R: L.R, x, stats: st, beta, y }, { threads: n });
   if (needsGrad(x, gamma, beta)) {
     const training = opts.training;
     record(op, [x, gamma, beta], y, (dy, [sx, sst, sy]) => batchNormBackward(L, dy, sx, sst, relu ? sy : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, y] : [x, st]);
@@ -380,23 +339,23 @@ function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, y: Tens
   let dbeta: Tensor | null = null;
   let coef: Tensor;
   const relu = !!y;
-  const data: Record<string, LaunchArg> = { x: x.binding(op), dy: dy.binding(op), stats: st.binding(op), ...(y ? { y: y.binding(op) } : {}) };
+  const data: Record<string, Tensor> = { x, dy, stats: st, ...(y ? { y } : {}) };
   if ((training && wantX) || wantGamma || wantBeta) {
     dgamma = empty([L.C], 'f32', op);
     dbeta = empty([L.C], 'f32', op);
     coef = empty([2, L.C], 'f32', op);
     reduceLaunch(L, {
       pass: 'backward', relu, running: false,
-      uniform: reduceUniform(L, 0, 0, training),
+      uniforms: reduceUniforms(L, 0, 0, training),
       data,
-      finish: { dgamma: dgamma.binding(op), dbeta: dbeta.binding(op), coef: coef.binding(op) },
+      finish: { dgamma, dbeta, coef },
     });
   } else coef = zeros([2, L.C]); // eval mode: dx = scale * dy
   let dx: Tensor | null = null;
   if (wantX) {
     dx = empty(x.shape, 'f32', op);
     const n = Math.ceil(L.R / ROWS_PER_INVOCATION) * L.Cv;
-    run(applyGradSpec(L.vec, relu), { p: u32s(n, L.Cv, L.R), ...data, coef: coef.binding(op), dx: dx.binding(op) }, grid1d(n, WG));
+    applyGradKernel(L.vec, relu).launch({ n, Cv: L.Cv, R: L.R, ...data, coef, dx }, { threads: n });
   }
   coef.dispose();
   return [dx, wantGamma ? dgamma : null, wantBeta ? dbeta : null];
