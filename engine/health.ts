@@ -4,7 +4,8 @@
 // done every N steps by the training loop. The step counter lives on the GPU too (nextStep() is one tiny
 // dispatch), so the uniforms of the checks repeat every step and nothing is uploaded per step.
 
-import { launch, grid1d, readRange, u32s, type KernelSpec } from './recorder.ts';
+import { readRange } from './recorder.ts';
+import { defineKernel } from './kernel.ts';
 import { Tensor, zeros, keep, fmtShape } from './tensor.ts';
 
 const WG = 256;
@@ -24,19 +25,15 @@ struct Flags { hits: atomic<u32>, firstStep: atomic<u32>, firstCheck: atomic<u32
 
 // Reads the tensor as raw bits: an all-ones exponent is Inf (zero mantissa) or NaN, whatever fast-math
 // assumptions the shader compiler makes about float comparisons.
-const CHECK: KernelSpec = {
+const CHECK = defineKernel({
   name: 'nonFinite.check',
-  bindings: ['uniform', 'read', 'rw'],
-  code: `${FLAGS_WGSL}
-struct P { n: u32, check: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<u32>;
-@group(0) @binding(2) var<storage, read_write> f: Flags;
-var<workgroup> seen: atomic<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
+  uniforms: { n: 'u32', check: 'u32' },
+  bindings: { x: 'read u32', f: { rw: 'Flags' } },
+  workgroupSize: WG,
+  header: `${FLAGS_WGSL}
+var<workgroup> seen: atomic<u32>;`,
+  body: `
+  let i = gid.x + gid.y * (nwg.x * ${WG}u); // every invocation reaches the barrier: no early return
   if (i < p.n) {
     let b = x[i];
     if ((b & 0x7f800000u) == 0x7f800000u) {
@@ -46,7 +43,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
   }
   workgroupBarrier();
-  if (lid == 0u) {
+  if (li == 0u) {
     let k = atomicLoad(&seen);
     if (k != 0u) {
       atomicOr(&f.kinds, k);
@@ -58,32 +55,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
       }
     }
-  }
-}`,
-};
+  }`,
+});
 
-const NEXT_STEP: KernelSpec = {
+const NEXT_STEP = defineKernel({
   name: 'nonFinite.nextStep',
-  bindings: ['rw'],
-  code: `${FLAGS_WGSL}
-@group(0) @binding(0) var<storage, read_write> f: Flags;
-@compute @workgroup_size(1)
-fn main() { atomicAdd(&f.step, 1u); }`,
-};
+  bindings: { f: { rw: 'Flags' } },
+  workgroupSize: 1,
+  header: FLAGS_WGSL,
+  body: '  atomicAdd(&f.step, 1u);',
+});
 
-const RESET: KernelSpec = {
+const RESET = defineKernel({
   name: 'nonFinite.reset',
-  bindings: ['uniform', 'rw'],
-  code: `${FLAGS_WGSL}
-struct P { step: u32, pad0: u32, pad1: u32, pad2: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> f: Flags;
-@compute @workgroup_size(1)
-fn main() {
+  uniforms: { step: 'u32' },
+  bindings: { f: { rw: 'Flags' } },
+  workgroupSize: 1,
+  header: FLAGS_WGSL,
+  body: `
   atomicStore(&f.hits, 0u); atomicStore(&f.firstStep, 0u); atomicStore(&f.firstCheck, 0u); atomicStore(&f.kinds, 0u);
-  atomicStore(&f.step, p.step);
-}`,
-};
+  atomicStore(&f.step, p.step);`,
+});
 
 export type NonFiniteKind = 'NaN' | '+Inf' | '-Inf';
 
@@ -149,12 +141,12 @@ export class NonFiniteMonitor {
     }
     this._checks++;
     if (t.size === 0) return;
-    launch(CHECK, [u32s(t.size, id), t.binding(op), this.flags.binding(op)], grid1d(t.size, WG));
+    CHECK.launch({ n: t.size, check: id, x: t, f: this.flags }, { threads: t.size });
   }
 
   /** Advances the step counter (one single-thread dispatch, in order with the checks). */
   nextStep(): void {
-    launch(NEXT_STEP, [this.flags.binding('NonFiniteMonitor.nextStep')], [1]);
+    NEXT_STEP.launch({ f: this.flags }, [1]);
     this._step++;
   }
 
@@ -175,7 +167,7 @@ export class NonFiniteMonitor {
   reset(step = this._step): void {
     this._step = checkStep(step, 'NonFiniteMonitor.reset');
     this._checks = 0;
-    launch(RESET, [u32s(this._step), this.flags.binding('NonFiniteMonitor.reset')], [1]);
+    RESET.launch({ step: this._step, f: this.flags }, [1]);
   }
 
   dispose(): void {

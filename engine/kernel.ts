@@ -13,9 +13,10 @@ export type UniformType = 'u32' | 'i32' | 'f32' | 'vec4<u32>' | 'vec4<f32>' | 'v
 
 /**
  * A storage binding: `'read T'` or `'rw T'` for `array<T>` (T a WGSL element type such as f32, vec4<f32>,
- * u32 or atomic<u32>), or `'texture'` for a read-only rgba32float 2-D storage texture.
+ * u32 or atomic<u32>), `{ read: 'S' }` / `{ rw: 'S' }` for a binding of type S itself (a struct declared in
+ * the header), or `'texture'` for a read-only rgba32float 2-D storage texture.
  */
-export type BindingDecl = `read ${string}` | `rw ${string}` | 'texture';
+export type BindingDecl = `read ${string}` | `rw ${string}` | 'texture' | { read: string } | { rw: string };
 
 export interface KernelDecl {
   /** Op name: the pipeline label, the prefix of every error about this kernel, and the dump file name. */
@@ -74,7 +75,7 @@ export class Kernel {
     this.wgsl = generate(decl, slots);
     const kinds: BindingKind[] = [];
     if (slots.length) kinds.push('uniform');
-    for (const b of Object.values(decl.bindings)) kinds.push(b === 'texture' ? 'texture' : b.startsWith('read ') ? 'read' : 'rw');
+    for (const b of Object.values(decl.bindings)) kinds.push(b === 'texture' ? 'texture' : typeof b === 'object' ? ('read' in b ? 'read' : 'rw') : b.startsWith('read ') ? 'read' : 'rw');
     this.spec = markDeclared({ name: decl.name, code: this.wgsl, bindings: kinds });
   }
 
@@ -151,10 +152,15 @@ function generate(decl: KernelDecl, slots: UniformSlot[]): string {
       lines.push(`@group(0) @binding(${binding++}) var ${name}: texture_storage_2d<rgba32float, read>;`);
       continue;
     }
-    const [access, ...rest] = b.split(' ');
-    const type = rest.join(' ');
-    if ((access !== 'read' && access !== 'rw') || !type) throw new Error(`${decl.name}: binding '${name}' must be 'read T', 'rw T' or 'texture', got '${b}'`);
-    lines.push(`@group(0) @binding(${binding++}) var<storage, ${access === 'read' ? 'read' : 'read_write'}> ${name}: array<${type}>;`);
+    let access: string;
+    let type: string;
+    if (typeof b === 'object') [access, type] = 'read' in b ? ['read', b.read] : ['rw', b.rw];
+    else {
+      const [a, ...rest] = b.split(' ');
+      [access, type] = [a, `array<${rest.join(' ')}>`];
+      if ((a !== 'read' && a !== 'rw') || !rest.length) throw new Error(`${decl.name}: binding '${name}' must be 'read T', 'rw T' or 'texture', got '${b}'`);
+    }
+    lines.push(`@group(0) @binding(${binding++}) var<storage, ${access === 'read' ? 'read' : 'read_write'}> ${name}: ${type};`);
   }
   if (decl.header) lines.push(decl.header.trim());
   const [x, y = 1, z = 1] = typeof decl.workgroupSize === 'number' ? [decl.workgroupSize] : decl.workgroupSize;
