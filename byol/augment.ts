@@ -10,8 +10,7 @@
 // Solarize, the final clip and the normalization run at the end of the last kernel of the view. Semantics
 // follow deepmind-research byol/utils/augmentations.py (RGB<->HSV as TF's kernels). Not differentiable.
 
-import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
-import { launch, grid1d, type KernelSpec } from '../engine/recorder.ts';
+import { kernel, type Kernel } from '../engine/kernel.ts';
 import { Tensor, tensor, empty, fmtShape } from '../engine/tensor.ts';
 import { ew } from '../kernels/elementwise.ts';
 import type { Arr } from '../engine/ref.ts';
@@ -46,28 +45,17 @@ fn finalize(v: V, solarize: bool) -> V {
   return (x - p.mean.${c === 3 ? 'xyz' : 'x'}) * p.istd.${c === 3 ? 'xyz' : 'x'};
 }`;
 
-const specs = new Map<string, KernelSpec>();
-function cached(key: string, make: () => KernelSpec): KernelSpec {
-  let s = specs.get(key);
-  if (!s) specs.set(key, (s = make()));
-  return s;
-}
+const VIEW_UNIFORMS = { finalize: 'u32', threshold: 'f32', mean: 'vec4<f32>', istd: 'vec4<f32>' } as const;
 
-function cropSpec(c: 1 | 3): KernelSpec {
-  return cached(`crop${c}`, () => ({
+function cropKernel(c: 1 | 3): Kernel {
+  return kernel(`augment.crop|${c}`, () => ({
     name: 'augment.crop',
-    bindings: ['uniform', 'read', 'read', 'rw'],
-    code: `
-struct P { n: u32, H: u32, W: u32, OH: u32, OW: u32, pbase: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read> prm: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
-${pixelCode(c, 'src', false)}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.n) { return; }
+    uniforms: { n: 'u32', H: 'u32', W: 'u32', OH: 'u32', OW: 'u32', pbase: 'u32' },
+    bindings: { src: 'read f32', prm: 'read vec4<f32>', dst: 'rw f32' },
+    workgroupSize: WG,
+    flat: { limit: 'p.n' },
+    header: pixelCode(c, 'src', false),
+    body: `
   let ox = i % p.OW;
   let oy = (i / p.OW) % p.OH;
   let b = i / (p.OW * p.OH);
@@ -87,8 +75,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let row1 = b * p.H * p.W + (u32(box.y) + y1) * p.W + u32(box.x);
   let v = mix(mix(load(row0 + x0), load(row0 + x1), ax), mix(load(row1 + x0), load(row1 + x1), ax), ay);
   let o = clamp(v, V(0.0), V(1.0));
-${c === 3 ? '  dst[3u * i] = o.x; dst[3u * i + 1u] = o.y; dst[3u * i + 2u] = o.z;' : '  dst[i] = o;'}
-}`,
+${c === 3 ? '  dst[3u * i] = o.x; dst[3u * i + 1u] = o.y; dst[3u * i + 2u] = o.z;' : '  dst[i] = o;'}`,
   }));
 }
 
@@ -119,35 +106,28 @@ fn hsvToRgb(hsv: vec3<f32>) -> vec3<f32> {
   return vec3<f32>(r, g, b) + m;
 }`;
 
-function colorSpec(c: 1 | 3): KernelSpec {
-  return cached(`color${c}`, () => ({
+function colorKernel(c: 1 | 3): Kernel {
+  const rgb = c === 3;
+  return kernel(`augment.color|${c}`, () => ({
     name: 'augment.color',
-    bindings: ['uniform', 'read', 'rw'],
-    code: wgsl`
-struct P { B: u32, HW: u32, pbase: u32, pad0: u32, finalize: u32, threshold: f32, pad1: u32, pad2: u32, mean: vec4<f32>, istd: vec4<f32> }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> prm: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> img: array<f32>;
-var<workgroup> part: array<vec4<f32>, ${WG}>;
+    uniforms: { B: 'u32', HW: 'u32', pbase: 'u32', ...VIEW_UNIFORMS },
+    bindings: { prm: 'read vec4<f32>', img: 'rw f32' },
+    workgroupSize: WG,
+    header: `var<workgroup> part: array<vec4<f32>, ${WG}>;
 ${pixelCode(c, 'img', true)}
 ${FINALIZE(c)}
-#if ${c === 3}
-${HSV}
-#endif
+${rgb ? HSV : ''}
 
 // one jitter op (1 brightness, 2 contrast, 3 saturation, 4 hue, else none); amt = [delta, factor, factor, delta]
 fn jitter(op: u32, x: V, amt: vec4<f32>, mean: V) -> V {
   if (op == 1u) { return clamp(x + amt.x, V(0.0), V(1.0)); }
-  if (op == 2u) { return clamp(amt.y * (x - mean) + mean, V(0.0), V(1.0)); }
-#if ${c === 3}
+  if (op == 2u) { return clamp(amt.y * (x - mean) + mean, V(0.0), V(1.0)); }${rgb ? `
   if (op == 3u) { var hsv = rgbToHsv(x); hsv.y = clamp(hsv.y * amt.z, 0.0, 1.0); return clamp(hsvToRgb(hsv), V(0.0), V(1.0)); }
-  if (op == 4u) { var hsv = rgbToHsv(x); hsv.x = hsv.x + amt.w; hsv.x = hsv.x - floor(hsv.x); return clamp(hsvToRgb(hsv), V(0.0), V(1.0)); }
-#endif
+  if (op == 4u) { var hsv = rgbToHsv(x); hsv.x = hsv.x + amt.w; hsv.x = hsv.x - floor(hsv.x); return clamp(hsvToRgb(hsv), V(0.0), V(1.0)); }` : ''}
   return x;
-}
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+}`,
+    body: `
+  let t = li;
   let b = wid.x;
   let q = (p.pbase + b) * 4u;
   let flags = prm[q + 1u];
@@ -166,36 +146,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       acc += x;
     }
   }
-#if ${c === 3}
-  part[t] = vec4<f32>(acc, 0.0);
-#else
-  part[t] = vec4<f32>(acc, 0.0, 0.0, 0.0);
-#endif
+  part[t] = ${rgb ? 'vec4<f32>(acc, 0.0)' : 'vec4<f32>(acc, 0.0, 0.0, 0.0)'};
   workgroupBarrier();
   for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
     if (t < s) { part[t] += part[t + s]; }
     workgroupBarrier();
   }
-  let mean = part[0].${c === 3 ? 'xyz' : 'x'} / f32(p.HW);
+  let mean = part[0].${rgb ? 'xyz' : 'x'} / f32(p.HW);
   for (var i = t; i < p.HW; i += ${WG}u) {
     var x = load(base + i);
     x = jitter(ops.x, x, amt, mean);
     x = jitter(ops.y, x, amt, mean);
     x = jitter(ops.z, x, amt, mean);
-    x = jitter(ops.w, x, amt, mean);
-#if ${c === 3}
-    if (flags.y > 0.5) { x = V(clamp(dot(x, vec3<f32>(${LUMA.join(', ')})), 0.0, 1.0)); }
-#endif
+    x = jitter(ops.w, x, amt, mean);${rgb ? `
+    if (flags.y > 0.5) { x = V(clamp(dot(x, vec3<f32>(${LUMA.join(', ')})), 0.0, 1.0)); }` : ''}
     if (p.finalize == 1u) { x = finalize(x, flags.z > 0.5); }
     store(base + i, x);
-  }
-}`,
+  }`,
   }));
 }
 
 /** One blur pass along x (dir 'h') or y ('v') with `radius` taps each side, unrolled; 'v' also finalizes. */
-function blurSpec(c: 1 | 3, dir: 'h' | 'v', radius: number): KernelSpec {
-  return cached(`blur${c}${dir}${radius}`, () => {
+function blurKernel(c: 1 | 3, dir: 'h' | 'v', radius: number): Kernel {
+  return kernel(`augment.blur|${c}|${dir}|${radius}`, () => {
     const pos = dir === 'h' ? 'x' : 'y';
     const len = dir === 'h' ? 'p.W' : 'p.H';
     const step = dir === 'h' ? '1u' : 'p.W';
@@ -207,19 +180,13 @@ function blurSpec(c: 1 | 3, dir: 'h' | 'v', radius: number): KernelSpec {
     }
     return {
       name: `augment.blur.${dir}`,
-      bindings: ['uniform', 'read', 'read', 'rw'],
-      code: `
-struct P { n: u32, H: u32, W: u32, pbase: u32, finalize: u32, threshold: f32, pad0: u32, pad1: u32, mean: vec4<f32>, istd: vec4<f32> }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read> prm: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
-${pixelCode(c, 'src', false)}
-${FINALIZE(c)}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.n) { return; }
+      uniforms: { n: 'u32', H: 'u32', W: 'u32', pbase: 'u32', ...VIEW_UNIFORMS },
+      bindings: { src: 'read f32', prm: 'read vec4<f32>', dst: 'rw f32' },
+      workgroupSize: WG,
+      flat: { limit: 'p.n' },
+      header: `${pixelCode(c, 'src', false)}
+${FINALIZE(c)}`,
+      body: `
   let x = i % p.W;
   let y = (i / p.W) % p.H;
   let b = i / (p.W * p.H);
@@ -234,8 +201,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 ${taps}    v = acc / wsum;
   }
   if (p.finalize == 1u) { v = finalize(v, flags.z > 0.5); }
-${c === 3 ? '  dst[3u * i] = v.x; dst[3u * i + 1u] = v.y; dst[3u * i + 2u] = v.z;' : '  dst[i] = v;'}
-}`,
+${c === 3 ? '  dst[3u * i] = v.x; dst[3u * i + 1u] = v.y; dst[3u * i + 2u] = v.z;' : '  dst[i] = v;'}`,
     };
   });
 }
@@ -252,19 +218,11 @@ function checkBatch(op: string, batch: Tensor): { B: number; H: number; W: numbe
   return { B, H, W, C };
 }
 
-/** Uniforms of the colour and blur kernels: 4 words of their own, then finalize, threshold, mean and 1/std. */
-function finalizeUniform(head: number[], finalize: boolean, cfg: ViewConfig, C: number): ArrayBuffer {
-  const buf = new ArrayBuffer(64);
-  const u = new Uint32Array(buf);
-  const f = new Float32Array(buf);
-  u.set(head);
-  u[4] = finalize ? 1 : 0;
-  f[5] = cfg.solarizeThreshold;
-  for (let ch = 0; ch < 4; ch++) {
-    f[8 + ch] = cfg.normalize && ch < C ? cfg.normalize.mean[ch] : 0;
-    f[12 + ch] = cfg.normalize && ch < C ? 1 / cfg.normalize.std[ch] : 1;
-  }
-  return buf;
+/** The uniforms that end a view (VIEW_UNIFORMS): whether this kernel finalizes, the threshold, mean and 1/std. */
+function finalizeUniforms(finalize: boolean, cfg: ViewConfig, C: number) {
+  const mean = [0, 1, 2, 3].map((ch) => (cfg.normalize && ch < C ? cfg.normalize.mean[ch] : 0));
+  const istd = [0, 1, 2, 3].map((ch) => (cfg.normalize && ch < C ? 1 / cfg.normalize.std[ch] : 1));
+  return { finalize: finalize ? 1 : 0, threshold: cfg.solarizeThreshold, mean, istd };
 }
 
 /** Records one view's kernels; `prm` holds the packed parameters, this view's at image offset `pbase`. */
@@ -276,12 +234,13 @@ function runView(batch: Tensor, prm: Tensor, pbase: number, params: ImageParams[
   const blur = radius > 0 && params.some((q) => q.blurSigma > 0);
   const out = empty([B, OH, OW, C], 'f32', 'augment');
   const n = B * OH * OW;
-  launch(cropSpec(C), [new Uint32Array([n, H, W, OH, OW, pbase, 0, 0]).buffer, batch.binding('augment'), prm.binding('augment'), out.binding('augment')], grid1d(n, WG));
-  launch(colorSpec(C), [finalizeUniform([B, OH * OW, pbase, 0], !blur, cfg, C), prm.binding('augment'), out.binding('augment')], [B]);
+  cropKernel(C).launch({ n, H, W, OH, OW, pbase, src: batch, prm, dst: out }, { threads: n });
+  colorKernel(C).launch({ B, HW: OH * OW, pbase, ...finalizeUniforms(!blur, cfg, C), prm, img: out }, [B]);
   if (!blur) return out;
   const tmp = empty([B, OH, OW, C], 'f32', 'augment.blur');
-  launch(blurSpec(C, 'h', radius), [finalizeUniform([n, OH, OW, pbase], false, cfg, C), out.binding('augment'), prm.binding('augment'), tmp.binding('augment')], grid1d(n, WG));
-  launch(blurSpec(C, 'v', radius), [finalizeUniform([n, OH, OW, pbase], true, cfg, C), tmp.binding('augment'), prm.binding('augment'), out.binding('augment')], grid1d(n, WG));
+  const geometry = { n, H: OH, W: OW, pbase };
+  blurKernel(C, 'h', radius).launch({ ...geometry, ...finalizeUniforms(false, cfg, C), src: out, prm, dst: tmp }, { threads: n });
+  blurKernel(C, 'v', radius).launch({ ...geometry, ...finalizeUniforms(true, cfg, C), src: tmp, prm, dst: out }, { threads: n });
   tmp.dispose();
   return out;
 }

@@ -4,7 +4,7 @@
 // split into chunks of whole images, all bound to the one gather dispatch. Works in Node and browsers.
 
 import { gpu } from '../../engine/device.ts';
-import { launch, grid1d, u32s, type KernelSpec } from '../../engine/recorder.ts';
+import { kernel, defineKernel, type Kernel, type KernelArg, type BindingDecl } from '../../engine/kernel.ts';
 import { Tensor, tensor, empty, keep, fmtShape } from '../../engine/tensor.ts';
 import type { ImageDataset } from './image-dataset.ts';
 
@@ -15,25 +15,21 @@ export interface GpuDatasetOptions {
   maxChunkBytes?: number;
 }
 
-const specs = new Map<number, KernelSpec>();
-
 /** Gather kernel for `chunks` data buffers: out[b, e] = byte e of image idx[b], / 255. */
-function gatherSpec(chunks: number): KernelSpec {
-  let s = specs.get(chunks);
-  if (s) return s;
-  const decls = [...Array(chunks).keys()].map((k) => `@group(0) @binding(${k + 2}) var<storage, read> d${k}: array<u32>;`).join('\n');
-  let pick = '';
-  for (let k = 0; k < chunks; k++) pick += `${k ? ' else ' : '  '}if (chunk == ${k}u) { word = d${k}[at >> 2u]; }`;
-  const code = `
-struct P { n: u32, imageBytes: u32, perChunk: u32, images: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> idx: array<i32>;
-${decls}
-@group(0) @binding(${chunks + 2}) var<storage, read_write> out: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.n) { return; }
+function gatherKernel(chunks: number): Kernel {
+  return kernel(`gpuDataset.gather|${chunks}`, () => {
+    const bindings: Record<string, BindingDecl> = { idx: 'read i32' };
+    for (let k = 0; k < chunks; k++) bindings[`d${k}`] = 'read u32';
+    bindings.out = 'rw f32';
+    let pick = '';
+    for (let k = 0; k < chunks; k++) pick += `${k ? ' else ' : '  '}if (chunk == ${k}u) { word = d${k}[at >> 2u]; }`;
+    return {
+      name: 'gpuDataset.gather',
+      uniforms: { n: 'u32', imageBytes: 'u32', perChunk: 'u32', images: 'u32' },
+      bindings,
+      workgroupSize: WG,
+      flat: { limit: 'p.n' },
+      body: `
   let img = idx[i / p.imageBytes];
   // out-of-range indices (possible only from a GPU index tensor, which is not checked on the CPU) read as 0
   if (img < 0 || u32(img) >= p.images) { out[i] = 0.0; return; }
@@ -41,30 +37,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let at = (u32(img) % p.perChunk) * p.imageBytes + i % p.imageBytes;
   var word = 0u;
 ${pick}
-  out[i] = f32((word >> ((at & 3u) * 8u)) & 255u) / 255.0;
-}`;
-  s = { name: 'gpuDataset.gather', code, bindings: ['uniform', 'read', ...Array(chunks).fill('read'), 'rw'] };
-  specs.set(chunks, s);
-  return s;
+  out[i] = f32((word >> ((at & 3u) * 8u)) & 255u) / 255.0;`,
+    };
+  });
 }
 
-const labelSpec: KernelSpec = {
+const labelKernel = defineKernel({
   name: 'gpuDataset.labels',
-  bindings: ['uniform', 'read', 'read', 'rw'],
-  code: `
-struct P { n: u32, images: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> idx: array<i32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
-@group(0) @binding(3) var<storage, read_write> out: array<i32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${WG}u);
-  if (i >= p.n) { return; }
+  uniforms: { n: 'u32', images: 'u32' },
+  bindings: { idx: 'read i32', labels: 'read i32', out: 'rw i32' },
+  workgroupSize: WG,
+  flat: { limit: 'p.n' },
+  body: `
   let img = idx[i];
-  out[i] = select(-1, labels[u32(img)], img >= 0 && u32(img) < p.images);
-}`,
-};
+  out[i] = select(-1, labels[u32(img)], img >= 0 && u32(img) < p.images);`,
+});
 
 export class GpuDataset {
   readonly name: string;
@@ -133,8 +120,9 @@ export class GpuDataset {
     const idx = this.indexTensor('gather', indices);
     const b = idx.size;
     const out = empty([b, this.height, this.width, this.channels], 'f32', 'gpuDataset.gather');
-    const chunkArgs = this.chunks.map((buffer) => ({ buffer, offset: 0, size: buffer.size }));
-    launch(gatherSpec(this.chunks.length), [u32s(out.size, this.imageBytes, this.imagesPerChunk, this.n), idx.binding('gather'), ...chunkArgs, out.binding('gather')], grid1d(out.size, WG));
+    const args: Record<string, KernelArg> = { n: out.size, imageBytes: this.imageBytes, perChunk: this.imagesPerChunk, images: this.n, idx, out };
+    this.chunks.forEach((buffer, k) => (args[`d${k}`] = { buffer, offset: 0, size: buffer.size }));
+    gatherKernel(this.chunks.length).launch(args, { threads: out.size });
     if (idx !== indices) idx.dispose();
     return out;
   }
@@ -150,7 +138,7 @@ export class GpuDataset {
     }
     const idx = this.indexTensor('labelsOf', indices);
     const out = empty([idx.size], 'i32', 'gpuDataset.labels');
-    launch(labelSpec, [u32s(idx.size, this.n, 0, 0), idx.binding('labelsOf'), this.labelsGpu.binding('labelsOf'), out.binding('labelsOf')], grid1d(idx.size, WG));
+    labelKernel.launch({ n: idx.size, images: this.n, idx, labels: this.labelsGpu, out }, { threads: idx.size });
     return out;
   }
 
