@@ -17,7 +17,8 @@ import { LARS } from '../nn/optim.ts';
 import { emaUpdate } from '../nn/ema.ts';
 import { warmupCosine, emaTau } from '../nn/schedule.ts';
 import { NonFiniteMonitor } from '../engine/health.ts';
-import { launch, u32s, setAutoFlush } from '../engine/recorder.ts';
+import { setAutoFlush } from '../engine/recorder.ts';
+import { defineKernel } from '../engine/kernel.ts';
 import { Rng } from '../engine/random.ts';
 
 const t = suite('memory');
@@ -160,16 +161,9 @@ t('a loop that never submits is flushed automatically: GPU memory stays bounded,
 
 t('the uniform cache is bounded: 6000 distinct uniforms keep at most 4096 buffers', async () => {
   const out = tensor(new Float32Array(4));
-  const spec = {
-    name: 'uniformChurn',
-    code: `struct P { v: u32, pad0: u32, pad1: u32, pad2: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> o: array<u32>;
-@compute @workgroup_size(1) fn main() { o[0] = p.v; }`,
-    bindings: ['uniform', 'rw'] as ('uniform' | 'rw')[],
-  };
+  const k = defineKernel({ name: 'uniformChurn', uniforms: { v: 'u32' }, bindings: { o: 'rw u32' }, workgroupSize: 1, body: '  o[0] = p.v;' });
   for (let i = 0; i < 6000; i++) {
-    launch(spec, [u32s(i), out.binding('uniformChurn')], [1]);
+    k.launch({ v: i, o: out }, [1]);
     if (i % 500 === 499) await sync(); // evicted buffers are destroyed after the next submit
   }
   const r = new Uint32Array((await out.toArray()).buffer);
