@@ -80,6 +80,7 @@ async function nodeGpu(): Promise<GPU> {
   // drops our only reference so that a script exits when its work is done.
   if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
   await configureLavapipe(); // before Dawn loads the driver (engine/lavapipe.ts)
+  if (process.env.BYOL_DUMP_WGSL) (await import('./wgsl-dump-node.ts')).dumpWgslTo(process.env.BYOL_DUMP_WGSL);
   const mod: any = await import('webgpu');
   Object.assign(globalThis, mod.globals);
   return mod.create([]) as GPU;

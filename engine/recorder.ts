@@ -27,6 +27,7 @@ export interface BufferRange {
 interface CachedPipeline {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
+  spec: KernelSpec;
 }
 
 interface EngineState {
@@ -177,7 +178,7 @@ function pipelineFor(spec: KernelSpec): CachedPipeline {
     s.failed.set(key, `kernel '${spec.name}' failed to compile: ${message}`);
     s.pipelines.delete(key);
   });
-  p = { pipeline, layout };
+  p = { pipeline, layout, spec };
   s.pipelines.set(key, p);
   return p;
 }
@@ -416,6 +417,11 @@ export interface RecorderStats {
   readbacks: number;
   pipelines: number;
   uniforms: number;
+}
+
+/** The kernel specs behind every pipeline of this device, in creation order (tests check where they came from). */
+export function pipelineSpecs(): KernelSpec[] {
+  return state ? [...state.pipelines.values()].map((p) => p.spec) : [];
 }
 
 export function recorderStats(): RecorderStats {
