@@ -63,25 +63,17 @@ export interface TrainOptions {
 
 // Sized for the 30-minute CPU budget of the reference run (2 cores, lavapipe): a small ResNet and small heads
 // (paper: ResNet-50, 4096/256), Adam (LARS with LR 0.2-2 is the paper's; `--optimizer lars --lr 2.0`), tau 0.99
-// (the official preset for short runs). See README "Train BYOL".
+// (the official preset for short runs). The runs behind each choice: bench/results/training-defaults.md.
 export const TRAIN_DEFAULTS: TrainOptions = {
   data: 'fashion-mnist',
   arch: 'resnet-small',
-  // width 16 for one epoch beat width 8 for two in the same time (linear probe 0.823 vs 0.781, 23 vs 21 min): at
-  // width 8 the 64-d representation limits the probe more than training length does
   width: 16,
   stem: 'small',
   headChannels: 0,
-  // the paper's views. Milder ones (--crop-scale 0.6,1 --solarize 0) helped in PyTorch (linear 0.832 -> 0.846 at
-  // width 16, 75k images) but not in the engine's reference run (0.817 vs 0.823, kNN 0.770 vs 0.764), so they are
-  // an option: bench/results/recipe-search.md
-  cropScale: [0.08, 1],
+  cropScale: [0.08, 1], // the paper's views
   solarize: 0.2,
   epochs: 1,
-  // small batches: at a fixed budget of images, more steps learned more (bench/byol-recipe.py, 1 epoch: linear probe
-  // 0.800 at batch 64 vs 0.745 at 256; bench/results/recipe-search.md), and the engine's images/s barely depends
-  // on the batch size here
-  batchSize: 64,
+  batchSize: 64, // small batches: more steps for the same images
   baseLr: 0.012, // Adam 3e-3 at batch 64 (the base rate is scaled by batch / 256)
   optimizer: 'adam',
   weightDecay: 1e-6,
@@ -97,12 +89,6 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   evaluate: 'full',
   probeEpochs: 20,
 };
-
-/**
- * What runs used before these options existed: a checkpoint whose identity lacks one was made with this value (not
- * with whatever the default is now).
- */
-const BEFORE_FLAGS: Partial<TrainOptions> = { headChannels: 0, cropScale: [0.08, 1], solarize: 0.2 };
 
 /** Options that define the run: a checkpoint may only be resumed with the same values. */
 const IDENTITY_KEYS: (keyof TrainOptions)[] = ['data', 'arch', 'width', 'stem', 'headChannels', 'cropScale', 'solarize', 'epochs', 'batchSize', 'baseLr', 'optimizer', 'weightDecay', 'tauBase', 'projHidden', 'projDim', 'predHidden', 'seed'];
@@ -158,9 +144,10 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
       if (!existsSync(ckptDir) || (await listCheckpoints(ckptDir)).length === 0) throw new Error(`train --resume: no checkpoint in ${ckptDir}`);
       const ck = await loadLatestCheckpoint(ckptDir, { onWarning: (w) => log(`byol: warning: ${w}`) });
       const saved = (ck.meta?.identity ?? {}) as Record<string, unknown>;
-      const savedValue = (k: keyof TrainOptions) => (k in saved ? saved[k] : BEFORE_FLAGS[k]);
-      const diff = IDENTITY_KEYS.filter((k) => JSON.stringify(savedValue(k)) !== JSON.stringify(opts[k]));
-      if (diff.length) throw new Error(`train --resume: ${ck.path} was made with different ${diff.map((k) => `${k} (${JSON.stringify(savedValue(k))} vs ${JSON.stringify(opts[k])})`).join(', ')}`);
+      const unrecorded = IDENTITY_KEYS.filter((k) => !(k in saved));
+      if (unrecorded.length) throw new Error(`train --resume: ${ck.path} does not record ${unrecorded.join(', ')}, so it cannot be shown to match this run; start a new run`);
+      const diff = IDENTITY_KEYS.filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(opts[k]));
+      if (diff.length) throw new Error(`train --resume: ${ck.path} was made with different ${diff.map((k) => `${k} (${JSON.stringify(saved[k])} vs ${JSON.stringify(opts[k])})`).join(', ')}`);
       model.loadStateDict(ck.tensors);
       // keep the metrics of the steps the checkpoint covers; later lines are redone
       if (existsSync(metricsPath)) {

@@ -2,16 +2,12 @@
 // Dawn loads the driver. Other drivers ignore them.
 //
 // lavapipe runs 8 invocations per SIMD instruction by default, even on CPUs with AVX-512. With
-// LP_NATIVE_VECTOR_WIDTH=512 it runs 16 (subgroup size 16). Our heavy kernels are bound by instruction count,
-// not by FMA throughput, so 16 lanes per instruction nearly halves their time: broadcast matmul 1024³ goes
-// from ~25 to ~47 GFLOPS of CPU time (bench/matmul-ladder.ts); a pure-FMA loop gains nothing.
+// LP_NATIVE_VECTOR_WIDTH=512 it runs 16 (subgroup size 16). Kernels bound by instruction count rather than FMA
+// throughput (broadcast matmul) nearly halve their time; kernels bound by per-lane loads (the narrow convolutions
+// that dominate the default BYOL step) get slower, since each such load costs twice as much per instruction.
+// So it is opt-in, for matmul-heavy work. The measurements: bench/results/lavapipe-width.md.
 // Mesa's on-disk shader cache does not key its texture-fetch functions by this width (a 512-wide process reads
 // 256-wide ones and gets zeros), so every non-default width keeps its own cache directory.
-// Not the default: convolutions dominate a BYOL step, and at 16 lanes conv2d gains nothing on wide layers (64
-// channels: 30 vs 28 GFLOPS) while narrow ones (8-16 channels, most of the default encoder's time) run 2-3x
-// slower, being bound by per-lane loads, which cost twice as much per instruction at 16 lanes; the default BYOL
-// step measured 31 vs 63 images/s on a loaded machine (bench/step-profile.ts at each width). Opt in with
-// LP_NATIVE_VECTOR_WIDTH=512 for matmul-heavy work.
 
 /** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
 const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);

@@ -130,20 +130,18 @@ t('a diverging loss stops the run naming the step; the last good checkpoint stay
     }
     assert.match(err?.message ?? '', want);
   }
-  // a checkpoint from before --head-channels, --crop-scale and --solarize resumes as the values runs had then
+  // a checkpoint whose identity lacks a key cannot show it was made with the same value: refused, naming the key
   const prior = await loadLatestCheckpoint(join(dir, 'checkpoints'));
-  const { headChannels, cropScale, solarize, ...older } = (prior.meta as { identity: Record<string, unknown> }).identity;
-  assert.equal([headChannels, cropScale, solarize], [0, [0.08, 1], 0.2]);
+  const { solarize, ...older } = (prior.meta as { identity: Record<string, unknown> }).identity;
+  assert.is(solarize, 0.2);
   await saveCheckpoint(join(dir, 'checkpoints'), prior.step, { tensors: prior.tensors, meta: { identity: older } });
-  const resumed = await train(tiny(dir, { resume: true, maxSteps: prior.step + 1 }), quiet);
-  assert.is(resumed.steps, prior.step + 1);
   err = null;
   try {
-    await train(tiny(dir, { resume: true, solarize: 0 }), quiet);
+    await train(tiny(dir, { resume: true, maxSteps: prior.step + 1 }), quiet);
   } catch (e) {
     err = e as Error;
   }
-  assert.match(err?.message ?? '', /different solarize \(0.2 vs 0\)/);
+  assert.match(err?.message ?? '', /does not record solarize/);
   const wild = tmp();
   try {
     await train(tiny(wild, { baseLr: 1e30, optimizer: 'sgd', checkpointEvery: 1, logEvery: 1 }), quiet);
