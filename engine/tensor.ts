@@ -186,15 +186,16 @@ export class Tensor<D extends DType = DType> {
   }
 
   /**
-   * Dtype, shape and, once the tensor was read back (toArray, item, print), its leading values; reading needs
-   * the GPU, so this never shows values it does not have.
+   * Dtype, shape and, once the tensor was read back (toArray, item, print), the leading values of that read;
+   * reading needs the GPU (async), so this shows only values it already has.
    */
   toString(): string {
     const flags = [this.requiresGrad ? 'requiresGrad' : '', this._disposed ? 'disposed' : ''].filter(Boolean);
     let values = '';
     if (this._preview && !this._disposed) {
       const shown = this._preview.map(fmtValue).join(', ');
-      values = ` [${shown}${this.size > this._preview.length ? ', ...' : ''}]`;
+      // "last read": in-place updates (optimizer steps, running statistics) since then are not seen here
+      values = ` last read [${shown}${this.size > this._preview.length ? ', ...' : ''}]`;
     }
     return `Tensor#${this.id}(${this.dtype} ${fmtShape(this.shape)}${flags.length ? ', ' + flags.join(', ') : ''})${values}`;
   }
