@@ -1,6 +1,11 @@
 // Lifecycle: releaseDevice() with readbacks still pending (they reject; nothing is ever an unhandled rejection),
 // and the strict PyTorch state-dict import (wrong shapes, unknown names, num_batches_tracked).
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
@@ -67,6 +72,35 @@ t('a real device loss still rejects awaited readbacks loudly (only releaseDevice
   x.dispose();
   releaseDevice();
   await getDevice();
+});
+
+t('a script that ends with releaseDevice() while item() is still pending exits cleanly (exit code 0)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'byol-lifecycle-'));
+  const script = join(dir, 'script.mts');
+  const barrel = new URL('../nn/index.ts', import.meta.url).href;
+  writeFileSync(script, `import { getDevice, releaseDevice, tensor } from '${barrel}';
+await getDevice();
+const loss = tensor(new Float32Array(4096).fill(1)).sum();
+loss.item(); // started, never awaited
+releaseDevice();
+await new Promise((r) => setTimeout(r, 100));
+console.log('script ended');
+`);
+  try {
+    const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: fileURLToPath(new URL('..', import.meta.url)), env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' } });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      child.on('error', reject);
+      child.on('close', (c) => resolve({ code: c, out }));
+    });
+    assert.ok(out.includes('script ended'), out);
+    assert.not.match(out, /DeviceLostError|Unhandled|unhandled/, 'no unhandled rejection');
+    assert.is(code, 0, out);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 // ---- strict importTorchStateDict ---------------------------------------------------------------------------
