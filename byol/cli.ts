@@ -41,7 +41,7 @@ run
   --max-steps N        stop early after N steps (the schedules still span all epochs)
   --checkpoint-every N (default ${TRAIN_DEFAULTS.checkpointEvery} steps)
   --log-every N        read the loss back every N steps (default ${TRAIN_DEFAULTS.logEvery})
-  --no-eval            skip the final evaluation
+  --no-eval            skip the final evaluation (a folder without a test/ subfolder has nothing to evaluate on)
   --probe-epochs N     linear-probe epochs (default ${TRAIN_DEFAULTS.probeEpochs})
 `;
 
