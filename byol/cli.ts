@@ -41,7 +41,7 @@ run
   --max-steps N        stop early after N steps (the schedules still span all epochs)
   --checkpoint-every N (default ${TRAIN_DEFAULTS.checkpointEvery} steps)
   --log-every N        read the loss back every N steps (default ${TRAIN_DEFAULTS.logEvery})
-  --no-eval            skip the final evaluation
+  --no-eval            skip the final evaluation (a folder without a test/ subfolder has nothing to evaluate on)
   --probe-epochs N     linear-probe epochs (default ${TRAIN_DEFAULTS.probeEpochs})
 `;
 
@@ -80,20 +80,34 @@ function oneOf<T extends string>(name: string, v: string | undefined, dflt: T, a
   return v as T;
 }
 
+/**
+ * `--width -3` as `--width=-3`: parseArgs takes a value that starts with a dash for an option and rejects it as
+ * "ambiguous"; joined, the value reaches our own check ("--width: expected an integer >= 1, got '-3'").
+ */
+function joinDashValues(argv: string[], options: Record<string, { type: 'string' | 'boolean' }>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = argv[i + 1];
+    if (a.startsWith('--') && !a.includes('=') && options[a.slice(2)]?.type === 'string' && next?.startsWith('-') && !next.startsWith('--')) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
 export function parseTrainArgs(argv: string[]): TrainOptions {
-  const { values: v } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      data: { type: 'string' }, 'data-path': { type: 'string' }, arch: { type: 'string' }, width: { type: 'string' },
-      stem: { type: 'string' }, 'head-channels': { type: 'string' }, 'crop-scale': { type: 'string' }, solarize: { type: 'string' },
-      'proj-hidden': { type: 'string' }, 'proj-dim': { type: 'string' }, 'pred-hidden': { type: 'string' },
-      epochs: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, optimizer: { type: 'string' },
-      wd: { type: 'string' }, tau: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
-      resume: { type: 'boolean' }, 'max-steps': { type: 'string' }, 'checkpoint-every': { type: 'string' },
-      'log-every': { type: 'string' }, 'no-eval': { type: 'boolean' }, 'probe-epochs': { type: 'string' },
-    },
-  });
+  const options = {
+    data: { type: 'string' }, 'data-path': { type: 'string' }, arch: { type: 'string' }, width: { type: 'string' },
+    stem: { type: 'string' }, 'head-channels': { type: 'string' }, 'crop-scale': { type: 'string' }, solarize: { type: 'string' },
+    'proj-hidden': { type: 'string' }, 'proj-dim': { type: 'string' }, 'pred-hidden': { type: 'string' },
+    epochs: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, optimizer: { type: 'string' },
+    wd: { type: 'string' }, tau: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
+    resume: { type: 'boolean' }, 'max-steps': { type: 'string' }, 'checkpoint-every': { type: 'string' },
+    'log-every': { type: 'string' }, 'no-eval': { type: 'boolean' }, 'probe-epochs': { type: 'string' },
+  } as const;
+  const { values: v } = parseArgs({ args: joinDashValues(argv, options), strict: true, options });
   const d = TRAIN_DEFAULTS;
   return {
     data: oneOf('data', v.data, d.data, ['fashion-mnist', 'cifar10', 'folder'] as const),

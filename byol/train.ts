@@ -2,7 +2,7 @@
 // (atomic, resumable bit-identically), collapse monitoring and the final evaluation of the representation.
 
 import { mkdirSync, writeFileSync, appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { getDevice } from '../engine/device.ts';
 import { Tensor } from '../engine/tensor.ts';
 import { sync } from '../engine/recorder.ts';
@@ -12,7 +12,7 @@ import { exportTorchStateDict } from './export.ts';
 import { saveSafetensors } from '../nn/safetensors-node.ts';
 import { saveCheckpoint, loadLatestCheckpoint, listCheckpoints } from '../nn/checkpoint-node.ts';
 import { NonFiniteMonitor } from '../engine/health.ts';
-import { loadDataset, channelStats, type DatasetKind, type ImageDataset } from './data/dataset.ts';
+import { loadDataset, channelStats, folderHasTestSplit, DEFAULT_PATHS, type DatasetKind, type ImageDataset } from './data/dataset.ts';
 import { GpuDataset } from './data/gpu-dataset.ts';
 import { augmentViews } from './augment.ts';
 import { byolAugmentConfig } from './augment-params.ts';
@@ -102,16 +102,23 @@ function epochOrder(seed: number, epoch: number, n: number): Int32Array {
 }
 
 export async function train(opts: TrainOptions, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<FinalReport> {
+  // every check of the data comes before anything is written: a failed one leaves no --out folder behind
+  const trainSet: ImageDataset = loadDataset({ kind: opts.data, path: opts.dataPath, split: 'train' });
+  const B = opts.batchSize;
+  if (trainSet.n < B) throw new Error(`train: the data set has ${trainSet.n} images, fewer than one batch of ${B} (pass a smaller --batch)`);
+  const evaluate = opts.evaluate === 'full' && !!trainSet.labels;
+  if (opts.evaluate === 'full' && !trainSet.labels) log(`byol: ${trainSet.name} has no labels (no class subfolders), so there is nothing to evaluate against: training only`);
+  if (evaluate && opts.data === 'folder' && !folderHasTestSplit(opts.dataPath!)) {
+    throw new Error(`train: ${opts.dataPath} has no test/ subfolder, so the representation cannot be evaluated: pass --no-eval to train ` +
+      'without evaluation, or split the images into train/ and test/ subfolders (each with one subfolder per class)');
+  }
+  const testSet: ImageDataset | null = evaluate ? loadDataset({ kind: opts.data, path: opts.dataPath, split: 'test' }) : null;
+  const stats = channelStats(trainSet);
+
   const ctx = await getDevice();
   mkdirSync(opts.out, { recursive: true });
   const ckptDir = join(opts.out, 'checkpoints');
   const identity = Object.fromEntries(IDENTITY_KEYS.map((k) => [k, opts[k]]));
-
-  const trainSet: ImageDataset = loadDataset({ kind: opts.data, path: opts.dataPath, split: 'train' });
-  const testSet: ImageDataset | null = trainSet.labels ? loadDataset({ kind: opts.data, path: opts.dataPath, split: 'test' }) : null;
-  const stats = channelStats(trainSet);
-  const B = opts.batchSize;
-  if (trainSet.n < B) throw new Error(`train: the data set has ${trainSet.n} images, fewer than one batch of ${B}`);
   const stepsPerEpoch = Math.floor(trainSet.n / B);
   const totalSteps = stepsPerEpoch * opts.epochs;
   const lastStep = Math.min(totalSteps, opts.maxSteps ?? totalSteps);
@@ -224,6 +231,8 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
 
     const report: FinalReport = {
       data: trainSet.name,
+      data_kind: opts.data,
+      data_path: resolve(opts.dataPath ?? (opts.data === 'folder' ? '' : DEFAULT_PATHS[opts.data])),
       arch: opts.arch,
       width: opts.width,
       head_channels: opts.headChannels,

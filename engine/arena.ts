@@ -3,7 +3,7 @@
 // few dispatches over the whole buffer instead of one per parameter; a segment table on the GPU tells those
 // kernels where each parameter starts and what kind it is (per-tensor norms for LARS, bias/norm exclusions).
 
-import { gpu, onRelease, deviceLostReason } from './device.ts';
+import { gpu, onRelease, deviceLostReason, quietOnRelease } from './device.ts';
 import { Tensor, Storage, keep, tensor, fmtShape, shapeSize, type Shape } from './tensor.ts';
 import { copyRange, clearRange, readRange, writeRange, flush } from './recorder.ts';
 
@@ -190,10 +190,10 @@ export class ArenaBuffer {
   }
 
   /** Packed contents (segments back to back, no padding). */
-  async read(): Promise<Float32Array> {
+  read(): Promise<Float32Array> {
     this.assertLive('read');
-    const bytes = await readRange({ buffer: this.buffer, offset: 0, size: this.layout.length * 4 }, `${this.label}.read`);
-    return this.layout.pack(new Float32Array(bytes));
+    const read = readRange({ buffer: this.buffer, offset: 0, size: this.layout.length * 4 }, `${this.label}.read`);
+    return quietOnRelease(read.then((bytes) => this.layout.pack(new Float32Array(bytes))));
   }
 
   /** Replaces the contents with packed data, after everything recorded so far. */
@@ -247,7 +247,15 @@ export class ArenaBuffer {
  * backward() leaves gradients in each param's `.grad`, gatherGrads() moves them into the gradient buffer,
  * where the optimizers read them.
  */
+// which arena a parameter view belongs to, so optimizers can take model.parameters() as PyTorch's do
+const owners = new WeakMap<Tensor, Arena>();
+
 export class Arena {
+  /** The arena whose parameter view `t` is (one of `arena.params`), or null. */
+  static owning(t: Tensor): Arena | null {
+    return owners.get(t) ?? null;
+  }
+
   readonly layout: ArenaLayout;
   readonly data: ArenaBuffer;
   readonly grad: ArenaBuffer;
@@ -265,6 +273,7 @@ export class Arena {
     this.params = this.layout.segments.map((s) => {
       const t = this.data.view(s);
       t.requiresGrad = true;
+      owners.set(t, this);
       return t;
     });
     this.grads = this.layout.segments.map((s) => this.grad.view(s));

@@ -196,6 +196,25 @@ export function unlessDeviceLost<T>(p: Promise<T>, op: string): Promise<T> {
   });
 }
 
+/** True for the error of work cut off by releaseDevice() (not by a real device loss). */
+export function isReleaseError(e: unknown): boolean {
+  return e instanceof DeviceLostError && e.reason === RELEASED;
+}
+
+/**
+ * `p`, except that a rejection caused by releaseDevice() is not reported as unhandled when nobody awaits it
+ * (e.g. `loss.item()` started and never awaited, then releaseDevice() at the end of a script): ending the device
+ * on purpose must not crash the process. Whoever awaits the result still gets the DeviceLostError. Rejections
+ * for other reasons (a real device loss, a GPU error) stay as loud as before.
+ */
+export function quietOnRelease<T>(p: Promise<T>): Promise<T> {
+  const out: Promise<T> = p.then(undefined, (e) => {
+    if (isReleaseError(e)) out.catch(() => {}); // attached before `out` rejects: marks it handled
+    throw e;
+  });
+  return out;
+}
+
 export function onDeviceLost(fn: (reason: string) => void): void {
   lostListeners.push(fn);
 }

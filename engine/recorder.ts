@@ -2,7 +2,7 @@
 // submits it. A training step therefore costs one submit, and reading a tensor back is the only other sync.
 // Pipelines are cached by WGSL source, uniform buffers by their bytes (shapes repeat every step).
 
-import { gpu, onRelease, unlessDeviceLost as unlessLost, DeviceLostError } from './device.ts';
+import { gpu, onRelease, unlessDeviceLost as unlessLost, quietOnRelease, DeviceLostError } from './device.ts';
 import { BufferPool, sizeClass } from './pool.ts';
 
 /** 'texture': a read-only rgba32float 2-D storage texture (WGSL texture_storage_2d<rgba32float, read>). */
@@ -353,7 +353,11 @@ export async function checkErrors(op = 'checkErrors'): Promise<void> {
 }
 
 /** Submits and waits until the GPU is done; surfaces GPU errors and device loss as thrown errors. */
-export async function sync(): Promise<void> {
+export function sync(): Promise<void> {
+  return quietOnRelease(syncNow());
+}
+
+async function syncNow(): Promise<void> {
   flush();
   const { device } = gpu('sync');
   await unlessLost(device.queue.onSubmittedWorkDone(), 'sync');
@@ -361,8 +365,19 @@ export async function sync(): Promise<void> {
   gpu('sync');
 }
 
-/** Copies a buffer range to the CPU. Flushes pending work first. */
-export async function readRange(range: BufferRange, what: string): Promise<ArrayBuffer> {
+/**
+ * Copies a buffer range to the CPU. Flushes pending work first. releaseDevice() while it waits rejects it with a
+ * DeviceLostError (never an unhandled rejection: see quietOnRelease).
+ */
+export function readRange(range: BufferRange, what: string): Promise<ArrayBuffer> {
+  try {
+    return quietOnRelease(readRangeNow(range, what));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+async function readRangeNow(range: BufferRange, what: string): Promise<ArrayBuffer> {
   const { device } = gpu(what);
   const s = engine(what);
   const size = Math.ceil(range.size / 4) * 4;

@@ -8,6 +8,11 @@ import { ew, onesLike } from './ew.ts';
 
 let tape: TapeNode[] = [];
 let gradEnabled = true;
+// A tape this long without a backward() is almost always forward passes that nobody differentiates (evaluation
+// without noGrad, logits kept outside tidy): every record holds its saved tensors on the GPU until backward()
+// or clearTape(). Warned once per process; setTapeWarning() moves the bound.
+let warnAt = 10_000;
+let warned = false;
 // records of a released (or lost) device refer to dead tensors: a new device starts with an empty tape
 onRelease(() => clearTape());
 
@@ -58,6 +63,21 @@ export function record(
   output.requiresGrad = true;
   output._node = node;
   tape.push(node);
+  if (tape.length >= warnAt && !warned) {
+    warned = true;
+    console.warn(`byol-webgpu: the autograd tape holds ${tape.length} ops without a backward() (last: '${op}'), and each keeps ` +
+      'the tensors its gradient needs on the GPU. Run forward passes that are not differentiated under noGrad() ' +
+      '(and inside tidy()), or call clearTape(); setTapeWarning() changes this bound.');
+  }
+}
+
+/** Sets the tape length that triggers the one-time warning about forward passes never differentiated (Infinity: off). */
+export function setTapeWarning(ops: number): number {
+  if (!(ops >= 1)) throw new Error(`setTapeWarning: expected a number of ops >= 1 (or Infinity), got ${ops}`);
+  const prev = warnAt;
+  warnAt = ops;
+  warned = false;
+  return prev;
 }
 
 /** A detached view: same data, no gradient history. */
@@ -71,11 +91,16 @@ export function tapeLength(): number {
 
 /** Drops every record without computing gradients (e.g. after a forward pass that will not be differentiated). */
 export function clearTape(): void {
+  freeTape('clearTape');
+}
+
+function freeTape(by: 'backward' | 'clearTape'): void {
   for (const n of tape) {
     for (const s of n.saved) s.dispose();
     // the graph is gone: the output is now a constant for any later graph
     n.output._node = null;
     n.output.requiresGrad = false;
+    n.output._graphFreed = by;
   }
   tape = [];
 }
@@ -86,6 +111,11 @@ export function clearTape(): void {
  */
 export function backward(root: Tensor, grad?: Tensor): void {
   root.assertLive('backward');
+  if (!root.requiresGrad && root._graphFreed) {
+    const by = root._graphFreed === 'backward' ? 'an earlier backward()' : 'clearTape()';
+    throw new Error(`backward: the graph that computed tensor ${fmtShape(root.shape)} was already freed by ${by}; ` +
+      'backward() releases the whole tape (as PyTorch without retain_graph), so run the forward pass again before a second backward');
+  }
   if (!root.requiresGrad) throw new Error(`backward: tensor ${fmtShape(root.shape)} does not require grad (no input of the graph has requiresGrad, or it was computed under noGrad)`);
   if (!grad && root.size !== 1) {
     throw new Error(`backward: root has shape ${fmtShape(root.shape)}; backward through a non-scalar needs a gradient of the same shape`);
@@ -134,6 +164,6 @@ export function backward(root: Tensor, grad?: Tensor): void {
   } finally {
     gradEnabled = prev;
     for (const g of grads.values()) g.dispose();
-    clearTape();
+    freeTape('backward');
   }
 }

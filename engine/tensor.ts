@@ -2,7 +2,7 @@
 // (reshape views, parameter arenas, tensors saved for backward); the buffer goes back to the pool when the
 // last of them is disposed.
 
-import { gpu, deviceGeneration } from './device.ts';
+import { gpu, deviceGeneration, quietOnRelease } from './device.ts';
 import { pool, releasePooled, readRange, writeRange, clearRange, type BufferRange } from './recorder.ts';
 
 /** One recorded op of the autograd tape (engine/tape.ts); a tensor computed by it points at it. */
@@ -18,6 +18,10 @@ export interface TapeNode {
 
 export type DType = 'f32' | 'i32' | 'u32';
 export type TypedArray = Float32Array | Int32Array | Uint32Array;
+/** The typed array a tensor of dtype D reads back as (the union for a tensor of unknown dtype). */
+export type ArrayOf<D extends DType> = D extends 'f32' ? Float32Array : D extends 'i32' ? Int32Array : D extends 'u32' ? Uint32Array : never;
+/** The dtype `tensor()` infers from its data: i32 from an Int32Array, u32 from a Uint32Array, else f32. */
+export type DTypeOf<A> = A extends Int32Array ? 'i32' : A extends Uint32Array ? 'u32' : 'f32';
 export type Shape = readonly number[];
 
 export class Storage {
@@ -63,7 +67,16 @@ function checkShape(shape: Shape, what: string): void {
   }
 }
 
-export class Tensor {
+/** How many leading values toString() and util.inspect show once a tensor was read back. */
+const PREVIEW = 6;
+// util.inspect's hook, by its registered symbol: importing node:util would tie the core to Node
+const INSPECT = Symbol.for('nodejs.util.inspect.custom');
+
+/**
+ * D is the dtype when it is known statically (`tensor(new Int32Array(...))` is a Tensor<'i32'>, so toArray()
+ * gives an Int32Array); ops return Tensor, whose toArray() gives the TypedArray union.
+ */
+export class Tensor<D extends DType = DType> {
   readonly id = nextId++;
   readonly shape: number[];
   readonly size: number;
@@ -71,11 +84,15 @@ export class Tensor {
   grad: Tensor | null = null;
   /** The tape record that produced this tensor, while its graph is alive. */
   _node: TapeNode | null = null;
+  /** Set when backward() or clearTape() dropped the graph that computed this tensor (for a clear error). */
+  _graphFreed: 'backward' | 'clearTape' | null = null;
+  /** The leading values of the last read-back, for toString(). */
+  private _preview: number[] | null = null;
   private _disposed = false;
 
   constructor(
     shape: Shape,
-    readonly dtype: DType,
+    readonly dtype: D,
     readonly storage: Storage,
     /** Byte offset into storage.buffer; a multiple of 256 so it can be bound directly. */
     readonly byteOffset = 0,
@@ -115,19 +132,39 @@ export class Tensor {
     return { buffer: this.storage.buffer, offset: this.byteOffset, size };
   }
 
-  async toArray(): Promise<TypedArray> {
+  /** Reads the values back (row-major) as the typed array of the dtype: Float32Array, Int32Array or Uint32Array. */
+  toArray(): Promise<ArrayOf<D>> {
+    return quietOnRelease(this.readBack());
+  }
+
+  private async readBack(): Promise<ArrayOf<D>> {
     this.assertLive('toArray');
     const bytes = await readRange({ buffer: this.storage.buffer, offset: this.byteOffset, size: Math.max(4, this.byteLength) }, `toArray of tensor ${fmtShape(this.shape)}`);
     const n = this.size;
-    if (this.dtype === 'f32') return new Float32Array(bytes, 0, n);
-    if (this.dtype === 'i32') return new Int32Array(bytes, 0, n);
-    return new Uint32Array(bytes, 0, n);
+    const out: TypedArray = this.dtype === 'f32' ? new Float32Array(bytes, 0, n) : this.dtype === 'i32' ? new Int32Array(bytes, 0, n) : new Uint32Array(bytes, 0, n);
+    this._preview = Array.from(out.subarray(0, PREVIEW));
+    return out as ArrayOf<D>;
+  }
+
+  /**
+   * Reads the tensor back and prints it (console.log) with its dtype and shape, as PyTorch's print(t); long
+   * dimensions are elided. Returns the printed text.
+   */
+  print(): Promise<string> {
+    return quietOnRelease(this.printNow());
+  }
+
+  private async printNow(): Promise<string> {
+    const values = await this.toArray();
+    const text = `tensor(${formatValues(values, this.shape)}, dtype=${this.dtype}, shape=${fmtShape(this.shape)}${this.requiresGrad ? ', requiresGrad' : ''})`;
+    console.log(text);
+    return text;
   }
 
   /** Reads a one-element tensor. */
-  async item(): Promise<number> {
-    if (this.size !== 1) throw new Error(`item: tensor has shape ${fmtShape(this.shape)}, expected exactly one element`);
-    return (await this.toArray())[0];
+  item(): Promise<number> {
+    if (this.size !== 1) return Promise.reject(new Error(`item: tensor has shape ${fmtShape(this.shape)}, expected exactly one element`));
+    return quietOnRelease(this.toArray().then((a) => a[0]));
   }
 
   dispose(): void {
@@ -148,9 +185,48 @@ export class Tensor {
     return new Tensor(shape, this.dtype, this.storage.retain(), this.byteOffset);
   }
 
+  /**
+   * Dtype, shape and, once the tensor was read back (toArray, item, print), the leading values of that read;
+   * reading needs the GPU (async), so this shows only values it already has.
+   */
   toString(): string {
-    return `Tensor#${this.id}(${fmtShape(this.shape)}, ${this.dtype}${this.requiresGrad ? ', requiresGrad' : ''})`;
+    const flags = [this.requiresGrad ? 'requiresGrad' : '', this._disposed ? 'disposed' : ''].filter(Boolean);
+    let values = '';
+    if (this._preview && !this._disposed) {
+      const shown = this._preview.map(fmtValue).join(', ');
+      // "last read": in-place updates (optimizer steps, running statistics) since then are not seen here
+      values = ` last read [${shown}${this.size > this._preview.length ? ', ...' : ''}]`;
+    }
+    return `Tensor#${this.id}(${this.dtype} ${fmtShape(this.shape)}${flags.length ? ', ' + flags.join(', ') : ''})${values}`;
   }
+
+  /** console.log(t) and util.inspect show toString() instead of the internals. */
+  [INSPECT](): string {
+    return this.toString();
+  }
+}
+
+function fmtValue(v: number): string {
+  if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-4 || a >= 1e6) ? v.toExponential(4) : String(Number(v.toPrecision(6)));
+}
+
+/** Nested brackets as PyTorch prints, with at most `edge` leading and trailing entries per dimension. */
+function formatValues(values: ArrayLike<number>, shape: Shape, edge = 3): string {
+  if (shape.length === 0) return fmtValue(values[0]);
+  const strides: number[] = [];
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) (strides[i] = s), (s *= shape[i]);
+  const rec = (dim: number, off: number): string => {
+    const n = shape[dim];
+    const idx = n > 2 * edge + 1 ? [...Array(edge).keys(), -1, ...Array.from({ length: edge }, (_, k) => n - edge + k)] : [...Array(n).keys()];
+    const parts = idx.map((i) => (i < 0 ? '...' : dim === shape.length - 1 ? fmtValue(values[off + i]) : rec(dim + 1, off + i * strides[dim])));
+    const sep = dim === shape.length - 1 ? ', ' : ',\n' + ' '.repeat(8 + dim);
+    return `[${parts.join(sep)}]`;
+  };
+  return rec(0, 0);
 }
 
 // ---- scopes -------------------------------------------------------------------------------------------
@@ -238,14 +314,14 @@ export async function tidyAsync<T>(fn: () => Promise<T>): Promise<T> {
 // ---- creation -----------------------------------------------------------------------------------------
 
 /** An uninitialized tensor backed by a fresh pooled buffer (kernels write all of it). */
-export function empty(shape: Shape, dtype: DType = 'f32', what = 'empty'): Tensor {
+export function empty<D extends DType = 'f32'>(shape: Shape, dtype: D = 'f32' as D, what = 'empty'): Tensor<D> {
   checkShape(shape, what);
   gpu(what);
   const bytes = Math.max(4, shapeSize(shape) * 4);
   return new Tensor(shape, dtype, new Storage(pool().acquire(bytes), bytes));
 }
 
-export function zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
+export function zeros<D extends DType = 'f32'>(shape: Shape, dtype: D = 'f32' as D): Tensor<D> {
   const t = empty(shape, dtype, 'zeros');
   clearRange(t.binding());
   return t;
@@ -257,20 +333,35 @@ function toTyped(data: ArrayLike<number>, dtype: DType): TypedArray {
   return data instanceof Uint32Array ? data : Uint32Array.from(data);
 }
 
-export interface TensorOptions {
-  dtype?: DType;
+export interface TensorOptions<D extends DType = DType> {
+  /** Default: inferred from the data (i32 for an Int32Array, u32 for a Uint32Array, else f32). */
+  dtype?: D;
   requiresGrad?: boolean;
 }
 
-/** Uploads data (row-major) as a tensor of the given shape. */
-export function tensor(data: ArrayLike<number>, shape?: Shape, opts: TensorOptions = {}): Tensor {
-  const dtype = opts.dtype ?? 'f32';
+const DTYPES: readonly DType[] = ['f32', 'i32', 'u32'];
+
+/** The dtype of data that `tensor()` keeps when no dtype is given. */
+export function inferDType(data: ArrayLike<number>): DType {
+  return data instanceof Int32Array ? 'i32' : data instanceof Uint32Array ? 'u32' : 'f32';
+}
+
+/**
+ * Uploads data (row-major) as a tensor of the given shape (default: 1-D). The dtype comes from opts.dtype, else
+ * from the data: an Int32Array makes an i32 tensor, a Uint32Array a u32 one, anything else f32.
+ */
+export function tensor<A extends ArrayLike<number>, D extends DType = DTypeOf<A>>(data: A, shape?: Shape, opts: TensorOptions<D> = {}): Tensor<D> {
+  if (opts.dtype !== undefined && !DTYPES.includes(opts.dtype)) throw new Error(`tensor: unknown dtype '${opts.dtype}' (expected f32, i32 or u32)`);
+  const dtype = (opts.dtype ?? inferDType(data)) as D;
   const s = shape ?? [data.length];
   checkShape(s, 'tensor');
   if (shapeSize(s) !== data.length) {
     throw new Error(`tensor: ${data.length} values do not fill shape ${fmtShape(s)} (${shapeSize(s)} elements)`);
   }
-  if (opts.requiresGrad && dtype !== 'f32') throw new Error(`tensor: only f32 tensors can require grad (got ${dtype})`);
+  if (opts.requiresGrad && dtype !== 'f32') {
+    const hint = opts.dtype ? '' : ` (inferred from the ${data.constructor.name}; pass dtype: 'f32' to convert)`;
+    throw new Error(`tensor: only f32 tensors can require grad (got ${dtype}${hint})`);
+  }
   const t = empty(s, dtype, 'tensor');
   if (data.length) writeRange(t.binding(), toTyped(data, dtype));
   t.requiresGrad = !!opts.requiresGrad;
@@ -278,6 +369,6 @@ export function tensor(data: ArrayLike<number>, shape?: Shape, opts: TensorOptio
 }
 
 /** A leaf parameter-like tensor that requires grad. */
-export function variable(data: ArrayLike<number>, shape?: Shape): Tensor {
-  return tensor(data, shape, { requiresGrad: true });
+export function variable(data: ArrayLike<number>, shape?: Shape): Tensor<'f32'> {
+  return tensor(data, shape, { dtype: 'f32', requiresGrad: true });
 }

@@ -3,7 +3,7 @@
 // and each batch a window [start, start + count) of it. Not differentiable.
 
 import { defineKernel } from '../engine/kernel.ts';
-import { Tensor, empty, fmtShape, shapeSize } from '../engine/tensor.ts';
+import { Tensor, empty, tensor, fmtShape, shapeSize } from '../engine/tensor.ts';
 import { needsGrad } from '../engine/tape.ts';
 
 const WG = 256;
@@ -40,6 +40,26 @@ export function gatherRows(x: Tensor, index: Tensor, start = 0, count = index.si
   if (out.size === 0) return out;
   gatherKernel.launch({ n: out.size, rowLen, rows: x.shape[0], start, x, index, out }, { threads: out.size });
   return out;
+}
+
+/**
+ * Rows of `x` [R, ...] picked by `indices` (an i32 tensor, or numbers uploaded here): [indices.length, ...], as
+ * torch's x[indices] / tf.gather(x, indices). Numbers are checked to lie in [0, R); not differentiable.
+ */
+export function gather(x: Tensor, indices: Tensor | ArrayLike<number>): Tensor {
+  if (indices instanceof Tensor) return gatherRows(x, indices);
+  x.assertLive('gather');
+  const rows = x.shape[0];
+  for (let i = 0; i < indices.length; i++) {
+    const r = indices[i];
+    if (!Number.isInteger(r) || r < 0 || r >= rows) throw new Error(`gather: index ${r} at position ${i} is out of range for ${fmtShape(x.shape)} (expected an integer in [0, ${rows}))`);
+  }
+  const index = tensor(Int32Array.from(indices), [indices.length]);
+  try {
+    return gatherRows(x, index);
+  } finally {
+    index.dispose();
+  }
 }
 
 // ---- reference ----------------------------------------------------------------------------------------

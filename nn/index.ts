@@ -2,8 +2,10 @@
 // Browser-safe: Node-only helpers (safetensors files on disk) are in byol/node.ts.
 
 export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, DeviceLostError, simulateDeviceLoss, whenDeviceLost, type DeviceInfo, type GpuContext } from '../engine/device.ts';
-export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, type DType, type Shape } from '../engine/tensor.ts';
-export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled } from '../engine/tape.ts';
+export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, inferDType, type DType, type Shape, type TypedArray, type ArrayOf, type TensorOptions } from '../engine/tensor.ts';
+export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled, setTapeWarning } from '../engine/tape.ts';
+// Tensor methods (x.add(y), x.matmul(w), loss.backward(), ...): installed on Tensor.prototype by this import
+import '../kernels/methods.ts';
 export { flush, sync, recorderStats, pool, launch, setAutoFlush, recordDispatches, type KernelSpec, type RecordedDispatch } from '../engine/recorder.ts';
 export { NonFiniteMonitor, type HealthReport } from '../engine/health.ts';
 export { liveTensors, memoryStats } from '../engine/memory.ts';
@@ -18,6 +20,7 @@ export { batchNorm, type BatchNormStats, type BatchNormOptions } from '../kernel
 export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
 export { softmaxCrossEntropy, softmax, argmax } from '../kernels/softmax.ts';
 export { cosineLoss, normalizedStd } from '../kernels/cosine.ts';
+export { gather, gatherRows } from '../kernels/gather.ts';
 
 // modules, parameters, optimizers, checkpoints
 export * as nn from './module.ts';
@@ -25,8 +28,9 @@ export * as optim from './optim.ts';
 export { Module, Linear, ReLU, Sequential, Flatten, Identity, materialize, init, torchStateDict, loadTorchStateDict } from './module.ts';
 export { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from './layers.ts';
 export { Arena, arenaStats, type SegmentSpec } from '../engine/arena.ts';
-export { SGD, Adam, LARS } from './optim.ts';
+export { SGD, Adam, LARS, type Optimizer, type ArenaOwner } from './optim.ts';
 export { emaUpdate } from './ema.ts';
 export { warmupCosine, emaTau } from './schedule.ts';
+export { batches, Batches, type BatchesOptions } from './data.ts';
 export { serializeSafetensors, parseSafetensors, type TensorEntry } from '../engine/safetensors.ts';
 export { Rng, deriveSeed } from '../engine/random.ts';

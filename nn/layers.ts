@@ -13,7 +13,12 @@ export interface Conv2dLayerOptions {
   bias?: boolean;
 }
 
-/** NHWC convolution with an HWIO weight; Kaiming-normal (fan_in, ReLU gain) as torchvision's ResNet. */
+/**
+ * NHWC convolution with an HWIO weight, initialized Kaiming-normal with fan_in = Cin·k·k and the ReLU gain
+ * (std √(2/fan_in)). torchvision's ResNet differs: it uses mode='fan_out' (fan_out = Cout·k·k), so where Cout ≠ Cin
+ * the engine's initial weights have another scale (e.g. √2 larger in a conv that doubles the channels). Trained
+ * results and checkpoints are unaffected; only the starting point is not torchvision's.
+ */
 export class Conv2d extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | null;

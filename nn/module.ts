@@ -15,6 +15,7 @@
 
 import { Tensor, tensor, keep, fmtShape, shapeSize } from '../engine/tensor.ts';
 import { writeRange, flush } from '../engine/recorder.ts';
+import { quietOnRelease } from '../engine/device.ts';
 import { Arena, type Segment, type SegmentKind } from '../engine/arena.ts';
 import { Rng, deriveSeed } from '../engine/random.ts';
 import { add, relu, reshape } from '../kernels/elementwise.ts';
@@ -217,7 +218,11 @@ export abstract class Module {
   }
 
   /** Parameters and buffers by dotted name, in the engine's layouts (Linear [in, out], conv HWIO). */
-  async stateDict(): Promise<StateDict> {
+  stateDict(): Promise<StateDict> {
+    return quietOnRelease(this.readState());
+  }
+
+  private async readState(): Promise<StateDict> {
     const out: StateDict = new Map();
     const packed = new Map<Arena, Float32Array>();
     for (const [name, p] of this.parameterSpecs()) {
@@ -409,9 +414,9 @@ export function loadTorchStateDict(model: Module, state: ReadonlyMap<string, Ten
   for (const [n, e] of state) {
     const p = specs.get(n);
     const layout = p?.layout ?? 'plain';
-    const rank = layout === 'linear' ? 2 : layout === 'conv' ? 4 : e.shape.length;
-    if (e.shape.length !== rank) {
-      const want = fmtShape(torchShape(p!.shape, layout));
+    // checked here, in PyTorch's layout, so the message shows the shapes the checkpoint's author knows
+    if (p && layout !== 'plain' && !sameShape(e.shape, torchShape(p.shape, layout))) {
+      const want = fmtShape(torchShape(p.shape, layout));
       throw new Error(`loadTorchStateDict: '${n}' has shape ${fmtShape(e.shape)} in the checkpoint but ${want} in PyTorch layout`);
     }
     converted.set(n, fromTorchLayout(e, layout));

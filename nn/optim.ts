@@ -3,14 +3,32 @@
 // passed per step, so schedules live outside (nn/schedule.ts).
 
 import { Arena, type ArenaBuffer } from '../engine/arena.ts';
+import { fmtShape, type Tensor } from '../engine/tensor.ts';
+import { quietOnRelease } from '../engine/device.ts';
 import type { TensorEntry } from '../engine/safetensors.ts';
 import { arenaUpdate, segmentStats, type UpdateRule } from '../kernels/optim.ts';
 
-/** Something that owns an arena: an Arena, or a materialized Module (nn/module.ts). */
-export type ArenaOwner = Arena | { arena: Arena | null };
+/**
+ * What an optimizer updates: an Arena, a materialized Module (nn/module.ts), or all of a materialized module's
+ * parameters as `model.parameters()` gives them (PyTorch style; they live in one arena, updated as a whole).
+ */
+export type ArenaOwner = Arena | { arena: Arena | null } | readonly Tensor[];
+
+function arenaOfParams(what: string, params: readonly Tensor[]): Arena {
+  if (params.length === 0) throw new Error(`${what}: got an empty parameter list`);
+  const arena = Arena.owning(params[0]);
+  if (!arena) throw new Error(`${what}: tensor ${fmtShape(params[0].shape)} is not a parameter of a materialized module (optimizers update a model's arena: pass model.parameters() or the model)`);
+  const given = new Set(params);
+  if (params.some((p) => Arena.owning(p) !== arena)) throw new Error(`${what}: the parameters belong to different models; make one optimizer per model`);
+  if (given.size !== arena.params.length || arena.params.some((p) => !given.has(p))) {
+    throw new Error(`${what}: got ${given.size} of the ${arena.params.length} parameters of '${arena.label}'; an optimizer updates all of a model's parameters in one dispatch, so pass all of model.parameters() (freeze a part with noGrad or lr 0 instead)`);
+  }
+  return arena;
+}
 
 function arenaOf(what: string, x: ArenaOwner): Arena {
-  const a = x instanceof Arena ? x : x?.arena;
+  if (Array.isArray(x)) return arenaOfParams(what, x);
+  const a = x instanceof Arena ? x : (x as { arena: Arena | null })?.arena;
   if (!(a instanceof Arena)) throw new Error(`${what}: expected an Arena or a materialized Module (call materialize(model) first)`);
   a.assertLive(what);
   return a;
@@ -38,10 +56,23 @@ export abstract class Optimizer {
     this.state = stateNames.map((n) => this.arena.createState(`${name}.${n}`));
   }
 
-  /** Moves every parameter's .grad into the arena (missing ones count as zero) and applies one update. */
+  /**
+   * Applies one update from the parameters' `.grad` and consumes them: each is moved into the arena's gradient
+   * buffer and disposed (`.grad` becomes null; a missing one counts as zero). So `backward(); step()` never
+   * accumulates into the next step's gradients, with or without zeroGrad().
+   */
   step(lr?: number): void {
     this.arena.gatherGrads();
     this.update(lr);
+  }
+
+  /**
+   * Drops every parameter's `.grad` (and zeroes the gathered gradients), as PyTorch's `optimizer.zero_grad()`.
+   * step() already consumes the gradients, so a loop needs this only to discard gradients without stepping, e.g.
+   * after a backward() whose step is skipped; the PyTorch order `zeroGrad(); backward(); step()` works as is.
+   */
+  zeroGrad(): void {
+    this.arena.zeroGrads();
   }
 
   /** Applies one update from the gradients already in the arena's gradient buffer. */
@@ -56,7 +87,11 @@ export abstract class Optimizer {
   protected abstract apply(lr: number): void;
 
   /** Optimizer state for checkpoints: `<state>.<parameter>` per state buffer and segment, and `step`. */
-  async stateDict(): Promise<Map<string, TensorEntry>> {
+  stateDict(): Promise<Map<string, TensorEntry>> {
+    return quietOnRelease(this.readState());
+  }
+
+  private async readState(): Promise<Map<string, TensorEntry>> {
     const out = new Map<string, TensorEntry>();
     out.set('step', { shape: [1], data: Float32Array.of(this.steps) });
     for (let k = 0; k < this.state.length; k++) {

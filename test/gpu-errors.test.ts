@@ -6,7 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
   getDevice, releaseDevice, gpu, deviceLostReason, tensor, empty, zeros, add, exp, matmul, sum, relu, mulScalar,
-  reshape, variable, backward, tidy, sync, flush, liveTensors, tapeLength, memoryStats,
+  reshape, variable, backward, tidy, sync, flush, liveTensors, tapeLength, memoryStats, type Tensor,
 } from '../nn/index.ts';
 import { simulateDeviceLoss, whenDeviceLost, DeviceLostError } from '../engine/device.ts';
 import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
@@ -195,7 +195,7 @@ t('everything can be disposed while the device is lost, before releaseDevice(): 
 t('a real device.destroy() in the middle of work: the pending readback and later ops throw, then recovery', async () => {
   const ctx = await getDevice();
   const a = tensor(new Float32Array(256 * 256).fill(1 / 256), [256, 256]);
-  let c = a;
+  let c: Tensor = a;
   for (let i = 0; i < 6; i++) {
     const next = matmul(c, a);
     if (c !== a) c.dispose();

@@ -9,7 +9,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
   tensor, sub, mul, mean, add, mulScalar, exp, backward, noGrad, tidy, sync, flush, liveTensors, memoryStats,
-  tapeLength, recorderStats,
+  tapeLength, recorderStats, type Tensor,
 } from '../nn/index.ts';
 import { arenaStats } from '../engine/arena.ts';
 import { Linear, ReLU, Sequential, materialize } from '../nn/module.ts';
@@ -135,7 +135,7 @@ t('a loop that never submits is flushed automatically: GPU memory stays bounded,
   try {
     const n = 16384; // 64 KiB per tensor
     const x = tensor(new Float32Array(n).fill(1));
-    let acc = tensor(new Float32Array(n));
+    let acc: Tensor = tensor(new Float32Array(n));
     await sync();
     const s0 = recorderStats();
     const alloc0 = memoryStats().allocatedBytes;

@@ -2,7 +2,7 @@
 // knows the formats' default places. Node only (reads files); the GPU side is gpu-dataset.ts.
 
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { readIdxPair } from './idx.ts';
 import { loadCifar10 } from './cifar.ts';
 import { loadImageFolder } from './folder.ts';
@@ -44,10 +44,18 @@ export function loadDataset(spec: DatasetSpec): ImageDataset {
     ds = loadCifar10(dir, spec.split);
   } else if (spec.kind === 'folder') {
     if (!spec.path) throw new Error(`loadDataset: kind 'folder' needs a path`);
-    ds = loadImageFolder(folderForSplit(spec.path, spec.split), { channels: spec.channels });
+    const dir = folderForSplit(spec.path, spec.split);
+    // named after the folder the user gave (not 'train'), with the split when the folder has train/ and test/
+    const base = basename(resolve(spec.path));
+    ds = loadImageFolder(dir, { channels: spec.channels, name: dir === spec.path ? base : `${base}-${spec.split}` });
   } else throw new Error(`loadDataset: unknown kind '${(spec as DatasetSpec).kind}' (expected fashion-mnist, cifar10 or folder)`);
   validateDataset(ds);
   return ds;
+}
+
+/** True when a folder data set has a test split (a test/ subfolder). */
+export function folderHasTestSplit(path: string): boolean {
+  return isDir(join(path, 'test'));
 }
 
 /** A folder with train/ and test/ subfolders is split by them; otherwise the folder itself is the train split. */

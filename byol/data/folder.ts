@@ -49,6 +49,19 @@ function readHeader(path: string): PngHeader {
   return { path, width, height, color: (colorType & 2) !== 0 };
 }
 
+/**
+ * What went wrong, in our words: pngjs's messages are about its stream plumbing ("There are some read requests
+ * waitng on finished stream" for a cut-off file), not about the file.
+ */
+export function decodeProblem(message: string): string {
+  if (/decoded size/.test(message)) return message;
+  // pngjs reports a damaged zlib stream and a checksum mismatch alike ("unrecognised content at end of stream")
+  if (/unrecognised content|invalid|incorrect|inflate|zlib|distance|stored block|header check|crc/i.test(message)) return 'corrupt: its image data or a checksum is damaged';
+  if (/waitng|waiting|end of input|unexpected end|truncat/i.test(message)) return 'truncated: the file ends before its image data does';
+  if (/unsupported|not supported|interlace|bit depth|color ?type/i.test(message)) return 'a PNG variant the decoder does not support';
+  return 'corrupt: the image data cannot be decoded';
+}
+
 function listDir(dir: string): Dirent[] {
   try {
     return readdirSync(dir, { withFileTypes: true }).filter((e) => !e.name.startsWith('.')).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -128,7 +141,7 @@ export function loadImageFolder(dir: string, opts: FolderOptions = {}): ImageDat
       if (png.width !== width || png.height !== height) throw new Error(`decoded size ${png.width}x${png.height} differs from its header`);
       rgba = png.data;
     } catch (e) {
-      throw new Error(`${path}: unreadable PNG (${(e as Error).message})`);
+      throw new Error(`${path}: unreadable PNG (${decodeProblem((e as Error).message)})`);
     }
     const out = i * pixels * channels;
     for (let p = 0; p < pixels; p++) {
