@@ -2,6 +2,7 @@
 // browser bundles never see it; browsers get navigator.gpu.
 
 import { configureLavapipe } from './lavapipe.ts';
+import { isNode } from './node-module.ts';
 
 export interface DeviceInfo {
   vendor: string;
@@ -73,14 +74,12 @@ function markLost(reason: string): void {
   for (const l of lostListeners) l(reason);
 }
 
-const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof (globalThis as any).window === 'undefined';
 
 async function nodeGpu(): Promise<GPU> {
   // Dawn keeps the Node process alive while the object returned by create() is referenced; releaseDevice()
   // drops our only reference so that a script exits when its work is done.
   if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
   await configureLavapipe(); // before Dawn loads the driver (engine/lavapipe.ts)
-  if (process.env.BYOL_DUMP_WGSL) (await import('./wgsl-dump-node.ts')).dumpWgslTo(process.env.BYOL_DUMP_WGSL);
   const mod: any = await import('webgpu');
   Object.assign(globalThis, mod.globals);
   return mod.create([]) as GPU;

@@ -7,6 +7,7 @@
 
 import { launch, grid1d, markDeclared, type BindingKind, type BufferRange, type KernelSpec, type LaunchArg } from './recorder.ts';
 import { Tensor } from './tensor.ts';
+import { nodeModule, isNode } from './node-module.ts';
 
 /** WGSL types a uniform may have. Arrays are of 16-byte elements, as the uniform address space requires. */
 export type UniformType = 'u32' | 'i32' | 'f32' | 'vec4<u32>' | 'vec4<f32>' | 'vec4<i32>' | `array<vec4<${'u32' | 'f32' | 'i32'}>, ${number}>`;
@@ -216,4 +217,23 @@ export function declaredKernels(): ReadonlyMap<string, Kernel> {
 export function dumpKernels(write: ((name: string, key: string, wgsl: string) => void) | null): void {
   dumpHook = write;
   if (write) for (const [key, k] of kernels) write(k.name, key, k.wgsl);
+}
+
+/**
+ * Writes every kernel declared so far, and each later one, to `dir/<name>.<hash>.wgsl` with its registry key in a
+ * first-line comment, so the WGSL a launch runs can be read and diffed without a debugger. Node only.
+ * `BYOL_DUMP_WGSL=DIR` in the environment does this from the start of the process.
+ */
+export async function dumpWgslTo(dir: string): Promise<void> {
+  const [fs, path, crypto] = await Promise.all([nodeModule('node:fs'), nodeModule('node:path'), nodeModule('node:crypto')]);
+  fs.mkdirSync(dir, { recursive: true });
+  dumpKernels((name, key, wgsl) => {
+    const hash = crypto.createHash('sha256').update(wgsl).digest('hex').slice(0, 10);
+    fs.writeFileSync(path.join(dir, `${name.replace(/[^\w.-]/g, '_')}.${hash}.wgsl`), `// ${key}\n${wgsl}`);
+  });
+}
+
+const dumpDir = isNode ? process.env.BYOL_DUMP_WGSL : undefined;
+if (dumpDir) {
+  dumpWgslTo(dumpDir).catch((e) => console.error(`BYOL_DUMP_WGSL: cannot write kernels to ${dumpDir}: ${(e as Error).message}`));
 }

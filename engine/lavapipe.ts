@@ -9,8 +9,8 @@
 // Mesa's on-disk shader cache does not key its texture-fetch functions by this width (a 512-wide process reads
 // 256-wide ones and gets zeros), so every non-default width keeps its own cache directory.
 
-/** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
-const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
+
+import { nodeModule } from './node-module.ts';
 
 export interface LavapipeConfig {
   /** the SIMD width this process asked lavapipe for, or null where it left the driver's default */
