@@ -92,3 +92,11 @@ export function deriveSeed(seed: number, name: string): number {
   h ^= h >>> 16;
   return h >>> 0;
 }
+
+/** `n` values uniform in [lo, hi) from Rng(seed): deterministic inputs for tests, benchmarks and tuners. */
+export function uniformArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const r = new Rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = r.uniform(lo, hi);
+  return out;
+}
