@@ -59,7 +59,8 @@ t.before(() => {
     skip = 'npm is not on PATH, so the package cannot be packed';
     return;
   }
-  const packed = JSON.parse(ok(pack, 'npm pack').slice(pack.stdout.indexOf('[')))[0];
+  // the prepack build prints before npm's JSON
+  const packed = JSON.parse(ok(pack, 'npm pack').slice(pack.stdout.search(/^\[/m)))[0];
   tarball = join(dir, packed.filename);
   writeFileSync(join(dir, 'files.json'), JSON.stringify(packed.files.map((f: { path: string }) => f.path)));
 
@@ -157,7 +158,7 @@ t('a plain esbuild browser bundle of every browser entry: no externals, nothing 
   assert.match(denied, /byol-webgpu\/node/, 'byol-webgpu/node is refused under the browser condition');
 });
 
-t('npx byol --help, through the .bin symlink, without tsx', () => {
+t('npx byol --help and npx byol setup, through the .bin symlink, without tsx', () => {
   if (skipped()) return;
   assert.ok(!existsSync(join(app, 'node_modules/tsx')));
   const help = ok(run('npx', ['--no', '--', 'byol', '--help'], app, 60), 'npx byol --help');
@@ -166,6 +167,11 @@ t('npx byol --help, through the .bin symlink, without tsx', () => {
   const bad = run('npx', ['--no', '--', 'byol', 'fly'], app, 60);
   assert.is(bad.status, 2);
   assert.match(bad.stderr, /unknown command 'fly'/);
+  // the adapter is there (npm test's pretest made sure), so setup only finds it: the shipped script and probe run
+  assert.match(ok(run('npx', ['--no', '--', 'byol', 'setup'], app, 120), 'npx byol setup'), /setup: WebGPU adapter found/);
+  const flag = run('npx', ['--no', '--', 'byol', 'setup', '--dat'], app, 60);
+  assert.is(flag.status, 2);
+  assert.match(flag.stderr, /unknown flag --dat/);
 });
 
 t('npx byol train: 2 steps on a PNG folder the test writes, with every output', () => {
