@@ -26,8 +26,14 @@ let app = '';
 let tarball = '';
 let skip = '';
 
+// Under `npm test`, npm's variables describe this repository (npm_config_local_prefix, npm_package_*): the app's
+// npm must not see them. Settings of the machine's npm (cache, config files, certificates, proxies) stay.
+const KEEP_NPM = /^npm_config_(cache|userconfig|globalconfig|cafile|registry|proxy|https_proxy|noproxy|strict_ssl)$/i;
+const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) || KEEP_NPM.test(k)));
+env.XDG_RUNTIME_DIR ??= '/tmp';
+
 function run(cmd: string, args: string[], cwd: string, timeoutS: number): SpawnSyncReturns<string> {
-  return spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: timeoutS * 1000, env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' } });
+  return spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: timeoutS * 1000, env });
 }
 
 function ok(r: SpawnSyncReturns<string>, what: string): string {
