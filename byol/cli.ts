@@ -11,8 +11,8 @@ import { train, TRAIN_DEFAULTS, type TrainOptions } from './train.ts';
 const HELP = `usage: byol train [flags]
        byol setup [--data] [--browser]
 
-setup checks that WebGPU works in Node and, where it does not and this is Debian/Ubuntu run as root, installs
-Mesa's lavapipe (a CPU Vulkan driver); --data also installs Fashion-MNIST, --browser Chromium.
+setup checks that Node has a WebGPU adapter; without one, run as root on Debian or Ubuntu, it installs Mesa's
+lavapipe (a CPU Vulkan driver). --data also installs Fashion-MNIST (the default data), --browser Chromium.
 
 Trains BYOL on images and reports how good the learned representation is (kNN and linear-probe accuracy on the
 test split, against a random-init encoder of the same architecture). Writes to --out: metrics.jsonl,
