@@ -1,11 +1,18 @@
-#!/usr/bin/env -S npx tsx
-// `byol train [flags]`: the reference BYOL training run. `byol --help` lists the flags.
+// `byol train [flags]`: the reference BYOL training run. `byol --help` lists the flags. The installed command
+// is byol/bin.ts; `tsx byol/cli.ts` runs this file from the sources.
 
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { releaseDevice } from '../engine/device.ts';
 import { train, TRAIN_DEFAULTS, type TrainOptions } from './train.ts';
 
 const HELP = `usage: byol train [flags]
+       byol setup [--data] [--browser]
+
+setup checks that Node has a WebGPU adapter; without one, run as root on Debian or Ubuntu, it installs Mesa's
+lavapipe (a CPU Vulkan driver). --data also installs Fashion-MNIST (the default data), --browser Chromium.
 
 Trains BYOL on images and reports how good the learned representation is (kNN and linear-probe accuracy on the
 test split, against a random-init encoder of the same architecture). Writes to --out: metrics.jsonl,
@@ -138,12 +145,28 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
   };
 }
 
-async function main(argv: string[]): Promise<number> {
+/** `byol setup [flags]`: engine/setup.sh, beside this file's folder in the sources and in the built package. */
+function setup(flags: string[]): number {
+  const script = fileURLToPath(new URL('../engine/setup.sh', import.meta.url));
+  if (!existsSync(script)) {
+    process.stderr.write(`byol setup: ${script} is missing from this installation\n`);
+    return 1;
+  }
+  const r = spawnSync('bash', [script, ...flags], { stdio: 'inherit' });
+  if (r.error) {
+    process.stderr.write(`byol setup: could not run bash ${script}: ${r.error.message}\n`);
+    return 1;
+  }
+  return r.status ?? 1;
+}
+
+export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || rest.includes('--help')) {
     process.stdout.write(HELP);
     return cmd ? 0 : 2;
   }
+  if (cmd === 'setup') return setup(rest);
   if (cmd !== 'train') {
     process.stderr.write(`byol: unknown command '${cmd}'\n\n${HELP}`);
     return 2;

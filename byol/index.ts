@@ -1,5 +1,6 @@
 // `import { BYOL, ResNet, ... } from 'byol-webgpu/byol'`: the browser-safe part of byol/ (no file system).
 // Node-only pieces (data-set files, PNG previews, the training script, checkpoint folders) are in byol/node.ts.
+/// <reference types="@webgpu/types" preserve="true" />
 
 export { BYOL, BYOL_DEFAULTS, type BYOLConfig, type StepResult } from './model.ts';
 export { ResNet, BasicBlock, Bottleneck, type ResNetConfig, type ResNetArch } from './resnet.ts';

@@ -1,4 +1,5 @@
 // `import { train, loadDataset, ... } from 'byol-webgpu/node'`: the Node-only part (files, PNGs, checkpoints).
+/// <reference types="@webgpu/types" preserve="true" />
 
 export { train, TRAIN_DEFAULTS, type TrainOptions, type FinalReport } from './train.ts';
 export { loadDataset, DEFAULT_PATHS, type DatasetSpec, type DatasetKind } from './data/dataset.ts';

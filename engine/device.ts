@@ -1,7 +1,8 @@
-// One GPUDevice per process (or page). Node gets Dawn through the `webgpu` package, imported lazily so that
-// browser bundles never see it; browsers get navigator.gpu.
+// One GPUDevice per process (or page). Node gets Dawn through the `webgpu` package (engine/node-gpu.ts, which the
+// "browser" condition of package.json "imports" swaps for a stub, so browser bundles never see it); browsers get
+// navigator.gpu.
 
-import { configureLavapipe } from './lavapipe.ts';
+import { nodeGpu } from '#node-gpu';
 import { isNode } from './node-module.ts';
 
 export interface DeviceInfo {
@@ -74,27 +75,16 @@ function markLost(reason: string): void {
   for (const l of lostListeners) l(reason);
 }
 
-
-async function nodeGpu(): Promise<GPU> {
-  // Dawn keeps the Node process alive while the object returned by create() is referenced; releaseDevice()
-  // drops our only reference so that a script exits when its work is done.
-  if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
-  await configureLavapipe(); // before Dawn loads the driver (engine/lavapipe.ts)
-  const mod: any = await import('webgpu');
-  Object.assign(globalThis, mod.globals);
-  return mod.create([]) as GPU;
-}
-
 /** Returns the shared device, creating it on first use with the adapter's limits and optional features. */
 export async function getDevice(): Promise<GpuContext> {
   if (current) return current;
   if (pending) return pending;
   pending = (async () => {
     const gpu: GPU | undefined = isNode ? await nodeGpu() : (globalThis as any).navigator?.gpu;
-    if (!gpu) throw new Error('getDevice: WebGPU is not available (navigator.gpu is undefined). In Chromium pass --enable-unsafe-webgpu; in Node run `bash engine/setup.sh`.');
+    if (!gpu) throw new Error('getDevice: WebGPU is not available (navigator.gpu is undefined). In Chromium pass --enable-unsafe-webgpu; in Node run `npx byol setup`.');
     gpuHandle = gpu;
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-    if (!adapter) throw new Error('getDevice: no WebGPU adapter found. On Linux without a GPU run `bash engine/setup.sh` as root to install Mesa lavapipe.');
+    if (!adapter) throw new Error('getDevice: no WebGPU adapter found. On Linux without a GPU run `npx byol setup` as root to install Mesa lavapipe.');
     const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f));
     const requiredLimits: Record<string, number> = {};
     for (const name of WANTED_LIMITS) {

@@ -2,7 +2,7 @@
 # Makes sure this machine can run WebGPU through Dawn, installing what is missing where it can.
 # Dawn needs a Vulkan driver; without a GPU that is Mesa's lavapipe. Debian bookworm's own Mesa 22 is
 # rejected by Dawn (it lacks shaderUniform*ArrayDynamicIndexing), so Mesa 25 comes from bookworm-backports.
-# Usage: bash engine/setup.sh [--data] [--torch] [--browser]
+# Usage: bash engine/setup.sh [--data] [--torch] [--browser]   (installed package: npx byol setup [flags])
 #   --data     also install Debian's dataset-fashion-mnist (the default training data)
 #   --torch    also install python3-torch (only needed to regenerate PyTorch fixtures)
 #   --browser  also install Debian's chromium (for npm run test:browser)
@@ -52,8 +52,9 @@ install_lavapipe() {
   fi
 }
 
-if [ ! -d "$here/node_modules/webgpu" ]; then
-  echo "setup: node_modules missing; run 'npm ci' first" >&2
+# the repository's node_modules, or wherever npm put the dependencies of an installed byol-webgpu
+if ! (cd "$here" && node --input-type=module -e "import.meta.resolve('webgpu')") >/dev/null 2>&1; then
+  echo "setup: the npm package webgpu is not installed; run 'npm ci' (in this repository) or 'npm install byol-webgpu' first" >&2
   exit 1
 fi
 

@@ -1,5 +1,7 @@
 // Public API of the engine: `import { getDevice, tensor, matmul, backward, nn, optim } from 'byol-webgpu'`.
 // Browser-safe: Node-only helpers (safetensors files on disk) are in byol/node.ts.
+// the declarations use WebGPU's types (GPUDevice, ...): a consumer gets them through this reference
+/// <reference types="@webgpu/types" preserve="true" />
 
 export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, DeviceLostError, simulateDeviceLoss, whenDeviceLost, type DeviceInfo, type GpuContext } from '../engine/device.ts';
 export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, inferDType, type DType, type Shape, type TypedArray, type ArrayOf, type TensorOptions } from '../engine/tensor.ts';

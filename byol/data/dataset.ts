@@ -26,7 +26,7 @@ export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dre
 
 /** Where each kind is looked for when no path is given (environment variables override). */
 export const DEFAULT_PATHS = {
-  // Debian's dataset-fashion-mnist package (`bash engine/setup.sh --data` installs it)
+  // Debian's dataset-fashion-mnist package (`npx byol setup --data` installs it)
   'fashion-mnist': process.env.BYOL_FASHION_MNIST ?? '/usr/share/datasets/fashion-mnist',
   // the extracted cifar-10-binary.tar.gz
   cifar10: process.env.BYOL_CIFAR10 ?? 'data/cifar-10-batches-bin',
@@ -83,7 +83,7 @@ export function loadFashionMnist(dir: string, split: Split): ImageDataset {
   const prefix = split === 'train' ? 'train' : 't10k';
   const find = (stem: string) => {
     for (const name of [`${stem}.gz`, stem]) if (existsSync(join(dir, name))) return join(dir, name);
-    throw new Error(`fashion-mnist: ${join(dir, stem)}.gz not found; install Debian's dataset-fashion-mnist (bash engine/setup.sh --data) or pass the folder as path`);
+    throw new Error(`fashion-mnist: ${join(dir, stem)}.gz not found; install Debian's dataset-fashion-mnist (npx byol setup --data) or pass the folder as path`);
   };
   const imagesPath = find(`${prefix}-images-idx3-ubyte`);
   const labelsPath = find(`${prefix}-labels-idx1-ubyte`);

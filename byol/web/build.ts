@@ -1,7 +1,7 @@
 // Bundles the browser page (byol/web/main.ts -> dist/web/main.js, plus index.html) with esbuild, and fails the
-// build if a Node-only module would reach the bundle. The one Node import the engine has, engine/device.ts's
-// lazy `import('webgpu')`, stays an external dynamic import: the browser never evaluates it (device.ts takes
-// navigator.gpu there), and the metafile check below proves it is the only external import left.
+// build if a Node-only module would reach the bundle. Under the "browser" condition engine/device.ts's '#node-gpu'
+// is a stub (package.json "imports"), so Dawn's `webgpu` package is not even an external import: the metafile
+// check below proves that no external import is left.
 // Usage: tsx byol/web/build.ts [--outdir DIR] [--minify]
 
 import { build, type Plugin, type Metafile } from 'esbuild';
@@ -15,7 +15,6 @@ const root = resolve(here, '../..');
 
 /** Packages that only work in Node (native addons, Node streams), in addition to Node's builtins. */
 const NODE_ONLY_PACKAGES = ['webgpu', 'pngjs', 'uvu/run', 'tsx', 'esbuild', 'playwright-core'];
-const LAZY_WEBGPU_IMPORTER = join(root, 'engine/device.ts');
 
 function isNodeOnly(spec: string): boolean {
   if (spec.startsWith('node:')) return true;
@@ -23,15 +22,12 @@ function isNodeOnly(spec: string): boolean {
   return builtinModules.includes(spec) || builtinModules.includes(bare) || NODE_ONLY_PACKAGES.some((p) => spec === p || spec.startsWith(p + '/'));
 }
 
-/** Errors on any Node-only import, except device.ts's lazy dynamic import of 'webgpu', which stays external. */
+/** Errors on any Node-only import. */
 const nodeOnlyGuard: Plugin = {
   name: 'node-only-guard',
   setup(b) {
     b.onResolve({ filter: /.*/ }, (args) => {
       if (!isNodeOnly(args.path)) return undefined;
-      if (args.path === 'webgpu' && args.kind === 'dynamic-import' && resolve(args.importer) === LAZY_WEBGPU_IMPORTER) {
-        return { path: 'webgpu', external: true };
-      }
       const from = relative(root, args.importer) || args.importer;
       return { errors: [{ text: `Node-only module '${args.path}' imported by ${from} (${args.kind}) cannot go in the browser bundle` }] };
     });
@@ -47,12 +43,11 @@ export interface WebBuild {
   inputs: string[];
 }
 
-/** Checks the bundle's imports from the metafile: only the lazy 'webgpu' import may remain, and only dynamically. */
+/** Checks the bundle's imports from the metafile: none may remain external. */
 export function checkMetafile(meta: Metafile): void {
   for (const [out, info] of Object.entries(meta.outputs)) {
     for (const imp of info.imports) {
       if (!imp.external) continue;
-      if (imp.path === 'webgpu' && imp.kind === 'dynamic-import') continue;
       throw new Error(`web build: ${out} keeps an external import of '${imp.path}' (${imp.kind}); browsers cannot load it`);
     }
   }

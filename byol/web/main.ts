@@ -230,7 +230,7 @@ try {
   updateButtons();
 } catch (e) {
   $('adapter-info').replaceChildren(row('no adapter'));
-  // device.ts's hint about engine/setup.sh is for Node; the page gives the browser's instead
+  // device.ts's hint about `npx byol setup` is for Node; the page gives the browser's instead
   const msg = String((e as Error)?.message ?? e).replace(/ On Linux without a GPU run .*$/, '');
   fatal(`${msg}\n\nThis page needs WebGPU: a recent Chrome, Edge or Safari, or Firefox 141+. ` +
     'Chromium on a machine without a usable GPU gives a (CPU) adapter only when started with --enable-unsafe-webgpu.');
