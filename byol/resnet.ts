@@ -6,7 +6,7 @@
 import { Module, Sequential, Linear } from '../nn/module.ts';
 import { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from '../nn/layers.ts';
 import { Tensor, fmtShape } from '../engine/tensor.ts';
-import { add, relu } from '../kernels/elementwise.ts';
+import { addRelu } from '../kernels/elementwise.ts';
 
 export type ResNetArch = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet-small';
 
@@ -62,7 +62,7 @@ export class BasicBlock extends Module {
   forward(x: Tensor): Tensor {
     const h = this.bn2.forward(this.conv2.forward(this.bn1.forward(this.conv1.forward(x))));
     const skip = this.downsample ? this.downsample.forward(x) : x;
-    return relu(add(h, skip));
+    return addRelu(h, skip);
   }
 }
 
@@ -92,7 +92,7 @@ export class Bottleneck extends Module {
   forward(x: Tensor): Tensor {
     const h = this.bn3.forward(this.conv3.forward(this.bn2.forward(this.conv2.forward(this.bn1.forward(this.conv1.forward(x))))));
     const skip = this.downsample ? this.downsample.forward(x) : x;
-    return relu(add(h, skip));
+    return addRelu(h, skip);
   }
 }
 

@@ -170,6 +170,26 @@ export const mul = (a: Tensor | number, b: Tensor | number) => binary('mul', a, 
 /** a / b with NumPy broadcasting; either side may be a number. */
 export const div = (a: Tensor | number, b: Tensor | number) => binary('div', a, b);
 
+/**
+ * relu(a + b) for tensors of one shape in one pass: the end of a residual block. Its backward masks dy by the
+ * saved output once and hands the same tensor to both inputs, where separate add and relu would write the sum,
+ * read it back for the ReLU, and keep it for the ReLU's backward.
+ */
+export function addRelu(a: Tensor, b: Tensor): Tensor {
+  const shape = outShapeOf('addRelu', a, b);
+  if (shape.length !== a.shape.length || shape.length !== b.shape.length || a.size !== b.size) {
+    throw new Error(`addRelu: expected two tensors of one shape, got ${fmtShape(a.shape)} and ${fmtShape(b.shape)}`);
+  }
+  const y = ew('addRelu', 'max(a + b, 0.0)', [a, b], shape);
+  if (needsGrad(a, b)) {
+    record('addRelu', [a, b], y, (dy, [sy], [needA, needB]) => {
+      const g = ew('addRelu.backward', 'select(0.0, a, b > 0.0)', [dy, sy], shape);
+      return [needA ? g : null, needB ? (needA ? g.share() : g) : null];
+    }, [y]);
+  }
+  return y;
+}
+
 /** A view with a new shape of the same size (no copy). */
 export function reshape(x: Tensor, shape: Shape): Tensor {
   x.assertLive('reshape');

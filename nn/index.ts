@@ -13,7 +13,7 @@ export { NonFiniteMonitor, type HealthReport } from '../engine/health.ts';
 export { liveTensors, memoryStats } from '../engine/memory.ts';
 
 // ops
-export { add, sub, mul, div, relu, exp, log, sqrt, neg, addScalar, subScalar, mulScalar, divScalar, powScalar, reshape, full, onesLike, ew } from '../kernels/elementwise.ts';
+export { add, sub, mul, div, addRelu, relu, exp, log, sqrt, neg, addScalar, subScalar, mulScalar, divScalar, powScalar, reshape, full, onesLike, ew } from '../kernels/elementwise.ts';
 export { sum, mean, max } from '../kernels/reduce.ts';
 export { matmul, setMatmulTile, matmulTile, matmulTextureStats } from '../kernels/matmul.ts';
 export { tuneMatmul } from '../kernels/matmul-tune.ts';

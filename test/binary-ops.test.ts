@@ -2,7 +2,7 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { add, sub, mul, div, tensor, variable, backward, sum, tidy, recorderStats, sync } from '../nn/index.ts';
+import { add, sub, mul, div, addRelu, relu, tensor, variable, backward, sum, tidy, recorderStats, sync } from '../nn/index.ts';
 import { ref } from '../kernels/elementwise.ts';
 import { opTest, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';
@@ -30,6 +30,30 @@ for (const name of ['add', 'sub', 'mul', 'div'] as const) {
     gpu: ([x]) => ops[name](s, x),
   }, t);
 }
+
+// relu(a + b) fused: the reference is the composition of the two references
+for (const shape of [[1], [5, 9], [2, 7, 7, 12]]) {
+  opTest(`addRelu ${JSON.stringify(shape)}`, {
+    shapes: [shape, shape],
+    ref: ([a, b]) => ref.unary('relu', ref.binary('add', a, b)),
+    refGrad: ([a, b], dy) => {
+      const g = ref.unaryBackward('relu', ref.binary('add', a, b), dy);
+      return ref.binaryBackward('add', a, b, g);
+    },
+    gpu: ([a, b]) => addRelu(a, b),
+  }, t);
+}
+
+t('addRelu takes two tensors of one shape, and matches relu(add()) bit for bit', async () => {
+  const a = tensor([-1, 2, -3, 4, 0.5, -0.25], [2, 3]);
+  const b = tensor([0.5, -2.5, 3, 1, -0.5, 0.25], [2, 3]);
+  const fused = addRelu(a, b);
+  const composed = tidy(() => relu(add(a, b)));
+  assert.equal([...(await fused.toArray())], [...(await composed.toArray())]);
+  const c = tensor([1, 2, 3]);
+  assert.throws(() => addRelu(a, c), /addRelu: expected two tensors of one shape, got \[2, 3\] and \[3\]/);
+  [a, b, c, fused, composed].forEach((v) => v.dispose());
+});
 
 t('two numbers, or a non-tensor operand, are rejected naming the op', () => {
   assert.throws(() => add(1 as any, 2 as any), /add: at least one operand must be a Tensor/);
