@@ -495,6 +495,8 @@ export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, 
   const tuning = matmulTuning(opts.tuning);
   const tile = tuning.tile;
   checkTile(tile);
+  if (!(Number.isInteger(tuning.group) && tuning.group >= 0)) throw new Error(`matmul: tuning.group must be an integer >= 0 (0 = column tiles first), got ${tuning.group}`);
+  if (!(tuning.textureCacheBytes >= 0)) throw new Error(`matmul: tuning.textureCacheBytes must be a number >= 0, got ${tuning.textureCacheBytes}`);
   const c = empty(outShape, 'f32', 'matmul');
   if (c.size === 0) return c;
   const args: Record<string, KernelArg> = { M, N, K, batchA: a.rank === 3 ? M * K : 0, batchB: b.rank === 3 ? K * N : 0, batchC: M * N, A: a, B: b, C: c };

@@ -4,7 +4,7 @@ import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { matmul } from '../nn/index.ts';
 import { tensor, sync, liveTensors, type Tensor } from '../nn/index.ts';
 import { rng, relErr } from './helpers/gradcheck.ts';
-import { ref, broadcastLanes, tileName, matmulRaw, matmulTextureStats, DEFAULT_TILE, BROADCAST_TILE, type MatmulTile } from '../kernels/matmul.ts';
+import { ref, broadcastLanes, tileName, matmulRaw, matmulTuning, matmulTextureStats, DEFAULT_TILE, BROADCAST_TILE, type MatmulTile } from '../kernels/matmul.ts';
 
 // [M, K, N, transA, transB, batchA, batchB]; each case also runs the backward, i.e. two more products with
 // other transposes. The comments say which load paths a case reaches in the broadcast kernel.
@@ -99,6 +99,17 @@ errs('matmul rejects a broadcast tile the device cannot run', () => {
     a.dispose();
     b.dispose();
   }
+});
+errs('a per-call tuning applies to that call only and is checked', async () => {
+  const [a, b] = [tensor(Float32Array.from({ length: 12 }, (_, i) => i - 5), [3, 4]), tensor(Float32Array.from({ length: 8 }, (_, i) => 2 - i), [4, 2])];
+  const before = JSON.stringify(matmulTuning());
+  const c = matmul(a, b, false, false, { tuning: { tile: DEFAULT_TILE, group: 0 } });
+  assert.is(JSON.stringify(matmulTuning()), before, 'the device record is unchanged');
+  const want = ref.matmul({ data: Float64Array.from(await a.toArray()), shape: [3, 4] }, { data: Float64Array.from(await b.toArray()), shape: [4, 2] });
+  assert.ok(relErr(await c.toArray(), want.data) < 1e-5);
+  assert.throws(() => matmul(a, b, false, false, { tuning: { group: -1 } }), /matmul: tuning.group/);
+  assert.throws(() => matmul(a, b, false, false, { tuning: { tile: { BM: 64, BN: 64, BK: 16, TM: 3 } } }), /matmul: tiled 64x64x16 TM=3/);
+  for (const t of [a, b, c]) t.dispose();
 });
 if (lanes) {
   errs('the operand-texture cache stays under its cap, and evicted textures are not destroyed while in use', async () => {
