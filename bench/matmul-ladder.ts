@@ -21,9 +21,9 @@
 
 import { cpus } from 'node:os';
 import { getDevice, releaseDevice, tensor, empty, sync, type Tensor } from '../nn/index.ts';
-import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { kernel, type Kernel } from '../engine/kernel.ts';
 import { lavapipeConfig } from '../engine/lavapipe.ts';
-import { matmulRaw, matmulSpec, broadcastLanes, tileName, setMatmulGroup, DEFAULT_TILE, DEFAULT_MATMUL_GROUP, type BroadcastTile } from '../kernels/matmul.ts';
+import { matmulRaw, matmulKernel, broadcastLanes, tileName, DEFAULT_TILE, type BroadcastTile } from '../kernels/matmul.ts';
 import { measureInterleaved, localSide, cpuModel, loadAverage, ForeignCpu, fmtMs, fmtRate, markdownTable } from './harness.ts';
 import { randomData, normalizedDiff } from './case.ts';
 import { peerProcess } from './peer.ts';
@@ -39,49 +39,45 @@ interface Rung {
   run: (a: Tensor, b: Tensor, n: number) => Tensor;
 }
 
-const HEAD = `struct P { M: u32, N: u32, K: u32, pad: u32 }
-@group(0) @binding(0) var<uniform> p: P;`;
-const bindings: KernelSpec['bindings'] = ['uniform', 'read', 'read', 'rw'];
-/** launches a ladder kernel over square n x n operands; the engine kernels take the same uniforms (M, N, K, batch strides 0) */
-function own(spec: () => KernelSpec, per: [number, number]) {
+/** Launches a ladder kernel over square n x n operands; the engine kernels take the same uniforms (batch strides 0). */
+function own(make: () => Kernel, per: [number, number]) {
   return (a: Tensor, b: Tensor, n: number) => {
     const c = empty([n, n]);
-    launch(spec(), [u32s(n, n, n, 0, 0, 0), a.binding(), b.binding(), c.binding()], [n / per[0], n / per[1], 1]);
+    make().launch({ M: n, N: n, K: n, batchA: 0, batchB: 0, batchC: 0, A: a, B: b, C: c }, [n / per[0], n / per[1], 1]);
     return c;
   };
 }
 
-const naive: KernelSpec = {
-  name: 'ladder naive',
-  bindings,
-  code: `${HEAD}
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-@compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let n = g.x; let m = g.y;
+const operands = { A: 'read f32', B: 'read f32', C: 'rw f32' } as const;
+const shapes = { M: 'u32', N: 'u32', K: 'u32' } as const;
+
+const naive = () =>
+  kernel('ladder|naive', () => ({
+    name: 'ladder naive',
+    uniforms: shapes,
+    bindings: operands,
+    workgroupSize: [8, 8],
+    body: `
+  let n = gid.x; let m = gid.y;
   if (m >= p.M || n >= p.N) { return; }
   var acc = 0.0;
   for (var k = 0u; k < p.K; k++) { acc = fma(A[m * p.K + k], B[k * p.N + n], acc); }
-  C[m * p.N + n] = acc;
-}`,
-};
+  C[m * p.N + n] = acc;`,
+  }));
 
-function tiledOneOutput(): KernelSpec {
-  let inner = '';
-  for (let kk = 0; kk < 16; kk++) inner += `    acc = fma(As[ty * 16u + ${kk}u], Bs[${kk * 16}u + tx], acc);\n`;
-  return {
-    name: 'ladder tiled',
-    bindings,
-    code: `${HEAD}
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+const tiledOneOutput = () =>
+  kernel('ladder|tiled', () => {
+    let inner = '';
+    for (let kk = 0; kk < 16; kk++) inner += `    acc = fma(As[ty * 16u + ${kk}u], Bs[${kk * 16}u + tx], acc);\n`;
+    return {
+      name: 'ladder tiled',
+      uniforms: shapes,
+      bindings: operands,
+      workgroupSize: [16, 16],
+      header: `
 var<workgroup> As: array<f32, 256>;
-var<workgroup> Bs: array<f32, 256>;
-@compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+var<workgroup> Bs: array<f32, 256>;`,
+      body: `
   let tx = lid.x; let ty = lid.y;
   let m = wid.y * 16u + ty; let n = wid.x * 16u + tx;
   var acc = 0.0;
@@ -91,10 +87,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     workgroupBarrier();
 ${inner}    workgroupBarrier();
   }
-  C[m * p.N + n] = acc;
-}`,
-  };
-}
+  C[m * p.N + n] = acc;`,
+    };
+  });
+
+/** The engine's tiled kernel with scalar loads, as it runs where no contiguous dimension is a multiple of 4. */
+const tiledScalar = () => matmulKernel({ kind: 'tiled', transA: false, transB: false, vecA: false, vecB: false, aligned: true, ...DEFAULT_TILE });
 
 function broadcastRung(TM: number, textures = false, CB = 1): Rung {
   const tile: BroadcastTile = { kind: 'broadcast', TM, textures, ...(CB > 1 ? { CB } : {}) };
@@ -102,7 +100,7 @@ function broadcastRung(TM: number, textures = false, CB = 1): Rung {
     name: tileName(tile),
     unavailable: () => (broadcastLanes() ? (TM % broadcastLanes() ? `TM=${TM} is not a multiple of the subgroup size` : null) : 'needs subgroups with a fixed size'),
     // the engine's own launch, texture copies included
-    run: (a, b) => matmulRaw(a, b, false, false, tile),
+    run: (a, b) => matmulRaw(a, b, false, false, { tuning: { tile } }),
   };
 }
 
@@ -110,33 +108,24 @@ function broadcastRung(TM: number, textures = false, CB = 1): Rung {
 function makeRungs(): Rung[] {
   const sg = broadcastLanes() || 8;
   const all: Rung[] = [
-    { name: 'naive', run: own(() => naive, [8, 8]) },
+    { name: 'naive', run: own(naive, [8, 8]) },
     { name: 'tiled', run: own(tiledOneOutput, [16, 16]) },
-    { name: 'tiled+reg', run: own(() => matmulSpec(false, false, true, DEFAULT_TILE, false, false), [64, 64]) },
-    { name: 'tiled+reg+vec4', run: (a, b) => matmulRaw(a, b, false, false, DEFAULT_TILE) },
+    { name: 'tiled+reg', run: own(tiledScalar, [64, 64]) },
+    { name: 'tiled+reg+vec4', run: (a, b) => matmulRaw(a, b, false, false, { tuning: { tile: DEFAULT_TILE } }) },
     broadcastRung(sg),
     broadcastRung(32),
     broadcastRung(32, true),
-    ...(16 % sg === 0 ? [broadcastRung(16, true), broadcastRung(16, true, 2), columnFirstRung(broadcastRung(16, true, 2))] : []),
+    ...(16 % sg === 0 ? [broadcastRung(16, true), broadcastRung(16, true, 2), columnFirstRung(16, 2)] : []),
     ...(process.env.LADDER_EXTRA_TM ?? '').split(',').filter(Boolean).map((x) => broadcastRung(parseInt(x, 10), x.endsWith('t'))),
   ];
   return all.filter((r) => !process.env.LADDER_ONLY || r.name.includes(process.env.LADDER_ONLY));
 }
 
-/** The same kernel walking its tiles column by column instead of in groups of row tiles (setMatmulGroup(0)). */
-function columnFirstRung(r: Rung): Rung {
-  return {
-    ...r,
-    name: `${r.name} column-first`,
-    run: (a, b, n) => {
-      setMatmulGroup(0); // read when the op is recorded, so restoring it right after is enough
-      try {
-        return r.run(a, b, n);
-      } finally {
-        setMatmulGroup(DEFAULT_MATMUL_GROUP);
-      }
-    },
-  };
+/** The same tile walked column by column instead of in groups of row tiles (tile order 0). */
+function columnFirstRung(TM: number, CB: number): Rung {
+  const r = broadcastRung(TM, true, CB);
+  const tile: BroadcastTile = { kind: 'broadcast', TM, textures: true, CB };
+  return { ...r, name: `${r.name} column-first`, run: (a, b) => matmulRaw(a, b, false, false, { tuning: { tile, group: 0 } }) };
 }
 
 function cpuProduct(a: Float32Array, b: Float32Array, n: number): Float64Array {

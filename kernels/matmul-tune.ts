@@ -1,6 +1,7 @@
 // Per-adapter choice of the matmul tile: time a few candidate tiles once on a representative product and keep
 // the fastest, cached per adapter (in memory; in Node in a JSON file under the OS temp folder; in browsers in
-// localStorage). Optional: without it matmul uses defaultTile(), the usual winner for the adapter's kind.
+// localStorage), and write it into this device's matmul record (matmulTuning(), engine/tuning.ts). Optional:
+// without it matmul uses defaultTile(), the usual winner for the adapter's kind.
 // Every candidate computes the same sums (only the rounding can differ); a candidate whose output disagrees
 // with the others' is never chosen.
 //
@@ -11,7 +12,8 @@ import { gpu } from '../engine/device.ts';
 import { normalizedError } from '../engine/ref.ts';
 import { sync } from '../engine/recorder.ts';
 import { tensor } from '../engine/tensor.ts';
-import { matmulRaw, setMatmulTile, matmulTile, broadcastLanes, tileName, defaultTile, DEFAULT_TILE, type MatmulTile } from './matmul.ts';
+import { setDeviceTuning } from '../engine/tuning.ts';
+import { matmulRaw, matmulTuning, checkTile, broadcastLanes, tileName, defaultTile, DEFAULT_TILE, MATMUL_TUNING, type MatmulTile } from './matmul.ts';
 
 /** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
 const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
@@ -60,14 +62,15 @@ export function candidatesFor(): MatmulTile[] {
     if (!out.some((o) => tileName(o) === tileName(t))) out.push(t);
   };
   if (sg) {
-    // one column quad per lane only at 32 rows: at 16 or 24 it lost to the same rows with 2 quads in every shape measured
+    // one column quad per lane only at 32 rows: at 16 or 24 it lost to the same rows with 2 quads
+    // (bench/results/matmul-notes.md)
     for (const TM of [16, 24]) if (TM % sg === 0) add({ kind: 'broadcast', TM, CB: 2, textures: true });
     if (32 % sg === 0) {
       add({ kind: 'broadcast', TM: 32, textures: true });
       add({ kind: 'broadcast', TM: 32 });
     }
   }
-  // on CPU adapters the tiled kernel is ~10x slower than broadcast (bench/matmul-ladder.ts): not worth timing
+  // on CPU adapters the tiled kernel is far slower than broadcast (bench/results/matmul-notes.md): not worth timing
   if (def.kind !== 'broadcast') for (const t of [DEFAULT_TILE, { BM: 32, BN: 64, BK: 16, TM: 4 }]) add(t);
   return out;
 }
@@ -117,13 +120,16 @@ async function writeCache(file: string | null, data: CacheFile): Promise<void> {
 
 function usable(t: MatmulTile): boolean {
   try {
-    const prev = matmulTile();
-    setMatmulTile(t); // validates against this device
-    setMatmulTile(prev);
+    checkTile(t, 'tuneMatmul');
     return true;
   } catch {
     return false;
   }
+}
+
+/** Makes `tile` this device's matmul choice, keeping the rest of the record. */
+function choose(tile: MatmulTile): void {
+  setDeviceTuning(MATMUL_TUNING, { ...matmulTuning(), tile });
 }
 
 // ---- measuring ---------------------------------------------------------------------------------------
@@ -151,14 +157,14 @@ async function measure(candidates: MatmulTile[], size: number, budgetMs: number)
   let reference: Float32Array | null = null;
   const timeOps = async (tile: MatmulTile, k: number) => {
     const s = performance.now();
-    for (let i = 0; i < k; i++) matmulRaw(a, b, false, false, tile).dispose();
+    for (let i = 0; i < k; i++) matmulRaw(a, b, false, false, { tuning: { tile } }).dispose();
     await sync();
     return (performance.now() - s) / k;
   };
   try {
     for (const c of out) {
       if (reference && performance.now() - t0 > budgetMs / 2) break; // keep half the budget for timing
-      const first = matmulRaw(a, b, false, false, c.tile); // compiles
+      const first = matmulRaw(a, b, false, false, { tuning: { tile: c.tile } }); // compiles
       const got = (await first.toArray()) as Float32Array;
       first.dispose();
       if (!reference) reference = got;
@@ -178,19 +184,19 @@ async function measure(candidates: MatmulTile[], size: number, budgetMs: number)
 }
 
 
-/** Picks the fastest matmul tile for this adapter (measuring at most once per adapter) and sets it. */
+/** Picks the fastest matmul tile for this adapter (measuring at most once per adapter) and makes it the device's choice. */
 export async function tuneMatmul(opts: TuneOptions = {}): Promise<TuneResult> {
   const t0 = performance.now();
   const key = adapterKey();
   if (!opts.force && !opts.candidates && tunedFor?.key === key) {
-    setMatmulTile(tunedFor.result.choice.tile);
+    choose(tunedFor.result.choice.tile);
     return { ...tunedFor.result, source: 'memory', ms: performance.now() - t0 };
   }
   const file = isNode ? await cachePath(opts.cacheFile) : null;
   const cache = await readCache(file);
   const hit = cache[key];
   if (!opts.force && !opts.candidates && hit && usable(hit.tile)) {
-    setMatmulTile(hit.tile);
+    choose(hit.tile);
     const result: TuneResult = { choice: { name: tileName(hit.tile), tile: hit.tile }, source: 'cache', ms: performance.now() - t0, timings: [] };
     tunedFor = { key, result };
     return result;
@@ -202,7 +208,7 @@ export async function tuneMatmul(opts: TuneOptions = {}): Promise<TuneResult> {
   const def = timings.find((t) => tileName(t.tile) === tileName(defaultTile()));
   if (def && Number.isFinite(def.ms) && best.ms > def.ms * SWITCH_MARGIN) best = def;
   if (!Number.isFinite(best.ms)) throw new Error('tuneMatmul: every candidate failed its check');
-  setMatmulTile(best.tile);
+  choose(best.tile);
   const result: TuneResult = {
     choice: { name: best.name, tile: best.tile },
     source: 'measured',

@@ -1,11 +1,12 @@
 // Batched matmul C[b] = op(A[b]) · op(B[b]), op = optional transpose given as a flag (never a copy).
-// Two kernel families; the engine picks one per adapter (defaultTile(), refined by kernels/matmul-tune.ts;
-// bench/matmul-ladder.ts shows the steps and their speed):
+// One kernel template (matmulKernel) with two strategies for its inner loop; the engine picks one per adapter
+// (defaultTile(), refined by kernels/matmul-tune.ts; bench/matmul-ladder.ts shows the steps and their speed,
+// bench/results/matmul-notes.md the measurements behind the choices):
 // - 'tiled': a workgroup computes a BM x BN tile of C through BK-deep slabs of A and B staged in workgroup
 //   memory (as vec4 rows), each thread a TM x 4 register block. Portable: any adapter, no optional features.
 // - 'broadcast': for CPU adapters (lavapipe). There a storage-buffer or workgroup load whose address is not a
-//   compile-time constant becomes a per-lane scalar loop with a bounds check (~14 instructions per float),
-//   while arithmetic is one instruction for all 8 (or 16) lanes, so loads per multiply-add decide the speed.
+//   compile-time constant becomes a per-lane scalar loop with a bounds check, while arithmetic is one
+//   instruction for all 8 (or 16) lanes, so loads per multiply-add decide the speed.
 //   One subgroup (one SIMD group of SG lanes) computes TM rows x 4·SG columns: each lane owns 4 columns (one
 //   vec4 of B per k) and all TM rows; the rows of A are loaded cooperatively, one vec4 per lane, and handed to
 //   every lane with subgroupBroadcast (a register shuffle, no memory). Per 4 k's: TM/SG + 4 vec4 loads for
@@ -13,10 +14,13 @@
 //   storage textures (see operandTexture), which lavapipe fetches with vector loads.
 // Both unroll their inner loop at generation time (WGSL loops are costly on llvmpipe) and take shapes as
 // uniforms; vec4 loads are used where the contiguous dimension is a multiple of 4, scalar loads otherwise.
+// The choice (tile, tile order, texture cache size) is a per-device record (engine/tuning.ts, matmulTuning());
+// a call may override any part of it with `{ tuning: {...} }`.
 
-import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js';
 import { gpu, onRelease } from '../engine/device.ts';
-import { launch, u32s, encoderForCopy, recorderStats, type KernelSpec, type LaunchArg } from '../engine/recorder.ts';
+import { encoderForCopy, recorderStats } from '../engine/recorder.ts';
+import { kernel, type Kernel, type KernelArg } from '../engine/kernel.ts';
+import { tuningFor } from '../engine/tuning.ts';
 import { Tensor, empty, fmtShape, type Shape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { sumToShape } from './reduce.ts';
@@ -43,9 +47,41 @@ export type MatmulTile = TiledTile | BroadcastTile;
 
 export const DEFAULT_TILE: TiledTile = { BM: 64, BN: 64, BK: 16, TM: 4 };
 // 16 rows x 2 column quads per lane: half the broadcasts per multiply-add of TM=32 with one quad, for as many
-// accumulators; 1.1-1.45x faster than that on lavapipe (rungs 'TM=32 +textures' and 'TM=16 CB=2 +textures' of
-// npm run bench:ladder)
+// accumulators; faster than that on lavapipe (bench/results/matmul-notes.md, rungs 'TM=32 +textures' and
+// 'TM=16 CB=2 +textures' of npm run bench:ladder)
 export const BROADCAST_TILE: BroadcastTile = { kind: 'broadcast', TM: 16, CB: 2, textures: true };
+
+// Groups of 8 row tiles: consecutive workgroups share B's column panel while the group's A panels stay in
+// cache; faster than column tiles first once the operands outgrow the caches (bench/results/matmul-notes.md)
+export const DEFAULT_MATMUL_GROUP = 8;
+
+/** The per-device matmul choice: what matmulRaw uses unless a call overrides it. */
+export interface MatmulTuning {
+  /** the kernel strategy and its tile */
+  tile: MatmulTile;
+  /** the broadcast kernel's tile order (see BroadcastVariant.group) */
+  group: number;
+  /** cap of the operand-texture cache in bytes, applied when a texture is added; least recently used go first */
+  textureCacheBytes: number;
+}
+
+export interface MatmulOptions {
+  /** overrides of this device's record (matmulTuning()) for this call and its backward */
+  tuning?: Partial<MatmulTuning>;
+}
+
+/** The family name of the matmul record in engine/tuning.ts (kernels/matmul-tune.ts writes it). */
+export const MATMUL_TUNING = 'matmul';
+
+/** This device's matmul choice, with `overrides` applied: defaultMatmulTuning() until a tuner writes another. */
+export function matmulTuning(overrides?: Partial<MatmulTuning>): MatmulTuning {
+  return tuningFor(MATMUL_TUNING, defaultMatmulTuning, overrides);
+}
+
+/** The record for this adapter before any tuning. */
+export function defaultMatmulTuning(): MatmulTuning {
+  return { tile: defaultTile(), group: DEFAULT_MATMUL_GROUP, textureCacheBytes: 256 * 2 ** 20 };
+}
 
 export function tileName(t: MatmulTile): string {
   return t.kind === 'broadcast' ? `broadcast TM=${t.TM}${(t.CB ?? 1) > 1 ? ` CB=${t.CB}` : ''}${t.textures ? ' +textures' : ''}` : `tiled ${t.BM}x${t.BN}x${t.BK} TM=${t.TM}`;
@@ -72,154 +108,46 @@ export function defaultTile(): MatmulTile {
   return cpuLike && sg && BROADCAST_TILE.TM % sg === 0 ? BROADCAST_TILE : DEFAULT_TILE;
 }
 
-const specs = new Map<string, KernelSpec>();
-
-/**
- * The tiled kernel. vecA / vecB: the operand is read as vec4 (same conditions as the broadcast kernel: the
- * contiguous dimension % 4 == 0); along the slab's rows it goes to workgroup memory as is, along k it is
- * scattered into the 4 rows of the slab.
- */
-export function matmulSpec(transA: boolean, transB: boolean, aligned: boolean, tile: TiledTile = DEFAULT_TILE, vecA = false, vecB = false): KernelSpec {
-  const { BM, BN, BK, TM } = tile;
-  const key = `tiled${transA}${transB}${aligned}${vecA}${vecB}${BM}_${BN}_${BK}_${TM}`;
-  let s = specs.get(key);
-  if (s) return s;
-  const WX = BN / 4; // threads along n
-  const WY = BM / TM; // threads along m
-  const threads = WX * WY;
-  const aVecs = (BM * BK) / 4; // vec4 (4 consecutive m) per slab
-  const bVecs = (BN * BK) / 4;
-  const accs = [...Array(TM).keys()];
-  let inner = '';
-  for (let kk = 0; kk < BK; kk++) {
-    inner += `    { let bv = Bs[${kk * (BN / 4)}u + tx];\n`;
-    for (let q = 0; q < TM / 4; q++) {
-      inner += `      let a${q} = As[${kk * (BM / 4)}u + ty * ${TM / 4}u + ${q}u];\n`;
-      for (let c = 0; c < 4; c++) inner += `      acc${q * 4 + c} += a${q}.${'xyzw'[c]} * bv;\n`;
+/** Throws unless this device can run the tile: the error names the tile and what it needs. */
+export function checkTile(t: MatmulTile, op = 'matmul'): void {
+  const int = (x: number | undefined) => Number.isInteger(x) && x! > 0;
+  if (t.kind === 'broadcast') {
+    const sg = broadcastLanes();
+    if (!sg) throw new Error(`${op}: ${tileName(t)} needs the 'subgroups' feature with a fixed subgroup size, which this device lacks`);
+    if (!int(t.TM) || t.TM % sg !== 0 || t.TM % 4 !== 0) throw new Error(`${op}: ${tileName(t)}: TM must be a multiple of 4 and of the subgroup size ${sg}`);
+    if (t.CB !== undefined && !(Number.isInteger(t.CB) && t.CB >= 1 && t.CB <= 4)) throw new Error(`${op}: ${tileName(t)}: CB must be 1, 2, 3 or 4`);
+  } else {
+    const { BM, BN, BK, TM } = t;
+    if (![BM, BN, BK, TM].every(int) || TM % 4 !== 0 || BM % TM !== 0 || BN % 4 !== 0 || BK % 4 !== 0) {
+      throw new Error(`${op}: ${tileName(t)}: TM, BN and BK must be multiples of 4 and BM a multiple of TM`);
     }
-    inner += '    }\n';
   }
-  // slab element e of As / Bs is [kk][4 consecutive rows q..q+3]; `vec` reads 4 floats at once: along the rows
-  // (transposed A, plain B) straight into e, or along k (plain A, transposed B) scattered into 4 slab rows
-  const loads = (what: 'A' | 'B', vecs: number, rowsPerK: number, vec: boolean, alongK: boolean) => {
-    let out = '';
-    const S = what === 'A' ? 'As' : 'Bs';
-    const at = what === 'A' ? (r: string, k: string) => `loadA(m0 + ${r}, k0 + ${k})` : (r: string, k: string) => `loadB(k0 + ${k}, n0 + ${r})`;
-    const at4 = what === 'A' ? (r: string, k: string) => `loadA4(m0 + ${r}, k0 + ${k})` : (r: string, k: string) => `loadB4(k0 + ${k}, n0 + ${r})`;
-    for (let e = 0; e < Math.ceil(vecs / threads); e++) {
-      const guard = (e + 1) * threads > vecs ? `if (tid + ${e * threads}u < ${vecs}u) ` : '';
-      if (vec && alongK) {
-        out += `    ${guard}{ let e = tid + ${e * threads}u; let r = e / ${BK / 4}u; let j = (e % ${BK / 4}u) * 4u; let v = ${at4('r', 'j')};\n`;
-        for (let c = 0; c < 4; c++) out += `      ${S}[(j + ${c}u) * ${rowsPerK / 4}u + r / 4u][r % 4u] = v.${'xyzw'[c]};\n`;
-        out += '    }\n';
-      } else {
-        out += `    ${guard}{ let e = tid + ${e * threads}u; let kk = e / ${rowsPerK / 4}u; let q = (e % ${rowsPerK / 4}u) * 4u;\n`;
-        out += vec
-          ? `      ${S}[e] = ${at4('q', 'kk')}; }\n`
-          : `      ${S}[e] = vec4<f32>(${[0, 1, 2, 3].map((c) => at(`q + ${c}u`, 'kk')).join(', ')}); }\n`;
-      }
-    }
-    return out;
-  };
-  const code = wgsl`
-struct P { M: u32, N: u32, K: u32, batchA: u32, batchB: u32, batchC: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> A: array<${vecA ? 'vec4<f32>' : 'f32'}>;
-@group(0) @binding(2) var<storage, read> B: array<${vecB ? 'vec4<f32>' : 'f32'}>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-var<workgroup> As: array<vec4<f32>, ${aVecs}>;
-var<workgroup> Bs: array<vec4<f32>, ${bVecs}>;
-var<private> aOff: u32;
-var<private> bOff: u32;
-
-#if ${vecA}
-// A[m..m+3, k] (transposed) or A[m, k..k+3]; the start is a multiple of 4, so one bound covers all four
-fn loadA4(m: u32, k: u32) -> vec4<f32> {
-#if ${!aligned}
-  if (m >= p.M || k >= p.K) { return vec4<f32>(0.0); }
-#endif
-#if ${transA}
-  return A[(aOff + k * p.M + m) / 4u];
-#else
-  return A[(aOff + m * p.K + k) / 4u];
-#endif
-}
-#else
-fn loadA(m: u32, k: u32) -> f32 {
-#if ${!aligned}
-  if (m >= p.M || k >= p.K) { return 0.0; }
-#endif
-#if ${transA}
-  return A[aOff + k * p.M + m];
-#else
-  return A[aOff + m * p.K + k];
-#endif
-}
-#endif
-
-#if ${vecB}
-// B[k, n..n+3] or B[k..k+3, n] (transposed)
-fn loadB4(k: u32, n: u32) -> vec4<f32> {
-#if ${!aligned}
-  if (k >= p.K || n >= p.N) { return vec4<f32>(0.0); }
-#endif
-#if ${transB}
-  return B[(bOff + n * p.K + k) / 4u];
-#else
-  return B[(bOff + k * p.N + n) / 4u];
-#endif
-}
-#else
-fn loadB(k: u32, n: u32) -> f32 {
-#if ${!aligned}
-  if (k >= p.K || n >= p.N) { return 0.0; }
-#endif
-#if ${transB}
-  return B[bOff + n * p.K + k];
-#else
-  return B[bOff + k * p.N + n];
-#endif
-}
-#endif
-
-@compute @workgroup_size(${WX}, ${WY}, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let tx = lid.x;
-  let ty = lid.y;
-  let tid = ty * ${WX}u + tx;
-  let m0 = wid.y * ${BM}u;
-  let n0 = wid.x * ${BN}u;
-  aOff = wid.z * p.batchA;
-  bOff = wid.z * p.batchB;
-  let cOff = wid.z * p.batchC;
-  ${accs.map((i) => `var acc${i} = vec4<f32>(0.0);`).join(' ')}
-  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
-${loads('A', aVecs, BM, vecA, !transA)}${loads('B', bVecs, BN, vecB, transB)}    workgroupBarrier();
-${inner}    workgroupBarrier();
-  }
-  let n = n0 + tx * 4u;
-  ${accs
-    .map((i) => {
-      const m = `m0 + ty * ${TM}u + ${i}u`;
-      if (aligned) return `C[cOff + (${m}) * p.N + n] = acc${i}.x; C[cOff + (${m}) * p.N + n + 1u] = acc${i}.y; C[cOff + (${m}) * p.N + n + 2u] = acc${i}.z; C[cOff + (${m}) * p.N + n + 3u] = acc${i}.w;`;
-      return `{ let m = ${m}; if (m < p.M) { let r = cOff + m * p.N; let v = acc${i};
-    if (n < p.N) { C[r + n] = v.x; } if (n + 1u < p.N) { C[r + n + 1u] = v.y; } if (n + 2u < p.N) { C[r + n + 2u] = v.z; } if (n + 3u < p.N) { C[r + n + 3u] = v.w; } } }`;
-    })
-    .join('\n  ')}
-}`;
-  s = { name: 'matmul', code, bindings: ['uniform', 'read', 'read', 'rw'] };
-  specs.set(key, s);
-  return s;
 }
 
-/** Which loads a broadcast kernel uses; every flag is a property of the shapes, checked by the launcher. */
-export interface BroadcastVariant {
+// ---- the kernel template -------------------------------------------------------------------------------
+
+/** How the operands are read; every flag is a property of the shapes, checked by the launcher. */
+interface Operands {
   transA: boolean;
   transB: boolean;
   /** A read as vec4: along k (K % 4 == 0) or, transposed, along m (M % 4 == 0) */
   vecA: boolean;
   /** B read as vec4: along n (N % 4 == 0) or, transposed, along k (K % 4 == 0) */
   vecB: boolean;
+}
+
+export interface TiledVariant extends Operands {
+  kind: 'tiled';
+  /** M, N and K are multiples of BM, BN and BK: no bounds checks */
+  aligned: boolean;
+  BM: number;
+  BN: number;
+  BK: number;
+  TM: number;
+}
+
+export interface BroadcastVariant extends Operands {
+  kind: 'broadcast';
   /** C written as vec4 (N % 4 == 0) */
   vecC: boolean;
   /** A / B read from an rgba32float storage texture holding the same vec4s (implies vecA / vecB) */
@@ -237,31 +165,139 @@ export interface BroadcastVariant {
   group?: number;
 }
 
-// 8: on an idle lavapipe 1.2x faster than column tiles first at 2048³ and the same at 1024³; with another process
-// sharing the caches, 1.2x at 1024³ too (npm run bench:ladder -- --size N, rungs 'TM=16 CB=2 +textures' and
-// '... column-first')
-export const DEFAULT_MATMUL_GROUP = 8;
-let matmulGroup = DEFAULT_MATMUL_GROUP;
-/** For benchmarks: the tile order of the broadcast kernel (see BroadcastVariant.group). */
-export function setMatmulGroup(g: number): void {
-  matmulGroup = g;
+export type MatmulVariant = TiledVariant | BroadcastVariant;
+
+/** The uniforms of every variant: shapes and the batch strides (0 for an operand shared by every batch). */
+const UNIFORMS = { M: 'u32', N: 'u32', K: 'u32', batchA: 'u32', batchB: 'u32', batchC: 'u32' } as const;
+
+const elem = (vec: boolean) => (vec ? 'vec4<f32>' : 'f32');
+const xyzw = 'xyzw';
+const quad = [0, 1, 2, 3];
+const range = (n: number) => [...Array(n).keys()];
+
+/**
+ * The matmul kernel of one variant. One declaration for all: the uniforms, the operand bindings (buffers of
+ * f32 or vec4, or textures) and C; the strategy fills the workgroup size, the module-scope helpers and the body.
+ */
+export function matmulKernel(v: MatmulVariant): Kernel {
+  return kernel(`matmul|${JSON.stringify(v, Object.keys(v).sort())}`, () => {
+    const slots = v.kind === 'broadcast' ? broadcastSlots(v) : tiledSlots(v);
+    const texA = v.kind === 'broadcast' && v.texA;
+    const texB = v.kind === 'broadcast' && v.texB;
+    return {
+      name: 'matmul',
+      uniforms: UNIFORMS,
+      bindings: {
+        A: texA ? 'texture' : `read ${elem(v.vecA)}`,
+        B: texB ? 'texture' : `read ${elem(v.vecB)}`,
+        C: `rw ${elem(v.kind === 'broadcast' && v.vecC)}`,
+      },
+      enable: v.kind === 'broadcast' ? ['subgroups'] : [],
+      ...slots,
+    };
+  });
 }
 
-export function broadcastSpec(v: BroadcastVariant): KernelSpec {
+interface Slots {
+  workgroupSize: readonly [number, number?];
+  header: string;
+  body: string;
+}
+
+/**
+ * The tiled strategy. A vec4 operand goes to workgroup memory as is along the slab's rows (transposed A, plain
+ * B), or along k (plain A, transposed B) scattered into 4 rows of the slab.
+ */
+function tiledSlots(v: TiledVariant): Slots {
+  const { transA, transB, aligned, vecA, vecB, BM, BN, BK, TM } = v;
+  const WX = BN / 4; // threads along n
+  const WY = BM / TM; // threads along m
+  const threads = WX * WY;
+  const aVecs = (BM * BK) / 4; // vec4 (4 consecutive m) per slab
+  const bVecs = (BN * BK) / 4;
+  const accs = range(TM);
+  let inner = '';
+  for (let kk = 0; kk < BK; kk++) {
+    inner += `    { let bv = Bs[${kk * (BN / 4)}u + tx];\n`;
+    for (let q = 0; q < TM / 4; q++) {
+      inner += `      let a${q} = As[${kk * (BM / 4)}u + ty * ${TM / 4}u + ${q}u];\n`;
+      for (let c = 0; c < 4; c++) inner += `      acc${q * 4 + c} += a${q}.${xyzw[c]} * bv;\n`;
+    }
+    inner += '    }\n';
+  }
+  // slab element e of As / Bs is [kk][4 consecutive rows q..q+3]; `vec` reads 4 floats at once: along the rows
+  // straight into e, or along k scattered into 4 slab rows
+  const loads = (what: 'A' | 'B', vecs: number, rowsPerK: number, vec: boolean, alongK: boolean) => {
+    let out = '';
+    const S = what === 'A' ? 'As' : 'Bs';
+    const at = what === 'A' ? (r: string, k: string) => `loadA(m0 + ${r}, k0 + ${k})` : (r: string, k: string) => `loadB(k0 + ${k}, n0 + ${r})`;
+    const at4 = what === 'A' ? (r: string, k: string) => `loadA4(m0 + ${r}, k0 + ${k})` : (r: string, k: string) => `loadB4(k0 + ${k}, n0 + ${r})`;
+    for (let e = 0; e < Math.ceil(vecs / threads); e++) {
+      const guard = (e + 1) * threads > vecs ? `if (tid + ${e * threads}u < ${vecs}u) ` : '';
+      if (vec && alongK) {
+        out += `    ${guard}{ let e = tid + ${e * threads}u; let r = e / ${BK / 4}u; let j = (e % ${BK / 4}u) * 4u; let v = ${at4('r', 'j')};\n`;
+        for (let c = 0; c < 4; c++) out += `      ${S}[(j + ${c}u) * ${rowsPerK / 4}u + r / 4u][r % 4u] = v.${xyzw[c]};\n`;
+        out += '    }\n';
+      } else {
+        out += `    ${guard}{ let e = tid + ${e * threads}u; let kk = e / ${rowsPerK / 4}u; let q = (e % ${rowsPerK / 4}u) * 4u;\n`;
+        out += vec
+          ? `      ${S}[e] = ${at4('q', 'kk')}; }\n`
+          : `      ${S}[e] = vec4<f32>(${[0, 1, 2, 3].map((c) => at(`q + ${c}u`, 'kk')).join(', ')}); }\n`;
+      }
+    }
+    return out;
+  };
+  // loadA(m, k) / loadB(k, n): element of op(A) / op(B), 0 outside the matrix unless aligned; the vec4 forms
+  // (loadA4 / loadB4) read 4 consecutive elements along the stored rows from a multiple of 4, so one bound
+  // covers all four
+  const loadFn = (X: 'A' | 'B', vec: boolean) => {
+    const [r, c, R, Cn, trans, off] = X === 'A' ? ['m', 'k', 'p.M', 'p.K', transA, 'aOff'] as const : ['k', 'n', 'p.K', 'p.N', transB, 'bOff'] as const;
+    const index = `${off} + ${trans ? `${c} * ${R} + ${r}` : `${r} * ${Cn} + ${c}`}`;
+    const guard = aligned ? '' : `  if (${r} >= ${R} || ${c} >= ${Cn}) { return ${vec ? 'vec4<f32>(0.0)' : '0.0'}; }\n`;
+    return `fn load${X}${vec ? '4' : ''}(${r}: u32, ${c}: u32) -> ${elem(vec)} {\n${guard}  return ${X}[${vec ? `(${index}) / 4u` : index}];\n}`;
+  };
+  const header = `
+var<workgroup> As: array<vec4<f32>, ${aVecs}>;
+var<workgroup> Bs: array<vec4<f32>, ${bVecs}>;
+var<private> aOff: u32;
+var<private> bOff: u32;
+${loadFn('A', vecA)}
+${loadFn('B', vecB)}`;
+  const store = accs.map((i) => {
+    const m = `m0 + ty * ${TM}u + ${i}u`;
+    if (aligned) return `C[cOff + (${m}) * p.N + n] = acc${i}.x; C[cOff + (${m}) * p.N + n + 1u] = acc${i}.y; C[cOff + (${m}) * p.N + n + 2u] = acc${i}.z; C[cOff + (${m}) * p.N + n + 3u] = acc${i}.w;`;
+    return `{ let m = ${m}; if (m < p.M) { let r = cOff + m * p.N; let v = acc${i};
+    if (n < p.N) { C[r + n] = v.x; } if (n + 1u < p.N) { C[r + n + 1u] = v.y; } if (n + 2u < p.N) { C[r + n + 2u] = v.z; } if (n + 3u < p.N) { C[r + n + 3u] = v.w; } } }`;
+  });
+  const body = `
+  let tx = lid.x;
+  let ty = lid.y;
+  let tid = ty * ${WX}u + tx;
+  let m0 = wid.y * ${BM}u;
+  let n0 = wid.x * ${BN}u;
+  aOff = wid.z * p.batchA;
+  bOff = wid.z * p.batchB;
+  let cOff = wid.z * p.batchC;
+  ${accs.map((i) => `var acc${i} = vec4<f32>(0.0);`).join(' ')}
+  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
+${loads('A', aVecs, BM, vecA, !transA)}${loads('B', bVecs, BN, vecB, transB)}    workgroupBarrier();
+${inner}    workgroupBarrier();
+  }
+  let n = n0 + tx * 4u;
+  ${store.join('\n  ')}`;
+  return { workgroupSize: [WX, WY], header, body };
+}
+
+/** The broadcast strategy (see the top of this file). */
+function broadcastSlots(v: BroadcastVariant): Slots {
   const { transA, transB, vecA, vecB, vecC, texA, texB, raggedK, TM, SG, CB } = v;
-  const cbs = [...Array(CB).keys()];
-  const W = 4 * SG * CB; // columns of C per subgroup
   if ((texA && !vecA) || (texB && !vecB) || ((texA || texB) && raggedK)) throw new Error('matmul: texture operands need vec4 shapes and K % 4 == 0');
-  const key = `broadcast${JSON.stringify(v)}`;
-  let s = specs.get(key);
-  if (s) return s;
   if (TM % SG !== 0 || TM % 4 !== 0) throw new Error(`matmul: broadcast tile TM=${TM} must be a multiple of 4 and of the subgroup size ${SG}`);
+  const cbs = range(CB);
+  const W = 4 * SG * CB; // columns of C per subgroup
   const G = TM / SG; // A loads per 4-deep step, one vec4 per lane each
   const TQ = TM / 4; // quads of rows (transposed, vectorized A)
-  const rows = [...Array(TM).keys()];
-  const quad = [0, 1, 2, 3];
-  const xyzw = 'xyzw';
-  const vecMode = (vec: boolean) => (vec ? 'vec4<f32>' : 'f32');
+  const rows = range(TM);
   // a(i, kk): A[m0 + i, k + kk], the same in every lane
   let aVal: (i: number, kk: number) => string;
   let loadA = '';
@@ -315,6 +351,7 @@ export function broadcastSpec(v: BroadcastVariant): KernelSpec {
       for (const kk of quad) tail += `    let b${kk}_${cb} = vec4<f32>(${quad.map((c) => `select(0.0, readB(${bIdx(c, kk, cb)}), k + ${kk}u < K)`).join(', ')});\n`;
     }
     for (const i of rows) tail += chain(i, (r, kk) => `a${r}.${xyzw[kk]}`);
+    tail = `  {\n    let k = K4 * 4u;\n${tail}  }\n`;
   }
   // the TM rows are stored by a loop, not unrolled: a vec4 store is a long per-lane sequence on llvmpipe, and TM
   // copies of it cost seconds of shader compilation for a part that runs once per subgroup
@@ -328,75 +365,44 @@ export function broadcastSpec(v: BroadcastVariant): KernelSpec {
     store += '  }\n  }\n';
   }
   const GM = v.group ?? 0;
-  const code = wgsl`enable subgroups;
-struct P { M: u32, N: u32, K: u32, batchA: u32, batchB: u32, batchC: u32, pad0: u32, pad1: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var${texA ? ' A: texture_storage_2d<rgba32float, read>' : `<storage, read> A: array<${vecMode(vecA)}>`};
-@group(0) @binding(2) var${texB ? ' B: texture_storage_2d<rgba32float, read>' : `<storage, read> B: array<${vecMode(vecB)}>`};
-@group(0) @binding(3) var<storage, read_write> C: array<${vecMode(vecC)}>;
-
-#if ${raggedK}
-fn readA(i: u32) -> f32 {
-#if ${vecA}
-  return A[i / 4u][i % 4u];
-#else
-  return A[i];
-#endif
-}
-
-fn readB(i: u32) -> f32 {
-#if ${vecB}
-  return B[i / 4u][i % 4u];
-#else
-  return B[i];
-#endif
-}
-#endif
-
-@compute @workgroup_size(${SG}, 1, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let M = p.M; let N = p.N; let K = p.K;
-  let M4 = M / 4u; let N4 = N / 4u; let K4 = K / 4u;
-  let lane = lid.x;
-#if ${GM > 0}
-  let nRow = (M + ${TM - 1}u) / ${TM}u;
+  // the tail reads single floats of a vec4 binding by index
+  const read = (X: 'A' | 'B', vec: boolean) => `fn read${X}(i: u32) -> f32 {\n  return ${vec ? `${X}[i / 4u][i % 4u]` : `${X}[i]`};\n}`;
+  const header = raggedK ? `${read('A', vecA)}\n\n${read('B', vecB)}` : '';
+  const tileOrigin = GM > 0
+    ? `  let nRow = (M + ${TM - 1}u) / ${TM}u;
   let nCol = (N + ${W - 1}u) / ${W}u;
   let perGroup = ${GM}u * nCol;
   let first = (wid.x / perGroup) * ${GM}u;
   let inGroup = wid.x % perGroup;
   let gm = min(nRow - first, ${GM}u);
   let m0 = (first + inGroup % gm) * ${TM}u;
-  let n = (inGroup / gm) * ${W}u + lane * 4u;
-#else
-  let m0 = wid.y * ${TM}u;
-  let n = wid.x * ${W}u + lane * 4u;
-#endif
+  let n = (inGroup / gm) * ${W}u + lane * 4u;`
+    : `  let m0 = wid.y * ${TM}u;
+  let n = wid.x * ${W}u + lane * 4u;`;
+  const body = `
+  let M = p.M; let N = p.N; let K = p.K;
+  let M4 = M / 4u; let N4 = N / 4u; let K4 = K / 4u;
+  let lane = lid.x;
+${tileOrigin}
   let aOff = wid.z * p.batchA; let bOff = wid.z * p.batchB; let cOff = wid.z * p.batchC;
   let aOff4 = aOff / 4u; let bOff4 = bOff / 4u; let cOff4 = cOff / 4u;
   // rows and columns this lane loads, clamped into the matrix: values past M or N only reach accumulators
   // that are never stored
-  ${[...Array(G).keys()].map((g) => `let ra${g} = min(m0 + ${g * SG}u + lane, M - 1u);`).join(' ')}
-  ${vecA && transA ? [...Array(G).keys()].map((g) => `let ak${g} = (${g * SG}u + lane) / ${TQ}u; let aq${g} = min(m0 / 4u + (${g * SG}u + lane) % ${TQ}u, M4 - 1u);`).join(' ') : ''}
+  ${range(G).map((g) => `let ra${g} = min(m0 + ${g * SG}u + lane, M - 1u);`).join(' ')}
+  ${vecA && transA ? range(G).map((g) => `let ak${g} = (${g * SG}u + lane) / ${TQ}u; let aq${g} = min(m0 / 4u + (${g * SG}u + lane) % ${TQ}u, M4 - 1u);`).join(' ') : ''}
   ${cbs.map((cb) => `let n_${cb} = n + ${cb * 4 * SG}u; ${quad.map((c) => `let cn${c}_${cb} = min(n_${cb} + ${c}u, N - 1u);`).join(' ')} let nq_${cb} = min(n_${cb}, N - 4u) / 4u;`).join('\n  ')}
   ${rows.map((i) => cbs.map((cb) => `var acc${i}_${cb} = vec4<f32>(0.0);`).join(' ')).join(' ')}
   for (var kb = 0u; kb < K4; kb++) {
     let k = kb * 4u;
 ${loadA}${loadB}${fmas}  }
-#if ${raggedK}
-  {
-    let k = K4 * 4u;
-${tail}  }
-#endif
-${store}}`;
-  s = { name: 'matmul', code, bindings: ['uniform', texA ? 'texture' : 'read', texB ? 'texture' : 'read', 'rw'] };
-  specs.set(key, s);
-  return s;
+${tail}${store}`;
+  return { workgroupSize: [SG], header, body };
 }
 
 // ---- operand textures ----------------------------------------------------------------------------------
 // lavapipe fetches an rgba32float storage-texture texel for 8 lanes with 8 vector loads and a transpose, while a
-// storage-buffer vec4 costs a bounds-checked scalar loop over lanes and components: about half the instructions
-// per step of the broadcast kernel (bench/matmul-ladder.ts). So that kernel copies each operand whose rows are
+// storage-buffer vec4 costs a bounds-checked scalar loop over lanes and components: far fewer instructions per
+// step of the broadcast kernel (bench/matmul-ladder.ts). So that kernel copies each operand whose rows are
 // whole multiples of 256 bytes (copyBufferToTexture's row pitch) into a texture kept per (operand, size). The
 // copy and the reads are recorded in order in the one command encoder, so the next matmul may reuse the texture.
 
@@ -408,10 +414,10 @@ interface OperandTexture {
 const textures = new Map<string, OperandTexture>(); // in least-recently-used order
 let textureBytes = 0;
 const retired: { texture: GPUTexture; submits: number }[] = [];
-let textureCacheBytes = 256 * 2 ** 20;
 const TEXTURE_USAGE = 0x08 | 0x02; // STORAGE_BINDING | COPY_DST
 
-function operandTexture(slot: 'A' | 'B', t: Tensor, rows: number, cols: number): GPUTextureView {
+/** The operand copied into its texture, evicting least recently used textures beyond `capBytes`. */
+function operandTexture(slot: 'A' | 'B', t: Tensor, rows: number, cols: number, capBytes: number): GPUTextureView {
   const submits = recorderStats().submits;
   // an evicted texture may still be read by recorded commands: destroy it once those were submitted
   while (retired.length && retired[0].submits < submits) retired.shift()!.texture.destroy();
@@ -423,14 +429,14 @@ function operandTexture(slot: 'A' | 'B', t: Tensor, rows: number, cols: number):
     e = { texture, view: texture.createView(), bytes: rows * cols * 4 };
     textureBytes += e.bytes;
   }
-  trimTextures(textureCacheBytes - e.bytes, submits); // e is out of the map here: the others make room for it
+  trimTextures(capBytes - e.bytes, submits); // e is out of the map here: the others make room for it
   textures.set(key, e);
   encoderForCopy().copyBufferToTexture({ buffer: t.storage.buffer, offset: t.byteOffset, bytesPerRow: cols * 4, rowsPerImage: rows }, { texture: e.texture }, [cols / 4, rows]);
   return e.view;
 }
 
 /** Evicts least recently used textures until those in the map take at most `limit` bytes. */
-function trimTextures(limit: number, submits = recorderStats().submits): void {
+function trimTextures(limit: number, submits: number): void {
   let inMap = 0;
   for (const e of textures.values()) inMap += e.bytes;
   for (const [k, old] of textures) {
@@ -447,35 +453,13 @@ export function matmulTextureStats(): { textures: number; bytes: number } {
   return { textures: textures.size, bytes: textureBytes };
 }
 
-/** Caps the memory of the operand-texture cache (default 256 MiB); least recently used textures go first. */
-export function setMatmulTextureCacheBytes(bytes: number): void {
-  textureCacheBytes = bytes;
-  trimTextures(bytes);
-}
-
-let tileChoice: MatmulTile | null = null;
 onRelease(() => {
-  tileChoice = null; // the next device may be another adapter
   textures.clear(); // destroyed with the device
   textureBytes = 0;
   retired.length = 0;
 });
 
-/** Sets the tile every matmul uses from now on (kernels/matmul-tune.ts calls this with the fastest one it measured). */
-export function setMatmulTile(t: MatmulTile): void {
-  if (t.kind === 'broadcast') {
-    const sg = broadcastLanes();
-    if (!sg) throw new Error(`setMatmulTile: ${tileName(t)} needs the 'subgroups' feature with a fixed subgroup size, which this device lacks`);
-    if (t.TM % sg !== 0 || t.TM % 4 !== 0) throw new Error(`setMatmulTile: ${tileName(t)}: TM must be a multiple of 4 and of the subgroup size ${sg}`);
-    if (t.CB !== undefined && !(Number.isInteger(t.CB) && t.CB >= 1 && t.CB <= 4)) throw new Error(`setMatmulTile: ${tileName(t)}: CB must be 1, 2, 3 or 4`);
-  }
-  tileChoice = t;
-}
-
-/** The tile in use: the one set, else defaultTile() for this adapter. */
-export function matmulTile(): MatmulTile {
-  return (tileChoice ??= defaultTile());
-}
+// ---- the op --------------------------------------------------------------------------------------------
 
 interface MatmulDims {
   batch: number;
@@ -504,55 +488,59 @@ function dims(a: Tensor, b: Tensor, transA: boolean, transB: boolean): MatmulDim
   return { batch, M, N, K: Ka, outShape };
 }
 
-/** The raw kernel launch (no tape). */
-export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, tile: MatmulTile = matmulTile()): Tensor {
+/** The raw kernel launch (no tape), with this device's matmulTuning() and the call's overrides. */
+export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, opts: MatmulOptions = {}): Tensor {
   const { batch, M, N, K, outShape } = dims(a, b, transA, transB);
   if (batch > 65535) throw new Error(`matmul: batch ${batch} exceeds 65535 (A ${fmtShape(a.shape)}, B ${fmtShape(b.shape)})`);
+  const tuning = matmulTuning(opts.tuning);
+  const tile = tuning.tile;
+  checkTile(tile);
+  if (!(Number.isInteger(tuning.group) && tuning.group >= 0)) throw new Error(`matmul: tuning.group must be an integer >= 0 (0 = column tiles first), got ${tuning.group}`);
+  if (!(tuning.textureCacheBytes >= 0)) throw new Error(`matmul: tuning.textureCacheBytes must be a number >= 0, got ${tuning.textureCacheBytes}`);
   const c = empty(outShape, 'f32', 'matmul');
   if (c.size === 0) return c;
-  const u = u32s(M, N, K, a.rank === 3 ? M * K : 0, b.rank === 3 ? K * N : 0, M * N);
-  const args: LaunchArg[] = [u, a.binding('matmul'), b.binding('matmul'), c.binding('matmul')];
+  const args: Record<string, KernelArg> = { M, N, K, batchA: a.rank === 3 ? M * K : 0, batchB: b.rank === 3 ? K * N : 0, batchC: M * N, A: a, B: b, C: c };
+  // vec4 bindings need whole vec4s: K > 0 (else A and B are empty) and the contiguous dimension % 4 == 0
+  const vecA = K > 0 && (transA ? M % 4 === 0 : K % 4 === 0);
+  const vecB = K > 0 && (transB ? K % 4 === 0 : N % 4 === 0);
   if (tile.kind === 'broadcast') {
     const SG = broadcastLanes();
-    // vec4 bindings need whole vec4s: K > 0 (else A and B are empty) and the contiguous dimension % 4 == 0
-    const vecA = K > 0 && (transA ? M % 4 === 0 : K % 4 === 0);
-    const vecB = K > 0 && (transB ? K % 4 === 0 : N % 4 === 0);
     // a texture holds one 2-D operand as stored ([rows, cols]); rows of whole 256-byte multiples, no K tail
     const maxDim = gpu('matmul').device.limits.maxTextureDimension2D;
     const texOk = (t: Tensor) => !!tile.textures && t.rank === 2 && K % 4 === 0 && t.shape[1] % 64 === 0 && t.shape[1] / 4 <= maxDim && t.shape[0] <= maxDim;
     const texA = vecA && texOk(a);
     const texB = vecB && texOk(b);
-    if (texA) args[1] = operandTexture('A', a, a.shape[0], a.shape[1]);
-    if (texB) args[2] = operandTexture('B', b, b.shape[0], b.shape[1]);
+    if (texA) args.A = operandTexture('A', a, a.shape[0], a.shape[1], tuning.textureCacheBytes);
+    if (texB) args.B = operandTexture('B', b, b.shape[0], b.shape[1], tuning.textureCacheBytes);
     const nRow = Math.ceil(M / tile.TM);
     const CB = tile.CB ?? 1;
     const nCol = Math.ceil(N / (4 * SG * CB));
     // grouped order needs the tiles in one grid dimension
-    const group = nRow * nCol <= gpu('matmul').device.limits.maxComputeWorkgroupsPerDimension ? matmulGroup : 0;
-    const spec = broadcastSpec({ transA, transB, vecA, vecB, vecC: N % 4 === 0, texA, texB, raggedK: K % 4 !== 0, TM: tile.TM, SG, CB, group });
-    launch(spec, args, group ? [nRow * nCol, 1, batch] : [nCol, nRow, batch]);
+    const group = nRow * nCol <= gpu('matmul').device.limits.maxComputeWorkgroupsPerDimension ? tuning.group : 0;
+    const k = matmulKernel({ kind: 'broadcast', transA, transB, vecA, vecB, vecC: N % 4 === 0, texA, texB, raggedK: K % 4 !== 0, TM: tile.TM, SG, CB, group });
+    k.launch(args, group ? [nRow * nCol, 1, batch] : [nCol, nRow, batch]);
   } else {
-    const aligned = M % tile.BM === 0 && N % tile.BN === 0 && K % tile.BK === 0;
-    const vecA = K > 0 && (transA ? M % 4 === 0 : K % 4 === 0);
-    const vecB = K > 0 && (transB ? K % 4 === 0 : N % 4 === 0);
-    launch(matmulSpec(transA, transB, aligned, tile, vecA, vecB), args, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
+    const { BM, BN, BK, TM } = tile;
+    const aligned = M % BM === 0 && N % BN === 0 && K % BK === 0;
+    matmulKernel({ kind: 'tiled', transA, transB, vecA, vecB, aligned, BM, BN, BK, TM }).launch(args, [Math.ceil(N / BN), Math.ceil(M / BM), batch]);
   }
   return c;
 }
 
 /**
  * C = op(A) · op(B) with op(X) = Xᵀ (last two axes) when the flag is set. A and B are [M,K]/[K,N] or batched
- * [b,M,K]/[b,K,N]; a 2-D operand is shared by every batch.
+ * [b,M,K]/[b,K,N]; a 2-D operand is shared by every batch. `opts.tuning` overrides this device's choice of
+ * kernel for this product and its gradients.
  */
-export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
-  const c = matmulRaw(a, b, transA, transB);
+export function matmul(a: Tensor, b: Tensor, transA = false, transB = false, opts: MatmulOptions = {}): Tensor {
+  const c = matmulRaw(a, b, transA, transB, opts);
   if (needsGrad(a, b)) {
     record('matmul', [a, b], c, (dc, [sa, sb]) => {
       // dA = dC · op(B)ᵀ (or its transpose), dB = op(A)ᵀ · dC (or its transpose)
       let da: Tensor | null = null;
       let db: Tensor | null = null;
-      if (a.requiresGrad) da = transA ? matmulRaw(sb, dc, transB, true) : matmulRaw(dc, sb, false, !transB);
-      if (b.requiresGrad) db = transB ? matmulRaw(dc, sa, true, transA) : matmulRaw(sa, dc, !transA, false);
+      if (a.requiresGrad) da = transA ? matmulRaw(sb, dc, transB, true, opts) : matmulRaw(dc, sb, false, !transB, opts);
+      if (b.requiresGrad) db = transB ? matmulRaw(dc, sa, true, transA, opts) : matmulRaw(sa, dc, !transA, false, opts);
       return [da && reduceBatch(da, a.shape), db && reduceBatch(db, b.shape)];
     }, [a, b]);
   }

@@ -15,8 +15,8 @@ export { liveTensors, memoryStats } from '../engine/memory.ts';
 // ops
 export { add, sub, mul, div, addRelu, relu, exp, log, sqrt, neg, addScalar, subScalar, mulScalar, divScalar, powScalar, reshape, full, onesLike, ew } from '../kernels/elementwise.ts';
 export { sum, mean, max } from '../kernels/reduce.ts';
-export { matmul, setMatmulTile, matmulTile, matmulTextureStats } from '../kernels/matmul.ts';
-export { tuneMatmul } from '../kernels/matmul-tune.ts';
+export { matmul, matmulTuning, matmulTextureStats, tileName, type MatmulTuning, type MatmulOptions, type MatmulTile } from '../kernels/matmul.ts';
+export { tuneMatmul, type TuneResult, type TuneOptions } from '../kernels/matmul-tune.ts';
 export { conv2d, type Conv2dOptions } from '../kernels/conv2d.ts';
 export { batchNorm, type BatchNormStats, type BatchNormOptions } from '../kernels/batchnorm.ts';
 export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';

@@ -4,10 +4,7 @@ import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { matmul } from '../nn/index.ts';
 import { tensor, sync, liveTensors, type Tensor } from '../nn/index.ts';
 import { rng, relErr } from './helpers/gradcheck.ts';
-import {
-  ref, setMatmulTile, matmulTile, broadcastLanes, tileName, matmulRaw, matmulTextureStats, setMatmulTextureCacheBytes,
-  DEFAULT_TILE, BROADCAST_TILE, setMatmulGroup, DEFAULT_MATMUL_GROUP, type MatmulTile,
-} from '../kernels/matmul.ts';
+import { ref, broadcastLanes, tileName, matmulRaw, matmulTuning, matmulTextureStats, DEFAULT_TILE, BROADCAST_TILE, type MatmulTile } from '../kernels/matmul.ts';
 
 // [M, K, N, transA, transB, batchA, batchB]; each case also runs the backward, i.e. two more products with
 // other transposes. The comments say which load paths a case reaches in the broadcast kernel.
@@ -58,12 +55,6 @@ if (lanes) {
 
 for (const [tile, only] of tiles) {
   const t = suite(`matmul ${tileName(tile)}`);
-  let saved: MatmulTile;
-  t.before(() => {
-    saved = matmulTile();
-    setMatmulTile(tile);
-  });
-  t.after(() => setMatmulTile(saved));
   for (const [i, [M, K, N, ta, tb, ba, bb]] of cases.entries()) {
     if (only && !only.includes(i)) continue;
     const sa = ta ? [K, M] : [M, K];
@@ -73,7 +64,7 @@ for (const [tile, only] of tiles) {
       shapes,
       ref: ([a, b]) => ref.matmul(a, b, ta, tb),
       refGrad: ([a, b], dy) => ref.matmulBackward(a, b, dy, ta, tb),
-      gpu: ([a, b]) => matmul(a, b, ta, tb),
+      gpu: ([a, b]) => matmul(a, b, ta, tb, { tuning: { tile } }), // the backward's products use the tile too
       tol: 1e-5,
     }, t);
   }
@@ -86,40 +77,52 @@ if (lanes) {
   const orders = suite('matmul tile orders');
   for (const group of [0, 1, 3, 8, 16]) {
     orders(`matmul in row groups of ${group || '(2-D order)'}`, async () => {
-      setMatmulGroup(group);
-      try {
-        await checkOp({
-          shapes: [[2, 11 * BROADCAST_TILE.TM - 5, 36], [2, 36, 4 * lanes * 3 - 6]],
-          ref: ([a, b]) => ref.matmul(a, b, false, false),
-          refGrad: ([a, b], dy) => ref.matmulBackward(a, b, dy, false, false),
-          gpu: ([a, b]) => matmul(a, b),
-          tol: 1e-5,
-        });
-      } finally {
-        setMatmulGroup(DEFAULT_MATMUL_GROUP);
-      }
+      await checkOp({
+        shapes: [[2, 11 * BROADCAST_TILE.TM - 5, 36], [2, 36, 4 * lanes * 3 - 6]],
+        ref: ([a, b]) => ref.matmul(a, b, false, false),
+        refGrad: ([a, b], dy) => ref.matmulBackward(a, b, dy, false, false),
+        gpu: ([a, b]) => matmul(a, b, false, false, { tuning: { tile: BROADCAST_TILE, group } }),
+        tol: 1e-5,
+      });
     });
   }
   orders.run();
 }
 
 const errs = suite('matmul tiles');
-errs('setMatmulTile rejects a broadcast tile the device cannot run', () => {
+errs('matmul rejects a broadcast tile the device cannot run', () => {
   const bad: MatmulTile = { kind: 'broadcast', TM: 6 };
-  assert.throws(() => setMatmulTile(bad), lanes ? /multiple of 4/ : /subgroups/);
+  const [a, b] = [tensor(new Float32Array(4), [2, 2]), tensor(new Float32Array(4), [2, 2])];
+  try {
+    assert.throws(() => matmul(a, b, false, false, { tuning: { tile: bad } }), lanes ? /multiple of 4/ : /subgroups/);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+});
+errs('a per-call tuning applies to that call only and is checked', async () => {
+  const [a, b] = [tensor(Float32Array.from({ length: 12 }, (_, i) => i - 5), [3, 4]), tensor(Float32Array.from({ length: 8 }, (_, i) => 2 - i), [4, 2])];
+  const before = JSON.stringify(matmulTuning());
+  const c = matmul(a, b, false, false, { tuning: { tile: DEFAULT_TILE, group: 0 } });
+  assert.is(JSON.stringify(matmulTuning()), before, 'the device record is unchanged');
+  const want = ref.matmul({ data: Float64Array.from(await a.toArray()), shape: [3, 4] }, { data: Float64Array.from(await b.toArray()), shape: [4, 2] });
+  assert.ok(relErr(await c.toArray(), want.data) < 1e-5);
+  assert.throws(() => matmul(a, b, false, false, { tuning: { group: -1 } }), /matmul: tuning.group/);
+  assert.throws(() => matmul(a, b, false, false, { tuning: { tile: { BM: 64, BN: 64, BK: 16, TM: 3 } } }), /matmul: tiled 64x64x16 TM=3/);
+  for (const t of [a, b, c]) t.dispose();
 });
 if (lanes) {
   errs('the operand-texture cache stays under its cap, and evicted textures are not destroyed while in use', async () => {
     const before = liveTensors();
-    setMatmulTextureCacheBytes(48 * 1024); // room for about one [64, 128] operand
+    const small = { tile: BROADCAST_TILE, textureCacheBytes: 48 * 1024 }; // room for about one [64, 128] operand
     const r = rng(3);
     const outs: [Tensor, Tensor][] = [];
     const made: Tensor[] = [];
     for (const [M, K, N] of [[64, 128, 64], [32, 64, 128], [64, 64, 64], [128, 64, 64]]) {
       const a = tensor(Float32Array.from({ length: M * K }, () => r() - 0.5), [M, K]);
       const b = tensor(Float32Array.from({ length: K * N }, () => r() - 0.5), [K, N]);
-      const got = matmulRaw(a, b, false, false, BROADCAST_TILE); // recorded, not yet submitted
-      const want = matmulRaw(a, b, false, false, DEFAULT_TILE);
+      const got = matmulRaw(a, b, false, false, { tuning: small }); // recorded, not yet submitted
+      const want = matmulRaw(a, b, false, false, { tuning: { tile: DEFAULT_TILE } });
       made.push(a, b, got, want);
       outs.push([got, want]);
       assert.ok(matmulTextureStats().bytes <= 48 * 1024 + M * K * 4 + K * N * 4, `cache bytes ${matmulTextureStats().bytes}`);
@@ -128,7 +131,6 @@ if (lanes) {
       assert.ok(relErr(await got.toArray(), await want.toArray()) < 1e-5, `product ${i} through textures matches the tiled kernel`);
     }
     for (const t of made) t.dispose();
-    setMatmulTextureCacheBytes(256 * 2 ** 20);
     await sync();
     assert.is(liveTensors(), before);
   });

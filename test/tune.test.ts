@@ -5,20 +5,21 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { tensor, matmul, liveTensors, sync } from '../nn/index.ts';
 import { tuneMatmul, clearTuneMemo, candidatesFor, SWITCH_MARGIN } from '../kernels/matmul-tune.ts';
-import { matmulTile, setMatmulTile, tileName, defaultTile, DEFAULT_TILE, type MatmulTile } from '../kernels/matmul.ts';
+import { matmulTuning, tileName, defaultTile, DEFAULT_TILE, MATMUL_TUNING, type MatmulTuning } from '../kernels/matmul.ts';
+import { setDeviceTuning } from '../engine/tuning.ts';
 import { rng, relErr } from './helpers/gradcheck.ts';
 
 const t = suite('tune');
 const dir = mkdtempSync(join(tmpdir(), 'byol-tune-'));
 const cacheFile = join(dir, 'tune.json');
-let saved: MatmulTile;
+let saved: MatmulTuning; // the tuner writes this device's record: restored after the suite
 
 t.before(() => {
-  saved = matmulTile();
+  saved = matmulTuning();
   clearTuneMemo();
 });
 t.after(() => {
-  setMatmulTile(saved);
+  setDeviceTuning(MATMUL_TUNING, saved);
   clearTuneMemo();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -27,7 +28,7 @@ t('measures once, sets the fastest candidate, caches it in memory and on disk', 
   const before = liveTensors();
   const r = await tuneMatmul({ cacheFile, size: 128 });
   assert.is(r.source, 'measured');
-  assert.equal(matmulTile(), r.choice.tile);
+  assert.equal(matmulTuning().tile, r.choice.tile);
   const finite = r.timings.filter((x) => Number.isFinite(x.ms));
   assert.ok(finite.length >= 1, 'at least one candidate timed');
   const fastest = Math.min(...finite.map((x) => x.ms));
@@ -44,7 +45,7 @@ t('measures once, sets the fastest candidate, caches it in memory and on disk', 
 
 t('a later process reads the cached choice instead of measuring', async () => {
   clearTuneMemo();
-  setMatmulTile(DEFAULT_TILE);
+  setDeviceTuning(MATMUL_TUNING, { ...matmulTuning(), tile: DEFAULT_TILE });
   const onDisk = JSON.parse(readFileSync(cacheFile, 'utf8'));
   const key = Object.keys(onDisk)[0];
   const other = candidatesFor().find((c) => tileName(c) !== tileName(onDisk[key].tile))!;
@@ -52,7 +53,7 @@ t('a later process reads the cached choice instead of measuring', async () => {
   writeFileSync(cacheFile, JSON.stringify(onDisk));
   const r = await tuneMatmul({ cacheFile });
   assert.is(r.source, 'cache');
-  assert.is(tileName(matmulTile()), tileName(other));
+  assert.is(tileName(matmulTuning().tile), tileName(other));
 });
 
 t('explicit candidates are measured and not cached', async () => {
@@ -72,8 +73,7 @@ t('every candidate gives the same product up to rounding', async () => {
   const b = tensor(bd, [K, N]);
   let first: Float32Array | null = null;
   for (const tile of candidatesFor()) {
-    setMatmulTile(tile);
-    const c = matmul(a, b);
+    const c = matmul(a, b, false, false, { tuning: { tile } });
     const got = (await c.toArray()) as Float32Array;
     c.dispose();
     if (!first) first = got;

@@ -3,7 +3,7 @@
 // adapter like SwiftShader (256 invocations, 32 KiB of workgroup memory, 10 storage buffers) is checked up front.
 
 import type { GpuContext } from '../../nn/index.ts';
-import { matmulSpec, matmulTile, tileName, DEFAULT_TILE } from '../../kernels/matmul.ts';
+import { matmulKernel, matmulTuning, tileName, DEFAULT_TILE } from '../../kernels/matmul.ts';
 
 export interface Requirement {
   limit: string;
@@ -39,9 +39,10 @@ export function wgslFootprint(code: string): { size: number[]; invocations: numb
 
 /** The engine's largest workgroup footprint: the matmul tile in use; elementwise and reductions use 256 x 1 x 1. */
 export function engineNeeds(): { invocations: number; sizeX: number; sizeY: number; workgroupBytes: number; storageBuffers: number; tile: string } {
-  const t = matmulTile();
+  const t = matmulTuning().tile;
   // the broadcast kernel (CPU adapters) is one subgroup per workgroup; the tiled kernel is the larger footprint
-  const mm = wgslFootprint(matmulSpec(false, false, false, t.kind === 'broadcast' ? DEFAULT_TILE : t).code);
+  const tiled = t.kind === 'broadcast' ? DEFAULT_TILE : t;
+  const mm = wgslFootprint(matmulKernel({ kind: 'tiled', transA: false, transB: false, vecA: false, vecB: false, aligned: false, BM: tiled.BM, BN: tiled.BN, BK: tiled.BK, TM: tiled.TM }).wgsl);
   return {
     invocations: Math.max(256, mm.invocations),
     sizeX: Math.max(256, mm.size[0]),
