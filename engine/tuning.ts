@@ -24,5 +24,8 @@ export function setDeviceTuning<T extends object>(family: string, value: T): voi
 /** The record with a caller's overrides applied: what one launch uses. */
 export function tuningFor<T extends object>(family: string, defaults: () => T, overrides?: Partial<T>): T {
   const base = deviceTuning(family, defaults);
-  return overrides ? { ...base, ...overrides } : base;
+  if (!overrides) return base;
+  // an option left undefined keeps the device's choice
+  const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined));
+  return { ...base, ...given };
 }

@@ -15,8 +15,8 @@ import { tensor } from '../engine/tensor.ts';
 import { setDeviceTuning } from '../engine/tuning.ts';
 import { matmulRaw, matmulTuning, checkTile, broadcastLanes, tileName, defaultTile, DEFAULT_TILE, MATMUL_TUNING, type MatmulTile } from './matmul.ts';
 
-/** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
-const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
+import { nodeModule, isNode } from '../engine/node-module.ts';
+import { uniformArray } from '../engine/random.ts';
 
 /** Bump when kernels change so that cached choices are measured again. */
 const KERNEL_VERSION = 5; // 5: broadcast tiles with 2 column quads per lane (CB)
@@ -45,7 +45,6 @@ export interface TuneOptions {
   candidates?: MatmulTile[];
 }
 
-const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof (globalThis as any).window === 'undefined';
 let tunedFor: { key: string; result: TuneResult } | null = null;
 
 function adapterKey(): string {
@@ -134,24 +133,14 @@ function choose(tile: MatmulTile): void {
 
 // ---- measuring ---------------------------------------------------------------------------------------
 
-function randomValues(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    out[i] = x / 4294967296 - 0.5;
-  }
-  return out;
-}
-
 /**
  * Compiles each candidate and checks its output against the first candidate's, then times them in rounds, one
  * sample of ~25 ms per candidate per round, round-robin so that load from other processes spreads over all of
  * them; a candidate's time is its best sample. Candidates not reached within the budget are Infinity.
  */
 async function measure(candidates: MatmulTile[], size: number, budgetMs: number): Promise<{ name: string; ms: number; tile: MatmulTile }[]> {
-  const a = tensor(randomValues(size * size, 1), [size, size]);
-  const b = tensor(randomValues(size * size, 2), [size, size]);
+  const a = tensor(uniformArray(size * size, 1, -0.5, 0.5), [size, size]);
+  const b = tensor(uniformArray(size * size, 2, -0.5, 0.5), [size, size]);
   const t0 = performance.now();
   const out = candidates.map((tile) => ({ name: tileName(tile), ms: Infinity, tile, k: 0 }));
   let reference: Float32Array | null = null;
