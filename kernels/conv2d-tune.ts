@@ -47,7 +47,7 @@ export interface ConvTuneOptions {
    * like the default encoder's 16-channel stage).
    */
   layers?: ConvTuneLayer[];
-  /** stop trying further candidates after this long, ms (default 60000: each candidate compiles 3 pipelines) */
+  /** stop trying further candidates after this long, ms (default 120000: on lavapipe each candidate compiles several pipelines, seconds each) */
   budgetMs?: number;
   /** Node: the cache file, or null for none (default: $BYOL_WEBGPU_CACHE_DIR or os.tmpdir(), byol-webgpu/conv2d-tune.json) */
   cacheFile?: string | null;
@@ -201,7 +201,7 @@ export async function tuneConv(opts: ConvTuneOptions = {}): Promise<ConvTuneResu
   }
   const candidates = opts.candidates ?? candidatesFor();
   if (candidates.length === 0) throw new Error('tuneConv: no candidate tunings');
-  const ms = await measure(candidates, opts.layers ?? DEFAULT_TUNE_LAYERS, opts.budgetMs ?? 60000);
+  const ms = await measure(candidates, opts.layers ?? DEFAULT_TUNE_LAYERS, opts.budgetMs ?? 120000);
   if (!ms[0].every(Number.isFinite)) throw new Error(`tuneConv: the default candidate (${convTuningName(candidates[0])}) failed to run`);
   // the best candidate that beats the default by the margin on every layer, by total time
   let best = 0;

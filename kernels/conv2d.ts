@@ -124,6 +124,17 @@ export function convTuning(over?: ConvTuningOverrides): ConvTuning {
   };
 }
 
+/** convTuning(), checked against this device before an op allocates anything (so that a refusal leaks nothing). */
+function usableTuning(over?: ConvTuningOverrides): ConvTuning {
+  const t = convTuning(over);
+  if (t.variant === 'tiled') {
+    tiledShape(t.tiled, false);
+    tiledShape(t.tiled, true);
+  } else if (t.variant === 'subgroups') lanesFor(t);
+  else if (t.variant !== 'portable') throw new Error(`conv2d: unknown variant '${t.variant}' (expected 'subgroups', 'portable' or 'tiled')`);
+  return t;
+}
+
 // ---- lanes: real subgroups of a fixed width, or emulated ones ---------------------------------------------
 
 interface Lanes {
@@ -646,7 +657,7 @@ function tiledDwDecl(v: TiledDw): KernelDecl {
   const cq = range(CQ);
   const acc = (i: number, c: number) => `acc${i}_${c}`;
   const stageX = range(loadsA).map((j) =>
-    lines(6, [
+    lines(4, [
       `{ let k = li / ${MQ}u + ${j * (WG / MQ)}u;`,
       `  let px = px0 + k;`,
       `  let n = i32(px / (p.OH * p.OW)); let oh = i32((px / p.OW) % p.OH); let ow = i32(px % p.OW);`,
@@ -656,16 +667,16 @@ function tiledDwDecl(v: TiledDw): KernelDecl {
     ]),
   );
   const stageD = range(loadsB).map((j) =>
-    lines(6, [
+    lines(4, [
       `{ let k = li / ${NQ}u + ${j * (WG / NQ)}u;`,
       `  let px = px0 + k;`,
       `  if (k < ${TK}u) { Ds[k * ${NQ}u + dq] = select(vec4<f32>(0.0), loadDy(min(px, p.total - 1u), min(dcol, p.nq - 1u)), px < end && dcol < p.nq); } }`,
     ]),
   );
   const fmas = [
-    ...range(RQ).map((i) => `        let x${i} = Xs[k * ${MQ}u + ty * ${RQ}u + ${i}u];`),
-    ...cq.map((c) => `        let d${c} = Ds[k * ${NQ}u + tx + ${c * WX}u];`),
-    ...range(RQ).flatMap((i) => range(4).flatMap((j) => cq.map((c) => `        ${acc(4 * i + j, c)} = fma(vec4<f32>(x${i}.${XYZW[j]}), d${c}, ${acc(4 * i + j, c)});`))),
+    ...range(RQ).map((i) => `      let x${i} = Xs[k * ${MQ}u + ty * ${RQ}u + ${i}u];`),
+    ...cq.map((c) => `      let d${c} = Ds[k * ${NQ}u + tx + ${c * WX}u];`),
+    ...range(RQ).flatMap((i) => range(4).flatMap((j) => cq.map((c) => `      ${acc(4 * i + j, c)} = fma(vec4<f32>(x${i}.${XYZW[j]}), d${c}, ${acc(4 * i + j, c)});`))),
   ];
   // partial sums of this chunk: out[chunk][(kh, kw, ci)][co]
   const stores = range(RQ).map((i) =>
@@ -948,7 +959,7 @@ const padWeight = (w: Tensor, g: ConvGeom, p: ConvGeom) => resizeRows(w, g.KH * 
 /** The forward launch (no tape). */
 export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const g = geometry(x, w, bias, opts);
-  const t = convTuning(opts.tuning);
+  const t = usableTuning(opts.tuning);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
   if (y.size === 0) return y;
   const p = paddedGeom(g);
@@ -964,7 +975,7 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2
 
 /** Gradient of the input: a transposed gathered GEMM over dy. `opts.tuning` as for conv2d. */
 export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
-  const t = convTuning(opts.tuning);
+  const t = usableTuning(opts.tuning);
   if (g.N * g.H * g.W === 0) return empty([g.N, g.H, g.W, g.Cin], 'f32', 'conv2d.dx');
   const p = paddedGeom(g);
   const dx = empty([g.N, g.H, g.W, p ? p.Cin : g.Cin], 'f32', 'conv2d.dx');
@@ -981,7 +992,7 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pi
 
 /** Gradient of the weight. `opts.tuning` as for conv2d. */
 export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
-  const t = convTuning(opts.tuning);
+  const t = usableTuning(opts.tuning);
   const p = paddedGeom(g);
   if (!p) return weightGrad(g, x, dy, t);
   const x4 = padInput(x, g, p);
