@@ -74,7 +74,10 @@ export function convTuningName(t: ConvTuning): string {
 
 const TILED_CANDIDATES: TiledTiles[] = [
   DEFAULT_TILED_TILES,
+  // tfjs-backend-webgpu's vec4 conv2d_mm: 8x8 invocations of 4x4 outputs, 32 deep
+  { TM: 32, TN: 32, TK: 32, RM: 4, CQ: 1 },
   { TM: 32, TN: 32, TK: 16, RM: 4, CQ: 1 },
+  // shallow steps for the narrow layers (8-16 channels per tap)
   { TM: 64, TN: 32, TK: 8, RM: 4, CQ: 2 },
 ];
 

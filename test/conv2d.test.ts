@@ -96,6 +96,17 @@ t('conv2d tiled at the workgroup limits', () =>
   }),
 );
 
+// tfjs's conv2d_mm tile (a tuner candidate), a K step of 32 over odd channel counts and a stride of 2
+t('conv2d tiled with a 32-deep step on odd channels', () =>
+  checkOp({
+    shapes: [[2, 9, 8, 5], [3, 3, 5, 17], [17]],
+    ref: ([x, w, b]) => ref.conv2d(x, w, b, 2, 1),
+    refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, 2, 1),
+    gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 2, padding: 1, tuning: { variant: 'tiled', tiled: { TM: 32, TN: 32, TK: 32, RM: 4, CQ: 1 } } }),
+    tol: 1e-4,
+  }),
+);
+
 t('conv2d tiles that do not fit are refused with the limits named', () => {
   const x = tensor(new Float32Array(2 * 5 * 5 * 4), [2, 5, 5, 4]);
   const w = tensor(new Float32Array(3 * 3 * 4 * 8), [3, 3, 4, 8]);
