@@ -5,6 +5,7 @@
 // flipping global setters.
 
 import { onRelease } from './device.ts';
+import { nodeModule, isNode } from './node-module.ts';
 
 const table = new Map<string, unknown>();
 onRelease(() => table.clear());
@@ -32,9 +33,6 @@ export function tuningFor<T extends object>(family: string, defaults: () => T, o
 // Tuners (kernels/*-tune.ts) key their entries by adapter and kernel version, so a new driver or new kernels
 // measure again. A missing, unreadable or read-only cache only costs a measurement.
 
-/** Node built-ins, imported by a computed name so that browser bundlers leave them out. */
-const nodeModule = (name: string): Promise<any> => import(/* @vite-ignore */ name);
-const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof (globalThis as any).window === 'undefined';
 
 /** Where a tuner's cache lives: a file path in Node (null: no file), a localStorage key in browsers. */
 export async function tuneCachePath(name: string, file?: string | null): Promise<string | null> {

@@ -13,7 +13,7 @@ import { normalizedError } from '../engine/ref.ts';
 import { sync } from '../engine/recorder.ts';
 import { tensor, type Tensor } from '../engine/tensor.ts';
 import { setDeviceTuning, tuneCachePath, readTuneCache, writeTuneCache } from '../engine/tuning.ts';
-import { Rng } from '../engine/random.ts';
+import { uniformArray } from '../engine/random.ts';
 import {
   conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, convOutSize, convSubgroupWidth, defaultConvTuning, DEFAULT_TILED_TILES,
   type ConvGeom, type ConvTuning, type TiledTiles,
@@ -121,10 +121,7 @@ interface Layer {
 function makeLayer([N, H, C, K]: ConvTuneLayer, seed: number): Layer {
   const OH = convOutSize(H, 3, 1, 1);
   const g: ConvGeom = { N, H, W: H, Cin: C, KH: 3, KW: 3, Cout: K, stride: 1, pad: 1, OH, OW: OH };
-  const rand = (shape: number[], s: number) => {
-    const r = new Rng(seed + s);
-    return tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r.uniform(-1, 1)), shape);
-  };
+  const rand = (shape: number[], s: number) => tensor(uniformArray(shape.reduce((a, b) => a * b, 1), seed + s), shape);
   return { g, x: rand([N, H, H, C], 1), w: rand([3, 3, C, K], 2), dy: rand([N, OH, OH, K], 3) };
 }
 
