@@ -1,19 +1,29 @@
 // Quick conv2d timing: forward, dx and dW of a ResNet-like layer, x [32,32,32,64], w [3,3,64,64], stride 1,
 // padding 1 (2.416 GFLOP each), after warm-up. Not a test. The machine is shared, so it also prints GFLOPS per
 // two CPU-seconds of this process (lavapipe runs on 2 threads): a rough estimate of what an idle machine gives.
-// Usage: tsx bench/conv-quick.ts [repeats] [RB,CB,RQ,dwCB,U,narrowRows ...] [--portable] [--layer N,H,Cin,Cout]
+// Usage: tsx bench/conv-quick.ts [repeats] [RB,CB,RQ,dwCB,U,narrowRows ...] [--variant subgroups|portable|tiled]
+//        [--tiled TM,TN,TK,RM,CQ ...] [--layer N,H,Cin,Cout]
+// Each comma list is one configuration (register blocks of the lane kernels, or tiles of the tiled kernel),
+// passed to the ops as Conv2dOptions.tuning; without any, the device's default record.
 
 import { getDevice, releaseDevice } from '../engine/device.ts';
 import { tensor } from '../engine/tensor.ts';
 import { sync } from '../engine/recorder.ts';
-import { conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, setConvTiles, setConvLaneMode, convTilesFor, type ConvGeom } from '../kernels/conv2d.ts';
+import { conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, convTuning, type ConvGeom, type ConvTuningOverrides, type ConvVariant } from '../kernels/conv2d.ts';
 
 const args = process.argv.slice(2);
 const repeats = Number(args.find((a) => /^\d+$/.test(a)) ?? 5);
 const layerAt = args.indexOf('--layer');
 const layer = layerAt >= 0 ? args.splice(layerAt, 2)[1].split(',').map(Number) : [32, 32, 64, 64];
-const configs = args.filter((a) => a.includes(','));
-if (args.includes('--portable')) setConvLaneMode('portable');
+const variantAt = args.indexOf('--variant');
+const variant = variantAt >= 0 ? (args.splice(variantAt, 2)[1] as ConvVariant) : undefined;
+const configs: ConvTuningOverrides[] = [];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--tiled') {
+    const [TM, TN, TK, RM, CQ] = args[++i].split(',').map(Number);
+    configs.push({ variant: 'tiled', tiled: { TM, TN, TK, RM, CQ } });
+  } else if (args[i].includes(',')) configs.push({ variant, tiles: tilesOf(args[i]) });
+}
 
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description}`);
@@ -26,17 +36,14 @@ const x = tensor(rand(N * H * W * C), [N, H, W, C]);
 const w = tensor(rand(K * K * C * CO), [K, K, C, CO]);
 const dy = tensor(rand(N * H * W * CO), [N, H, W, CO]);
 
-const ops: [string, () => { dispose(): void }][] = [
-  ['forward', () => conv2dRaw(x, w, null, { stride: 1, padding: 1 })],
-  ['dx', () => conv2dBackwardInput(dy, w, g)],
-  ['dW', () => conv2dBackwardWeight(x, dy, g)],
-];
-
-for (const cfg of configs.length ? configs : [null]) {
-  if (cfg) {
-    setConvTiles(tilesOf(cfg));
-  }
-  console.log(`tiles ${JSON.stringify(convTilesFor((ctx.adapter as any).info?.subgroupMinSize ?? 8))}`);
+for (const tuning of configs.length ? configs : [{ variant }]) {
+  const ops: [string, () => { dispose(): void }][] = [
+    ['forward', () => conv2dRaw(x, w, null, { stride: 1, padding: 1, tuning })],
+    ['dx', () => conv2dBackwardInput(dy, w, g, { tuning })],
+    ['dW', () => conv2dBackwardWeight(x, dy, g, { tuning })],
+  ];
+  const t = convTuning(tuning);
+  console.log(`${t.variant} ${JSON.stringify(t.variant === 'tiled' ? t.tiled : t.tiles)}`);
   for (const [name, run] of ops) {
     let t0 = performance.now();
     run().dispose();

@@ -5,7 +5,8 @@
 //   --json F    also write {machine, rows: [{name, shape, ours_ms, peer_ms, gflops, ratio, ...}]} to F
 //   --peer      where tfjs runs (bench/peer.ts): 'process' (default; a child process with the driver's default
 //               settings), 'same-process' (this process, our Dawn instance and driver settings), or 'none'
-//   --no-tune   keep defaultTile() for matmul instead of tuneMatmul()'s choice
+//   --no-tune   keep defaultTile() for matmul instead of tuneMatmul()'s choice, and conv2d's default kernels
+//               instead of tuneConv()'s choice (the conv rows marked '(tuneConv)' still run that choice)
 // Each row: the check (one op of each engine, outputs compared), then samples of k ops back to back + one wait
 // for the device, ours and the peer's alternating. Times are wall-clock per op; ratio = peer / ours.
 
@@ -20,6 +21,7 @@ delete originalEnv.LP_NATIVE_VECTOR_WIDTH;
 const { getDevice, releaseDevice, sync, pool } = await import('../nn/index.ts');
 const deviceModule = await import('../engine/device.ts'); // its _gpuHandle is a live binding, set by getDevice()
 const { tuneMatmul } = await import('../kernels/matmul-tune.ts');
+const { tuneConv } = await import('../kernels/conv2d-tune.ts');
 const { broadcastLanes } = await import('../kernels/matmul.ts');
 const { lavapipeConfig } = await import('../engine/lavapipe.ts');
 const { measureInterleaved, localSide, ForeignCpu, cpuModel, loadAverage, fmtMs, fmtRate, markdownTable } = await import('./harness.ts');
@@ -94,9 +96,13 @@ try {
 }
 
 let tuneNote = 'defaultTile() (--no-tune)';
+let convNote = 'defaultConvTuning() (--no-tune)';
 if (args.tune) {
   const r = await tuneMatmul();
   tuneNote = `tuneMatmul() chose ${r.choice.name} (${r.source}${r.source === 'measured' ? `, ${r.ms.toFixed(0)} ms` : ''})`;
+  const c = await tuneConv();
+  const times = c.timings.map((t) => `${t.name}: ${t.ms.map((v) => (Number.isFinite(v) ? v.toFixed(0) : '-')).join('/')} ms`).join('; ');
+  convNote = `tuneConv() chose ${c.name} (${c.source}${c.source === 'measured' ? `, ${c.ms.toFixed(0)} ms; ${times}` : ''})`;
 }
 
 const timer = GpuTimer.create();
@@ -109,6 +115,7 @@ const machine = {
   node: process.version,
   peer: peer ? `${peer.name} in ${peer.where}` : 'none',
   matmul: tuneNote,
+  conv2d: convNote,
   timing: `wall-clock per op: k ops recorded back to back, then one wait for the device${timer ? '; ours also in GPU time from timestamp queries around the k ops' : ''}`,
   load_before: loadAverage(),
   load_after: '',
@@ -117,6 +124,7 @@ const machine = {
 console.log(`# byol-webgpu benchmarks${args.quick ? ' (quick)' : ''}`);
 console.log(`CPU: ${machine.cpu}, ${machine.cores} cores; adapter: ${machine.adapter}; subgroup size ${machine.subgroup_size ?? 'n/a'}`);
 console.log(`ours: ${machine.lavapipe}; matmul: ${machine.matmul}`);
+console.log(`conv2d: ${machine.conv2d}`);
 console.log(`peer: ${machine.peer}`);
 console.log(`Node ${machine.node}; load average before: ${machine.load_before}; ${machine.timing}\n`);
 

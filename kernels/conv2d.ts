@@ -1,31 +1,880 @@
 // 2-D convolution on NHWC activations and HWIO weights, with backward to input, weight and bias, and the float64
-// reference. Three kernels, all GEMMs whose operands are gathered on the fly (no im2col buffer):
+// reference. Every kernel is a GEMM whose operands are gathered on the fly (no im2col buffer):
 //   forward   y[m, co]  = sum_k xpatch[m, k] · w[k, co]     m = (n, oh, ow), k = (kh, kw, ci)
 //   dx        dx[m, ci] = sum_k dypatch[m, k] · wT[k, ci]   m = (n, ih, iw), k = (kh, kw, co), wT = w with ci/co swapped
 //   dW        dW[r, co] = sum_m xpatch[m, r] · dy[m, co]    r = (kh, kw, ci), split over chunks of m and summed
 //
-// Why the kernels look the way they do (measured on lavapipe, Mesa 25.0, see bench/conv-quick.ts): llvmpipe turns
-// every buffer load whose address is not a compile-time constant into a per-lane loop of scalar loads, each with a
-// bounds-check branch, so loads dominate (a vec4 costs ~1.6x one float, i.e. 2.5x less per value), while ALU work
-// and subgroup shuffles are cheap. So operands are loaded as vec4 along channels (contiguous in NHWC/HWIO), each
-// lane of a subgroup loads a different row and the lanes share them by subgroupBroadcast, and every lane keeps a
-// register block of rows x 4 columns (spilling some of it is cheaper than loading more). Workgroup-memory loads are
-// only ~1.5-2x cheaper there and would need staging and barriers, so no tiles are staged: a workgroup is one
-// subgroup. Without subgroups of width 4 or 8 (browsers may have none) the same kernels run with every lane loading
-// the shared rows itself. Channel counts that are not multiples of 4 (the RGB stem) take scalar loads with checks.
-// Measured forward on the bench layer: ~25-30 GFLOPS per 2 CPU-seconds vs ~4.5 for matmulRaw's tiled kernel.
+// One template, three variants of the inner loop (ConvTuning.variant), chosen per adapter (tuneConv() in
+// kernels/conv2d-tune.ts measures them) or per call (Conv2dOptions.tuning):
+// - 'subgroups': lanes of a subgroup each load a different row, as vec4 along channels (contiguous in NHWC/HWIO),
+//   and share them by subgroupBroadcast; every lane keeps a register block of rows x 4 columns. Nothing is staged
+//   in workgroup memory. Shaped for lavapipe, where every buffer load whose address is not a compile-time constant
+//   becomes a per-lane loop of scalar loads, ALU work and shuffles are cheap, and workgroup memory is barely
+//   cheaper than a buffer. Narrow layers (few output channels) split the lanes between rows and columns.
+//   Needs subgroups of width 4, 8 or 16 (wider ones would need SG x RB accumulator rows per lane).
+// - 'portable': the same kernels with every lane loading the shared rows itself (no subgroups needed).
+// - 'tiled': the GPU peers' implicit GEMM (tfjs conv2d_mm, ORT conv2d_mm, Burn): a workgroup stages a tile of
+//   each operand in workgroup memory (vec4 loads along channels), then every invocation accumulates a register
+//   block from it. Any subgroup width or none.
+// Channel counts that are not multiples of 4 take scalar loads with bounds checks; the RGB stem (Cin % 4 != 0,
+// Cout % 4 == 0) is padded to 4 channels instead. Shapes, kernel size, stride, padding and bias are uniforms: one
+// pipeline per (variant, alignment, block) serves every layer of a network, which matters on lavapipe where each
+// pipeline costs seconds of LLVM time.
 
-import { launch, u32s, grid1d, type KernelSpec } from '../engine/recorder.ts';
+import { kernel, type KernelDecl } from '../engine/kernel.ts';
+import { grid1d } from '../engine/recorder.ts';
 import { gpu } from '../engine/device.ts';
+import { tuningFor } from '../engine/tuning.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { sum } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 
+// ---- tuning: which kernels and which blocks ---------------------------------------------------------------
+
+/** Register blocks of the 'subgroups' and 'portable' kernels. fwd/dx: a lane group computes SG*RB rows x SG*4*CB columns. */
+export interface ConvTiles {
+  RB: number;
+  CB: number;
+  /** dW: row quads per step (SG / RQ pixels per step), column quads per lane, pixel steps unrolled */
+  RQ: number;
+  dwCB: number;
+  U: number;
+  /** fwd/dx on narrow layers: rows a lane accumulates (RB = narrowRows / GQ blocks); 0 turns the narrow variant off */
+  narrowRows: number;
+}
+
+/**
+ * Tiles of the 'tiled' kernels. fwd/dx: a workgroup computes TM rows x TN columns, stepping TK channels of one tap
+ * at a time; dW: TM rows (kh, kw, ci) x TN columns, stepping TK output pixels. Each invocation keeps RM rows x CQ
+ * column quads, so a workgroup has (TM / RM) * (TN / 4 / CQ) invocations.
+ */
+export interface TiledTiles {
+  TM: number;
+  TN: number;
+  TK: number;
+  RM: number;
+  CQ: number;
+}
+
+export type ConvVariant = 'subgroups' | 'portable' | 'tiled';
+
+/** conv2d's per-device tuning record (engine/tuning.ts, family 'conv2d'). */
+export interface ConvTuning {
+  variant: ConvVariant;
+  /** blocks of the 'subgroups' / 'portable' kernels */
+  tiles: ConvTiles;
+  /** blocks of the 'tiled' kernels */
+  tiled: TiledTiles;
+}
+
+/** A call's overrides: any field, and any part of the block records. */
+export interface ConvTuningOverrides {
+  variant?: ConvVariant;
+  tiles?: Partial<ConvTiles>;
+  tiled?: Partial<TiledTiles>;
+}
+
 export interface Conv2dOptions {
   stride?: number;
   padding?: number;
+  /** kernel choice for this call (and its backward), over the device's record; for tests, benchmarks and tuners */
+  tuning?: ConvTuningOverrides;
 }
+
+/** For subgroups of 4 or 8 lanes (and the portable kernels, which cap the blocks themselves). */
+export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 2, U: 1, narrowRows: 16 };
+/**
+ * For 16 lanes (lavapipe with LP_NATIVE_VECTOR_WIDTH=512): a lane holds SG * RB accumulator rows, so RB halves to
+ * keep the same register footprint; dW keeps 8 row quads (2 pixels per step) with one column quad, unrolled twice.
+ */
+export const DEFAULT_CONV_TILES_16: ConvTiles = { RB: 2, CB: 1, RQ: 8, dwCB: 1, U: 2, narrowRows: 16 };
+/** 128 invocations, 8 KiB of workgroup memory: inside every limit of WebGPU's defaults and SwiftShader's. */
+export const DEFAULT_TILED_TILES: TiledTiles = { TM: 64, TN: 64, TK: 16, RM: 4, CQ: 2 };
+
+/** The adapter's subgroup width where the subgroup kernels can use it (4, 8 or 16), else 0. */
+export function convSubgroupWidth(): number {
+  const c = gpu('conv2d');
+  const info: any = (c.adapter as any).info ?? {};
+  const width = info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0;
+  return c.hasSubgroups && (width === 4 || width === 8 || width === 16) ? width : 0;
+}
+
+/**
+ * The record an adapter starts with: the subgroup kernels where its subgroups have a width they handle (the CPU
+ * drivers: lavapipe, SwiftShader), the tiled kernel everywhere else (GPUs with 32 or 64 lanes, or none).
+ */
+export function defaultConvTuning(): ConvTuning {
+  const sg = convSubgroupWidth();
+  return {
+    variant: sg ? 'subgroups' : 'tiled',
+    tiles: sg >= 16 ? DEFAULT_CONV_TILES_16 : DEFAULT_CONV_TILES,
+    tiled: DEFAULT_TILED_TILES,
+  };
+}
+
+/** The tuning one call uses: the device's record with the call's overrides. */
+export function convTuning(over?: ConvTuningOverrides): ConvTuning {
+  const base = tuningFor<ConvTuning>('conv2d', defaultConvTuning);
+  if (!over) return base;
+  return {
+    variant: over.variant ?? base.variant,
+    tiles: { ...base.tiles, ...over.tiles },
+    tiled: { ...base.tiled, ...over.tiled },
+  };
+}
+
+/** convTuning(), checked against this device before an op allocates anything (so that a refusal leaks nothing). */
+function usableTuning(over?: ConvTuningOverrides): ConvTuning {
+  const t = convTuning(over);
+  if (t.variant === 'tiled') {
+    tiledShape(t.tiled, false);
+    tiledShape(t.tiled, true);
+  } else if (t.variant === 'subgroups') lanesFor(t);
+  else if (t.variant !== 'portable') throw new Error(`conv2d: unknown variant '${t.variant}' (expected 'subgroups', 'portable' or 'tiled')`);
+  return t;
+}
+
+// ---- lanes: real subgroups of a fixed width, or emulated ones ---------------------------------------------
+
+interface Lanes {
+  /** lanes that share loaded rows */
+  SG: number;
+  /** true: share through subgroupBroadcast; false: every lane loads the shared rows itself */
+  subgroups: boolean;
+  /** lane groups per workgroup (only without subgroups, where groups are independent) */
+  G: number;
+}
+
+function lanesFor(t: ConvTuning): Lanes {
+  if (t.variant === 'portable') return { SG: 8, subgroups: false, G: 8 };
+  const width = convSubgroupWidth();
+  if (!width) {
+    const info: any = (gpu('conv2d').adapter as any).info ?? {};
+    throw new Error(`conv2d: the 'subgroups' variant needs subgroups of width 4, 8 or 16 (adapter: ${info.subgroupMinSize}..${info.subgroupMaxSize}); use 'portable' or 'tiled'`);
+  }
+  return { SG: width, subgroups: true, G: 1 };
+}
+
+const range = (n: number) => [...Array(n).keys()];
+const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+const XYZW = 'xyzw';
+/** Lines of generated WGSL, indented. */
+const lines = (indent: number, ls: (string | false)[]) => ls.filter((l): l is string => l !== false).map((l) => ' '.repeat(indent) + l).join('\n');
+
+// ---- the template: uniforms, bindings and the parts every variant shares ----------------------------------
+
+/**
+ * fwd and dx: rows decode as (n, r, q) over [dh, dw]; the source image (x, or dy for dx) is [sh, sw] with ck
+ * channels (kq quads), the output has cn channels (nq quads); dx's output image is [th, tw].
+ */
+const GEMM_UNIFORMS = {
+  rows: 'u32', tiles: 'u32', rowTiles: 'u32', colTiles: 'u32',
+  dh: 'u32', dw: 'u32', sh: 'i32', sw: 'i32',
+  th: 'i32', tw: 'i32', ck: 'u32', cn: 'u32',
+  kq: 'u32', nq: 'u32', kh: 'i32', kw: 'i32',
+  s: 'i32', pad: 'i32', hasBias: 'u32',
+} as const;
+
+/** dW: rows (kh, kw, ci) in rqt quads, columns cout in nq quads; the pixels of each chunk are summed. */
+const DW_UNIFORMS = {
+  tiles: 'u32', rowTiles: 'u32', colTiles: 'u32', perChunk: 'u32',
+  total: 'u32', H: 'i32', W: 'i32', OH: 'u32',
+  OW: 'u32', cin: 'u32', cout: 'u32', cq: 'u32',
+  nq: 'u32', rqt: 'u32', kw: 'i32', s: 'i32',
+  pad: 'i32', wsize: 'u32',
+} as const;
+
+function gemmBindings(aligned: boolean) {
+  const T = aligned ? 'vec4<f32>' : 'f32';
+  // bias is bound to the weight again when there is none (hasBias = 0)
+  return { a: `read ${T}`, b: `read ${T}`, bias: `read ${T}`, y: `rw ${T}` } as const;
+}
+
+function dwBindings(aligned: boolean) {
+  const T = aligned ? 'vec4<f32>' : 'f32';
+  return { x: `read ${T}`, dy: `read ${T}`, out: `rw ${T}` } as const;
+}
+
+/**
+ * Quad loads and stores along channels: one vec4 where the channel count is a multiple of 4, else four scalar
+ * loads with checks (channels past the end read 0 and are not stored). Callers guard the pixel and the quad.
+ */
+function quadHelpers(aligned: boolean, fns: { name: string; buf: string; quads: string; count: string }[], store: { name: string; buf: string; quads: string; count: string }): string {
+  const out: string[] = [];
+  for (const f of fns) {
+    if (aligned) out.push(`fn ${f.name}(row: u32, q: u32) -> vec4<f32> { return ${f.buf}[row * ${f.quads} + q]; }`);
+    else
+      out.push(`fn ${f.name}(row: u32, q: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var j = 0u; j < 4u; j++) { let c = q * 4u + j; if (c < ${f.count}) { v[j] = ${f.buf}[row * ${f.count} + c]; } }
+  return v;
+}`);
+  }
+  if (aligned) out.push(`fn ${store.name}(row: u32, q: u32, v: vec4<f32>) { ${store.buf}[row * ${store.quads} + q] = v; }`);
+  else
+    out.push(`fn ${store.name}(row: u32, q: u32, v: vec4<f32>) {
+  for (var j = 0u; j < 4u; j++) { let c = q * 4u + j; if (c < ${store.count}) { ${store.buf}[row * ${store.count} + c] = v[j]; } }
+}`);
+  return out.join('\n');
+}
+
+/** dx runs one set of row tiles per parity class (ih % s, iw % s): only taps kh = ih + pad (mod s) reach it. */
+const PARITY_CLASS = `let cls = i32(rt / p.rowTiles);
+  let ph = cls / p.s;
+  let pw = cls % p.s;
+  let kh0 = (ph + p.pad) % p.s;
+  let kw0 = (pw + p.pad) % p.s;`;
+
+/** The taps a row's sum runs over: all of them, or dx's parity class (kh0, kh0 + s, ...). */
+const tapLoops = (mode: 'fwd' | 'dx') =>
+  mode === 'fwd' ? 'for (var kh = 0; kh < p.kh; kh++) {\n  for (var kw = 0; kw < p.kw; kw++) {' : 'for (var kh = kh0; kh < p.kh; kh += p.s) {\n  for (var kw = kw0; kw < p.kw; kw += p.s) {';
+
+// ---- 'subgroups' / 'portable': forward and dx -------------------------------------------------------------
+
+interface LanesGemm {
+  variant: 'lanes';
+  mode: 'fwd' | 'dx';
+  /** channels along k and output channels both % 4 == 0: vec4 loads and stores; else scalar loads with checks */
+  aligned: boolean;
+  RB: number;
+  CB: number;
+  /**
+   * Narrow outputs (subgroups only): with fewer column quads than lanes, GQ lanes (a power of two >= the quads)
+   * split the columns and the SG / GQ lane groups split the rows, reading them by subgroupShuffle. 0: one
+   * column quad per lane and every row in every lane (wide layers).
+   */
+  GQ: number;
+  lanes: Lanes;
+}
+
+/** With subgroups the tile must be uniform (subgroupBroadcast needs uniform control flow): one group per workgroup. */
+function laneTile(l: Lanes): string {
+  return `let tile = ${l.G === 1 ? 'wid.x + wid.y * nwg.x' : `(wid.x + wid.y * nwg.x) * ${l.G}u + li / ${l.SG}u`};
+  if (tile >= p.tiles) { return; }
+  let l = ${l.subgroups ? 'sgid' : `li % ${l.SG}u`};`;
+}
+
+/**
+ * Per-lane values: with subgroups a lane owns one row per block (suffix _rb) and reads the others' by broadcast;
+ * without, a lane computes every row of the block itself (suffix _rb_r).
+ */
+function rowsOf(l: Lanes, rb: number): { s: string; lane: string }[] {
+  return l.subgroups ? [{ s: `${rb}`, lane: 'l' }] : range(l.SG).map((r) => ({ s: `${rb}_${r}`, lane: `${r}u` }));
+}
+
+function lanesGemmDecl(v: LanesGemm): KernelDecl {
+  const { mode, aligned, RB, CB, GQ, lanes: L } = v;
+  const SG = L.SG;
+  // rows a lane accumulates per block: every row (wide) or those of its lane group (narrow: r = j * RG + g)
+  const RG = GQ ? SG / GQ : 1;
+  const laneRows = GQ ? GQ : SG;
+  const shared = (rb: number, r: number, name: string) =>
+    GQ ? `subgroupShuffle(${name}${rb}, ${r * RG}u + g)` : L.subgroups ? `subgroupBroadcast(${name}${rb}, ${r}u)` : `${name}${rb}_${r}`;
+  const acc = (rb: number, r: number, cb: number) => `a_${(rb * laneRows + r) * CB + cb}`;
+  const allRows = range(RB).flatMap((rb) => rowsOf(L, rb).map((x) => ({ ...x, rb })));
+  const cbs = range(CB);
+
+  // (y0, x0): the patch origin in the source image at the first tap; o: the output row (-1: none)
+  const decode = allRows.map(({ s, rb, lane }) =>
+    lines(2, [
+      `let mr${s} = rowTile * ${SG * RB}u + ${rb * SG}u + ${lane};`,
+      `let m${s} = min(mr${s}, p.rows - 1u);`,
+      `let n${s} = i32(m${s} / (p.dh * p.dw));`,
+      `let r${s} = i32((m${s} / p.dw) % p.dh);`,
+      `let q${s} = i32(m${s} % p.dw);`,
+      ...(mode === 'fwd'
+        ? [`let y0${s} = r${s} * p.s - p.pad;`, `let x0${s} = q${s} * p.s - p.pad;`, `let o${s} = select(-1, i32(mr${s}), mr${s} < p.rows);`]
+        : [
+            // dy rows of the class's first tap; each further tap (kh += s) is one row up
+            `let ih${s} = r${s} * p.s + ph;`,
+            `let iw${s} = q${s} * p.s + pw;`,
+            `let y0${s} = (ih${s} + p.pad - kh0) / p.s;`,
+            `let x0${s} = (iw${s} + p.pad - kw0) / p.s;`,
+            `let o${s} = select(-1, (n${s} * p.th + ih${s}) * p.tw + iw${s}, mr${s} < p.rows && ih${s} < p.th && iw${s} < p.tw);`,
+          ]),
+      `let nb${s} = n${s} * p.sh;`,
+    ]),
+  );
+  const columns = GQ
+    ? lines(2, [`let cq0 = l % ${GQ}u;`, `let cl0 = min(cq0, p.nq - 1u);`, `let g = l / ${GQ}u;`])
+    : lines(2, cbs.flatMap((cb) => [`let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;`, `let cl${cb} = min(cq${cb}, p.nq - 1u);`]));
+  const tapAddress = allRows.map(({ s }) => {
+    const [yy, xx] = mode === 'fwd' ? [`y0${s} + kh`, `x0${s} + kw`] : [`y0${s} - (kh - kh0) / p.s`, `x0${s} - (kw - kw0) / p.s`];
+    return lines(4, [
+      `let yy${s} = ${yy}; let xx${s} = ${xx};`,
+      `let ab${s} = select(-1, (nb${s} + yy${s}) * p.sw + xx${s}, yy${s} >= 0 && yy${s} < p.sh && xx${s} >= 0 && xx${s} < p.sw);`,
+      `let ai${s} = u32(max(ab${s}, 0)) * ${aligned ? 'p.kq' : 'p.ck'};`,
+    ]);
+  });
+  const loadRows = allRows.map(({ s }) => {
+    if (aligned) return `      let av${s} = select(vec4<f32>(0.0), a[ai${s} + q], ab${s} >= 0);`;
+    const ld = (j: number) => `select(0.0, a[ai${s} + min(q * 4u + ${j}u, p.ck - 1u)], ab${s} >= 0 && q * 4u + ${j}u < p.ck)`;
+    return `      let av${s} = vec4<f32>(${range(4).map(ld).join(', ')});`;
+  });
+  // rows past the last channel multiply zeros; clamping keeps their (finite) weight reads in bounds
+  const loadCols = range(4).flatMap((kk) => {
+    const krow = aligned ? `kb + q * 4u + ${kk}u` : `kb + min(q * 4u + ${kk}u, p.ck - 1u)`;
+    return cbs.map((cb) =>
+      aligned
+        ? `      let b${kk}_${cb} = b[(${krow}) * p.nq + cl${cb}];`
+        : `      let b${kk}_${cb} = vec4<f32>(${range(4).map((j) => `b[(${krow}) * p.cn + min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')});`,
+    );
+  });
+  const fmas = range(RB).flatMap((rb) =>
+    range(laneRows).map((r) =>
+      [
+        `      { let v = ${shared(rb, r, 'av')};`,
+        ...range(4).flatMap((kk) => cbs.map((cb) => `        ${acc(rb, r, cb)} = fma(vec4<f32>(v.${XYZW[kk]}), b${kk}_${cb}, ${acc(rb, r, cb)});`)),
+        '      }',
+      ].join('\n'),
+    ),
+  );
+  // a lane keeps its column quads; row r's output index comes from the lane that decoded it
+  const biases = cbs.map((cb) =>
+    aligned
+      ? `  let bias${cb} = select(vec4<f32>(0.0), bias[cl${cb}], p.hasBias != 0u);`
+      : `  let bias${cb} = select(vec4<f32>(0.0), vec4<f32>(${range(4).map((j) => `bias[min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')}), p.hasBias != 0u);`,
+  );
+  const stores = range(RB).flatMap((rb) =>
+    range(laneRows).map((r) => {
+      const body = cbs.flatMap((cb) => {
+        const a = acc(rb, r, cb);
+        if (aligned) return [`    if (cq${cb} < p.nq) { y[u32(o) * p.nq + cq${cb}] = ${a} + bias${cb}; }`];
+        return range(4).map((j) => `    if (cq${cb} * 4u + ${j}u < p.cn) { y[u32(o) * p.cn + cq${cb} * 4u + ${j}u] = ${a}.${XYZW[j]} + bias${cb}.${XYZW[j]}; }`);
+      });
+      return [`  { let o = ${shared(rb, r, 'o')}; if (o >= 0) {`, ...body, '  } }'].join('\n');
+    }),
+  );
+
+  return {
+    name: `conv2d.${mode}`,
+    uniforms: GEMM_UNIFORMS,
+    bindings: gemmBindings(aligned),
+    workgroupSize: SG * L.G,
+    enable: L.subgroups ? ['subgroups'] : [],
+    body: `
+  ${laneTile(L)}
+  let colTile = tile % p.colTiles;
+  let rt = tile / p.colTiles;
+  let rowTile = rt % p.rowTiles;
+  ${mode === 'dx' ? PARITY_CLASS : ''}
+${decode.join('\n')}
+${columns}
+  ${range(RB * laneRows * CB).map((i) => `var a_${i} = vec4<f32>(0.0);`).join(' ')}
+  ${tapLoops(mode)}
+${tapAddress.join('\n')}
+    let kb = u32(kh * p.kw + kw) * p.ck;
+    for (var q = 0u; q < p.kq; q++) {
+${loadRows.join('\n')}
+${loadCols.join('\n')}
+${fmas.join('\n')}
+    }
+  }
+  }
+${biases.join('\n')}
+${stores.join('\n')}`,
+  };
+}
+
+// ---- 'subgroups' / 'portable': dW, outer products over output pixels ----------------------------------------
+
+interface LanesDw {
+  variant: 'lanes';
+  /** Cin and Cout both % 4 == 0: vec4 loads and stores; else scalar loads with checks */
+  aligned: boolean;
+  RQ: number;
+  CB: number;
+  U: number;
+  lanes: Lanes;
+}
+
+function lanesDwDecl(v: LanesDw): KernelDecl {
+  const { aligned, RQ, CB, U, lanes: L } = v;
+  const SG = L.SG;
+  const PP = SG / RQ; // pixels per step
+  const cbs = range(CB);
+  // the (row quad, pixel offset) pairs a lane loads: its own with subgroups, all of its group's without
+  const laneRows = L.subgroups ? [{ s: '', lane: 'l' }] : range(SG).map((r) => ({ s: `_${r}`, lane: `${r}u` }));
+  const acc = (rr: number, j: number, cb: number) => `a_${(rr * 4 + j) * CB + cb}`;
+  const decode = laneRows.map(({ s, lane }) =>
+    lines(2, [
+      `let rq${s} = min(rowTile * ${RQ}u + ${lane} % ${RQ}u, p.rqt - 1u);`,
+      `let pp${s} = i32(${lane} / ${RQ}u);`,
+      `let tap${s} = i32(rq${s} / p.cq);`,
+      `let ciq${s} = rq${s} % p.cq;`,
+      `let ky${s} = tap${s} / p.kw - p.pad;`,
+      `let kx${s} = tap${s} % p.kw - p.pad;`,
+    ]),
+  );
+  const lineRows = laneRows.map(({ s }) => lines(4, [`let yy${s} = oh * p.s + ky${s};`, `let rowOk${s} = yy${s} >= 0 && yy${s} < p.H;`, `let xrow${s} = (n * p.H + yy${s}) * p.W;`]));
+  const step = (u: number) => {
+    const loads = laneRows.map(({ s }) =>
+      lines(6, [
+        `let ow${s} = i32(ow0) + ${u * PP} + pp${s};`,
+        `let xx${s} = ow${s} * p.s + kx${s};`,
+        `let ok${s} = rowOk${s} && ow${s} < i32(p.OW) && xx${s} >= 0 && xx${s} < p.W;`,
+        `let xi${s} = u32(max(xrow${s} + xx${s}, 0));`,
+        aligned
+          ? `let av${s} = select(vec4<f32>(0.0), x[xi${s} * p.cq + ciq${s}], ok${s});`
+          : `let av${s} = vec4<f32>(${range(4).map((j) => `select(0.0, x[xi${s} * p.cin + min(ciq${s} * 4u + ${j}u, p.cin - 1u)], ok${s} && ciq${s} * 4u + ${j}u < p.cin)`).join(', ')});`,
+      ]),
+    );
+    // a pixel past the row end has x = 0 in every lane that pairs with it; clamping keeps dy reads in bounds
+    const dys = range(PP).map((q) =>
+      lines(6, [
+        `let pix${q} = dyrow + min(ow0 + ${u * PP + q}u, p.OW - 1u);`,
+        ...cbs.map((cb) =>
+          aligned
+            ? `let b${q}_${cb} = dy[pix${q} * p.nq + cl${cb}];`
+            : `let b${q}_${cb} = vec4<f32>(${range(4).map((j) => `dy[pix${q} * p.cout + min(cl${cb} * 4u + ${j}u, p.cout - 1u)]`).join(', ')});`,
+        ),
+      ]),
+    );
+    const fmas = range(SG).map((r) => {
+      const q = Math.floor(r / RQ);
+      const rr = r % RQ;
+      return [
+        `      { let v = ${L.subgroups ? `subgroupBroadcast(av, ${r}u)` : `av_${r}`};`,
+        ...range(4).flatMap((j) => cbs.map((cb) => `        ${acc(rr, j, cb)} = fma(vec4<f32>(v.${XYZW[j]}), b${q}_${cb}, ${acc(rr, j, cb)});`)),
+        '      }',
+      ].join('\n');
+    });
+    return ['    {', ...loads, ...dys, ...fmas, '    }'].join('\n');
+  };
+  // partial sums of this chunk: out[chunk][(kh, kw, ci)][co]
+  const stores = range(RQ).map((rr) =>
+    [
+      `  { let rq = rowTile * ${RQ}u + ${rr}u; if (rq < p.rqt) {`,
+      `    let base = chunk * (p.wsize / p.cout) + (rq / p.cq) * p.cin;`,
+      `    let ci0 = (rq % p.cq) * 4u;`,
+      ...range(4).flatMap((j) => [
+        `    if (ci0 + ${j}u < p.cin) {`,
+        `      let row = base + ci0 + ${j}u;`,
+        ...cbs.flatMap((cb) => {
+          const a = acc(rr, j, cb);
+          if (aligned) return [`      if (cq${cb} < p.nq) { out[row * p.nq + cq${cb}] = ${a}; }`];
+          return range(4).map((k) => `      if (cq${cb} * 4u + ${k}u < p.cout) { out[row * p.cout + cq${cb} * 4u + ${k}u] = ${a}.${XYZW[k]}; }`);
+        }),
+        '    }',
+      ]),
+      '  } }',
+    ].join('\n'),
+  );
+  return {
+    name: 'conv2d.dW',
+    uniforms: DW_UNIFORMS,
+    bindings: dwBindings(aligned),
+    workgroupSize: SG * L.G,
+    enable: L.subgroups ? ['subgroups'] : [],
+    body: `
+  ${laneTile(L)}
+  let colTile = tile % p.colTiles;
+  let rt = tile / p.colTiles;
+  let rowTile = rt % p.rowTiles;
+  let chunk = rt / p.rowTiles;
+${decode.join('\n')}
+${lines(2, cbs.flatMap((cb) => [`let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;`, `let cl${cb} = min(cq${cb}, p.nq - 1u);`]))}
+  ${range(RQ * 4 * CB).map((i) => `var a_${i} = vec4<f32>(0.0);`).join(' ')}
+  // this chunk's output lines (n, oh); perChunk counts lines here
+  let L0 = chunk * p.perChunk;
+  let L1 = min(L0 + p.perChunk, p.total);
+  for (var line = L0; line < L1; line++) {
+    let n = i32(line / p.OH);
+    let oh = i32(line % p.OH);
+    let dyrow = line * p.OW;
+${lineRows.join('\n')}
+    for (var ow0 = 0u; ow0 < p.OW; ow0 += ${PP * U}u) {
+${range(U).map(step).join('\n')}
+    }
+  }
+${stores.join('\n')}`,
+  };
+}
+
+// ---- 'tiled': forward and dx, staged in workgroup memory ---------------------------------------------------
+// A workgroup owns TM rows x TN columns of the output. For each tap and each step of TK channels it stages
+//   As[TM][TK / 4]  the rows' source pixels at that tap (vec4 along channels; zero outside the image)
+//   Bs[TK][TN / 4]  the weights of that tap (vec4 along output channels)
+// then each invocation accumulates its RM rows x CQ column quads from them. A loading invocation keeps one
+// channel quad and a few fixed rows, so the rows are decoded once, before the loops.
+
+interface TiledGemm extends TiledTiles {
+  variant: 'tiled';
+  mode: 'fwd' | 'dx';
+  aligned: boolean;
+}
+
+/** Workgroup shape and per-invocation load counts of a tile; throws on a tile the device cannot run. */
+function tiledShape(t: TiledTiles, dW: boolean) {
+  const { TM, TN, TK, RM, CQ } = t;
+  const WX = TN / (4 * CQ);
+  const WY = TM / RM;
+  const WG = WX * WY;
+  const A = dW ? { quads: TM / 4, rows: TK } : { quads: TK / 4, rows: TM }; // the x / a tile: per row, quads
+  const B = { quads: TN / 4, rows: TK };
+  const bytes = 4 * (TM * TK + TK * TN);
+  const lim = gpu('conv2d').info.limits;
+  const maxWg = Math.min(lim.maxComputeInvocationsPerWorkgroup ?? 256, lim.maxComputeWorkgroupSizeX ?? 256);
+  const maxBytes = lim.maxComputeWorkgroupStorageSize ?? 16384;
+  const ints = [TM, TN, TK, RM, CQ].every((n) => Number.isInteger(n) && n > 0);
+  if (!ints || TN % (4 * CQ) || TM % RM || TK % 4 || TM % 4 || (dW && RM % 4) || WG % A.quads || WG % B.quads || WG > maxWg || bytes > maxBytes) {
+    throw new Error(
+      `conv2d: tiled tiles ${JSON.stringify(t)} do not fit: need TN % (4*CQ) = 0, TM % RM = 0, TK and TM multiples of 4${dW ? ', RM a multiple of 4' : ''}, ` +
+        `the workgroup (${WG} invocations, at most ${maxWg}) a multiple of ${A.quads} and ${B.quads}, and ${bytes} bytes of workgroup memory (at most ${maxBytes})`,
+    );
+  }
+  return { WX, WY, WG, A, B, bytes, loadsA: Math.ceil(A.rows / (WG / A.quads)), loadsB: Math.ceil(B.rows / (WG / B.quads)) };
+}
+
+function tiledGemmDecl(v: TiledGemm): KernelDecl {
+  const { mode, aligned, TM, TN, TK, RM, CQ } = v;
+  const { WX, WY, WG, A, B, loadsA, loadsB } = tiledShape(v, false);
+  const KQ = TK / 4;
+  const NQ = TN / 4;
+  const ja = range(loadsA);
+  const ra = range(RM);
+  const cq = range(CQ);
+  const acc = (i: number, c: number) => `acc${i}_${c}`;
+  const rowsOf = (j: number) => `li / ${A.quads}u + ${j * (WG / A.quads)}u`;
+  // the rows this invocation loads: origin of the patch at the first tap (dx: of its parity class), in bounds?
+  const decode = ja.map((j) =>
+    lines(2, [
+      `let ar${j} = ${rowsOf(j)};`,
+      `let m${j} = min(rowTile * ${TM}u + ar${j}, p.rows - 1u);`,
+      `let n${j} = i32(m${j} / (p.dh * p.dw));`,
+      `let r${j} = i32((m${j} / p.dw) % p.dh);`,
+      `let q${j} = i32(m${j} % p.dw);`,
+      mode === 'fwd' ? `let y0${j} = r${j} * p.s - p.pad;` : `let y0${j} = (r${j} * p.s + ph + p.pad - kh0) / p.s;`,
+      mode === 'fwd' ? `let x0${j} = q${j} * p.s - p.pad;` : `let x0${j} = (q${j} * p.s + pw + p.pad - kw0) / p.s;`,
+      `let live${j} = ar${j} < ${TM}u && rowTile * ${TM}u + ar${j} < p.rows;`,
+    ]),
+  );
+  const tapAddress = ja.map((j) => {
+    const [yy, xx] = mode === 'fwd' ? [`y0${j} + kh`, `x0${j} + kw`] : [`y0${j} - (kh - kh0) / p.s`, `x0${j} - (kw - kw0) / p.s`];
+    return lines(4, [
+      `let yy${j} = ${yy}; let xx${j} = ${xx};`,
+      `let ok${j} = live${j} && yy${j} >= 0 && yy${j} < p.sh && xx${j} >= 0 && xx${j} < p.sw;`,
+      `let pix${j} = u32(max((n${j} * p.sh + yy${j}) * p.sw + xx${j}, 0));`,
+    ]);
+  });
+  const stageA = ja.map((j) => `      if (ar${j} < ${TM}u) { As[ar${j} * ${KQ}u + aq] = select(vec4<f32>(0.0), loadA(pix${j}, min(c0 / 4u + aq, p.kq - 1u)), ok${j} && c0 + aq * 4u < p.ck); }`);
+  const stageB = range(loadsB).map((j) =>
+    lines(6, [
+      `{ let k = li / ${NQ}u + ${j * (WG / NQ)}u;`,
+      `  if (k < ${TK}u) { Bs[k * ${NQ}u + bq] = select(vec4<f32>(0.0), loadB(kb + min(c0 + k, p.ck - 1u), min(bcol, p.nq - 1u)), c0 + k < p.ck && bcol < p.nq); } }`,
+    ]),
+  );
+  const fmas = [
+    ...ra.map((i) => `      let a${i} = As[(ty * ${RM}u + ${i}u) * ${KQ}u + kq];`),
+    ...range(4).flatMap((kk) => [
+      ...cq.map((c) => `      let b${kk}_${c} = Bs[(kq * 4u + ${kk}u) * ${NQ}u + tx + ${c * WX}u];`),
+      ...ra.flatMap((i) => cq.map((c) => `      ${acc(i, c)} = fma(vec4<f32>(a${i}.${XYZW[kk]}), b${kk}_${c}, ${acc(i, c)});`)),
+    ]),
+  ];
+  const outRow = (i: number) =>
+    mode === 'fwd'
+      ? [`let mr = rowTile * ${TM}u + ty * ${RM}u + ${i}u;`, `let o = select(-1, i32(mr), mr < p.rows);`]
+      : [
+          `let mr = rowTile * ${TM}u + ty * ${RM}u + ${i}u;`,
+          `let m = min(mr, p.rows - 1u);`,
+          `let ih = i32((m / p.dw) % p.dh) * p.s + ph;`,
+          `let iw = i32(m % p.dw) * p.s + pw;`,
+          `let o = select(-1, (i32(m / (p.dh * p.dw)) * p.th + ih) * p.tw + iw, mr < p.rows && ih < p.th && iw < p.tw);`,
+        ];
+  const stores = ra.map((i) =>
+    [
+      '  {',
+      lines(4, outRow(i)),
+      `    if (o >= 0) {`,
+      ...cq.map((c) => `      if (col${c} < p.nq) { storeY(u32(o), col${c}, ${acc(i, c)} + bias${c}); }`),
+      '    }',
+      '  }',
+    ].join('\n'),
+  );
+  return {
+    name: `conv2d.${mode}.tiled`,
+    uniforms: GEMM_UNIFORMS,
+    bindings: gemmBindings(aligned),
+    workgroupSize: WG,
+    header: `
+var<workgroup> As: array<vec4<f32>, ${TM * KQ}>;
+var<workgroup> Bs: array<vec4<f32>, ${TK * NQ}>;
+${quadHelpers(aligned, [{ name: 'loadA', buf: 'a', quads: 'p.kq', count: 'p.ck' }, { name: 'loadB', buf: 'b', quads: 'p.nq', count: 'p.cn' }, { name: 'loadBias', buf: 'bias', quads: 'p.nq', count: 'p.cn' }], { name: 'storeY', buf: 'y', quads: 'p.nq', count: 'p.cn' })}`,
+    body: `
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= p.tiles) { return; }
+  let colTile = tile % p.colTiles;
+  let rt = tile / p.colTiles;
+  let rowTile = rt % p.rowTiles;
+  ${mode === 'dx' ? PARITY_CLASS : ''}
+  // loading: channel quad aq of ${loadsA} row(s); output-channel quad bq of ${loadsB} weight row(s)
+  let aq = li % ${KQ}u;
+  let bq = li % ${NQ}u;
+  let bcol = colTile * ${NQ}u + bq;
+${decode.join('\n')}
+  // computing: rows ty * ${RM} .. + ${RM - 1}, column quads tx + ${WX} * c (of ${WX} x ${WY} invocations)
+  let tx = li % ${WX}u;
+  let ty = li / ${WX}u;
+  ${ra.flatMap((i) => cq.map((c) => `var ${acc(i, c)} = vec4<f32>(0.0);`)).join(' ')}
+  ${tapLoops(mode)}
+${tapAddress.join('\n')}
+    let kb = u32(kh * p.kw + kw) * p.ck;
+    for (var c0 = 0u; c0 < p.ck; c0 += ${TK}u) {
+      workgroupBarrier();
+${stageA.join('\n')}
+${stageB.join('\n')}
+      workgroupBarrier();
+      for (var kq = 0u; kq < ${KQ}u; kq++) {
+${fmas.map((l) => '  ' + l).join('\n')}
+      }
+    }
+  }
+  }
+${lines(2, cq.flatMap((c) => [`let col${c} = colTile * ${NQ}u + tx + ${c * WX}u;`, `let bias${c} = select(vec4<f32>(0.0), loadBias(0u, min(col${c}, p.nq - 1u)), p.hasBias != 0u);`]))}
+${stores.join('\n')}`,
+  };
+}
+
+// ---- 'tiled': dW ------------------------------------------------------------------------------------------
+// A workgroup owns TM rows (kh, kw, ci) x TN columns (co) of one chunk's partial sum. For each step of TK output
+// pixels it stages
+//   Xs[TK][TM / 4]  each pixel's input at the rows' taps (vec4 of 4 consecutive ci; zero outside the image)
+//   Ds[TK][TN / 4]  dy of the same pixels
+// then each invocation accumulates RM rows (RM / 4 quads) x CQ column quads.
+
+interface TiledDw extends TiledTiles {
+  variant: 'tiled';
+  aligned: boolean;
+}
+
+function tiledDwDecl(v: TiledDw): KernelDecl {
+  const { aligned, TM, TN, TK, RM, CQ } = v;
+  const { WX, WY, WG, A, B, loadsA, loadsB } = tiledShape(v, true);
+  const MQ = TM / 4;
+  const NQ = TN / 4;
+  const RQ = RM / 4;
+  const cq = range(CQ);
+  const acc = (i: number, c: number) => `acc${i}_${c}`;
+  const stageX = range(loadsA).map((j) =>
+    lines(4, [
+      `{ let k = li / ${MQ}u + ${j * (WG / MQ)}u;`,
+      `  let px = px0 + k;`,
+      `  let n = i32(px / (p.OH * p.OW)); let oh = i32((px / p.OW) % p.OH); let ow = i32(px % p.OW);`,
+      `  let yy = oh * p.s + ky; let xx = ow * p.s + kx;`,
+      `  let ok = rowOk && px < end && yy >= 0 && yy < p.H && xx >= 0 && xx < p.W;`,
+      `  if (k < ${TK}u) { Xs[k * ${MQ}u + xq] = select(vec4<f32>(0.0), loadX(u32(max((n * p.H + yy) * p.W + xx, 0)), ciq), ok); } }`,
+    ]),
+  );
+  const stageD = range(loadsB).map((j) =>
+    lines(4, [
+      `{ let k = li / ${NQ}u + ${j * (WG / NQ)}u;`,
+      `  let px = px0 + k;`,
+      `  if (k < ${TK}u) { Ds[k * ${NQ}u + dq] = select(vec4<f32>(0.0), loadDy(min(px, p.total - 1u), min(dcol, p.nq - 1u)), px < end && dcol < p.nq); } }`,
+    ]),
+  );
+  const fmas = [
+    ...range(RQ).map((i) => `      let x${i} = Xs[k * ${MQ}u + ty * ${RQ}u + ${i}u];`),
+    ...cq.map((c) => `      let d${c} = Ds[k * ${NQ}u + tx + ${c * WX}u];`),
+    ...range(RQ).flatMap((i) => range(4).flatMap((j) => cq.map((c) => `      ${acc(4 * i + j, c)} = fma(vec4<f32>(x${i}.${XYZW[j]}), d${c}, ${acc(4 * i + j, c)});`))),
+  ];
+  // partial sums of this chunk: out[chunk][(kh, kw, ci)][co]
+  const stores = range(RQ).map((i) =>
+    [
+      `  { let rq = rowTile * ${MQ}u + ty * ${RQ}u + ${i}u; if (rq < p.rqt) {`,
+      `    let base = chunk * (p.wsize / p.cout) + (rq / p.cq) * p.cin;`,
+      `    let ci0 = (rq % p.cq) * 4u;`,
+      ...range(4).map((j) => `    if (ci0 + ${j}u < p.cin) {${cq.map((c) => ` if (col${c} < p.nq) { storeOut(base + ci0 + ${j}u, col${c}, ${acc(4 * i + j, c)}); }`).join('')} }`),
+      '  } }',
+    ].join('\n'),
+  );
+  return {
+    name: 'conv2d.dW.tiled',
+    uniforms: DW_UNIFORMS,
+    bindings: dwBindings(aligned),
+    workgroupSize: WG,
+    header: `
+var<workgroup> Xs: array<vec4<f32>, ${TK * MQ}>;
+var<workgroup> Ds: array<vec4<f32>, ${TK * NQ}>;
+${quadHelpers(aligned, [{ name: 'loadX', buf: 'x', quads: 'p.cq', count: 'p.cin' }, { name: 'loadDy', buf: 'dy', quads: 'p.nq', count: 'p.cout' }], { name: 'storeOut', buf: 'out', quads: 'p.nq', count: 'p.cout' })}`,
+    body: `
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= p.tiles) { return; }
+  let colTile = tile % p.colTiles;
+  let rt = tile / p.colTiles;
+  let rowTile = rt % p.rowTiles;
+  let chunk = rt / p.rowTiles;
+  // loading: row quad xq (one tap, one ci quad) of ${loadsA} pixel(s); dy column quad dq of ${loadsB} pixel(s)
+  let xq = li % ${MQ}u;
+  let rqx = rowTile * ${MQ}u + xq;
+  let rowOk = rqx < p.rqt;
+  let tap = i32(min(rqx, p.rqt - 1u) / p.cq);
+  let ciq = min(rqx, p.rqt - 1u) % p.cq;
+  let ky = tap / p.kw - p.pad;
+  let kx = tap % p.kw - p.pad;
+  let dq = li % ${NQ}u;
+  let dcol = colTile * ${NQ}u + dq;
+  // computing: row quads ty * ${RQ} .. + ${RQ - 1}, column quads tx + ${WX} * c (of ${WX} x ${WY} invocations)
+  let tx = li % ${WX}u;
+  let ty = li / ${WX}u;
+  ${range(RM).flatMap((i) => cq.map((c) => `var ${acc(i, c)} = vec4<f32>(0.0);`)).join(' ')}
+  // this chunk's output pixels (perChunk counts pixels here)
+  let start = chunk * p.perChunk;
+  let end = min(start + p.perChunk, p.total);
+  for (var px0 = start; px0 < end; px0 += ${TK}u) {
+    workgroupBarrier();
+${stageX.join('\n')}
+${stageD.join('\n')}
+    workgroupBarrier();
+    for (var k = 0u; k < ${TK}u; k++) {
+${fmas.join('\n')}
+    }
+  }
+${lines(2, cq.map((c) => `let col${c} = colTile * ${NQ}u + tx + ${c * WX}u;`))}
+${stores.join('\n')}`,
+  };
+}
+
+// ---- launches ---------------------------------------------------------------------------------------------
+
+/** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
+function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning): void {
+  const CK = mode === 'fwd' ? g.Cin : g.Cout;
+  const CN = mode === 'fwd' ? g.Cout : g.Cin;
+  const S = g.stride;
+  const aligned = CK % 4 === 0 && CN % 4 === 0;
+  const KQ = Math.ceil(CK / 4);
+  const NQ = Math.ceil(CN / 4);
+  // fwd rows decode as (n, oh, ow); dx rows as (n, ih / s, iw / s) within one parity class (ih % s, iw % s)
+  const dh = mode === 'fwd' ? g.OH : Math.ceil(g.H / S);
+  const dw = mode === 'fwd' ? g.OW : Math.ceil(g.W / S);
+  const classes = mode === 'fwd' ? 1 : S * S;
+  const rows = g.N * dh * dw;
+  let k;
+  let rowsPerTile: number;
+  let colsPerTile: number; // column quads
+  let groupsPerWorkgroup = 1;
+  if (t.variant === 'tiled') {
+    k = kernel(`conv2d|${mode}|tiled|${aligned}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, ...t.tiled }));
+    rowsPerTile = t.tiled.TM;
+    colsPerTile = t.tiled.TN / 4;
+  } else {
+    const L = lanesFor(t);
+    const tl = t.tiles;
+    // odd channel counts (the RGB stem) take the scalar kernel with the smallest block: it compiles fast. Without
+    // subgroups a lane keeps all of its group's rows, so the block stays small there too (GPU registers).
+    const big = aligned && L.subgroups;
+    // narrow layers (few output channels) split the lanes between columns and rows instead of idling most of them
+    // (not at 16 lanes: there the shuffles and the per-lane loads cost twice as much and it gained nothing)
+    const GQ = L.subgroups && L.SG <= 8 && tl.narrowRows > 0 && NQ <= L.SG / 2 ? nextPow2(NQ) : 0;
+    const RB = GQ ? Math.max(1, Math.floor(tl.narrowRows / GQ)) : big ? tl.RB : 1;
+    const CB = big && !GQ ? tl.CB : 1;
+    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L };
+    k = kernel(`conv2d|${JSON.stringify(v)}`, () => lanesGemmDecl(v));
+    rowsPerTile = L.SG * RB;
+    colsPerTile = GQ ? Infinity : L.SG * CB;
+    groupsPerWorkgroup = L.G;
+  }
+  const rowTiles = Math.ceil(rows / rowsPerTile);
+  const colTiles = Number.isFinite(colsPerTile) ? Math.ceil(NQ / colsPerTile) : 1;
+  const tiles = classes * rowTiles * colTiles;
+  const [sh, sw] = mode === 'fwd' ? [g.H, g.W] : [g.OH, g.OW];
+  k.launch(
+    {
+      rows, tiles, rowTiles, colTiles, dh, dw, sh, sw, th: g.H, tw: g.W, ck: CK, cn: CN, kq: KQ, nq: NQ, kh: g.KH, kw: g.KW, s: S, pad: g.pad,
+      hasBias: bias ? 1 : 0, a, b, bias: bias ?? b, y: out,
+    },
+    grid1d(Math.ceil(tiles / groupsPerWorkgroup), 1),
+  );
+}
+
+// enough workgroups to keep every core (or SM) busy; more chunks only cost partial-sum traffic
+const DW_TARGET_WORKGROUPS = 256;
+const DW_MIN_PIXELS_PER_CHUNK = 64;
+
+function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {
+  const aligned = g.Cin % 4 === 0 && g.Cout % 4 === 0;
+  const CQ = Math.ceil(g.Cin / 4);
+  const NQ = Math.ceil(g.Cout / 4);
+  const RQT = g.KH * g.KW * CQ;
+  const wshape = [g.KH, g.KW, g.Cin, g.Cout];
+  const outLines = g.N * g.OH;
+  if (outLines === 0) return zeros(wshape); // an empty batch
+  const pixels = outLines * g.OW;
+  let k;
+  let rowTiles: number;
+  let colTiles: number;
+  let groups = 1;
+  // the lanes kernels chunk by output lines, the tiled one by pixels (it steps over pixels, not lines)
+  let units: number;
+  if (t.variant === 'tiled') {
+    k = kernel(`conv2d|dW|tiled|${aligned}|${JSON.stringify(t.tiled)}`, () => tiledDwDecl({ variant: 'tiled', aligned, ...t.tiled }));
+    rowTiles = Math.ceil(RQT / (t.tiled.TM / 4));
+    colTiles = Math.ceil(NQ / (t.tiled.TN / 4));
+    units = pixels;
+  } else {
+    const L = lanesFor(t);
+    const RQ = L.subgroups ? Math.min(t.tiles.RQ, L.SG) : 2;
+    // a second column quad per lane only pays where there are columns for it (narrow layers would idle them)
+    const CB = aligned && L.subgroups && NQ > L.SG ? t.tiles.dwCB : 1;
+    const v: LanesDw = { variant: 'lanes', aligned, RQ, CB, U: t.tiles.U, lanes: L };
+    k = kernel(`conv2d|dW|${JSON.stringify(v)}`, () => lanesDwDecl(v));
+    rowTiles = Math.ceil(RQT / RQ);
+    colTiles = Math.ceil(NQ / (L.SG * CB));
+    groups = L.G;
+    units = outLines;
+  }
+  const byWork = Math.ceil((DW_TARGET_WORKGROUPS * groups) / (rowTiles * colTiles));
+  const byMinSize = Math.max(1, Math.floor(pixels / DW_MIN_PIXELS_PER_CHUNK));
+  let chunks = Math.max(1, Math.min(byWork, byMinSize, units));
+  let perChunk = Math.ceil(units / chunks);
+  if (t.variant === 'tiled') perChunk = Math.ceil(perChunk / t.tiled.TK) * t.tiled.TK; // whole steps
+  chunks = Math.ceil(units / perChunk);
+  const tiles = chunks * rowTiles * colTiles;
+  const wsize = g.KH * g.KW * g.Cin * g.Cout;
+  const partial = empty([chunks, wsize], 'f32', 'conv2d.dW');
+  k.launch(
+    {
+      tiles, rowTiles, colTiles, perChunk, total: units, H: g.H, W: g.W, OH: g.OH, OW: g.OW, cin: g.Cin, cout: g.Cout, cq: CQ, nq: NQ, rqt: RQT,
+      kw: g.KW, s: g.stride, pad: g.pad, wsize, x, dy, out: partial,
+    },
+    grid1d(Math.ceil(tiles / groups), 1),
+  );
+  if (chunks === 1) {
+    const dw = partial.share(wshape);
+    partial.dispose();
+    return dw;
+  }
+  const total = sum(partial, 0);
+  partial.dispose();
+  const dw = total.share(wshape);
+  total.dispose();
+  return dw;
+}
+
+// ---- weight transpose for dx: [KH, KW, Cin, Cout] -> [KH, KW, Cout, Cin] ---------------------------------------
+
+const transposeKernel = () =>
+  kernel('conv2d|wT', () => ({
+    name: 'conv2d.wT',
+    uniforms: { n: 'u32', cin: 'u32', cout: 'u32' },
+    bindings: { w: 'read f32', wt: 'rw f32' },
+    workgroupSize: 256,
+    flat: { limit: 'p.n' },
+    body: `
+  let co = i % p.cout;
+  let ci = (i / p.cout) % p.cin;
+  let tap = i / (p.cout * p.cin);
+  wt[(tap * p.cout + co) * p.cin + ci] = w[i];`,
+  }));
+
+function transposeWeight(w: Tensor, g: ConvGeom): Tensor {
+  const wt = empty([g.KH, g.KW, g.Cout, g.Cin], 'f32', 'conv2d.wT');
+  transposeKernel().launch({ n: w.size, cin: g.Cin, cout: g.Cout, w, wt }, { threads: w.size });
+  return wt;
+}
+
+// ---- shapes and the differentiable op ------------------------------------------------------------------
 
 export interface ConvGeom {
   N: number;
@@ -41,466 +890,6 @@ export interface ConvGeom {
   OW: number;
 }
 
-/** Register-block shapes. fwd/dx: a subgroup computes SG*RB rows x SG*4*CB columns. */
-export interface ConvTiles {
-  RB: number;
-  CB: number;
-  /** dW: row quads per step (SG / RQ pixels per step), column quads per lane, pixel steps unrolled */
-  RQ: number;
-  dwCB: number;
-  U: number;
-  /** fwd/dx on narrow layers: rows a lane accumulates (RB = narrowRows / GQ blocks) */
-  narrowRows: number;
-}
-
-/** For subgroups of 4 or 8 lanes (and the portable kernels, which cap the blocks themselves). */
-export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 2, U: 1, narrowRows: 16 };
-/**
- * For 16 lanes (lavapipe with LP_NATIVE_VECTOR_WIDTH=512): a lane holds SG * RB accumulator rows, so RB halves to
- * keep the same register footprint; dW keeps 8 row quads (2 pixels per step) with one column quad, unrolled twice.
- * Measured on bench/conv-quick.ts: fwd 30, dx 31, dW 26 GFLOPS (RB 4 / dwCB 2 here: 26, 32, 10).
- */
-export const DEFAULT_CONV_TILES_16: ConvTiles = { RB: 2, CB: 1, RQ: 8, dwCB: 1, U: 2, narrowRows: 16 };
-let userTiles: ConvTiles | null = null;
-/** For the tuner and benchmarks; null goes back to the per-width defaults. */
-export function setConvTiles(t: Partial<ConvTiles> | null): void {
-  userTiles = t ? { ...DEFAULT_CONV_TILES, ...t } : null;
-}
-/** The register blocks in use for these lanes. */
-export function convTilesFor(SG: number): ConvTiles {
-  return userTiles ?? (SG >= 16 ? DEFAULT_CONV_TILES_16 : DEFAULT_CONV_TILES);
-}
-
-// ---- lanes: real subgroups of a fixed width, or emulated ones ---------------------------------------------
-
-interface Lanes {
-  /** lanes that share loaded rows */
-  SG: number;
-  /** true: share through subgroupBroadcast; false: every lane loads the shared rows itself */
-  subgroups: boolean;
-  /** lane groups per workgroup (only without subgroups, where groups are independent) */
-  G: number;
-}
-
-let laneMode: 'auto' | 'subgroups' | 'portable' = 'auto';
-/** Test hook: force the portable (no subgroup) kernels, or back to 'auto'. */
-export function setConvLaneMode(mode: 'auto' | 'subgroups' | 'portable'): void {
-  laneMode = mode;
-}
-
-function lanes(): Lanes {
-  const c = gpu('conv2d');
-  const info: any = (c.adapter as any).info ?? {};
-  const width = info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0;
-  // subgroups wider than 16 would need SG*RB rows of registers per lane even at RB = 1: they take the portable kernels
-  const ok = c.hasSubgroups && (width === 4 || width === 8 || width === 16);
-  if (laneMode === 'subgroups' && !ok) throw new Error(`conv2d: subgroup kernels need subgroups of width 4, 8 or 16 (adapter: ${info.subgroupMinSize}..${info.subgroupMaxSize})`);
-  if (ok && laneMode !== 'portable') return { SG: width, subgroups: true, G: 1 };
-  return { SG: 8, subgroups: false, G: 8 };
-}
-
-const range = (n: number) => [...Array(n).keys()];
-const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
-const XYZW = 'xyzw';
-
-// ---- forward and dx: gathered GEMM -----------------------------------------------------------------------
-// Shapes, kernel size, stride, padding and bias are uniforms: one pipeline per (alignment, tiles) serves every layer
-// of a network, which matters because each pipeline costs seconds of LLVM time on lavapipe.
-
-interface GatherVariant {
-  mode: 'fwd' | 'dx';
-  /** channels along k and output channels both % 4 == 0: vec4 loads and stores; else scalar loads with checks */
-  aligned: boolean;
-  RB: number;
-  CB: number;
-  /**
-   * Narrow outputs (subgroups only): with fewer column quads than lanes, GQ lanes (a power of two >= the quads)
-   * split the columns and the SG / GQ lane groups split the rows, reading them by subgroupShuffle. 0: one
-   * column quad per lane and every row in every lane (wide layers).
-   */
-  GQ: number;
-  lanes: Lanes;
-}
-
-const specs = new Map<string, KernelSpec>();
-
-function cached(key: string, make: () => KernelSpec): KernelSpec {
-  let s = specs.get(key);
-  if (!s) specs.set(key, (s = make()));
-  return s;
-}
-
-function header(l: Lanes): string {
-  return l.subgroups ? 'enable subgroups;\n' : '';
-}
-
-function entry(l: Lanes): string {
-  const sub = l.subgroups ? ', @builtin(subgroup_invocation_id) sl: u32' : '';
-  // with subgroups the tile must be uniform (subgroupBroadcast needs uniform control flow): one group per workgroup
-  return `@compute @workgroup_size(${l.SG * l.G})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32${sub}) {
-  let tile = ${l.G === 1 ? 'wid.x + wid.y * nwg.x' : `(wid.x + wid.y * nwg.x) * ${l.G}u + lidx / ${l.SG}u`};
-  if (tile >= p.tiles) { return; }
-  let l = ${l.subgroups ? 'sl' : `lidx % ${l.SG}u`};`;
-}
-
-/**
- * Per-lane values: with subgroups a lane owns one row per block (suffix _rb) and reads the others' by broadcast;
- * without, a lane computes every row of the block itself (suffix _rb_r).
- */
-function rowsOf(l: Lanes, rb: number): { suffix: string; lane: string }[] {
-  return l.subgroups ? [{ suffix: `${rb}`, lane: 'l' }] : range(l.SG).map((r) => ({ suffix: `${rb}_${r}`, lane: `${r}u` }));
-}
-
-function shared(l: Lanes, name: string, rb: number, r: number): string {
-  return l.subgroups ? `subgroupBroadcast(${name}${rb}, ${r}u)` : `${name}${rb}_${r}`;
-}
-
-const GATHER_UNIFORMS = `struct P {
-  rows: u32, tiles: u32, rowTiles: u32, colTiles: u32,
-  dh: u32, dw: u32, sh: i32, sw: i32,
-  th: i32, tw: i32, ck: u32, cn: u32,
-  kq: u32, nq: u32, kh: i32, kw: i32,
-  s: i32, pad: i32, hasBias: u32, p1: u32,
-}`;
-
-function gatherSpec(v: GatherVariant): KernelSpec {
-  return cached(JSON.stringify(v), () => {
-    const { mode, aligned, RB, CB, GQ, lanes: L } = v;
-    const SG = L.SG;
-    // rows a lane accumulates per block: every row (wide) or those of its lane group (narrow: r = j * RG + g)
-    const RG = GQ ? SG / GQ : 1;
-    const laneRowsPerBlock = GQ ? GQ : SG;
-    const src = (rb: number, j: number, name: string) => (GQ ? `subgroupShuffle(${name}${rb}, ${j * RG}u + g)` : shared(L, name, rb, j));
-    const T = aligned ? 'vec4<f32>' : 'f32';
-    let c = header(L);
-    c += `${GATHER_UNIFORMS}
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a: array<${T}>;
-@group(0) @binding(2) var<storage, read> b: array<${T}>;
-@group(0) @binding(3) var<storage, read> bias: array<${T}>; // the weight again when there is no bias
-@group(0) @binding(4) var<storage, read_write> y: array<${T}>;
-${entry(L)}
-  let colTile = tile % p.colTiles;
-  let rt = tile / p.colTiles;
-  let rowTile = rt % p.rowTiles;
-`;
-    if (mode === 'dx') {
-      // parity class (ih % s, iw % s): only taps kh = ih + pad (mod s) reach it, so the others are skipped, not masked
-      c += `  let cls = i32(rt / p.rowTiles);\n  let ph = cls / p.s;\n  let pw = cls % p.s;\n  let kh0 = (ph + p.pad) % p.s;\n  let kw0 = (pw + p.pad) % p.s;\n`;
-    }
-    // rows: decoded once; (y0, x0) is the patch origin in the source image, o the output row (-1: none)
-    for (let rb = 0; rb < RB; rb++) {
-      for (const { suffix: s, lane } of rowsOf(L, rb)) {
-        c += `  let mr${s} = rowTile * ${SG * RB}u + ${rb * SG}u + ${lane};
-  let m${s} = min(mr${s}, p.rows - 1u);
-  let n${s} = i32(m${s} / (p.dh * p.dw));
-  let r${s} = i32((m${s} / p.dw) % p.dh);
-  let q${s} = i32(m${s} % p.dw);
-`;
-        if (mode === 'fwd') {
-          c += `  let y0${s} = r${s} * p.s - p.pad;\n  let x0${s} = q${s} * p.s - p.pad;\n`;
-          c += `  let o${s} = select(-1, i32(mr${s}), mr${s} < p.rows);\n`;
-        } else {
-          // source rows of dy for the first tap of the class; each further tap (kh += s) is one row up
-          c += `  let ih${s} = r${s} * p.s + ph;\n  let iw${s} = q${s} * p.s + pw;\n`;
-          c += `  let y0${s} = (ih${s} + p.pad - kh0) / p.s;\n  let x0${s} = (iw${s} + p.pad - kw0) / p.s;\n`;
-          c += `  let o${s} = select(-1, (n${s} * p.th + ih${s}) * p.tw + iw${s}, mr${s} < p.rows && ih${s} < p.th && iw${s} < p.tw);\n`;
-        }
-        c += `  let nb${s} = n${s} * p.sh;\n`;
-      }
-    }
-    if (GQ) c += `  let cq0 = l % ${GQ}u;\n  let cl0 = min(cq0, p.nq - 1u);\n  let g = l / ${GQ}u;\n`;
-    else for (let cb = 0; cb < CB; cb++) c += `  let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;\n  let cl${cb} = min(cq${cb}, p.nq - 1u);\n`;
-    const acc = (rb: number, r: number, cb: number) => `a_${(rb * laneRowsPerBlock + r) * CB + cb}`;
-    c += `  ${range(RB * laneRowsPerBlock * CB).map((i) => `var a_${i} = vec4<f32>(0.0);`).join(' ')}\n`;
-    if (mode === 'fwd') c += '  for (var kh = 0; kh < p.kh; kh++) {\n  for (var kw = 0; kw < p.kw; kw++) {\n';
-    else c += '  for (var kh = kh0; kh < p.kh; kh += p.s) {\n  for (var kw = kw0; kw < p.kw; kw += p.s) {\n';
-    for (let rb = 0; rb < RB; rb++) {
-      for (const { suffix: s } of rowsOf(L, rb)) {
-        const [yy, xx] = mode === 'fwd' ? [`y0${s} + kh`, `x0${s} + kw`] : [`y0${s} - (kh - kh0) / p.s`, `x0${s} - (kw - kw0) / p.s`];
-        c += `    let yy${s} = ${yy}; let xx${s} = ${xx};
-    let ab${s} = select(-1, (nb${s} + yy${s}) * p.sw + xx${s}, yy${s} >= 0 && yy${s} < p.sh && xx${s} >= 0 && xx${s} < p.sw);
-    let ai${s} = u32(max(ab${s}, 0)) * ${aligned ? 'p.kq' : 'p.ck'};
-`;
-      }
-    }
-    c += '    let kb = u32(kh * p.kw + kw) * p.ck;\n    for (var q = 0u; q < p.kq; q++) {\n';
-    for (let rb = 0; rb < RB; rb++) {
-      for (const { suffix: s } of rowsOf(L, rb)) {
-        if (aligned) c += `      let av${s} = select(vec4<f32>(0.0), a[ai${s} + q], ab${s} >= 0);\n`;
-        else {
-          const ld = (j: number) => `select(0.0, a[ai${s} + min(q * 4u + ${j}u, p.ck - 1u)], ab${s} >= 0 && q * 4u + ${j}u < p.ck)`;
-          c += `      let av${s} = vec4<f32>(${range(4).map(ld).join(', ')});\n`;
-        }
-      }
-    }
-    for (let kk = 0; kk < 4; kk++) {
-      // rows past the last channel multiply zeros; clamping keeps their (finite) weight reads in bounds
-      const krow = aligned ? `kb + q * 4u + ${kk}u` : `kb + min(q * 4u + ${kk}u, p.ck - 1u)`;
-      for (let cb = 0; cb < CB; cb++) {
-        if (aligned) c += `      let b${kk}_${cb} = b[(${krow}) * p.nq + cl${cb}];\n`;
-        else c += `      let b${kk}_${cb} = vec4<f32>(${range(4).map((j) => `b[(${krow}) * p.cn + min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')});\n`;
-      }
-    }
-    for (let rb = 0; rb < RB; rb++) {
-      for (let r = 0; r < laneRowsPerBlock; r++) {
-        c += `      { let v = ${src(rb, r, 'av')};\n`;
-        for (let kk = 0; kk < 4; kk++) {
-          for (let cb = 0; cb < CB; cb++) c += `        ${acc(rb, r, cb)} = fma(vec4<f32>(v.${XYZW[kk]}), b${kk}_${cb}, ${acc(rb, r, cb)});\n`;
-        }
-        c += '      }\n';
-      }
-    }
-    c += '    }\n  }\n  }\n';
-    // epilogue: a lane keeps its column quads; row r's output index comes from the lane that decoded it
-    for (let cb = 0; cb < CB; cb++) {
-      if (aligned) c += `  let bias${cb} = select(vec4<f32>(0.0), bias[cl${cb}], p.hasBias != 0u);\n`;
-      else c += `  let bias${cb} = select(vec4<f32>(0.0), vec4<f32>(${range(4).map((j) => `bias[min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')}), p.hasBias != 0u);\n`;
-    }
-    for (let rb = 0; rb < RB; rb++) {
-      for (let r = 0; r < laneRowsPerBlock; r++) {
-        c += `  { let o = ${src(rb, r, 'o')}; if (o >= 0) {\n`;
-        for (let cb = 0; cb < CB; cb++) {
-          const a = acc(rb, r, cb);
-          if (aligned) c += `    if (cq${cb} < p.nq) { y[u32(o) * p.nq + cq${cb}] = ${a} + bias${cb}; }\n`;
-          else {
-            for (let j = 0; j < 4; j++) {
-              const col = `cq${cb} * 4u + ${j}u`;
-              c += `    if (${col} < p.cn) { y[u32(o) * p.cn + ${col}] = ${a}.${XYZW[j]} + bias${cb}.${XYZW[j]}; }\n`;
-            }
-          }
-        }
-        c += '  } }\n';
-      }
-    }
-    c += '}\n';
-    return { name: `conv2d.${mode}`, code: c, bindings: ['uniform', 'read', 'read', 'read', 'rw'] };
-  });
-}
-
-/** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
-function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor): void {
-  const L = lanes();
-  const t = convTilesFor(L.SG);
-  const CK = mode === 'fwd' ? g.Cin : g.Cout;
-  const CN = mode === 'fwd' ? g.Cout : g.Cin;
-  const S = g.stride;
-  // odd channel counts (the RGB stem) take the scalar kernel with the smallest block: it compiles fast. Without
-  // subgroups a lane keeps all of its group's rows, so the block stays small there too (GPU registers).
-  const aligned = CK % 4 === 0 && CN % 4 === 0;
-  const big = aligned && L.subgroups;
-  const KQ = Math.ceil(CK / 4);
-  const NQ = Math.ceil(CN / 4);
-  // narrow layers (few output channels) split the lanes between columns and rows instead of idling most of them
-  // (not at 16 lanes: there the shuffles and the per-lane loads cost twice as much and it gained nothing)
-  const GQ = L.subgroups && L.SG <= 8 && t.narrowRows > 0 && NQ <= L.SG / 2 ? nextPow2(NQ) : 0;
-  const RB = GQ ? Math.max(1, Math.floor(t.narrowRows / GQ)) : big ? t.RB : 1;
-  const CB = big && !GQ ? t.CB : 1;
-  const spec = gatherSpec({ mode, aligned, RB, CB, GQ, lanes: L });
-  // fwd rows decode as (n, oh, ow); dx rows as (n, ih / s, iw / s) within one parity class (ih % s, iw % s)
-  const dh = mode === 'fwd' ? g.OH : Math.ceil(g.H / S);
-  const dw = mode === 'fwd' ? g.OW : Math.ceil(g.W / S);
-  const classes = mode === 'fwd' ? 1 : S * S;
-  const rows = g.N * dh * dw;
-  const rowTiles = Math.ceil(rows / (L.SG * RB));
-  const colTiles = GQ ? 1 : Math.ceil(NQ / (L.SG * CB));
-  const ntiles = classes * rowTiles * colTiles;
-  const [sh, sw] = mode === 'fwd' ? [g.H, g.W] : [g.OH, g.OW];
-  const u = u32s(rows, ntiles, rowTiles, colTiles, dh, dw, sh, sw, g.H, g.W, CK, CN, KQ, NQ, g.KH, g.KW, S, g.pad, bias ? 1 : 0);
-  const name = spec.name;
-  launch(spec, [u, a.binding(name), b.binding(name), (bias ?? b).binding(name), out.binding(name)], grid1d(Math.ceil(ntiles / L.G), 1));
-}
-
-// ---- dW: outer products over output pixels, split into chunks -----------------------------------------------
-
-interface WeightGradVariant {
-  /** Cin and Cout both % 4 == 0: vec4 loads and stores; else scalar loads with checks */
-  aligned: boolean;
-  RQ: number;
-  CB: number;
-  U: number;
-  lanes: Lanes;
-}
-
-const DW_UNIFORMS = `struct P {
-  tiles: u32, rowTiles: u32, colTiles: u32, linesPerChunk: u32,
-  lines: u32, H: i32, W: i32, OH: u32,
-  OW: u32, cin: u32, cout: u32, cq: u32,
-  nq: u32, rqt: u32, kw: i32, s: i32,
-  pad: i32, wsize: u32, p0: u32, p1: u32,
-}`;
-
-function weightGradSpec(v: WeightGradVariant): KernelSpec {
-  return cached(JSON.stringify(v), () => {
-    const { aligned, RQ, CB, U, lanes: L } = v;
-    const SG = L.SG;
-    const PP = SG / RQ; // pixels per step
-    const T = aligned ? 'vec4<f32>' : 'f32';
-    let c = header(L);
-    c += `${DW_UNIFORMS}
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var<storage, read> dy: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> out: array<${T}>;
-${entry(L)}
-  let colTile = tile % p.colTiles;
-  let rt = tile / p.colTiles;
-  let rowTile = rt % p.rowTiles;
-  let chunk = rt / p.rowTiles;
-`;
-    // the (row quad, pixel offset) pairs a lane loads: its own with subgroups, all of its group's without
-    const laneRows = L.subgroups ? [{ s: '', lane: 'l' }] : range(SG).map((r) => ({ s: `_${r}`, lane: `${r}u` }));
-    for (const { s, lane } of laneRows) {
-      c += `  let rq${s} = min(rowTile * ${RQ}u + ${lane} % ${RQ}u, p.rqt - 1u);
-  let pp${s} = i32(${lane} / ${RQ}u);
-  let tap${s} = i32(rq${s} / p.cq);
-  let ciq${s} = rq${s} % p.cq;
-  let ky${s} = tap${s} / p.kw - p.pad;
-  let kx${s} = tap${s} % p.kw - p.pad;
-`;
-    }
-    for (let cb = 0; cb < CB; cb++) c += `  let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;\n  let cl${cb} = min(cq${cb}, p.nq - 1u);\n`;
-    const acc = (rr: number, j: number, cb: number) => `a_${(rr * 4 + j) * CB + cb}`;
-    c += `  ${range(RQ * 4 * CB).map((i) => `var a_${i} = vec4<f32>(0.0);`).join(' ')}
-  let L0 = chunk * p.linesPerChunk;
-  let L1 = min(L0 + p.linesPerChunk, p.lines);
-  for (var line = L0; line < L1; line++) {
-    let n = i32(line / p.OH);
-    let oh = i32(line % p.OH);
-    let dyrow = line * p.OW;
-`;
-    for (const { s } of laneRows) {
-      c += `    let yy${s} = oh * p.s + ky${s};\n    let rowOk${s} = yy${s} >= 0 && yy${s} < p.H;\n    let xrow${s} = (n * p.H + yy${s}) * p.W;\n`;
-    }
-    c += `    for (var ow0 = 0u; ow0 < p.OW; ow0 += ${PP * U}u) {\n`;
-    for (let u = 0; u < U; u++) {
-      c += '    {\n';
-      for (const { s } of laneRows) {
-        c += `      let ow${s} = i32(ow0) + ${u * PP} + pp${s};
-      let xx${s} = ow${s} * p.s + kx${s};
-      let ok${s} = rowOk${s} && ow${s} < i32(p.OW) && xx${s} >= 0 && xx${s} < p.W;
-      let xi${s} = u32(max(xrow${s} + xx${s}, 0));
-`;
-        if (aligned) c += `      let av${s} = select(vec4<f32>(0.0), x[xi${s} * p.cq + ciq${s}], ok${s});\n`;
-        else {
-          const ld = (j: number) => `select(0.0, x[xi${s} * p.cin + min(ciq${s} * 4u + ${j}u, p.cin - 1u)], ok${s} && ciq${s} * 4u + ${j}u < p.cin)`;
-          c += `      let av${s} = vec4<f32>(${range(4).map(ld).join(', ')});\n`;
-        }
-      }
-      for (let q = 0; q < PP; q++) {
-        // a pixel past the row end has x = 0 in every lane that pairs with it; clamping keeps dy reads in bounds
-        c += `      let pix${q} = dyrow + min(ow0 + ${u * PP + q}u, p.OW - 1u);\n`;
-        for (let cb = 0; cb < CB; cb++) {
-          if (aligned) c += `      let b${q}_${cb} = dy[pix${q} * p.nq + cl${cb}];\n`;
-          else c += `      let b${q}_${cb} = vec4<f32>(${range(4).map((j) => `dy[pix${q} * p.cout + min(cl${cb} * 4u + ${j}u, p.cout - 1u)]`).join(', ')});\n`;
-        }
-      }
-      for (let r = 0; r < SG; r++) {
-        const q = Math.floor(r / RQ);
-        const rr = r % RQ;
-        c += `      { let v = ${L.subgroups ? `subgroupBroadcast(av, ${r}u)` : `av_${r}`};\n`;
-        for (let j = 0; j < 4; j++) {
-          for (let cb = 0; cb < CB; cb++) c += `        ${acc(rr, j, cb)} = fma(vec4<f32>(v.${XYZW[j]}), b${q}_${cb}, ${acc(rr, j, cb)});\n`;
-        }
-        c += '      }\n';
-      }
-      c += '    }\n';
-    }
-    c += '    }\n  }\n';
-    // partial sums of this chunk: out[chunk][(kh, kw, ci)][co]
-    for (let rr = 0; rr < RQ; rr++) {
-      c += `  { let rq = rowTile * ${RQ}u + ${rr}u; if (rq < p.rqt) {
-    let base = chunk * (p.wsize / p.cout) + (rq / p.cq) * p.cin;
-    let ci0 = (rq % p.cq) * 4u;
-`;
-      for (let j = 0; j < 4; j++) {
-        c += `    if (ci0 + ${j}u < p.cin) {\n      let row = base + ci0 + ${j}u;\n`;
-        for (let cb = 0; cb < CB; cb++) {
-          const a = acc(rr, j, cb);
-          if (aligned) c += `      if (cq${cb} < p.nq) { out[row * p.nq + cq${cb}] = ${a}; }\n`;
-          else for (let k = 0; k < 4; k++) c += `      if (cq${cb} * 4u + ${k}u < p.cout) { out[row * p.cout + cq${cb} * 4u + ${k}u] = ${a}.${XYZW[k]}; }\n`;
-        }
-        c += '    }\n';
-      }
-      c += '  } }\n';
-    }
-    c += '}\n';
-    return { name: 'conv2d.dW', code: c, bindings: ['uniform', 'read', 'read', 'rw'] };
-  });
-}
-
-// enough workgroups to keep every core (or SM) busy; more chunks only cost partial-sum traffic
-const DW_TARGET_WORKGROUPS = 256;
-const DW_MIN_PIXELS_PER_CHUNK = 64;
-
-function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor): Tensor {
-  const L = lanes();
-  const t = convTilesFor(L.SG);
-  const RQ = L.subgroups ? Math.min(t.RQ, L.SG) : 2;
-  const aligned = g.Cin % 4 === 0 && g.Cout % 4 === 0;
-  // a second column quad per lane only pays where there are columns for it (narrow layers would idle them)
-  const CB = aligned && L.subgroups && Math.ceil(g.Cout / 4) > L.SG ? t.dwCB : 1;
-  const spec = weightGradSpec({ aligned, RQ, CB, U: t.U, lanes: L });
-  const CQ = Math.ceil(g.Cin / 4);
-  const NQ = Math.ceil(g.Cout / 4);
-  const RQT = g.KH * g.KW * CQ;
-  const rowTiles = Math.ceil(RQT / RQ);
-  const colTiles = Math.ceil(NQ / (L.SG * CB));
-  const lines = g.N * g.OH;
-  const wshape = [g.KH, g.KW, g.Cin, g.Cout];
-  if (lines === 0) return zeros(wshape); // an empty batch
-  const byWork = Math.ceil((DW_TARGET_WORKGROUPS * L.G) / (rowTiles * colTiles));
-  const byMinSize = Math.max(1, Math.floor((lines * g.OW) / DW_MIN_PIXELS_PER_CHUNK));
-  let chunks = Math.max(1, Math.min(byWork, byMinSize, lines));
-  const linesPerChunk = Math.ceil(lines / chunks);
-  chunks = Math.ceil(lines / linesPerChunk);
-  const ntiles = chunks * rowTiles * colTiles;
-  const wsize = g.KH * g.KW * g.Cin * g.Cout;
-  const partial = empty([chunks, wsize], 'f32', 'conv2d.dW');
-  const u = u32s(ntiles, rowTiles, colTiles, linesPerChunk, lines, g.H, g.W, g.OH, g.OW, g.Cin, g.Cout, CQ, NQ, RQT, g.KW, g.stride, g.pad, wsize);
-  launch(spec, [u, x.binding('conv2d.dW'), dy.binding('conv2d.dW'), partial.binding('conv2d.dW')], grid1d(Math.ceil(ntiles / L.G), 1));
-  if (chunks === 1) {
-    const dw = partial.share(wshape);
-    partial.dispose();
-    return dw;
-  }
-  const total = sum(partial, 0);
-  partial.dispose();
-  const dw = total.share(wshape);
-  total.dispose();
-  return dw;
-}
-
-// ---- weight transpose for dx: [KH, KW, Cin, Cout] -> [KH, KW, Cout, Cin] ---------------------------------------
-
-const TRANSPOSE_WG = 256;
-const transposeSpec: KernelSpec = {
-  name: 'conv2d.wT',
-  bindings: ['uniform', 'read', 'rw'],
-  code: `
-struct P { n: u32, cin: u32, cout: u32, pad0: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read_write> wt: array<f32>;
-@compute @workgroup_size(${TRANSPOSE_WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${TRANSPOSE_WG}u);
-  if (i >= p.n) { return; }
-  let co = i % p.cout;
-  let ci = (i / p.cout) % p.cin;
-  let tap = i / (p.cout * p.cin);
-  wt[(tap * p.cout + co) * p.cin + ci] = w[i];
-}`,
-};
-
-function transposeWeight(w: Tensor, g: ConvGeom): Tensor {
-  const wt = empty([g.KH, g.KW, g.Cout, g.Cin], 'f32', 'conv2d.wT');
-  launch(transposeSpec, [u32s(w.size, g.Cin, g.Cout), w.binding('conv2d.wT'), wt.binding('conv2d.wT')], grid1d(w.size, TRANSPOSE_WG));
-  return wt;
-}
-
-// ---- shapes and the differentiable op ------------------------------------------------------------------
 
 /** Output size of a convolution (or pooling) along one axis. */
 export function convOutSize(size: number, kernel: number, stride: number, pad: number): number {
@@ -538,30 +927,24 @@ function geometry(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions
 // 1-channel stem cost as much as a 16x larger layer. Zero channels change no sum: x and w are padded to the next
 // multiple of 4 channels for the vec4 kernels, and dW / dx are cut back to the real channels.
 
-const RESIZE_WG = 256;
-const resizeRowsSpec: KernelSpec = {
-  name: 'conv2d.resizeRows',
-  bindings: ['uniform', 'read', 'rw'],
-  code: `
-struct P { n: u32, inW: u32, outW: u32, pad0: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(${RESIZE_WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * (nwg.x * ${RESIZE_WG}u);
-  if (i >= p.n) { return; }
+const resizeRowsKernel = () =>
+  kernel('conv2d|resizeRows', () => ({
+    name: 'conv2d.resizeRows',
+    uniforms: { n: 'u32', inW: 'u32', outW: 'u32' },
+    bindings: { x: 'read f32', y: 'rw f32' },
+    workgroupSize: 256,
+    flat: { limit: 'p.n' },
+    body: `
   let r = i / p.outW;
   let j = i % p.outW;
-  y[i] = select(0.0, x[r * p.inW + min(j, p.inW - 1u)], j < p.inW);
-}`,
-};
+  y[i] = select(0.0, x[r * p.inW + min(j, p.inW - 1u)], j < p.inW);`,
+  }));
 
 /** [rows, inW] -> [rows, outW]: the first min(inW, outW) values of each row, then zeros. */
 function resizeRows(x: Tensor, rows: number, inW: number, outW: number, shape: number[]): Tensor {
   const y = empty(shape, 'f32', 'conv2d.resizeRows');
   const n = rows * outW;
-  if (n > 0) launch(resizeRowsSpec, [u32s(n, inW, outW), x.binding('conv2d.resizeRows'), y.binding('conv2d.resizeRows')], grid1d(n, RESIZE_WG));
+  if (n > 0) resizeRowsKernel().launch({ n, inW, outW, x, y }, { threads: n });
   return y;
 }
 
@@ -576,27 +959,29 @@ const padWeight = (w: Tensor, g: ConvGeom, p: ConvGeom) => resizeRows(w, g.KH * 
 /** The forward launch (no tape). */
 export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const g = geometry(x, w, bias, opts);
+  const t = usableTuning(opts.tuning);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
   if (y.size === 0) return y;
   const p = paddedGeom(g);
   if (p) {
     const x4 = padInput(x, g, p);
     const w4 = padWeight(w, g, p);
-    runGather('fwd', p, x4, w4, bias, y);
+    runGather('fwd', p, x4, w4, bias, y, t);
     x4.dispose();
     w4.dispose();
-  } else runGather('fwd', g, x, w, bias, y);
+  } else runGather('fwd', g, x, w, bias, y, t);
   return y;
 }
 
-/** Gradient of the input: a transposed gathered GEMM over dy. */
-export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom): Tensor {
+/** Gradient of the input: a transposed gathered GEMM over dy. `opts.tuning` as for conv2d. */
+export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
+  const t = usableTuning(opts.tuning);
   if (g.N * g.H * g.W === 0) return empty([g.N, g.H, g.W, g.Cin], 'f32', 'conv2d.dx');
   const p = paddedGeom(g);
   const dx = empty([g.N, g.H, g.W, p ? p.Cin : g.Cin], 'f32', 'conv2d.dx');
   const w4 = p ? padWeight(w, g, p) : w;
   const wt = transposeWeight(w4, p ?? g);
-  runGather('dx', p ?? g, dy, wt, null, dx);
+  runGather('dx', p ?? g, dy, wt, null, dx, t);
   wt.dispose();
   if (!p) return dx;
   w4.dispose();
@@ -605,12 +990,13 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom): Tensor 
   return cut;
 }
 
-/** Gradient of the weight. */
-export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom): Tensor {
+/** Gradient of the weight. `opts.tuning` as for conv2d. */
+export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
+  const t = usableTuning(opts.tuning);
   const p = paddedGeom(g);
-  if (!p) return weightGrad(g, x, dy);
+  if (!p) return weightGrad(g, x, dy, t);
   const x4 = padInput(x, g, p);
-  const dw4 = weightGrad(p, x4, dy);
+  const dw4 = weightGrad(p, x4, dy, t);
   x4.dispose();
   const dw = resizeRows(dw4, g.KH * g.KW, p.Cin * g.Cout, g.Cin * g.Cout, [g.KH, g.KW, g.Cin, g.Cout]);
   dw4.dispose();
@@ -627,8 +1013,8 @@ export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null = null, opts: C
     const g = geometry(x, w, bias, opts);
     const inputs = bias ? [x, w, bias] : [x, w];
     record('conv2d', inputs, y, (dy, [sx, sw]) => [
-      x.requiresGrad ? conv2dBackwardInput(dy, sw, g) : null,
-      w.requiresGrad ? conv2dBackwardWeight(sx, dy, g) : null,
+      x.requiresGrad ? conv2dBackwardInput(dy, sw, g, opts) : null,
+      w.requiresGrad ? conv2dBackwardWeight(sx, dy, g, opts) : null,
       bias?.requiresGrad ? sum(dy, [0, 1, 2]) : null,
     ], [x, w]);
   }

@@ -17,6 +17,7 @@ export { add, sub, mul, div, addRelu, relu, exp, log, sqrt, neg, addScalar, subS
 export { sum, mean, max } from '../kernels/reduce.ts';
 export { matmul, matmulTuning, matmulTextureStats, tileName, type MatmulTuning, type MatmulOptions, type MatmulTile } from '../kernels/matmul.ts';
 export { tuneMatmul, type TuneResult, type TuneOptions } from '../kernels/matmul-tune.ts';
+export { tuneConv } from '../kernels/conv2d-tune.ts';
 export { conv2d, type Conv2dOptions } from '../kernels/conv2d.ts';
 export { batchNorm, type BatchNormStats, type BatchNormOptions } from '../kernels/batchnorm.ts';
 export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';

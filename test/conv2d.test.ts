@@ -1,8 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
-import { tensor, variable, backward, tidy, liveTensors, sync } from '../nn/index.ts';
-import { conv2d, setConvLaneMode, setConvTiles, ref } from '../kernels/conv2d.ts';
+import { tensor, variable, backward, tidy, liveTensors, sync, getDevice } from '../nn/index.ts';
+import { conv2d, convSubgroupWidth, ref, DEFAULT_TILED_TILES, type ConvTuningOverrides } from '../kernels/conv2d.ts';
 import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('conv2d');
@@ -39,59 +39,80 @@ for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of cases) {
   }, t);
 }
 
-// the kernels for adapters without fixed-width subgroups (browsers), forced here on lavapipe
-const portable: Case[] = [
-  ['3x3 pad 1 stride 2', 2, 9, 7, 8, 3, 12, 2, 1, true],
-  ['3x3 pad 1, 5->17 channels', 1, 6, 5, 5, 3, 17, 1, 1, false],
+// Every variant forced through the options, forward and every gradient, on every shape above: the subgroup
+// kernels at the adapter's width (wide, and the narrow split that narrow layers take), the portable kernels
+// (adapters without fixed-width subgroups: browsers), and the workgroup-tiled implicit GEMM (GPUs).
+const hasSubgroupKernels = await (async () => {
+  await getDevice();
+  return convSubgroupWidth() > 0;
+})();
+const variants: [string, ConvTuningOverrides][] = [
+  ...(hasSubgroupKernels
+    ? ([
+        ['subgroups, wide kernels only', { variant: 'subgroups', tiles: { narrowRows: 0 } }],
+        ['subgroups with the narrow variant', { variant: 'subgroups', tiles: { narrowRows: 16 } }],
+      ] as [string, ConvTuningOverrides][])
+    : []),
+  ['portable', { variant: 'portable' }],
+  ['tiled', { variant: 'tiled', tiled: DEFAULT_TILED_TILES }],
+  // small tiles: several row and column tiles per layer, a K step (8 channels) shorter than most layers' channels
+  ['tiled 32x16x8', { variant: 'tiled', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
 ];
-for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of portable) {
-  const shapes = [[N, H, W, Cin], [K, K, Cin, Cout], ...(bias ? [[Cout]] : [])];
-  t(`conv2d without subgroups, ${name}`, async () => {
-    setConvLaneMode('portable');
-    try {
-      await checkOp({
+for (const [vname, tuning] of variants) {
+  for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of cases) {
+    const shapes = [[N, H, W, Cin], [K, K, Cin, Cout], ...(bias ? [[Cout]] : [])];
+    t(`conv2d [${vname}] ${name}`, () =>
+      checkOp({
         shapes,
         ref: ([x, w, b]) => ref.conv2d(x, w, b ?? null, s, p),
         refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, s, p).slice(0, b ? 3 : 2),
-        gpu: ([x, w, b]) => conv2d(x, w, b ?? null, { stride: s, padding: p }),
+        gpu: ([x, w, b]) => conv2d(x, w, b ?? null, { stride: s, padding: p, tuning }),
         tol: 1e-4,
-      });
-    } finally {
-      setConvLaneMode('auto');
-    }
-  });
+      }),
+    );
+  }
 }
 
-// the wide kernels on narrow layers (narrowRows 0), which other adapters and the tuner may still pick
-t('conv2d narrow layers with the wide kernels', async () => {
-  setConvTiles({ narrowRows: 0 });
-  try {
-    await checkOp({
-      shapes: [[3, 9, 7, 8], [3, 3, 8, 8], [8]],
-      ref: ([x, w, b]) => ref.conv2d(x, w, b, 1, 1),
-      refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, 1, 1),
-      gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 1, padding: 1 }),
-      tol: 1e-4,
-    });
-  } finally {
-    setConvTiles(null);
-  }
-});
-
 // other register blocks (the tuner's knobs): 2 column quads per lane; dW with 4 pixels per step, 2 steps unrolled
-t('conv2d with other tile shapes', async () => {
-  setConvTiles({ RB: 1, CB: 2, RQ: 2, dwCB: 1, U: 2 });
-  try {
-    await checkOp({
-      shapes: [[2, 7, 6, 8], [3, 3, 8, 72], [72]],
-      ref: ([x, w, b]) => ref.conv2d(x, w, b, 2, 1),
-      refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, 2, 1),
-      gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 2, padding: 1 }),
-      tol: 1e-4,
-    });
-  } finally {
-    setConvTiles(null);
-  }
+t('conv2d with other tile shapes', () =>
+  checkOp({
+    shapes: [[2, 7, 6, 8], [3, 3, 8, 72], [72]],
+    ref: ([x, w, b]) => ref.conv2d(x, w, b, 2, 1),
+    refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, 2, 1),
+    gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 2, padding: 1, tuning: { tiles: { RB: 1, CB: 2, RQ: 2, dwCB: 1, U: 2 } } }),
+    tol: 1e-4,
+  }),
+);
+
+// tiled: 256 invocations (SwiftShader's limit) and 16 KiB of workgroup memory (WebGPU's default limit), 18 column
+// quads over two column tiles, a 1x1 stride-2 layer
+t('conv2d tiled at the workgroup limits', () =>
+  checkOp({
+    shapes: [[2, 9, 7, 24], [1, 1, 24, 72], [72]],
+    ref: ([x, w, b]) => ref.conv2d(x, w, b, 2, 0),
+    refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, 2, 0),
+    gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 2, padding: 0, tuning: { variant: 'tiled', tiled: { TM: 64, TN: 64, TK: 32, RM: 4, CQ: 1 } } }),
+    tol: 1e-4,
+  }),
+);
+
+// tfjs's conv2d_mm tile (a tuner candidate), a K step of 32 over odd channel counts and a stride of 2
+t('conv2d tiled with a 32-deep step on odd channels', () =>
+  checkOp({
+    shapes: [[2, 9, 8, 5], [3, 3, 5, 17], [17]],
+    ref: ([x, w, b]) => ref.conv2d(x, w, b, 2, 1),
+    refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, 2, 1),
+    gpu: ([x, w, b]) => conv2d(x, w, b, { stride: 2, padding: 1, tuning: { variant: 'tiled', tiled: { TM: 32, TN: 32, TK: 32, RM: 4, CQ: 1 } } }),
+    tol: 1e-4,
+  }),
+);
+
+t('conv2d tiles that do not fit are refused with the limits named', () => {
+  const x = tensor(new Float32Array(2 * 5 * 5 * 4), [2, 5, 5, 4]);
+  const w = tensor(new Float32Array(3 * 3 * 4 * 8), [3, 3, 4, 8]);
+  throwsWith(() => conv2d(x, w, null, { tuning: { variant: 'tiled', tiled: { TM: 256, TN: 256, TK: 64, RM: 1, CQ: 1 } } }), 'conv2d', 'tiled tiles', 'invocations', 'workgroup memory');
+  x.dispose();
+  w.dispose();
 });
 
 t('conv2d of an empty batch', async () => {
