@@ -243,6 +243,7 @@ export function markDeclared(spec: KernelSpec): KernelSpec {
  * Workgroup counts above the device limit are a caller bug; use grid1d() for large 1-D launches.
  */
 export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number, number?, number?]): void {
+  if (!declared.has(spec)) throw new Error(`${spec.name}: not a declared kernel (declare it with defineKernel or kernel() of engine/kernel.ts)`);
   const s = engine(spec.name);
   const { device } = gpu(spec.name);
   if (args.length !== spec.bindings.length) {

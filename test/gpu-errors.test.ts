@@ -9,7 +9,8 @@ import {
   reshape, variable, backward, tidy, sync, flush, liveTensors, tapeLength, memoryStats, type Tensor,
 } from '../nn/index.ts';
 import { simulateDeviceLoss, whenDeviceLost, DeviceLostError } from '../engine/device.ts';
-import { launch, u32s, type KernelSpec } from '../engine/recorder.ts';
+import { launch, u32s } from '../engine/recorder.ts';
+import { defineKernel } from '../engine/kernel.ts';
 import { Linear, Sequential, ReLU, materialize } from '../nn/module.ts';
 import { Adam } from '../nn/optim.ts';
 import { NonFiniteMonitor } from '../engine/health.ts';
@@ -47,9 +48,8 @@ function throwsWith(fn: () => unknown, what: string, ...parts: (string | RegExp)
   assert.unreachable(`${what} did not throw`);
 }
 
-const WRITE_ONE = `
-@group(0) @binding(0) var<storage, read_write> o: array<f32>;
-@compute @workgroup_size(1) fn main() { o[0] = 1.0; }`;
+/** A kernel that writes one float, declared under `name`. */
+const writeOne = (name: string) => defineKernel({ name, bindings: { o: 'rw f32' }, workgroupSize: 1, body: '  o[0] = 1.0;' });
 
 /** The engine still computes correctly: the acceptance check after every failure. */
 async function stillWorks(): Promise<void> {
@@ -61,15 +61,15 @@ async function stillWorks(): Promise<void> {
 }
 
 t('a kernel with invalid WGSL makes the next sync() and toArray() throw, naming the kernel', async () => {
-  const bad: KernelSpec = { name: 'brokenKernel', code: 'fn main( { this is not wgsl }', bindings: ['uniform', 'rw'] };
+  const bad = defineKernel({ name: 'brokenKernel', uniforms: { n: 'u32' }, bindings: { out: 'rw f32' }, workgroupSize: 1, body: '  this is not wgsl {' });
   const out = empty([4]);
-  launch(bad, [u32s(4), out.binding('brokenKernel')], [1]);
+  bad.launch({ n: 4, out }, [1]);
   await rejectsWith(sync(), 'sync', "kernel 'brokenKernel' failed to compile", 'error');
   // the failure is remembered: launching the same kernel again throws at once, still naming it
-  throwsWith(() => launch(bad, [u32s(4), out.binding('brokenKernel')], [1]), 'relaunch', "kernel 'brokenKernel' failed to compile");
+  throwsWith(() => bad.launch({ n: 4, out }, [1]), 'relaunch', "kernel 'brokenKernel' failed to compile");
   // a second broken kernel surfaces through toArray()
-  const bad2: KernelSpec = { name: 'brokenToo', code: '@compute @workgroup_size(1) fn main() { let x: f32 = undefinedThing; }', bindings: [] };
-  launch(bad2, [], [1]);
+  const bad2 = defineKernel({ name: 'brokenToo', bindings: {}, workgroupSize: 1, body: '  let x: f32 = undefinedThing;' });
+  bad2.launch({}, [1]);
   await rejectsWith(out.toArray(), 'toArray', "kernel 'brokenToo' failed to compile", 'undefinedThing');
   out.dispose();
   await stillWorks();
@@ -77,10 +77,12 @@ t('a kernel with invalid WGSL makes the next sync() and toArray() throw, naming 
 
 t('a binding range larger than its buffer throws at launch, naming the op and the sizes', async () => {
   const x = empty([4]);
-  const spec: KernelSpec = { name: 'writeOne', code: WRITE_ONE, bindings: ['rw'] };
-  throwsWith(() => launch(spec, [{ buffer: x.storage.buffer, offset: 0, size: 1 << 20 }], [1]), 'oversized range', 'writeOne', 'binding 0', '1048576', 'exceeds');
-  throwsWith(() => launch(spec, [{ buffer: x.storage.buffer, offset: 4, size: 16 }], [1]), 'misaligned', 'writeOne', 'offset', 'multiple');
-  throwsWith(() => launch(spec, [u32s(1)], [1]), 'uniform for storage', 'writeOne', 'binding 0');
+  const k = writeOne('writeOne');
+  throwsWith(() => k.launch({ o: { buffer: x.storage.buffer, offset: 0, size: 1 << 20 } }, [1]), 'oversized range', 'writeOne', 'binding 0', '1048576', 'exceeds');
+  throwsWith(() => k.launch({ o: { buffer: x.storage.buffer, offset: 4, size: 16 } }, [1]), 'misaligned', 'writeOne', 'offset', 'multiple');
+  throwsWith(() => k.launch({ o: u32s(1) as any }, [1]), 'uniform for storage', 'writeOne', 'binding 0');
+  throwsWith(() => k.launch({}, [1]), 'missing binding', 'writeOne', "no argument for binding 'o'");
+  throwsWith(() => k.launch({ o: 3 }, [1]), 'numbers for a binding', 'writeOne', "binding 'o' needs a tensor");
   x.dispose();
   await stillWorks();
 });
@@ -88,8 +90,7 @@ t('a binding range larger than its buffer throws at launch, naming the op and th
 t('a bind-group error reported by WebGPU (buffer without STORAGE usage) names the op', async () => {
   const { device } = gpu();
   const mappable = device.createBuffer({ size: 256, usage: 0x01 | 0x08 }); // MAP_READ | COPY_DST: not bindable
-  const spec: KernelSpec = { name: 'writeToMappable', code: WRITE_ONE, bindings: ['rw'] };
-  launch(spec, [{ buffer: mappable, offset: 0, size: 256 }], [1]);
+  writeOne('writeToMappable').launch({ o: { buffer: mappable, offset: 0, size: 256 } }, [1]);
   await rejectsWith(sync(), 'sync', 'writeToMappable: invalid bindings');
   mappable.destroy();
   await stillWorks();
@@ -98,14 +99,19 @@ t('a bind-group error reported by WebGPU (buffer without STORAGE usage) names th
 t('a buffer destroyed before its recorded work is submitted: the submit error lists the ops', async () => {
   const { device } = gpu();
   const buf = device.createBuffer({ size: 256, usage: 0x80 | 0x04 | 0x08 });
-  launch({ name: 'writeDestroyed', code: WRITE_ONE, bindings: ['rw'] }, [{ buffer: buf, offset: 0, size: 256 }], [1]);
+  writeOne('writeDestroyed').launch({ o: { buffer: buf, offset: 0, size: 256 } }, [1]);
   buf.destroy();
   await rejectsWith(sync(), 'sync', 'submit of [', 'writeDestroyed');
   await stillWorks();
 });
 
+t('launch refuses a kernel that was not declared, naming it', () => {
+  const raw = { name: 'handWritten', code: '@compute @workgroup_size(1) fn main() {}', bindings: [] };
+  throwsWith(() => launch(raw, [], [1]), 'undeclared', 'handWritten', 'not a declared kernel');
+});
+
 t('errors are reported once: the sync after a failure is clean', async () => {
-  launch({ name: 'brokenOnce', code: 'nonsense', bindings: [] }, [], [1]);
+  defineKernel({ name: 'brokenOnce', bindings: {}, workgroupSize: 1, body: '  nonsense' }).launch({}, [1]);
   await rejectsWith(sync(), 'sync', 'brokenOnce');
   await within(sync(), 20_000, 'clean sync');
 });
