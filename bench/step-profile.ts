@@ -54,6 +54,7 @@ function family(name: string): string {
 const { device } = gpu('profile');
 const byName = new Map<string, { ms: number; count: number }>();
 const byFamily = new Map<string, { ms: number; count: number }>();
+const bySize = new Map<string, { ms: number; count: number }>();
 const add = (m: Map<string, { ms: number; count: number }>, k: string, ms: number) => {
   const e = m.get(k) ?? { ms: 0, count: 0 };
   e.ms += ms;
@@ -72,8 +73,8 @@ for (const d of log) {
   await device.queue.onSubmittedWorkDone();
   const ms = (performance.now() - t0) / repeats;
   // convolutions and BN per dispatch size too: the layers differ by orders of magnitude
-  const bySize = (d.name.startsWith('conv2d') || d.name.startsWith('batchNorm')) && process.env.BY_SHAPE;
-  add(byName, bySize ? `${d.name} ${d.workgroups.join('x')}` : d.name, ms);
+  if (d.name.startsWith('conv2d') || d.name.startsWith('batchNorm')) add(bySize, `${d.name} ${d.workgroups.join('x')}`, ms);
+  add(byName, d.name, ms);
   add(byFamily, family(d.name), ms);
 }
 const total = [...byName.values()].reduce((a, e) => a + e.ms, 0);
@@ -87,6 +88,10 @@ console.log('\nby family:');
 for (const [name, e] of [...byFamily].sort((a, b) => b[1].ms - a[1].ms)) console.log(line(name, e));
 console.log('\nby kernel:');
 for (const [name, e] of [...byName].sort((a, b) => b[1].ms - a[1].ms)) console.log(line(name, e));
+if (process.env.BY_SHAPE) {
+  console.log('\nconv and batchnorm by dispatch size (workgroups):');
+  for (const [name, e] of [...bySize].sort((a, b) => b[1].ms - a[1].ms)) console.log(line(name, e));
+}
 model.dispose();
 v1.dispose();
 v2.dispose();
