@@ -16,7 +16,7 @@ Protocol (bench/peer-torch.ts): one JSON object per line on stdin, one answer pe
   {"type": "run", "k": k, "format": f}      -> {"ms": per op, "cpuMs": per op}  (k steps back to back)
   {"type": "select", "format": f}           keeps only that format's model
   {"type": "dispose"} / {"type": "exit"}
-bench/peer-torch.ts runs two of these processes, with OpenMP's waits active and passive, and keeps whichever
+bench/peer-torch.ts runs two of these processes, with libgomp's default waits and passive ones, and keeps whichever
 process and format runs the step fastest.
 Every answer carries {"ok": true, "cpuTotalMs": this process's CPU time so far} or {"ok": false, "error": ...}.
 Standalone: /usr/bin/python3 bench/peer-torch.py --standalone [--width 16 --batch 64 --format auto|contiguous|channels_last]

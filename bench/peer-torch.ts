@@ -2,11 +2,13 @@
 // CPU at 2 threads. It is the bar for the BYOL step rows (cases with a `torch` spec); it runs nothing else. The
 // children get the environment from before our engine changed the driver settings, like the tfjs peer process.
 //
-// PyTorch gets its best configuration, chosen by measuring: two processes, one with OpenMP's threads spinning while
-// they wait (OMP_WAIT_POLICY=ACTIVE, libgomp's default behaviour) and one sleeping (PASSIVE), each with the network
-// in NCHW and in channels_last. The spinning waits are fastest on an idle machine; on a loaded one a spinning thread
-// holds its core while its partner waits for one, and a step ran 11x slower than with passive waits (8.7 s vs
-// 0.78 s, bench/results/step-baseline.md). Samples of the four alternate; the fastest by median keeps running.
+// PyTorch gets its best configuration, chosen by measuring: two processes, one with libgomp's default waits (spin a
+// while, then sleep) and one with OMP_WAIT_POLICY=PASSIVE (sleep at once), each with the network in NCHW and in
+// channels_last. Spinning is fastest on an idle machine; on a loaded one a spinning thread holds its core while its
+// partner waits for one, and a step ran 11x slower than with passive waits (8.7 s vs 0.78 s,
+// bench/results/step-baseline.md). Samples of the four alternate; the fastest by median keeps running. Not
+// OMP_WAIT_POLICY=ACTIVE: its threads spin for seconds after every parallel region, also while the process idles,
+// which would take a core from the other engines' samples.
 // Its samples alternate with ours and tfjs's (harness.ts measureInterleaved); each side finishes before the next.
 
 import { spawn } from 'node:child_process';
@@ -18,7 +20,7 @@ import { median } from './harness.ts';
 
 export const PYTHON = '/usr/bin/python3';
 export const TORCH_INSTALL_HINT = "bash engine/setup.sh --bench (as root; Debian's python3-torch, about 1 GB)";
-const POLICIES = ['ACTIVE', 'PASSIVE'] as const;
+const POLICIES = ['default', 'passive'] as const;
 const FORMATS = ['contiguous', 'channels_last'] as const;
 
 export interface TorchCase {
@@ -90,7 +92,12 @@ function startProc(env: NodeJS.ProcessEnv): Proc {
 /** Starts the peer; throws with the reason (and the command that installs torch) where it cannot run. */
 export async function torchPeer(env: NodeJS.ProcessEnv): Promise<TorchPeer> {
   if (!existsSync(PYTHON)) throw new Error(`${PYTHON} not found; install python3-torch with ${TORCH_INSTALL_HINT}`);
-  const procs = POLICIES.map((policy) => ({ policy, proc: startProc({ ...env, OMP_WAIT_POLICY: policy }) }));
+  const procs = POLICIES.map((policy) => {
+    const e = { ...env };
+    if (policy === 'passive') e.OMP_WAIT_POLICY = 'PASSIVE';
+    else delete e.OMP_WAIT_POLICY;
+    return { policy, proc: startProc(e) };
+  });
   let hello: { name: string };
   try {
     hello = await procs[0].proc.ask({ type: 'init' });
@@ -100,11 +107,11 @@ export async function torchPeer(env: NodeJS.ProcessEnv): Promise<TorchPeer> {
     throw new Error(`${(e as Error).message}; install it with ${TORCH_INSTALL_HINT}`);
   }
   return {
-    name: `${hello.name}, child processes (pids ${procs.map((p) => p.proc.pid).join(', ')}), OpenMP waits active and passive`,
+    name: `${hello.name}, child processes (pids ${procs.map((p) => p.proc.pid).join(', ')}), OpenMP waits default and passive`,
     async setup(spec, budgetMs) {
       // one at a time, so that the two processes never run together
       for (const p of procs) await p.proc.ask({ type: 'setup', case: { ...spec, memoryFormats: FORMATS } });
-      const configs = procs.flatMap((p) => FORMATS.map((format) => ({ ...p, format, name: `${format}, OMP ${p.policy.toLowerCase()}`, ms: [] as number[] })));
+      const configs = procs.flatMap((p) => FORMATS.map((format) => ({ ...p, format, name: `${format}, OMP ${p.policy}`, ms: [] as number[] })));
       for (let round = 0; round < 3; round++) {
         for (const c of configs) c.ms.push((await c.proc.ask({ type: 'run', k: 1, format: c.format })).ms);
       }
