@@ -26,6 +26,13 @@ export interface BenchCase {
   bytes?: number;
   /** images per op, for training steps → images/s column */
   images?: number;
+  /**
+   * model FLOPs per op, counted analytically from the layer shapes (training steps: conv and linear multiply-adds
+   * x2, forward + backward), for the step's FLOP rate beside the matmul 1024 rate of the same run
+   */
+  modelFlops?: number;
+  /** the case for the PyTorch peer (bench/peer-torch.py), as JSON; absent where that peer has no such case */
+  torch?: Record<string, unknown>;
   /** only in the full run (slow for the peer, e.g. tfjs matmul 2048 takes ~4 s per op) */
   fullOnly?: boolean;
   /** longest the peer may spend sampling this case, ms (default: the run's budget) */

@@ -63,7 +63,7 @@ class Net {
   }
 
   private build(): void {
-    const { width: w, channels, projHidden, projDim } = this.s;
+    const { width: w, channels, projHidden, projDim, predHidden } = this.s;
     this.conv('stem', 3, channels, w);
     this.bn('stem', w);
     let cin = w;
@@ -83,9 +83,9 @@ class Net {
     this.bn('proj', projHidden);
     this.linear('proj2', projHidden, projDim, false);
     if (this.withPredictor) {
-      this.linear('pred1', projDim, projHidden, true);
-      this.bn('pred', projHidden);
-      this.linear('pred2', projHidden, projDim, false);
+      this.linear('pred1', projDim, predHidden, true);
+      this.bn('pred', predHidden);
+      this.linear('pred2', predHidden, projDim, false);
     }
   }
 

@@ -1,15 +1,22 @@
 // Where a BYOL training step's time goes: records every dispatch of one step (bench/cases/byol-step.ts's shape),
-// then replays each alone (repeats in one submit, one wait) and sums the time per kernel name. Replayed
-// dispatches read whatever the pooled buffers hold by then, so this is for timing only.
-// Usage: tsx bench/step-profile.ts [repeats]   (BY_SHAPE=1: convolutions also by dispatch size, i.e. by layer)
+// then replays each alone (repeats in one submit, one wait) and sums the time per kernel name, and per family
+// (conv, batchnorm, elementwise, matmul, optimizer, EMA, ...). Replayed dispatches read whatever the pooled buffers
+// hold by then, so this is for timing only; alone, each dispatch also pays the wait for the device, which in the
+// step overlaps with the next dispatch's recording.
+// Usage: tsx bench/step-profile.ts [repeats] [--old]   (--old: the older width-8 / batch-256 row's shape)
+//   BY_SHAPE=1: convolutions and batchnorm also by dispatch size, i.e. by layer
 
-import { getDevice, releaseDevice, tensor, sync, recordDispatches, gpu } from '../nn/index.ts';
+import { getDevice, releaseDevice, tensor, sync, recordDispatches, recorderStats, gpu } from '../nn/index.ts';
 import { randomData } from './case.ts';
-import { TRAIN_STEP_SHAPE as s, byolForStep } from './cases/byol-step.ts';
+import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepFlops } from './cases/byol-step.ts';
+import { median } from './harness.ts';
 
-const repeats = Number(process.argv[2] ?? 3);
+const argv = process.argv.slice(2);
+const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
+const repeats = Number(argv.find((a) => /^\d+$/.test(a)) ?? 3);
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description}`);
+console.log(`shape: resnet-small w${s.width}, batch ${s.batch}, ${s.size}x${s.size}x${s.channels}, heads ${s.projHidden}/${s.projDim} (pred ${s.predHidden}), Adam`);
 const shape = [s.batch, s.size, s.size, s.channels];
 const n = shape.reduce((a, b) => a * b, 1);
 const v1 = tensor(randomData(n, 1), shape);
@@ -17,17 +24,43 @@ const v2 = tensor(randomData(n, 2), shape);
 const model = byolForStep(s);
 model.trainStep(v1, v2).loss.dispose(); // compiles everything
 await sync();
-let t0 = performance.now();
-model.trainStep(v1, v2).loss.dispose();
-await sync();
-const stepMs = performance.now() - t0;
+const stepTimes: number[] = [];
+for (let i = 0; i < 3; i++) {
+  const t0 = performance.now();
+  model.trainStep(v1, v2).loss.dispose();
+  await sync();
+  stepTimes.push(performance.now() - t0);
+}
+const stepMs = median(stepTimes);
+const d0 = recorderStats();
 recordDispatches(true);
 model.trainStep(v1, v2).loss.dispose();
 await sync();
 const log = recordDispatches(false);
+const d1 = recorderStats();
+
+/** The kernel family of a dispatch, from its kernel name. */
+function family(name: string): string {
+  if (name.startsWith('conv2d')) return 'conv';
+  if (name.startsWith('batchNorm')) return 'batchnorm';
+  if (name.startsWith('matmul')) return 'matmul (heads)';
+  if (name.startsWith('optim') || name.startsWith('arena')) return 'optimizer';
+  if (name === 'ema' || name.startsWith('ema.')) return 'EMA';
+  if (name.startsWith('cosineLoss')) return 'loss';
+  if (name.includes('.reduce.')) return 'reduce (pool, sums)';
+  return 'elementwise';
+}
 
 const { device } = gpu('profile');
 const byName = new Map<string, { ms: number; count: number }>();
+const byFamily = new Map<string, { ms: number; count: number }>();
+const bySize = new Map<string, { ms: number; count: number }>();
+const add = (m: Map<string, { ms: number; count: number }>, k: string, ms: number) => {
+  const e = m.get(k) ?? { ms: 0, count: 0 };
+  e.ms += ms;
+  e.count++;
+  m.set(k, e);
+};
 for (const d of log) {
   const enc = device.createCommandEncoder();
   const pass = enc.beginComputePass();
@@ -35,21 +68,29 @@ for (const d of log) {
   pass.setBindGroup(0, d.bindGroup);
   for (let i = 0; i < repeats; i++) pass.dispatchWorkgroups(...d.workgroups);
   pass.end();
-  t0 = performance.now();
+  const t0 = performance.now();
   device.queue.submit([enc.finish()]);
   await device.queue.onSubmittedWorkDone();
   const ms = (performance.now() - t0) / repeats;
-  // convolutions per dispatch size too: the layers differ by orders of magnitude
-  const key = d.name.startsWith('conv2d') && process.env.BY_SHAPE ? `${d.name} ${d.workgroups[0]}x${d.workgroups[1]}` : d.name;
-  const e = byName.get(key) ?? { ms: 0, count: 0 };
-  e.ms += ms;
-  e.count++;
-  byName.set(key, e);
+  // convolutions and BN per dispatch size too: the layers differ by orders of magnitude
+  if (d.name.startsWith('conv2d') || d.name.startsWith('batchNorm')) add(bySize, `${d.name} ${d.workgroups.join('x')}`, ms);
+  add(byName, d.name, ms);
+  add(byFamily, family(d.name), ms);
 }
 const total = [...byName.values()].reduce((a, e) => a + e.ms, 0);
-console.log(`step ${stepMs.toFixed(0)} ms (${((s.batch * 1000) / stepMs).toFixed(1)} img/s); ${log.length} dispatches, replayed one by one: ${total.toFixed(0)} ms`);
-for (const [name, e] of [...byName].sort((a, b) => b[1].ms - a[1].ms)) {
-  console.log(`${name.padEnd(28)} ${e.ms.toFixed(1).padStart(8)} ms ${((100 * e.ms) / total).toFixed(1).padStart(5)}%  (${e.count} dispatches)`);
+const flops = stepFlops(s).perStep;
+console.log(`step ${stepMs.toFixed(0)} ms median of ${stepTimes.map((t) => t.toFixed(0)).join(', ')} (${((s.batch * 1000) / stepMs).toFixed(1)} img/s, ` +
+  `${(flops / stepMs / 1e6).toFixed(1)} model GFLOPS); ${log.length} dispatches, ${d1.submits - d0.submits} submits, ${d1.readbacks - d0.readbacks} readbacks; ` +
+  `replayed one by one: ${total.toFixed(0)} ms`);
+const line = (name: string, e: { ms: number; count: number }) =>
+  `${name.padEnd(40)} ${e.ms.toFixed(1).padStart(8)} ms ${((100 * e.ms) / total).toFixed(1).padStart(5)}%  ${String(e.count).padStart(5)} dispatches  ${(e.ms / e.count).toFixed(2).padStart(7)} ms each`;
+console.log('\nby family:');
+for (const [name, e] of [...byFamily].sort((a, b) => b[1].ms - a[1].ms)) console.log(line(name, e));
+console.log('\nby kernel:');
+for (const [name, e] of [...byName].sort((a, b) => b[1].ms - a[1].ms)) console.log(line(name, e));
+if (process.env.BY_SHAPE) {
+  console.log('\nconv and batchnorm by dispatch size (workgroups):');
+  for (const [name, e] of [...bySize].sort((a, b) => b[1].ms - a[1].ms)) console.log(line(name, e));
 }
 model.dispose();
 v1.dispose();

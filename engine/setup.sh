@@ -2,9 +2,11 @@
 # Makes sure this machine can run WebGPU through Dawn, installing what is missing where it can.
 # Dawn needs a Vulkan driver; without a GPU that is Mesa's lavapipe. Debian bookworm's own Mesa 22 is
 # rejected by Dawn (it lacks shaderUniform*ArrayDynamicIndexing), so Mesa 25 comes from bookworm-backports.
-# Usage: bash engine/setup.sh [--data] [--torch] [--browser]   (installed package: npx byol setup [flags])
+# Usage: bash engine/setup.sh [--data] [--torch] [--bench] [--browser]   (installed package: npx byol setup [flags])
 #   --data     also install Debian's dataset-fashion-mnist (the default training data)
-#   --torch    also install python3-torch (only needed to regenerate PyTorch fixtures)
+#   --torch    also install python3-torch (to regenerate PyTorch fixtures)
+#   --bench    also install python3-torch (about 1 GB) for the bench's PyTorch peer of the BYOL step rows
+#              (bench/peer-torch.py); npm run bench runs without it and names the missing peer
 #   --browser  also install Debian's chromium (for npm run test:browser)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -14,7 +16,7 @@ want_data=0; want_torch=0; want_browser=0
 for a in "$@"; do
   case "$a" in
     --data) want_data=1 ;;
-    --torch) want_torch=1 ;;
+    --torch|--bench) want_torch=1 ;;
     --browser) want_browser=1 ;;
     *) echo "setup: unknown flag $a" >&2; exit 2 ;;
   esac
