@@ -3,6 +3,7 @@
 // a closure recording a single op. The two builders are independent (same seeded data), so the peer's half can
 // run in another process (bench/peer-worker.ts). bench/run.ts times the closures and compares the outputs.
 
+import { uniformArray } from '../engine/random.ts';
 import type { Tf } from './peer.ts';
 import type { Tensor } from '../engine/tensor.ts';
 
@@ -43,18 +44,9 @@ export interface BenchCase {
   peer?: (tf: Tf) => SideOps | Promise<SideOps>;
 }
 
-/** Deterministic uniform values in [-1, 1) (mulberry32), so both sides see identical inputs. */
+/** Deterministic uniform values in [-1, 1) from the engine's Rng, so both sides see identical inputs. */
 export function randomData(n: number, seed = 1): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  }
-  return out;
+  return uniformArray(n, seed);
 }
 
 /** An output(): records the op, reads its result with `read` and frees it. */
