@@ -4,3 +4,6 @@
 export async function nodeGpu(): Promise<GPU> {
   throw new Error("getDevice: this is the browser build of byol-webgpu, which has no Node WebGPU (Dawn); in Node, import it without the 'browser' condition");
 }
+
+/** No Dawn instance to keep in a browser. */
+export function retainDawnInstance(_on: boolean): void {}

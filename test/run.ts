@@ -24,6 +24,9 @@ const files = find(root).filter((f) => relative(root, f).includes(filter));
 (globalThis as any).UVU_DEFER = 1;
 const uvu = await import('uvu');
 const { getDevice, releaseDevice } = await import('../engine/device.ts');
+// one Dawn instance for the whole run: the device-loss tests make a dozen devices (engine/node-gpu.ts)
+const { retainDawnInstance } = await import('#node-gpu');
+retainDawnInstance(true);
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description || ctx.info.vendor} (${ctx.info.architecture})`);
 
@@ -85,5 +88,6 @@ const total = Number(/Total:\s+(\d+)/.exec(plain)?.[1] ?? 0);
 const passed = Number(/Passed:\s+(\d+)/.exec(plain)?.[1] ?? 0);
 const skipped = Number(/Skipped:\s+(\d+)/.exec(plain)?.[1] ?? 0);
 releaseDevice();
+retainDawnInstance(false); // lets the process exit
 console.log(`${passed} passed, ${total - passed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 if (total === 0 || passed !== total) process.exitCode = 1;
