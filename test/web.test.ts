@@ -22,7 +22,9 @@ t('the page bundles for the browser; webgpu stays a lazy external import that on
   try {
     const b = await buildWeb({ outdir: out });
     assert.ok(b.bundleBytes > 10_000, 'a real bundle');
-    assert.ok(b.inputs.some((p) => p.endsWith('engine/device.ts')) && b.inputs.some((p) => p.endsWith('test/cases/matmul.ts')));
+    assert.ok(b.inputs.some((p) => p.endsWith('engine/device.ts')) && b.inputs.some((p) => p.endsWith('nn/checks/matmul.ts')));
+    // the page's checks come from the library (nn/check.ts), not from the tests or their framework
+    assert.not.ok(b.inputs.some((p) => /(^|\/)test\/|node_modules\/uvu\//.test(p)), 'no test file or uvu in the bundle');
     assert.not.ok(b.inputs.some((p) => /node_modules\/(webgpu|pngjs)\//.test(p)), 'no Node-only package in the bundle');
     const js = readFileSync(join(out, 'main.js'), 'utf8');
     assert.is(js.match(/import\("webgpu"\)/g)?.length, 1, 'one dynamic import of webgpu');

@@ -1,0 +1,11 @@
+// Every check the engine has, by family: the kernels and optimizers (nn/checks/) and BYOL's augmentations
+// (byol/augment-checks.ts). Framework-free (plain Errors): the browser page runs them on its adapter, and an
+// application can run them on its own: `for (const c of checkFamilies.conv2d) await c.run()`.
+
+import { engineChecks } from '../nn/checks/index.ts';
+import type { Check } from '../nn/check.ts';
+import { augmentChecks } from './augment-checks.ts';
+
+export type { Check } from '../nn/check.ts';
+
+export const checkFamilies: Record<string, Check[]> = { ...engineChecks, augment: augmentChecks };
