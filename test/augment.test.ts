@@ -5,13 +5,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PNG } from 'pngjs';
-import { tensor, liveTensors, sync, recorderStats, type Tensor } from '../nn/index.ts';
+import { tensor, recorderStats, type Tensor } from '../nn/index.ts';
 import { Rng } from '../byol/rng.ts';
-import { augmentWithParams, augmentView, augmentViews, normalizeBatch, ref } from '../byol/augment.ts';
-import { drawParams, byolAugmentConfig, blurRadius, BYOL_VIEW1, BYOL_VIEW2, type ImageParams, type ViewConfig } from '../byol/augment-params.ts';
+import { augmentWithParams, augmentView, augmentViews, normalizeBatch } from '../byol/augment.ts';
+import { drawParams, byolAugmentConfig, blurRadius, BYOL_VIEW1, BYOL_VIEW2, type ImageParams } from '../byol/augment-params.ts';
 import { augmentationPreviewPng } from '../byol/preview.ts';
-import type { Arr } from '../engine/ref.ts';
-import { assertClose, rng, checkTests } from './helpers/gradcheck.ts';
+import { assertClose, checkTests } from './helpers/gradcheck.ts';
 import { augmentChecks, NOTHING, identityParams, images } from '../byol/augment-checks.ts';
 import { throwsWith } from './helpers/errors.ts';
 

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, tidy, backward, liveTensors, sync, add, neg, mulScalar, type Tensor } from '../nn/index.ts';
+import { tensor, tidy, backward, liveTensors, sync, neg, mulScalar, type Tensor } from '../nn/index.ts';
 import { cosineLoss, normalizedStd, ref } from '../kernels/cosine.ts';
 import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';

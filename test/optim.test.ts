@@ -1,11 +1,11 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, sum, mul, sub, mean, backward, tidy, liveTensors, sync, recorderStats, noGrad, tapeLength } from '../nn/index.ts';
-import { Arena, arenaStats, type SegmentSpec } from '../engine/arena.ts';
-import { SGD, Adam, LARS, segmentNorms, type Optimizer } from '../nn/optim.ts';
+import { tensor, sum, mul, sub, mean, backward, tidy, liveTensors, sync, noGrad, tapeLength } from '../nn/index.ts';
+import { Arena, arenaStats } from '../engine/arena.ts';
+import { SGD, Adam, LARS, segmentNorms } from '../nn/optim.ts';
 import { emaUpdate } from '../nn/ema.ts';
 import { Linear, ReLU, Sequential, materialize } from '../nn/module.ts';
-import { ref, type RefSeg } from '../kernels/optim.ts';
+import { ref } from '../kernels/optim.ts';
 import { rng, checkTests } from './helpers/gradcheck.ts';
 import { optimChecks, optimSetup, setGrads, SPECS } from '../nn/checks/optim.ts';
 import { throwsWith } from './helpers/errors.ts';

@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest } from './helpers/gradcheck.ts';
 import { tensor, variable, backward, tidy, liveTensors, sync } from '../nn/index.ts';
-import { maxPool2d, globalAvgPool, ref } from '../kernels/pool.ts';
+import { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
 import { throwsWith } from './helpers/errors.ts';
 import { poolCases } from '../nn/checks/pool.ts';
 
