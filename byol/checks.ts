@@ -8,4 +8,8 @@ import { augmentChecks } from './augment-checks.ts';
 
 export type { Check } from '../nn/check.ts';
 
-export const checkFamilies: Record<string, Check[]> = { ...engineChecks, augment: augmentChecks };
+// conv2d last: its pipelines take the longest to compile on CPU adapters, and a check that stalls there stops the
+// page (byol/web/checks.ts), so every other family has been checked by then
+const { conv2d, ...rest } = engineChecks;
+
+export const checkFamilies: Record<string, Check[]> = { ...rest, augment: augmentChecks, conv2d };
