@@ -100,14 +100,21 @@ export function convSubgroupWidth(): number {
   return c.hasSubgroups && (width === 4 || width === 8 || width === 16) ? width : 0;
 }
 
+/** Mesa's lavapipe, the adapter the subgroup kernels were shaped on and measured against. */
+function isLavapipe(): boolean {
+  const { info } = gpu('conv2d');
+  return /llvmpipe|lavapipe/i.test(`${info.description} ${info.architecture} ${info.vendor}`);
+}
+
 /**
- * The record an adapter starts with: the subgroup kernels where its subgroups have a width they handle (the CPU
- * drivers: lavapipe, SwiftShader), the tiled kernel everywhere else (GPUs with 32 or 64 lanes, or none).
+ * The record an adapter starts with: the subgroup kernels on lavapipe, where they were measured to win; the tiled
+ * kernel everywhere else (GPUs with 32 or 64 lanes or none, and SwiftShader, whose shader compiler does not finish
+ * the narrow subgroup and portable kernels in minutes). tuneConv() may pick otherwise by measurement.
  */
 export function defaultConvTuning(): ConvTuning {
   const sg = convSubgroupWidth();
   return {
-    variant: sg ? 'subgroups' : 'tiled',
+    variant: sg && isLavapipe() ? 'subgroups' : 'tiled',
     tiles: sg >= 16 ? DEFAULT_CONV_TILES_16 : DEFAULT_CONV_TILES,
     tiled: DEFAULT_TILED_TILES,
   };

@@ -3,41 +3,13 @@ import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { tensor, variable, backward, tidy, liveTensors, sync, getDevice } from '../nn/index.ts';
 import { conv2d, convSubgroupWidth, ref, DEFAULT_TILED_TILES, type ConvTuningOverrides } from '../kernels/conv2d.ts';
+import { conv2dCases, conv2dCase, CONV_SHAPES } from '../nn/checks/conv2d.ts';
 import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('conv2d');
 
-// [name, N, H, W, Cin, K, Cout, stride, pad, bias]
-type Case = [string, number, number, number, number, number, number, number, number, boolean];
-const cases: Case[] = [
-  ['1x1 stride 1 (a plain GEMM)', 2, 5, 4, 8, 1, 12, 1, 0, true],
-  ['1x1 stride 2 (ResNet downsample)', 2, 9, 7, 8, 1, 16, 2, 0, false],
-  ['3x3 pad 1 stride 1, odd channels 5->17, batch 1', 1, 9, 7, 5, 3, 17, 1, 1, true],
-  ['3x3 pad 1 stride 2', 2, 9, 7, 8, 3, 12, 2, 1, false],
-  ['7x7 stride 2 pad 3 (ImageNet stem), RGB input', 1, 12, 11, 3, 7, 8, 2, 3, true],
-  ['3x3 pad 0, 17->5 channels', 3, 6, 5, 17, 3, 5, 1, 0, false],
-  ['3x3 pad 2 stride 3, 3->5 channels', 2, 8, 9, 3, 3, 5, 3, 2, true],
-  ['3x3 pad 1, many workgroups (2x16x16, 32->48)', 2, 16, 16, 32, 3, 48, 1, 1, true],
-  // narrow layers (fewer column quads than half the lanes: lanes split between rows and columns), over several
-  // row tiles with a partial last one: 4 and 8 outputs (1 and 2 quads), and 12 (3 quads, padded to 4 lanes)
-  ['3x3 pad 1, narrow 8->4 channels, 429 rows', 3, 11, 13, 8, 3, 4, 1, 1, true],
-  ['3x3 pad 1 stride 2, narrow 4->8 channels', 4, 13, 11, 4, 3, 8, 2, 1, false],
-  ['3x3 pad 1, narrow 1->8 channels (the grayscale stem)', 3, 12, 10, 1, 3, 8, 1, 1, false],
-];
-
-for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of cases) {
-  const shapes = [[N, H, W, Cin], [K, K, Cin, Cout], ...(bias ? [[Cout]] : [])];
-  opTest(`conv2d ${name}: x ${JSON.stringify(shapes[0])} w ${JSON.stringify(shapes[1])}`, {
-    shapes,
-    ref: ([x, w, b]) => ref.conv2d(x, w, b ?? null, s, p),
-    refGrad: ([x, w, b], dy) => {
-      const [dx, dw, db] = ref.conv2dBackward(x, w, dy, s, p);
-      return b ? [dx, dw, db] : [dx, dw];
-    },
-    gpu: ([x, w, b]) => conv2d(x, w, b ?? null, { stride: s, padding: p }),
-    tol: 1e-4,
-  }, t);
-}
+// the adapter's own variant: the cases live in nn/checks/ so that the browser page runs the same checks
+for (const { name, ...c } of conv2dCases) opTest(name, c, t);
 
 // Every variant forced through the options, forward and every gradient, on every shape above: the subgroup
 // kernels at the adapter's width (wide, and the narrow split that narrow layers take), the portable kernels
@@ -59,17 +31,9 @@ const variants: [string, ConvTuningOverrides][] = [
   ['tiled 32x16x8', { variant: 'tiled', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
 ];
 for (const [vname, tuning] of variants) {
-  for (const [name, N, H, W, Cin, K, Cout, s, p, bias] of cases) {
-    const shapes = [[N, H, W, Cin], [K, K, Cin, Cout], ...(bias ? [[Cout]] : [])];
-    t(`conv2d [${vname}] ${name}`, () =>
-      checkOp({
-        shapes,
-        ref: ([x, w, b]) => ref.conv2d(x, w, b ?? null, s, p),
-        refGrad: ([x, w, b], dy) => ref.conv2dBackward(x, w, dy, s, p).slice(0, b ? 3 : 2),
-        gpu: ([x, w, b]) => conv2d(x, w, b ?? null, { stride: s, padding: p, tuning }),
-        tol: 1e-4,
-      }),
-    );
+  for (const c of CONV_SHAPES) {
+    const { name, ...oc } = conv2dCase(`conv2d [${vname}] ${c[0]}`, c, tuning);
+    t(name, () => checkOp(oc));
   }
 }
 

@@ -1,39 +1,18 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, tidy, backward, liveTensors, sync, add, neg, mulScalar, type Tensor } from '../nn/index.ts';
+import { tensor, tidy, backward, liveTensors, sync, neg, mulScalar, type Tensor } from '../nn/index.ts';
 import { cosineLoss, normalizedStd, ref } from '../kernels/cosine.ts';
 import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';
 import { throwsWith } from './helpers/errors.ts';
+import { cosineCases } from '../nn/checks/cosine.ts';
 
 const t = suite('cosine');
 
 const up = (a: Arr, requiresGrad = false) => tensor(Float32Array.from(a.data), a.shape, { requiresGrad });
 
-// scalar (D odd) and vec4 (D % 4 == 0) kernels; one row to many workgroups of rows; D beyond the 32 lanes
-for (const shape of [[1, 3], [5, 256], [33, 129], [256, 64], [3, 4099], [70000, 4]]) {
-  opTest(`cosineLoss ${JSON.stringify(shape)}`, {
-    shapes: [shape, shape],
-    noGrad: [1],
-    ref: ([p, z]) => ref.cosineLoss(p, z),
-    refGrad: ([p, z], dy) => ref.cosineLossBackward(p, z, dy),
-    gpu: ([p, z]) => cosineLoss(p, z),
-    tol: 1e-5,
-  }, t);
-}
-
-// p and z correlated, so the loss sits well below 2 and the second term of the gradient matters
-opTest('cosineLoss [9,40] with p = z + noise', {
-  shapes: [[9, 40], [9, 40]],
-  noGrad: [1],
-  ref: ([p, z]) => ref.cosineLoss({ data: p.data.map((v, i) => z.data[i] + 0.3 * v), shape: p.shape }, z),
-  refGrad: ([p, z], dy) => {
-    const [dq] = ref.cosineLossBackward({ data: p.data.map((v, i) => z.data[i] + 0.3 * v), shape: p.shape }, z, dy);
-    return [{ data: dq.data.map((v) => 0.3 * v), shape: dq.shape }, { data: new Float64Array(z.data.length), shape: z.shape }];
-  },
-  gpu: ([p, z]) => cosineLoss(add(z, mulScalar(p, 0.3)), z),
-  tol: 1e-5,
-}, t);
+// the cases live in nn/checks/ so that the browser page runs the same checks
+for (const { name, ...c } of cosineCases) opTest(name, c, t);
 
 t('z gets no gradient even when it requires grad', async () => {
   const before = liveTensors();

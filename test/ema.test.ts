@@ -1,11 +1,10 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { recorderStats } from '../nn/index.ts';
 import { Arena, type SegmentSpec } from '../engine/arena.ts';
 import { emaUpdate } from '../nn/ema.ts';
 import { warmupCosine, emaTau } from '../nn/schedule.ts';
-import { ref } from '../kernels/optim.ts';
-import { rng } from './helpers/gradcheck.ts';
+import { rng, checkTests } from './helpers/gradcheck.ts';
+import { emaChecks } from '../nn/checks/ema.ts';
 import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('ema and schedules');
@@ -23,42 +22,12 @@ const random = (n: number, seed: number) => {
   return Float32Array.from({ length: n }, () => r() * 2 - 1);
 };
 
-t('emaUpdate: target = tau·target + (1 − tau)·online, one dispatch, several steps against float64', async () => {
-  const target = new Arena(SPECS);
-  const online = new Arena(SPECS);
-  const tw = random(target.numel, 1);
-  target.write(tw);
-  const want = Float64Array.from(tw);
-  const taus = [0.996, 0.5, 0.9995, 0];
-  for (let k = 0; k < taus.length; k++) {
-    const ow = random(online.numel, 10 + k);
-    online.write(ow);
-    const d0 = recorderStats().dispatches;
-    emaUpdate(target, online, taus[k]);
-    assert.is(recorderStats().dispatches - d0, 1);
-    ref.ema(want, Float64Array.from(ow), taus[k]);
-    const got = await target.read();
-    let err = 0;
-    for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(got[i] - want[i]));
-    assert.ok(err < 2e-7, `tau ${taus[k]}: max error ${err}`);
-  }
-  // tau = 0 made the target a copy; tau = 1 leaves it unchanged
-  const before = await target.read();
-  online.write(random(online.numel, 99));
-  emaUpdate(target, online, 1);
-  assert.equal(await target.read(), before);
-  target.dispose();
-  online.dispose();
-});
+// the float64 checks live in nn/checks/ so that the browser page runs the same checks
+checkTests(emaChecks, t);
 
-t('emaUpdate with an online network that has extra (predictor) parameters after the shared ones', async () => {
+t('emaUpdate errors: arenas that do not match, tau out of range, disposed arenas', () => {
   const target = new Arena(SPECS);
   const online = new Arena([...SPECS, PREDICTOR]);
-  const ow = random(online.numel, 3);
-  online.write(ow);
-  emaUpdate(target, online, 0);
-  assert.equal(await target.read(), ow.subarray(0, target.numel));
-  assert.equal(await online.read(), ow, 'online untouched');
   throwsWith(() => emaUpdate(online, target, 0.9), 'emaUpdate', 'does not start with', '5 segments vs only 4');
   const renamed = new Arena([{ ...SPECS[0], name: 'other' }, ...SPECS.slice(1)]);
   throwsWith(() => emaUpdate(target, renamed, 0.9), 'emaUpdate', "'enc.weight'", "'other'");

@@ -8,27 +8,16 @@ import { Tensor, tensor, empty, sum, liveTensors, sync, noGrad, tidy, gpu } from
 import { arenaStats } from '../engine/arena.ts';
 import { Linear, ReLU, Sequential, Flatten, materialize } from '../nn/module.ts';
 import { knnVote, ref as knnRef } from '../kernels/knn.ts';
-import { gatherRows, ref as gatherRef } from '../kernels/gather.ts';
+import { gatherRows } from '../kernels/gather.ts';
 import { GpuDataset } from '../byol/data/gpu-dataset.ts';
 import type { ImageDataset } from '../byol/data/dataset.ts';
 import { extractFeatures, knnAccuracy, knnPredict, l2NormalizeRows, linearProbe } from '../byol/eval/index.ts';
-import { rng, assertClose } from './helpers/gradcheck.ts';
+import { rng, assertClose, checkTests } from './helpers/gradcheck.ts';
+import { knnChecks, assertPredictions } from '../nn/checks/knn.ts';
+import { gatherChecks } from '../nn/checks/gather.ts';
 import { throwsWith, rejectsWith } from './helpers/errors.ts';
 
 const t = suite('eval');
-
-/** Predictions must equal the float64 argmax except where its two best class scores are within `rel`. */
-function assertPredictions(got: ArrayLike<number>, scores: Float64Array, R: number, C: number, what: string, rel = 1e-5): void {
-  const want = knnRef.argmaxRows(scores, R, C);
-  for (let r = 0; r < R; r++) {
-    if (got[r] === want[r]) continue;
-    const row = scores.subarray(r * C, (r + 1) * C);
-    const margin = Math.abs(row[want[r]] - row[got[r]]);
-    if (!(margin <= rel * Math.max(...row))) {
-      assert.unreachable(`${what}: row ${r} predicted ${got[r]}, reference ${want[r]} (scores ${Array.from(row).map((v) => v.toPrecision(6)).join(', ')})`);
-    }
-  }
-}
 
 function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
@@ -36,67 +25,8 @@ function gauss(r: () => number): number {
 
 // ---- kernels/knn.ts: the vote on given similarities --------------------------------------------------------
 
-interface VoteCase { R: number; N: number; k: number; T: number; C: number; ties?: 'some' | 'all' | 'steps' | 'top'; strided?: boolean }
-
-const voteCases: VoteCase[] = [
-  { R: 5, N: 7, k: 3, T: 0.1, C: 3 },
-  { R: 9, N: 1000, k: 200, T: 0.1, C: 10, ties: 'some' },
-  { R: 4, N: 300, k: 300, T: 0.07, C: 20 }, // k = N, two class blocks
-  { R: 6, N: 50, k: 1, T: 0.5, C: 2 },
-  { R: 3, N: 2049, k: 64, T: 1, C: 37, ties: 'steps' }, // values on a coarse grid: many exact ties at the k-th
-  { R: 4, N: 600, k: 250, T: 0.1, C: 4, ties: 'all' }, // every similarity equal: the first k by index vote
-  { R: 2, N: 257, k: 256, T: 0.2, C: 5, ties: 'some' },
-  { R: 3, N: 400, k: 50, T: 0.005, C: 6 }, // exp(s / T) alone would overflow f32
-  // the sampled fast path (k small against N) and its fallbacks to full passes:
-  { R: 3, N: 5000, k: 20, T: 0.1, C: 10, ties: 'some' },
-  { R: 3, N: 5000, k: 20, T: 0.1, C: 10, ties: 'top' }, // the 30 largest are equal: the first 20 by index vote
-  { R: 2, N: 3000, k: 10, T: 0.1, C: 3, ties: 'all' }, // all keys tie: more candidates than workgroup memory holds
-  { R: 2, N: 4000, k: 100, T: 0.1, C: 4, strided: true }, // the 1-in-16 sample holds the largest values only
-  { R: 8, N: 4000, k: 8, T: 10, C: 4, strided: true }, // exactly k candidates, all in one top-digit bin
-];
-
-for (const c of voteCases) {
-  t(`knnVote R${c.R} N${c.N} k${c.k} T${c.T} C${c.C}${c.ties ? ` ties:${c.ties}` : ''}${c.strided ? ' strided' : ''} matches the float64 vote`, async () => {
-    const r = rng(c.N + c.k);
-    const sims = new Float32Array(c.R * c.N);
-    for (let i = 0; i < sims.length; i++) {
-      if (c.ties === 'all') sims[i] = 0.375;
-      else if (c.ties === 'steps') sims[i] = Math.round((r() * 2 - 1) * 8) / 8;
-      else sims[i] = r() * 2 - 1;
-      if (c.ties === 'some' && i % 7 === 3) sims[i] = 0.5; // a block of equal values near the k-th largest
-      if (c.ties === 'top') sims[i] = i % 167 === 5 ? 0.995 : 0.99 * sims[i];
-      if (c.strided) sims[i] = (i % c.N) % 16 === 0 ? 0.9 + 0.1 * r() : -r();
-    }
-    // classes skewed so that k exceeds some class counts
-    const labels = Int32Array.from({ length: c.N }, () => Math.min(c.C - 1, Math.floor(c.C * r() * r())));
-    if (c.strided) for (let i = 0; i < c.N; i += 16) labels[i] = (i / 16) % c.C; // the sampled ones: all classes
-    if (c.ties === 'top') {
-      // the first 20 tied (by index) are 11 of class 1 and 9 of class 0, the other 10 of class 0: taking all 30
-      // ties would elect class 0, taking the first 20 elects class 1
-      for (let i = 5, j = 0; i < c.N; i += 167, j++) labels[i] = j < 20 ? (j < 11 ? 1 : 0) : 0;
-    }
-    const before = liveTensors();
-    const s = tensor(sims, [c.R, c.N]);
-    const l = tensor(labels, [c.N], { dtype: 'i32' });
-    const p = knnVote(s, l, { k: c.k, temperature: c.T, numClasses: c.C });
-    assert.equal(p.shape, [c.R]);
-    assert.is(p.dtype, 'i32');
-    const got = (await p.toArray()) as Int32Array;
-    const scores = knnRef.knnScores(sims, c.R, c.N, labels, c.k, c.T, c.C);
-    assertPredictions(got, scores, c.R, c.C, 'knnVote');
-    // the plan for devices with only WebGPU's guaranteed 16 KiB of workgroup memory (fewer candidates and classes per pass)
-    const small = knnVote(s, l, { k: c.k, temperature: c.T, numClasses: c.C, workgroupBytes: 16384 });
-    assertPredictions((await small.toArray()) as Int32Array, scores, c.R, c.C, 'knnVote with 16 KiB of workgroup memory');
-    small.dispose();
-    // writing into a slice of a larger prediction tensor leaves the rest alone
-    const big = tensor(new Int32Array(c.R + 3).fill(-7), [c.R + 3], { dtype: 'i32' });
-    knnVote(s, l, { k: c.k, temperature: c.T, numClasses: c.C }, { preds: big, offset: 2 });
-    assert.equal(Array.from(await big.toArray()), [-7, -7, ...got, -7]);
-    for (const x of [s, l, p, big]) x.dispose();
-    await sync();
-    assert.is(liveTensors(), before);
-  });
-}
+// the vote checks live in nn/checks/ so that the browser page runs the same checks
+checkTests(knnChecks, t);
 
 t('knnVote: ties at the k-th similarity go to the lower index; tied class sums to the lower class', async () => {
   const labels = Int32Array.of(1, 1, 0, 0, 0, 2, 2);
@@ -131,26 +61,18 @@ t('knnVote errors name the op and the shapes', () => {
 
 // ---- kernels/gather.ts ---------------------------------------------------------------------------------
 
-t('gatherRows: f32 and i32 rows by a window of an index, out-of-range indices give zero rows', async () => {
+// the gather check lives in nn/checks/ so that the browser page runs the same checks
+checkTests(gatherChecks, t);
+
+t('gatherRows errors name the op and the shapes', async () => {
   const before = liveTensors();
-  const r = rng(5);
-  const shape = [13, 3, 2];
-  const x = Float32Array.from({ length: 13 * 6 }, () => r() * 2 - 1);
-  const idx = Int32Array.of(4, 0, 12, 12, 7, -1, 13, 2);
-  const xt = tensor(x, shape);
-  const it = tensor(idx, [idx.length], { dtype: 'i32' });
-  const g = gatherRows(xt, it, 1, 6);
-  assert.equal(g.shape, [6, 3, 2]);
-  assertClose(await g.toArray(), gatherRef.gatherRows(x, shape, idx, 1, 6), 0, 'gatherRows f32');
-  const yi = tensor(Int32Array.from({ length: 13 }, (_, i) => 100 + i), [13], { dtype: 'i32' });
-  const gi = gatherRows(yi, it);
-  assert.is(gi.dtype, 'i32');
-  assert.equal(Array.from(await gi.toArray()), [104, 100, 112, 112, 107, 0, 0, 102]);
+  const xt = tensor(new Float32Array(13 * 6), [13, 3, 2]);
+  const it = tensor(Int32Array.of(4, 0, 12, 12, 7, -1, 13, 2), [8], { dtype: 'i32' });
   throwsWith(() => gatherRows(xt, it, 5, 4), 'gatherRows', 'does not fit', '[8]');
   throwsWith(() => gatherRows(xt, xt), 'gatherRows', 'index must be i32');
   const v = tensor([1, 2], [2, 1], { requiresGrad: true });
   throwsWith(() => gatherRows(v, it, 0, 1), 'gatherRows', 'not differentiable');
-  for (const a of [xt, it, g, yi, gi, v]) a.dispose();
+  for (const a of [xt, it, v]) a.dispose();
   await sync();
   assert.is(liveTensors(), before);
 });

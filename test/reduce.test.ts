@@ -1,10 +1,10 @@
 import { suite } from 'uvu';
 import { opTest } from './helpers/gradcheck.ts';
-import { reduceCases } from './cases/reduce.ts';
+import { reduceCases } from '../nn/checks/reduce.ts';
 
 const t = suite('reduce');
 
-// the cases live in test/cases/ so that the browser page runs the same checks
+// the cases live in nn/checks/ so that the browser page runs the same checks
 for (const { name, ...c } of reduceCases) opTest(name, c, t);
 
 t.run();

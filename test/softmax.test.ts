@@ -4,48 +4,12 @@ import { opTest, rng } from './helpers/gradcheck.ts';
 import { tensor, variable, backward, tidy, liveTensors, sync } from '../nn/index.ts';
 import { softmax, softmaxCrossEntropy, argmax, ref } from '../kernels/softmax.ts';
 import { throwsWith } from './helpers/errors.ts';
+import { softmaxCases } from '../nn/checks/softmax.ts';
 
 const t = suite('softmax');
 
-function labelsFor(N: number, K: number, seed: number): Int32Array {
-  const r = rng(seed);
-  return Int32Array.from({ length: N }, () => Math.floor(r() * K));
-}
-
-// [N, K, logit range]
-const xentCases: [number, number, number][] = [
-  [4, 10, 3],
-  [1, 1, 3], // one class: loss 0, gradient 0
-  [1, 3, 3], // batch 1
-  [33, 7, 5],
-  [300, 10, 3], // many workgroups
-  [5, 1000, 3], // long rows
-  [6, 9, 80], // large logits: naive exp overflows f32
-];
-
-for (const [N, K, range] of xentCases) {
-  const labels = labelsFor(N, K, N * 31 + K);
-  opTest(`softmaxCrossEntropy [${N}, ${K}] logits in ±${range}`, {
-    shapes: [[N, K]],
-    range: [-range, range],
-    ref: ([x]) => ref.softmaxCrossEntropy(x, labels),
-    refGrad: ([x], dy) => [ref.softmaxCrossEntropyBackward(x, labels, dy)],
-    // made inside the op's tidy scope: the tape keeps it alive until backward
-    gpu: ([x]) => softmaxCrossEntropy(x, tensor(labels, [N], { dtype: 'i32' })),
-    tol: 1e-5,
-  }, t);
-}
-
-for (const [shape, range] of [[[3, 7], 3], [[2, 3, 5], 3], [[1, 1], 1], [[4, 12], 60], [[70, 33], 4]] as [number[], number][]) {
-  opTest(`softmax ${JSON.stringify(shape)} logits in ±${range}`, {
-    shapes: [shape],
-    range: [-range, range],
-    ref: ([x]) => ref.softmax(x),
-    refGrad: ([x], dy) => [ref.softmaxBackward(x, dy)],
-    gpu: ([x]) => softmax(x),
-    tol: 1e-5,
-  }, t);
-}
+// the cases live in nn/checks/ so that the browser page runs the same checks
+for (const { name, ...c } of softmaxCases) opTest(name, c, t);
 
 t('argmax along any axis, first maximum on ties', async () => {
   const x = tensor([1, 5, 5, 2, 9, 0, 9, 3, -1, -1, -1, -1], [3, 4]);

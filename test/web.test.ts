@@ -12,6 +12,8 @@ import { serializeSafetensors, decodeSafetensors } from '../engine/safetensors.t
 import { niceTicks, logTicks, smooth, imageToRGBA } from '../byol/web/plot.ts';
 import { wgslFootprint, engineNeeds } from '../byol/web/adapter.ts';
 import { byolTrainer } from '../byol/web/byol-trainer.ts';
+import { checkFamilies } from '../byol/checks.ts';
+import { planChecks } from '../byol/web/checks.ts';
 import type { TrainReporter } from '../byol/web/trainer.ts';
 import { liveTensors, sync } from '../nn/index.ts';
 
@@ -22,7 +24,9 @@ t('the page bundles for the browser, with the browser stub of #node-gpu and no i
   try {
     const b = await buildWeb({ outdir: out });
     assert.ok(b.bundleBytes > 10_000, 'a real bundle');
-    assert.ok(b.inputs.some((p) => p.endsWith('engine/device.ts')) && b.inputs.some((p) => p.endsWith('test/cases/matmul.ts')));
+    assert.ok(b.inputs.some((p) => p.endsWith('engine/device.ts')) && b.inputs.some((p) => p.endsWith('nn/checks/matmul.ts')));
+    // the page's checks come from the library (nn/check.ts), not from the tests or their framework
+    assert.not.ok(b.inputs.some((p) => /(^|\/)test\/|node_modules\/uvu\//.test(p)), 'no test file or uvu in the bundle');
     assert.not.ok(b.inputs.some((p) => /node_modules\/(webgpu|pngjs)\//.test(p)), 'no Node-only package in the bundle');
     const js = readFileSync(join(out, 'main.js'), 'utf8');
     assert.ok(b.inputs.some((p) => p.endsWith('engine/node-gpu.browser.ts')) && !b.inputs.some((p) => /engine\/(node-gpu|lavapipe)\.ts$/.test(p)), 'the browser stub, not Dawn');
@@ -74,6 +78,19 @@ t('every engine kernel fits the smallest browser limits (SwiftShader: 256 invoca
   assert.ok(need.workgroupBytes <= 32768, `workgroup memory ${need.workgroupBytes}`);
   assert.ok(need.storageBuffers <= 10, `storage buffers ${need.storageBuffers}`);
   assert.is(need.workgroupBytes, 8192, 'the default 64x64x16 matmul tile stages 2 x 64 x 16 floats');
+});
+
+t('the page runs a check for every kernel family, each named uniquely within its family', () => {
+  const families = Object.keys(checkFamilies);
+  for (const f of ['elementwise', 'reduce', 'matmul', 'conv2d', 'batchnorm', 'pool', 'softmax', 'cosine', 'optim', 'ema', 'gather', 'knn', 'augment']) {
+    assert.ok(families.includes(f) && checkFamilies[f].length > 0, `family ${f} has checks`);
+  }
+  for (const [f, list] of Object.entries(checkFamilies)) {
+    const names = list.map((c) => c.name);
+    assert.is(new Set(names).size, names.length, `${f}: duplicate check names`);
+  }
+  assert.is(planChecks().length, Object.values(checkFamilies).reduce((n, l) => n + l.length, 0));
+  assert.ok(planChecks('conv2d without subgroups').length >= 2, 'the portable conv kernels are forced on the page too');
 });
 
 t('the page\'s checkpoint format: safetensors header layout, 8-byte alignment and a round trip', () => {

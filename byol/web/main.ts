@@ -1,11 +1,13 @@
 // The page's entry (bundled by byol/web/build.ts): gets the WebGPU device, shows the adapter and whether it meets
 // the engine's needs, runs the kernel checks on demand, and drives the training panel. Everything the page
 // shows is also published as plain data on window.__byol, which test/browser/run.ts reads.
-// URL parameters: ?filter=TEXT runs only the checks whose "family name" contains TEXT; ?steps=N sets the steps.
+// URL parameters: ?filter=TEXT runs only the checks whose "family name" contains TEXT; ?steps=N sets the steps;
+// ?skip=FAMILY,FAMILY leaves those families out; ?checkLimit=S gives each check at most S seconds (default 180;
+// 0: no limit).
 
 import { getDevice, onDeviceLost } from '../../nn/index.ts';
 import { describeAdapter, type AdapterReport } from './adapter.ts';
-import { planChecks, runChecks, type CheckResult } from './checks.ts';
+import { planChecks, runChecks, CheckTimeout, type CheckResult } from './checks.ts';
 import { TrainPanel, type TrainingState } from './train-panel.ts';
 import { byolTrainer, setUserImages } from './byol-trainer.ts';
 import { imagesFromFiles } from './dropped-images.ts';
@@ -173,8 +175,11 @@ function resetCheckTables(families: string[], counts: Map<string, number>): void
   $('checks-rows').replaceChildren();
 }
 
+/** Per-check time limit: generous for CPU adapters, where each new pipeline costs seconds to minutes of compiling. */
+const CHECK_LIMIT_S = Number(params.get('checkLimit') ?? 180);
+
 async function runKernelChecks(): Promise<void> {
-  const plan = planChecks(params.get('filter') ?? '');
+  const plan = planChecks(params.get('filter') ?? '', (params.get('skip') ?? '').split(',').filter(Boolean));
   const run = state.checksRun;
   Object.assign(run, { running: true, done: false, total: plan.length, passed: 0, failed: 0, ms: 0 });
   state.checks = [];
@@ -203,10 +208,12 @@ async function runKernelChecks(): Promise<void> {
         if (!r.ok) $<HTMLDetailsElement>('checks-details').open = true;
         progress.value = state.checks.length;
         summary.textContent = `${state.checks.length} / ${plan.length} run, ${run.failed} failed`;
-      }),
+      }, CHECK_LIMIT_S * 1000),
     );
   } catch (e) {
-    state.errors.push(`kernel checks stopped: ${(e as Error)?.message ?? e}`);
+    // a stuck check leaves the GPU busy: the page cannot go on (the check's row already says which one)
+    if (e instanceof CheckTimeout) fatal(`kernel checks stopped: ${e.message}`);
+    else state.errors.push(`kernel checks stopped: ${(e as Error)?.message ?? e}`);
   } finally {
     run.ms = performance.now() - t0;
     run.running = false;

@@ -2,8 +2,11 @@
 // headless Chromium (WebGPU on its bundled SwiftShader adapter: no GPU needed, see /work/shared/browser-recipe.md),
 // clicks "Run kernel checks" and "Start training", downloads the checkpoint, and checks what the page published
 // on window.__byol. Saves a full-page screenshot. Ends with "N passed, N failed"; exits 1 on any failure.
-// Usage: tsx test/browser/run.ts [--screenshot FILE] [--filter TEXT] [--steps N] [--timeout SECONDS] [--chromium PATH]
-//   --filter TEXT  only the kernel checks whose "family name" contains TEXT, e.g. 'matmul' or 'reduce: max'
+// Usage: tsx test/browser/run.ts [--screenshot FILE] [--filter TEXT] [--steps N] [--timeout SECONDS] [--chromium PATH] [--skip F,G] [--check-limit S] [--any-adapter]
+//   --filter TEXT  only the kernel checks whose "family name" contains TEXT, e.g. 'matmul' or 'reduce max'
+//   --skip F,G     leave out whole kernel families (reported as skipped, which fails the run)
+//   --check-limit S  each kernel check must finish within S seconds (default: the page's, 180)
+//   --any-adapter  do not require SwiftShader's shape (subgroups of 4, 256 invocations, no shader-f16)
 //   --steps N      training steps (default: the trainer's own)
 //   --timeout S    give up after S seconds (default 600: the page must finish within 10 minutes)
 
@@ -16,6 +19,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildWeb } from '../../byol/web/build.ts';
 import { decodeSafetensors } from '../../engine/safetensors.ts';
 import type { PageState } from '../../byol/web/main.ts';
+import { checkFamilies } from '../../byol/checks.ts';
 
 const DEFAULT_LIMIT_S = 600;
 /** What the page may fetch from the server: itself and data files a trainer puts under dist/web/data/. */
@@ -37,8 +41,11 @@ const arg = (name: string) => {
 const screenshotCopy = arg('--screenshot');
 const filter = arg('--filter') ?? '';
 const steps = arg('--steps');
+const checkLimit = arg('--check-limit');
+const skip = (arg('--skip') ?? '').split(',').filter(Boolean);
 const executablePath = arg('--chromium') ?? '/usr/bin/chromium';
 const LIMIT_MS = 1000 * Number(arg('--timeout') ?? DEFAULT_LIMIT_S);
+const anyAdapter = argv.includes('--any-adapter');
 
 const MIME: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -152,6 +159,8 @@ async function main(): Promise<void> {
     const query = new URLSearchParams();
     if (filter) query.set('filter', filter);
     if (steps) query.set('steps', steps);
+    if (checkLimit) query.set('checkLimit', checkLimit);
+    if (skip.length) query.set('skip', skip.join(','));
     await page.goto(`${base}/index.html${query.size ? '?' + query : ''}`);
     const ready = await waitFor(page, 'loading the page', (s) => !!s && (s.ready || !!s.fatal));
     if (ready.fatal) {
@@ -164,6 +173,16 @@ async function main(): Promise<void> {
     const low = a.requirements.filter((r) => !r.ok);
     record('the adapter meets the engine\'s limits', low.length === 0,
       low.length ? low.map((r) => `${r.limit}: ${r.have} < ${r.need} (${r.what})`).join('\n') : a.requirements.map((r) => `${r.limit.replace(/^max(Compute)?/, '')} ${r.have}≥${r.need}`).join(', '));
+
+    // The checks are asserted on SwiftShader, the adapter headless Chromium gives without a GPU: it has the
+    // constraints a browser may impose that lavapipe lacks (subgroups of 4, 256 invocations per workgroup, no f16).
+    if (!anyAdapter) {
+      const inv = a.requirements.find((r) => r.limit === 'maxComputeInvocationsPerWorkgroup')?.have;
+      const sg = a.subgroupSizes;
+      record('the adapter has SwiftShader\'s shape: subgroups of 4, 256 invocations per workgroup, no shader-f16',
+        a.architecture === 'swiftshader' && !!sg && sg[0] === 4 && sg[1] === 4 && inv === 256 && !a.features['shader-f16'],
+        `${a.architecture}: subgroups ${sg ? sg.join('..') : 'none'}, ${inv} invocations, shader-f16 ${a.features['shader-f16'] ? 'yes' : 'no'} (--any-adapter skips this)`);
+    }
 
     // kernel checks, printed as they land
     await page.click('#run-checks');
@@ -178,6 +197,24 @@ async function main(): Promise<void> {
     if (cr.total === 0) record('kernel checks: at least one case matches the filter', false, `no case matches --filter '${filter}'`);
     else if (checks.checks.length !== cr.total) record('kernel checks: every planned case ran', false, `${checks.checks.length} of ${cr.total} ran`);
     console.log(`kernel checks: ${cr.passed} passed, ${cr.failed} failed in ${(cr.ms / 1000).toFixed(1)} s`);
+    // every family's every check ran and passed (byol/checks.ts: what the page runs)
+    for (const [family, list] of Object.entries(checkFamilies)) {
+      const want = list.filter((c) => `${family} ${c.name}`.includes(filter)).length;
+      if (filter && want === 0) continue;
+      if (skip.includes(family)) {
+        record(`kernel family ${family}: all ${want} checks pass`, false, 'skipped (--skip)');
+        continue;
+      }
+      const ran = checks.checks.filter((c) => c.family === family);
+      const passed = ran.filter((c) => c.ok).length;
+      const secs = ran.reduce((t, c) => t + c.ms, 0) / 1000;
+      record(`kernel family ${family}: all ${want} checks pass`, ran.length === want && passed === want, `${passed} of ${want} passed, ${ran.length} ran, ${secs.toFixed(1)} s`);
+    }
+    // a check over its time limit leaves the GPU busy: the page stops there, and so does the test
+    if (checks.fatal) {
+      record('the kernel checks finish', false, checks.fatal);
+      return;
+    }
 
     // training
     await page.click('#train-start');

@@ -1,124 +1,18 @@
-// One helper makes each op test one line: random inputs; the float64 reference's backward checked against
-// central finite differences of its forward; the GPU forward and every input gradient checked against the
-// reference; and every buffer the test made returned to the pool.
+// The uvu face of the engine's framework-free checks (nn/check.ts): `opTest` makes each op test one line.
+// The checks themselves (float64 reference vs finite differences, GPU forward and gradients vs the reference, no
+// leaked buffers) live in the library so that the browser page runs them too.
 
 import { test } from 'uvu';
-import * as assert from 'uvu/assert';
-import { Tensor, tensor, backward, tidy, liveTensors, sync } from '../../nn/index.ts';
-import type { Arr } from '../../engine/ref.ts';
-import { size, normalizedError as relErr } from '../../engine/ref.ts';
+import { checkOp, type OpCase, type Check } from '../../nn/check.ts';
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Values uniform in [lo, hi), rounded to f32 so the reference sees exactly what the GPU sees. */
-export function randArr(shape: number[], r: () => number, lo = -1, hi = 1): Arr {
-  const data = new Float64Array(size(shape));
-  for (let i = 0; i < data.length; i++) data[i] = Math.fround(lo + (hi - lo) * r());
-  return { data, shape: [...shape] };
-}
-
-/** Normalized max error: max |a - b| over max(|b|, floor). */
-export { normalizedError as relErr } from '../../engine/ref.ts';
-
-export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what: string): void {
-  const e = relErr(got, want);
-  if (!(e <= tol)) {
-    let worst = 0;
-    for (let i = 0; i < want.length; i++) if (Math.abs(got[i] - want[i]) > Math.abs(got[worst] - want[worst])) worst = i;
-    assert.unreachable(`${what}: normalized error ${e.toExponential(2)} > ${tol} (length ${want.length} vs ${got.length}; worst at ${worst}: got ${got[worst]}, want ${want[worst]})`);
-  }
-}
-
-export interface OpCase {
-  shapes: number[][];
-  /** float64 forward */
-  ref: (xs: Arr[]) => Arr;
-  /** float64 backward: one gradient per input, given the output gradient */
-  refGrad: (xs: Arr[], dy: Arr) => Arr[];
-  /** the GPU op under test */
-  gpu: (ts: Tensor[]) => Tensor;
-  /** normalized error allowed for the GPU vs the reference (forward and gradients) */
-  tol?: number;
-  /** value range of the inputs, per input or for all */
-  range?: [number, number] | [number, number][];
-  /** inputs that are not differentiated (e.g. integer-valued) */
-  noGrad?: number[];
-  seed?: number;
-}
-
-/** Checks the reference's gradient against central differences of its own forward. */
-export function checkRefGradient(c: OpCase, xs: Arr[], dy: Arr): void {
-  const grads = c.refGrad(xs, dy);
-  const loss = (ins: Arr[]) => {
-    const y = c.ref(ins);
-    let s = 0;
-    for (let i = 0; i < y.data.length; i++) s += y.data[i] * dy.data[i];
-    return s;
-  };
-  const r = rng(99);
-  xs.forEach((x, k) => {
-    if (c.noGrad?.includes(k)) return;
-    const n = x.data.length;
-    const picks = n <= 16 ? [...Array(n).keys()] : Array.from({ length: 16 }, () => Math.floor(r() * n));
-    for (const i of picks) {
-      const h = 1e-6 * Math.max(1, Math.abs(x.data[i]));
-      const plus = xs.map((a) => ({ data: a.data.slice(), shape: a.shape }));
-      const minus = xs.map((a) => ({ data: a.data.slice(), shape: a.shape }));
-      plus[k].data[i] += h;
-      minus[k].data[i] -= h;
-      const fd = (loss(plus) - loss(minus)) / (2 * h);
-      const an = grads[k].data[i];
-      if (!(Math.abs(fd - an) <= 1e-5 * Math.max(1, Math.abs(fd), Math.abs(an)))) {
-        assert.unreachable(`reference gradient of input ${k} at ${i}: analytic ${an} vs finite difference ${fd}`);
-      }
-    }
-  });
-}
-
-/** Runs the full check for one op case; returns nothing, throws on any mismatch. */
-export async function checkOp(c: OpCase): Promise<void> {
-  const tol = c.tol ?? 1e-5;
-  const r = rng(c.seed ?? 1234);
-  const xs = c.shapes.map((s, k) => {
-    const range = Array.isArray(c.range?.[0]) ? (c.range as [number, number][])[k] : ((c.range as [number, number]) ?? [-1, 1]);
-    return randArr(s, r, range[0], range[1]);
-  });
-  const want = c.ref(xs);
-  const dy = randArr(want.shape, r);
-  checkRefGradient(c, xs, dy);
-  const wantGrads = c.refGrad(xs, dy);
-
-  const before = liveTensors();
-  const ts = xs.map((x, k) => tensor(Float32Array.from(x.data), x.shape, { requiresGrad: !c.noGrad?.includes(k) }));
-  const y = tidy(() => c.gpu(ts));
-  assert.equal(y.shape, want.shape, 'output shape');
-  assertClose(await y.toArray(), want.data, tol, 'forward');
-  const dyT = tensor(Float32Array.from(dy.data), dy.shape);
-  backward(y, dyT);
-  dyT.dispose();
-  for (let k = 0; k < ts.length; k++) {
-    if (c.noGrad?.includes(k)) continue;
-    assert.ok(ts[k].grad, `input ${k} got no gradient`);
-    assert.equal(ts[k].grad!.shape, xs[k].shape, `gradient ${k} shape`);
-    assertClose(await ts[k].grad!.toArray(), wantGrads[k].data, tol, `gradient of input ${k}`);
-  }
-  y.dispose();
-  ts.forEach((t) => t.dispose());
-  await sync();
-  assert.is(liveTensors(), before, 'every buffer made by the op and its backward was released');
-}
+export { rng, randArr, relErr, assertClose, checkRefGradient, checkOp, type OpCase, type NamedOpCase, type Check } from '../../nn/check.ts';
 
 /** Registers a uvu test for an op case: `opTest('add [3,1]+[1,4]', {...})`. */
 export function opTest(name: string, c: OpCase, t = test): void {
   t(name, () => checkOp(c));
+}
+
+/** Registers a uvu test for each shared check (nn/checks/, byol/checks.ts). */
+export function checkTests(checks: Check[], t = test): void {
+  for (const c of checks) t(c.name, () => c.run());
 }

@@ -1,9 +1,9 @@
 // Matmul op cases: aligned and ragged tiles, transposes as flags, batched and shared operands
-// (see test/cases/index.ts).
+// (see nn/checks/index.ts).
 
-import { matmul } from '../../nn/index.ts';
+import { matmul } from '../index.ts';
 import { ref } from '../../kernels/matmul.ts';
-import type { NamedOpCase } from './index.ts';
+import type { NamedOpCase } from '../check.ts';
 
 // [M, K, N, transA, transB, batchA, batchB]
 const dims: [number, number, number, boolean, boolean, number, number][] = [

@@ -1,8 +1,8 @@
-// Reduction op cases: sum, mean and max over axes, with and without keepDims (see test/cases/index.ts).
+// Reduction op cases: sum, mean and max over axes, with and without keepDims (see nn/checks/index.ts).
 
-import { sum, mean, max } from '../../nn/index.ts';
+import { sum, mean, max } from '../index.ts';
 import { ref } from '../../kernels/reduce.ts';
-import type { NamedOpCase } from './index.ts';
+import type { NamedOpCase } from '../check.ts';
 
 const fns = { sum, mean, max };
 

@@ -1,8 +1,8 @@
-// Elementwise op cases: unary maps, scalar ops and broadcasting binary ops (see test/cases/index.ts).
+// Elementwise op cases: unary maps, scalar ops and broadcasting binary ops (see nn/checks/index.ts).
 
-import { relu, exp, log, sqrt, neg, addScalar, mulScalar, powScalar, add, sub, mul, div, reshape } from '../../nn/index.ts';
+import { relu, exp, log, sqrt, neg, addScalar, mulScalar, powScalar, add, sub, mul, div, reshape } from '../index.ts';
 import { ref } from '../../kernels/elementwise.ts';
-import type { NamedOpCase } from './index.ts';
+import type { NamedOpCase } from '../check.ts';
 
 export const elementwiseCases: NamedOpCase[] = [];
 

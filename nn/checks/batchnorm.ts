@@ -1,0 +1,84 @@
+// batchNorm op cases: training (batch statistics) and eval (running statistics), each with and without the fused
+// ReLU, on vec4 and odd channel counts, long columns and many row chunks; gradients of only some inputs
+// (see nn/checks/index.ts).
+
+import { tensor } from '../index.ts';
+import { batchNorm, ref } from '../../kernels/batchnorm.ts';
+import { rng, randArr, type NamedOpCase } from '../check.ts';
+import type { Arr } from '../../engine/ref.ts';
+
+const up = (a: Arr) => tensor(Float32Array.from(a.data), a.shape);
+const channels = (shape: number[]) => shape[shape.length - 1];
+
+export const batchNormCases: NamedOpCase[] = [];
+
+// [shape, eps]: R = 2 makes xhat = ±1 whatever x is, so dx is pure rounding noise unless eps is large
+const training: [number[], number][] = [
+  [[2, 3], 0.5],
+  [[7, 5], 1e-5],
+  [[2, 5, 3, 17], 1e-5],
+  [[3, 9, 11, 64], 1e-5], // vec4 channels, two row chunks
+  [[37, 258], 1e-5], // several channel workgroups, odd channel count
+  [[40, 520], 1e-5], // vec4, several channel workgroups
+  [[2048, 12], 1e-5], // long columns, few channels
+  [[4, 16, 16, 33], 1e-5], // R = 1024: many row chunks
+];
+
+for (const [shape, eps] of training) {
+  for (const relu of [false, true]) {
+    const C = channels(shape);
+    batchNormCases.push({
+      name: `batchNorm training ${JSON.stringify(shape)} relu=${relu}`,
+      shapes: [shape, [C], [C]],
+      range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+      ref: ([x, g, b]) => ref.batchNorm(x, g, b, { training: true, eps, relu }),
+      refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, { training: true, eps, relu }),
+      gpu: ([x, g, b]) => batchNorm(x, g, b, null, { training: true, eps, relu }),
+      tol: 2e-5,
+    });
+  }
+}
+
+// gradients for only some inputs take other paths (dx without dgamma/dbeta and the reverse)
+batchNormCases.push({
+  name: 'batchNorm training [6,7,9] gradient of x only',
+  shapes: [[6, 7, 9], [9], [9]],
+  range: [[-2, 3], [0.5, 1.5], [-0.5, 0.5]],
+  noGrad: [1, 2],
+  ref: ([x, g, b]) => ref.batchNorm(x, g, b, { training: true }),
+  refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, { training: true }),
+  gpu: ([x, g, b]) => batchNorm(x, g, b, null, { training: true }),
+  tol: 2e-5,
+}, {
+  name: 'batchNorm training [50,8] gradient of gamma and beta only, relu',
+  shapes: [[50, 8], [8], [8]],
+  range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+  noGrad: [0],
+  ref: ([x, g, b]) => ref.batchNorm(x, g, b, { training: true, relu: true }),
+  refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, { training: true, relu: true }),
+  gpu: ([x, g, b]) => batchNorm(x, g, b, null, { training: true, relu: true }),
+  tol: 2e-5,
+});
+
+// eval mode: fixed running statistics, a plain per-channel affine map (and its backward)
+const evalCases: [number[], number[]][] = [[[1, 3], []], [[5, 4, 3, 8], []], [[33, 17], [1, 2]], [[2, 9, 9, 20], [0]]];
+for (const [shape, noGrad] of evalCases) {
+  for (const relu of [false, true]) {
+    const C = channels(shape);
+    const r = rng(7);
+    const rm = randArr([C], r, -0.5, 0.5);
+    const rv = randArr([C], r, 0.2, 2);
+    const o = { training: false, relu, runningMean: rm, runningVar: rv };
+    batchNormCases.push({
+      name: `batchNorm eval ${JSON.stringify(shape)} relu=${relu} noGrad=${JSON.stringify(noGrad)}`,
+      shapes: [shape, [C], [C]],
+      range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+      noGrad,
+      ref: ([x, g, b]) => ref.batchNorm(x, g, b, o),
+      refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, o),
+      // made inside the op's tidy scope: the tape keeps the statistics alive until backward
+      gpu: ([x, g, b]) => batchNorm(x, g, b, { runningMean: up(rm), runningVar: up(rv) }, { training: false, relu }),
+      tol: 1e-5,
+    });
+  }
+}
