@@ -4,6 +4,7 @@
 // forward; the GPU forward and every input gradient checked against the reference; and every buffer the check
 // made returned to the pool. Failures throw plain Errors. Browser-safe: nothing here may import a Node module.
 
+import { Rng } from '../engine/random.ts';
 import { Tensor, tensor, backward, tidy, liveTensors, sync, tapeLength } from './index.ts';
 import type { Arr } from '../engine/ref.ts';
 import { size, normalizedError as relErr } from '../engine/ref.ts';
@@ -16,16 +17,10 @@ export interface Check {
   run: () => Promise<void>;
 }
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
+/** The engine's one seeded generator as a function, so failures reproduce. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 /** Values uniform in [lo, hi), rounded to f32 so the reference sees exactly what the GPU sees. */
