@@ -15,7 +15,12 @@ import { GpuDataset } from '../byol/data/gpu-dataset.ts';
 import { extractFeatures } from '../byol/eval/index.ts';
 import { evaluateEncoder } from '../byol/evaluate.ts';
 import { ew } from '../kernels/elementwise.ts';
-import { tensor } from '../engine/tensor.ts';
+import { tensor, tidy } from '../engine/tensor.ts';
+import { noGrad } from '../engine/tape.ts';
+import { sync } from '../engine/recorder.ts';
+import { Conv2d } from '../nn/layers.ts';
+import { conv2d } from '../kernels/conv2d.ts';
+import { relu } from '../kernels/elementwise.ts';
 
 const { values } = parseArgs({
   options: {
@@ -25,6 +30,7 @@ const { values } = parseArgs({
     full: { type: 'boolean', default: false },
     probe: { type: 'string', default: 'lbfgs' },
     'skip-plain': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
   },
 });
 
@@ -39,12 +45,21 @@ console.log(`device: ${ctx.info.description}; LP_NATIVE_VECTOR_WIDTH=${process.e
 
 const n = Number(values.images);
 const indices = Int32Array.from({ length: n }, (_, i) => i);
+// CPU seconds of this process (lavapipe's threads included) as well as wall time: on a machine that others load,
+// CPU time per image moves far less than wall time, and CPU time / cores is what an idle machine would take
+const cpuSeconds = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 const time = async (label: string, f: (x: any) => any, batchSize: number) => {
   const t0 = performance.now();
+  const c0 = cpuSeconds();
   const feats = await extractFeatures(f, train, { normalize: stats, indices, batchSize });
   const s = (performance.now() - t0) / 1000;
+  const c = cpuSeconds() - c0;
   feats.dispose();
-  console.log(`${label.padEnd(8)} batch ${String(batchSize).padStart(4)}: ${(n / s).toFixed(0).padStart(5)} images/s (${s.toFixed(2)} s for ${n}; 140k images: ${((140000 * s) / n).toFixed(0)} s)`);
+  console.log(`${label.padEnd(8)} batch ${String(batchSize).padStart(4)}: ${(n / s).toFixed(0).padStart(5)} images/s wall, ${((1000 * c) / n).toFixed(2)} CPU-ms/image ` +
+    `(140k images: ${((140000 * s) / n).toFixed(0)} s wall, ${((140000 * c) / n / os.cpus().length).toFixed(0)} s at ${os.cpus().length} idle cores)`);
 };
 
 const sampleRaw = train.gather(indices.subarray(0, 8));
@@ -59,10 +74,44 @@ for (const b of values.batches!.split(',').map(Number)) {
 }
 net.dispose();
 
+if (values.profile) {
+  // each conv of the folded forward alone at the first batch size (its input shape from one traced forward), with
+  // the elementwise pass that follows it, in CPU-ms per image
+  const b = Number(values.batches!.split(',')[0]);
+  const layers: { name: string; shape: number[]; conv: Conv2d }[] = [];
+  for (const [name, m] of model.namedModules()) {
+    if (!(m instanceof Conv2d)) continue;
+    const f = m.forward.bind(m);
+    Object.defineProperty(m, 'forward', { configurable: true, writable: true, value: (x: any) => (layers.push({ name, shape: [...x.shape], conv: m }), f(x)) });
+  }
+  noGrad(() => tidy(() => model.forward(sample)));
+  for (const l of layers) delete (l.conv as any).forward;
+  let total = 0;
+  for (const l of layers) {
+    const xin = tensor(new Float32Array(b * l.shape.slice(1).reduce((p, q) => p * q)).fill(0.5), [b, ...l.shape.slice(1)]);
+    const bias = tensor(new Float32Array(l.conv.outChannels), [l.conv.outChannels]);
+    const once = () => noGrad(() => tidy(() => { relu(conv2d(xin, l.conv.weight.value, bias, { stride: l.conv.stride, padding: l.conv.padding })); return null; }));
+    once();
+    await sync();
+    const reps = 4;
+    const c0 = cpuSeconds();
+    for (let r = 0; r < reps; r++) once();
+    await sync();
+    const ms = ((cpuSeconds() - c0) * 1000) / (reps * b);
+    total += ms;
+    const [, H, W, Cin] = l.shape;
+    console.log(`  ${l.name.padEnd(22)} ${H}x${W}x${Cin} -> ${l.conv.outChannels} k${l.conv.kernelSize} s${l.conv.stride}: ${ms.toFixed(3)} CPU-ms/image (+relu)`);
+    xin.dispose();
+    bias.dispose();
+  }
+  console.log(`  sum of the convs: ${total.toFixed(2)} CPU-ms/image`);
+}
+
 if (values.full) {
   const t0 = performance.now();
+  const c0 = cpuSeconds();
   const r = await evaluateEncoder(model, train, test, { normalize: stats, probeEpochs: 20, seed: 0, knn: true, log: console.log, probe: values.probe as 'lbfgs' | 'adam', batchSize: Number(values.batches!.split(',')[0]) });
-  console.log(`full evaluation: ${((performance.now() - t0) / 1000).toFixed(1)} s`, JSON.stringify(r, null, 1));
+  console.log(`full evaluation: ${((performance.now() - t0) / 1000).toFixed(1)} s wall, ${(cpuSeconds() - c0).toFixed(1)} CPU-s`, JSON.stringify(r, null, 1));
 }
 console.log(`load after: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 releaseDevice();
