@@ -58,6 +58,7 @@ export async function evaluateEncoder(encoder: Module, train: GpuDataset, test: 
     const featureSeconds = (Date.now() - t0) / 1000;
     const numClasses = train.classes.length;
     const knnTop1 = opts.knn ? (await knnAccuracy(trainFeats, train.labels!, testFeats, test.labels!, { numClasses })).top1 : null;
+    const knnSeconds = (Date.now() - t0) / 1000 - featureSeconds;
     let linearTop1: number;
     let linearTrainTop1: number;
     let probe: ConvergedProbeResult['probe'] | null = null;
@@ -70,7 +71,7 @@ export async function evaluateEncoder(encoder: Module, train: GpuDataset, test: 
     }
     const how = probe ? `L-BFGS, l2 ${probe.chosen_l2}${probe.converged ? '' : ', NOT converged'}` : `Adam, ${opts.probeEpochs} epochs`;
     opts.log(`byol:   ${knnTop1 !== null ? `kNN top-1 ${knnTop1.toFixed(4)}, ` : ''}linear probe top-1 ${linearTop1.toFixed(4)} (train ${linearTrainTop1.toFixed(4)}; ${how}); ` +
-      `features ${featureSeconds.toFixed(0)} s, total ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+      `features ${featureSeconds.toFixed(0)} s, kNN ${knnSeconds.toFixed(0)} s, total ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     return { knnTop1, linearTop1, linearTrainTop1, probe, featureSeconds, seconds: (Date.now() - t0) / 1000 };
   } finally {
     net?.dispose();

@@ -7,13 +7,14 @@
 //
 //   f(W, b) = mean_n -log softmax(x_n W + b)[y_n] + (l2 / 2) ||W||²      (the bias is not penalized)
 
-import { Tensor, tensor, tidy, keep, fmtShape } from '../../engine/tensor.ts';
+import { Tensor, tensor, empty, tidy, keep, fmtShape } from '../../engine/tensor.ts';
+import { copyRange, clearRange } from '../../engine/recorder.ts';
 import { noGrad } from '../../engine/tape.ts';
 import { Rng, deriveSeed } from '../../engine/random.ts';
 import { ew } from '../../kernels/elementwise.ts';
 import { matmul } from '../../kernels/matmul.ts';
-import { mean, sum } from '../../kernels/reduce.ts';
-import { softmax, softmaxCrossEntropy, argmax } from '../../kernels/softmax.ts';
+import { mean, sum, max } from '../../kernels/reduce.ts';
+import { argmax } from '../../kernels/softmax.ts';
 import { gatherRows } from '../../kernels/gather.ts';
 import { checkFeatures, labelArray, assertFinite, top1, type Labels } from './check.ts';
 
@@ -151,54 +152,91 @@ export interface LogRegFit {
   reason: LbfgsResult['reason'];
 }
 
-/** Features [N, D] (standardized), labels i32 [N] and their one-hot [N, C] on the GPU. */
+// Layout. The data terms are two matmuls with one tiny dimension (C classes) and one huge one (N rows). As
+// [N, D]·[D, C] and [D, N]·[N, C] they leave most of each matmul tile idle (C = 10 of 64 columns) and reduce over
+// N in few workgroups, so the rows are split into S blocks of n and everything is kept class-major per block:
+// logits [S, C, n] = Wᵀ [C, D] · X[s]ᵀ (a batched matmul over the blocks), the gradient [S, C, D] = dlogits[s] ·
+// X[s] summed over s. The last block is padded with zero rows, masked out of the loss and the gradient.
+const BLOCK = 256;
+
+/** Features as [S, n, D] blocks (zero-padded), the one-hot labels [S, C, n] and the row mask [S, 1, n]. */
 interface Problem {
-  x: Tensor;
-  y: Tensor;
+  x3: Tensor;
   onehot: Tensor;
+  mask: Tensor;
   N: number;
   D: number;
   C: number;
+  S: number;
+  n: number;
 }
 
 function makeProblem(x: Tensor, labels: Int32Array, C: number): Problem {
   const [N, D] = x.shape;
-  const oh = new Float32Array(N * C);
-  for (let i = 0; i < N; i++) oh[i * C + labels[i]] = 1;
-  return { x, y: keep(tensor(labels, [N], { dtype: 'i32' })), onehot: keep(tensor(oh, [N, C])), N, D, C };
+  const n = Math.min(BLOCK, N);
+  const S = Math.ceil(N / n);
+  const x3 = keep(empty([S, n, D], 'f32', 'logreg.blocks'));
+  if (S * n > N) clearRange(x3.binding('logreg'));
+  copyRange(x.binding('logreg'), { ...x3.binding('logreg'), size: N * D * 4 }, N * D * 4);
+  const oh = new Float32Array(S * C * n);
+  const mask = new Float32Array(S * n);
+  for (let i = 0; i < N; i++) {
+    const [s, j] = [Math.floor(i / n), i % n];
+    oh[(s * C + labels[i]) * n + j] = 1;
+    mask[i] = 1;
+  }
+  return { x3, onehot: keep(tensor(oh, [S, C, n])), mask: keep(tensor(mask, [S, 1, n])), N, D, C, S, n };
 }
 
 function disposeProblem(p: Problem): void {
-  p.y.dispose();
+  p.x3.dispose();
   p.onehot.dispose();
+  p.mask.dispose();
 }
 
-function uploadParams(p: Problem, params: Float64Array): { W: Tensor; b: Tensor } {
+/** Wᵀ [C, D] and b [C, 1] from the parameters ([D, C] row-major, then C biases). */
+function uploadParams(p: Problem, params: Float64Array): { Wt: Tensor; b: Tensor } {
   const { D, C } = p;
-  return { W: tensor(Float32Array.from(params.subarray(0, D * C)), [D, C]), b: tensor(Float32Array.from(params.subarray(D * C)), [C]) };
+  const wt = new Float32Array(C * D);
+  for (let d = 0; d < D; d++) for (let c = 0; c < C; c++) wt[c * D + d] = params[d * C + c];
+  return { Wt: tensor(wt, [C, D]), b: tensor(Float32Array.from(params.subarray(D * C)), [C, 1]) };
+}
+
+/** logits [S, C, n] */
+function logitsOf(p: Problem, params: Float64Array): Tensor {
+  const { Wt, b } = uploadParams(p, params);
+  return ew('logreg.logits', 'a + b', [matmul(Wt, p.x3, false, true), b], [p.S, p.C, p.n]);
 }
 
 /** f and its gradient at params: the data terms on the GPU, the L2 term in float64. */
 async function objective(p: Problem, params: Float64Array, l2: number): Promise<{ f: number; g: Float64Array }> {
-  const { D, C, N } = p;
+  const { D, C, N, S, n } = p;
   const out = noGrad(() => tidy(() => {
-    const { W, b } = uploadParams(p, params);
-    const logits = ew('logreg.logits', 'a + b', [matmul(p.x, W), b], [N, C]);
-    const loss = softmaxCrossEntropy(logits, p.y);
-    // d(mean loss)/d logits = (softmax - onehot) / N; the 1/N is applied in float64 below
-    const dl = ew('logreg.dlogits', 'a - b', [softmax(logits), p.onehot], [N, C]);
-    return [loss, matmul(p.x, dl, true, false), sum(dl, 0)];
+    const logits = logitsOf(p, params);
+    const m = max(logits, 1, true);
+    const e = ew('logreg.exp', 'exp(a - b)', [logits, m], logits.shape);
+    const z = sum(e, 1, true);
+    // per row: log-sum-exp minus the label's logit, masked
+    const picked = sum(ew('logreg.pick', 'a * b', [logits, p.onehot], logits.shape), 1, true);
+    const lse = ew('logreg.lse', 'a + log(b)', [m, z], [S, 1, n]);
+    const loss = sum(ew('logreg.rowLoss', '(a - b) * c', [lse, picked, p.mask], [S, 1, n]));
+    // d(sum of row losses)/d logits = (softmax - onehot) on real rows; the 1/N is applied in float64 below
+    const dl = ew('logreg.dlogits', '(a - b) * c', [ew('logreg.softmax', 'a / b', [e, z], logits.shape), p.onehot, p.mask], logits.shape);
+    return [loss, sum(matmul(dl, p.x3), 0), sum(dl, [0, 2])];
   }));
   try {
-    const [loss, gW, gb] = await Promise.all(out.map((t) => t.toArray()));
+    const [loss, gWt, gb] = await Promise.all(out.map((t) => t.toArray()));
     const g = new Float64Array(D * C + C);
     let reg = 0;
-    for (let i = 0; i < D * C; i++) {
-      g[i] = gW[i] / N + l2 * params[i];
-      reg += params[i] * params[i];
+    for (let d = 0; d < D; d++) {
+      for (let c = 0; c < C; c++) {
+        const k = d * C + c;
+        g[k] = gWt[c * D + d] / N + l2 * params[k];
+        reg += params[k] * params[k];
+      }
     }
     for (let c = 0; c < C; c++) g[D * C + c] = gb[c] / N;
-    return { f: loss[0] + 0.5 * l2 * reg, g };
+    return { f: loss[0] / N + 0.5 * l2 * reg, g };
   } finally {
     for (const t of out) t.dispose();
   }
@@ -210,15 +248,10 @@ async function fit(p: Problem, l2: number, init: Float64Array | null, opts: Lbfg
   return { params: r.x, loss: r.f, gradMax: r.gradMax, iterations: r.iterations, evaluations: r.evaluations, converged: r.converged, reason: r.reason };
 }
 
-async function predict(x: Tensor, params: Float64Array, C: number): Promise<Int32Array> {
-  const [N, D] = x.shape;
-  const pred = noGrad(() => tidy(() => {
-    const W = tensor(Float32Array.from(params.subarray(0, D * C)), [D, C]);
-    const b = tensor(Float32Array.from(params.subarray(D * C)), [C]);
-    return argmax(ew('logreg.logits', 'a + b', [matmul(x, W), b], [N, C]));
-  }));
+async function predict(p: Problem, params: Float64Array): Promise<Int32Array> {
+  const pred = noGrad(() => tidy(() => argmax(logitsOf(p, params), 1)));
   try {
-    return (await pred.toArray()) as Int32Array;
+    return ((await pred.toArray()) as Int32Array).subarray(0, p.N);
   } finally {
     pred.dispose();
   }
@@ -340,6 +373,8 @@ export async function convergedLinearProbe(
     const yVal = perm.subarray(N - H).map((i) => yTrain[i]);
     const pFit = makeProblem(xFit, yFit, C);
     problems.push(pFit);
+    const pVal = makeProblem(xVal, yVal, C);
+    problems.push(pVal);
     const heldTop1: number[] = [];
     let init: Float64Array | null = null;
     let best = { l2: grid[0], acc: -1, params: null as Float64Array | null };
@@ -349,7 +384,7 @@ export async function convergedLinearProbe(
       const r = await fit(pFit, l2, init, lb);
       iterations += r.iterations;
       allConverged &&= r.converged;
-      const acc = top1(await predict(xVal, r.params, C), yVal);
+      const acc = top1(await predict(pVal, r.params), yVal);
       heldTop1.push(acc);
       log(`probe: l2 ${l2.toExponential(0)}: held-out top-1 ${acc.toFixed(4)} (${r.iterations} iterations, ${r.converged ? 'converged' : `not converged: ${r.reason}`}, max |grad| ${r.gradMax.toExponential(1)})`);
       if (acc > best.acc) best = { l2, acc, params: r.params };
@@ -363,11 +398,13 @@ export async function convergedLinearProbe(
     const xTest = own(standardize(testFeats, sAll));
     const pAll = makeProblem(xAll, yTrain, C);
     problems.push(pAll);
+    const pTest = makeProblem(xTest, yTest, C);
+    problems.push(pTest);
     const r = await fit(pAll, best.l2, best.params, lb);
     iterations += r.iterations;
     allConverged &&= r.converged;
-    const testTop1 = top1(await predict(xTest, r.params, C), yTest);
-    const trainTop1 = top1(await predict(xAll, r.params, C), yTrain);
+    const testTop1 = top1(await predict(pTest, r.params), yTest);
+    const trainTop1 = top1(await predict(pAll, r.params), yTrain);
     log(`probe: refit with l2 ${best.l2.toExponential(0)} on ${N}: test top-1 ${testTop1.toFixed(4)} (${r.iterations} iterations, ${r.converged ? 'converged' : `not converged: ${r.reason}`})`);
     return {
       top1: testTop1,
