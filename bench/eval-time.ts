@@ -1,7 +1,8 @@
 // Where the evaluation's time goes, for the default encoder (resnet-small width 16 on Fashion-MNIST, untrained):
 // feature extraction with the plain eval-mode forward vs the BN-folded one (nn/fold.ts) at several batch sizes,
 // on the first --images train images; with --full, the whole evaluation as train.ts runs it (evaluateEncoder).
-// Usage: tsx bench/eval-time.ts [--images 4096] [--batches 256,512,1024] [--full] [--probe lbfgs|adam]
+// Usage: tsx bench/eval-time.ts [--images 4096] [--batches 256,512,1024] [--profile] [--full] [--probe lbfgs|adam]
+//        tsx bench/eval-time.ts --probe-cache DIR [--gtol X] [--grid 1e-4,1e-3]   (the probe alone on cached features)
 // Set LP_NATIVE_VECTOR_WIDTH=512 in the environment to measure lavapipe at 16 lanes.
 
 import { parseArgs } from 'node:util';
@@ -33,7 +34,7 @@ const { values } = parseArgs({
     profile: { type: 'boolean', default: false },
     // the converged probe alone on cached features (extracted once into this folder): its time per setting
     'probe-cache': { type: 'string' },
-    gtol: { type: 'string', default: '1e-5' },
+    gtol: { type: 'string' },
     grid: { type: 'string' },
   },
 });
@@ -132,7 +133,7 @@ if (values['probe-cache']) {
   const t0 = performance.now();
   const c0 = cpuSeconds();
   const r = await convergedLinearProbe(tr, train.labels!, te, test.labels!, {
-    numClasses: 10, gtol: Number(values.gtol), l2Grid: values.grid ? values.grid.split(',').map(Number) : undefined, log: console.log,
+    numClasses: 10, gtol: values.gtol ? Number(values.gtol) : undefined, l2Grid: values.grid ? values.grid.split(',').map(Number) : undefined, log: console.log,
   });
   console.log(`probe: ${((performance.now() - t0) / 1000).toFixed(1)} s wall, ${(cpuSeconds() - c0).toFixed(1)} CPU-s; top-1 ${r.top1}`, JSON.stringify(r.probe));
 }
