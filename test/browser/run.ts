@@ -22,7 +22,7 @@ import type { PageState } from '../../byol/web/main.ts';
 import { checkFamilies } from '../../byol/checks.ts';
 
 // the kernel checks take about a minute on SwiftShader; the 60 training steps, on conv2d's tiled kernel there, about
-// 16 minutes (README, In the browser)
+// 12 minutes (README, In the browser)
 const DEFAULT_LIMIT_S = 1500;
 /** What the page may fetch from the server: itself and data files a trainer puts under dist/web/data/. */
 const EXPECTED_REQUEST = /^\/(index\.html|main\.js(\.map)?|data\/.+)$/;
