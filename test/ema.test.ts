@@ -1,26 +1,13 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Arena, type SegmentSpec } from '../engine/arena.ts';
+import { Arena } from '../engine/arena.ts';
 import { emaUpdate } from '../nn/ema.ts';
 import { warmupCosine, emaTau } from '../nn/schedule.ts';
-import { rng, checkTests } from './helpers/gradcheck.ts';
-import { emaChecks } from '../nn/checks/ema.ts';
+import { checkTests } from './helpers/gradcheck.ts';
+import { emaChecks, SPECS, PREDICTOR } from '../nn/checks/ema.ts';
 import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('ema and schedules');
-
-const SPECS: SegmentSpec[] = [
-  { name: 'enc.weight', shape: [1], kind: 'weight' },
-  { name: 'enc.bias', shape: [3], kind: 'bias' },
-  { name: 'bn.weight', shape: [257], kind: 'norm' },
-  { name: 'proj.weight', shape: [1000], kind: 'weight' },
-];
-const PREDICTOR: SegmentSpec = { name: 'pred.weight', shape: [33, 7], kind: 'weight' };
-
-const random = (n: number, seed: number) => {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => r() * 2 - 1);
-};
 
 // the float64 checks live in nn/checks/ so that the browser page runs the same checks
 checkTests(emaChecks, t);

@@ -21,6 +21,16 @@ export function checkFeatures(what: string, x: Tensor): void {
   }
 }
 
+/** Checks a train and a test feature matrix of one width; returns [train rows, width, test rows]. */
+export function checkFeaturePair(what: string, train: Tensor, test: Tensor): [number, number, number] {
+  checkFeatures(`${what}: train features`, train);
+  checkFeatures(`${what}: test features`, test);
+  const [N, D] = train.shape;
+  const [M, Dt] = test.shape;
+  if (D !== Dt) throw new Error(`${what}: train features ${fmtShape(train.shape)} and test features ${fmtShape(test.shape)} differ in dimension`);
+  return [N, D, M];
+}
+
 /** The labels on the CPU (a tensor is read back), checked: n of them, each in 0..numClasses-1. */
 export async function labelArray(what: string, labels: Labels, n: number, numClasses: number): Promise<Int32Array> {
   let arr: Int32Array;

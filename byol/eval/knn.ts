@@ -9,7 +9,7 @@ import { gpu } from '../../engine/device.ts';
 import { Tensor, tensor, empty, tidy, keep, fmtShape } from '../../engine/tensor.ts';
 import { noGrad } from '../../engine/tape.ts';
 import { copyRange, sync } from '../../engine/recorder.ts';
-import { checkFeatures, labelArray, assertFinite, top1, type Labels } from './check.ts';
+import { checkFeatures, checkFeaturePair, labelArray, assertFinite, top1, type Labels } from './check.ts';
 import { ew } from '../../kernels/elementwise.ts';
 import { sum } from '../../kernels/reduce.ts';
 import { matmulRaw } from '../../kernels/matmul.ts';
@@ -47,11 +47,7 @@ function defaultChunk(n: number): number {
 /** The kNN predictions [M] for the test rows (see knnAccuracy for the convention). */
 export async function knnPredict(train: Tensor, trainLabels: Labels, test: Tensor, opts: KnnOptions): Promise<Int32Array> {
   const what = 'knn';
-  checkFeatures(`${what}: train features`, train);
-  checkFeatures(`${what}: test features`, test);
-  const [N, D] = train.shape;
-  const [M, Dt] = test.shape;
-  if (D !== Dt) throw new Error(`${what}: train features ${fmtShape(train.shape)} and test features ${fmtShape(test.shape)} differ in dimension`);
+  const [N, D, M] = checkFeaturePair(what, train, test);
   const k = opts.k ?? Math.min(200, N);
   const temperature = opts.temperature ?? 0.1;
   const C = opts.numClasses;

@@ -10,7 +10,7 @@ import { flush, sync } from '../../engine/recorder.ts';
 import { Linear, materialize } from '../../nn/module.ts';
 import { Adam, SGD, type Optimizer } from '../../nn/optim.ts';
 import { Rng, deriveSeed } from '../../engine/random.ts';
-import { checkFeatures, labelArray, assertFinite, top1, type Labels } from './check.ts';
+import { checkFeatures, checkFeaturePair, labelArray, assertFinite, top1, type Labels } from './check.ts';
 import { ew } from '../../kernels/elementwise.ts';
 import { mean } from '../../kernels/reduce.ts';
 import { softmaxCrossEntropy, argmax } from '../../kernels/softmax.ts';
@@ -72,11 +72,7 @@ export async function linearProbe(
   trainFeats: Tensor, trainLabels: Labels, testFeats: Tensor, testLabels: Labels, opts: LinearProbeOptions,
 ): Promise<LinearProbeResult> {
   const what = 'linearProbe';
-  checkFeatures(`${what}: train features`, trainFeats);
-  checkFeatures(`${what}: test features`, testFeats);
-  const [N, D] = trainFeats.shape;
-  const [M, Dt] = testFeats.shape;
-  if (D !== Dt) throw new Error(`${what}: train features ${fmtShape(trainFeats.shape)} and test features ${fmtShape(testFeats.shape)} differ in dimension`);
+  const [N, D, M] = checkFeaturePair(what, trainFeats, testFeats);
   const C = opts.numClasses;
   positiveInt(what, 'numClasses', C);
   const epochs = opts.epochs ?? 10;

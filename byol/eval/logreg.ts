@@ -16,7 +16,7 @@ import { matmul } from '../../kernels/matmul.ts';
 import { mean, sum, max } from '../../kernels/reduce.ts';
 import { argmax } from '../../kernels/softmax.ts';
 import { gatherRows } from '../../kernels/gather.ts';
-import { checkFeatures, labelArray, assertFinite, top1, type Labels } from './check.ts';
+import { checkFeatures, checkFeaturePair, labelArray, assertFinite, top1, type Labels } from './check.ts';
 
 // ---- L-BFGS (CPU, float64) -----------------------------------------------------------------------------
 
@@ -344,11 +344,7 @@ export async function convergedLinearProbe(
 ): Promise<ConvergedProbeResult> {
   const what = 'convergedLinearProbe';
   const t0 = Date.now();
-  checkFeatures(`${what}: train features`, trainFeats);
-  checkFeatures(`${what}: test features`, testFeats);
-  const [N, D] = trainFeats.shape;
-  const [M, Dt] = testFeats.shape;
-  if (D !== Dt) throw new Error(`${what}: train features ${fmtShape(trainFeats.shape)} and test features ${fmtShape(testFeats.shape)} differ in dimension`);
+  const [N, D, M] = checkFeaturePair(what, trainFeats, testFeats);
   const C = opts.numClasses;
   if (!Number.isInteger(C) || C < 2) throw new Error(`${what}: numClasses must be an integer >= 2, got ${C}`);
   const grid = [...(opts.l2Grid ?? DEFAULT_L2_GRID)].sort((a, b) => b - a);

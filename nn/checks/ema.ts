@@ -8,13 +8,14 @@ import { emaUpdate } from '../ema.ts';
 import { ref } from '../../kernels/optim.ts';
 import { rng, ensure, ensureEqual, leakFree, type Check } from '../check.ts';
 
-const SPECS: SegmentSpec[] = [
+/** Arena layouts the check and the EMA error tests share: the target's segments, and the online's extra one. */
+export const SPECS: SegmentSpec[] = [
   { name: 'enc.weight', shape: [1], kind: 'weight' },
   { name: 'enc.bias', shape: [3], kind: 'bias' },
   { name: 'bn.weight', shape: [257], kind: 'norm' },
   { name: 'proj.weight', shape: [1000], kind: 'weight' },
 ];
-const PREDICTOR: SegmentSpec = { name: 'pred.weight', shape: [33, 7], kind: 'weight' };
+export const PREDICTOR: SegmentSpec = { name: 'pred.weight', shape: [33, 7], kind: 'weight' };
 
 const random = (n: number, seed: number) => {
   const r = rng(seed);
