@@ -12,15 +12,13 @@ import { gpu } from '../engine/device.ts';
 import { normalizedError } from '../engine/ref.ts';
 import { sync } from '../engine/recorder.ts';
 import { tensor } from '../engine/tensor.ts';
-import { setDeviceTuning } from '../engine/tuning.ts';
+import { setDeviceTuning, tuneCachePath, readTuneCache, writeTuneCache } from '../engine/tuning.ts';
 import { matmulRaw, matmulTuning, checkTile, broadcastLanes, tileName, defaultTile, DEFAULT_TILE, MATMUL_TUNING, type MatmulTile } from './matmul.ts';
 
-import { nodeModule, isNode } from '../engine/node-module.ts';
 import { uniformArray } from '../engine/random.ts';
 
 /** Bump when kernels change so that cached choices are measured again. */
 const KERNEL_VERSION = 5; // 5: broadcast tiles with 2 column quads per lane (CB)
-const STORAGE_KEY = 'byol-webgpu:matmul-tile';
 
 export interface TuneResult {
   choice: { name: string; tile: MatmulTile };
@@ -79,43 +77,7 @@ export const SWITCH_MARGIN = 0.85;
 
 // ---- cache -------------------------------------------------------------------------------------------
 
-type CacheFile = Record<string, { tile: MatmulTile; ms: number; date: string }>;
-
-async function cachePath(opt: string | null | undefined): Promise<string | null> {
-  if (opt !== undefined) return opt;
-  const os = await nodeModule('node:os');
-  const path = await nodeModule('node:path');
-  const dir = process.env.BYOL_WEBGPU_CACHE_DIR || path.join(os.tmpdir(), 'byol-webgpu');
-  return path.join(dir, 'tune.json');
-}
-
-async function readCache(file: string | null): Promise<CacheFile> {
-  try {
-    if (isNode) {
-      if (!file) return {};
-      const fs = await nodeModule('node:fs');
-      return JSON.parse(fs.readFileSync(file, 'utf8')) as CacheFile;
-    }
-    const raw = (globalThis as any).localStorage?.getItem(STORAGE_KEY);
-    return raw ? (JSON.parse(raw) as CacheFile) : {};
-  } catch {
-    return {}; // missing or unreadable: measure
-  }
-}
-
-async function writeCache(file: string | null, data: CacheFile): Promise<void> {
-  try {
-    if (isNode) {
-      if (!file) return;
-      const fs = await nodeModule('node:fs');
-      const path = await nodeModule('node:path');
-      fs.mkdirSync(path.dirname(file), { recursive: true });
-      fs.writeFileSync(file, JSON.stringify(data, null, 2) + '\n');
-    } else (globalThis as any).localStorage?.setItem(STORAGE_KEY, JSON.stringify(data));
-  } catch {
-    // a read-only disk or disabled storage only costs a re-measure next time
-  }
-}
+type CacheEntry = { tile: MatmulTile; ms: number; date: string };
 
 function usable(t: MatmulTile): boolean {
   try {
@@ -181,8 +143,8 @@ export async function tuneMatmul(opts: TuneOptions = {}): Promise<TuneResult> {
     choose(tunedFor.result.choice.tile);
     return { ...tunedFor.result, source: 'memory', ms: performance.now() - t0 };
   }
-  const file = isNode ? await cachePath(opts.cacheFile) : null;
-  const cache = await readCache(file);
+  const file = await tuneCachePath('tune', opts.cacheFile);
+  const cache = await readTuneCache<CacheEntry>(file);
   const hit = cache[key];
   if (!opts.force && !opts.candidates && hit && usable(hit.tile)) {
     choose(hit.tile);
@@ -206,7 +168,7 @@ export async function tuneMatmul(opts: TuneOptions = {}): Promise<TuneResult> {
   };
   if (!opts.candidates) {
     cache[key] = { tile: best.tile, ms: best.ms, date: new Date().toISOString() };
-    await writeCache(file, cache);
+    await writeTuneCache(file, cache);
     tunedFor = { key, result };
   }
   return result;
