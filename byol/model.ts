@@ -10,7 +10,9 @@ import { warmupCosine, emaTau } from '../nn/schedule.ts';
 import { Tensor, tidy, fmtShape } from '../engine/tensor.ts';
 import { backward, noGrad } from '../engine/tape.ts';
 import { flush } from '../engine/recorder.ts';
-import { add } from '../kernels/elementwise.ts';
+import { mul } from '../kernels/elementwise.ts';
+import { concatRows, sliceRows } from '../kernels/rows.ts';
+import { withBatchNormGroups } from '../nn/layers.ts';
 import { cosineLoss, normalizedStd } from '../kernels/cosine.ts';
 import { ResNet, type ResNetConfig } from './resnet.ts';
 import { mlpHead } from './heads.ts';
@@ -115,10 +117,11 @@ export class BYOL {
   }
 
   /**
-   * One training step on two augmented views of the same images ([B, H, W, C] each): four forward passes
-   * (online and target on each view, BN statistics per view), the symmetric loss, backward into the online
-   * network only, the optimizer step, then the EMA of the target toward the updated online weights. Records
-   * everything into one submit; nothing is read back.
+   * One training step on two augmented views of the same images ([B, H, W, C] each): the online and the target
+   * network each run once over both views as one batch of 2B, with BN statistics per view (the math of four
+   * separate passes, with half the dispatches, and each conv's weight gradient summed over both views in its
+   * kernel); the symmetric loss, backward into the online network only, the optimizer step, then the EMA of the
+   * target toward the updated online weights. Records everything into one submit; nothing is read back.
    */
   trainStep(view1: Tensor, view2: Tensor, opts: { monitor?: boolean } = {}): StepResult {
     if (view1.rank !== 4 || view1.shape.some((d, i) => d !== view2.shape[i])) {
@@ -129,15 +132,23 @@ export class BYOL {
     const tau = this.tauAt(k);
     this.online.train();
     this.target.train(); // BYOL normalizes the target with batch statistics too
+    const B = view1.shape[0];
     const { loss, projStd } = tidy(() => {
-      const [t1, t2] = noGrad(() => [this.target.forward(view1), this.target.forward(view2)]);
-      const z1 = this.online.projector.forward(this.online.encoder.forward(view1));
-      const p1 = this.online.predictor.forward(z1);
-      const p2 = this.online.forward(view2);
-      const std = opts.monitor ? noGrad(() => normalizedStd(z1)) : null;
-      const l = add(cosineLoss(p1, t2), cosineLoss(p2, t1));
-      backward(l);
-      return { loss: l, projStd: std };
+      const views = concatRows([view1, view2]);
+      // each view's prediction regresses the other view's target: the target rows in swapped order
+      const swapped = withBatchNormGroups(this.target, 2, () => noGrad(() => {
+        const t = this.target.forward(views);
+        return concatRows([sliceRows(t, B, B), sliceRows(t, 0, B)]);
+      }));
+      return withBatchNormGroups(this.online, 2, () => {
+        const z = this.online.projector.forward(this.online.encoder.forward(views));
+        const p = this.online.predictor.forward(z);
+        const std = opts.monitor ? noGrad(() => normalizedStd(sliceRows(z, 0, B))) : null;
+        // the mean over 2B rows is half of the per-view sum loss(p1, t2) + loss(p2, t1)
+        const l = mul(cosineLoss(p, swapped), 2);
+        backward(l);
+        return { loss: l, projStd: std };
+      });
     });
     this.optimizer.step(lr);
     emaUpdate(this.target.arena!, this.online.arena!, tau);

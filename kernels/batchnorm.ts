@@ -24,40 +24,53 @@ export interface BatchNormOptions {
   eps?: number;
   /** Fuse a ReLU after the affine transform; its backward masks by the output. */
   relu?: boolean;
+  /**
+   * Statistics per group of the batch ("ghost batches"): x's leading axis splits into this many equal parts, each
+   * normalized with its own statistics, as that many separate calls would (running statistics move once per group,
+   * in order). A BYOL step runs its two views as one batch this way. Default 1. Training mode only.
+   */
+  groups?: number;
 }
 
 const WG = 256;
 const ROWS_PER_THREAD = 16; // per chunk: enough work per invocation to pay for its share of the tree
 const MAX_CHUNKS = 512;
 
-/** How a [R, C] problem maps onto reduce workgroups: TCW channel lanes by TR row lanes. */
+/** How a [G * Rg, C] problem maps onto reduce workgroups: TCW channel lanes by TR row lanes, chunks per group. */
 interface Layout {
   R: number;
   C: number;
+  G: number; // groups with their own statistics
+  Rg: number; // rows per group
   vec: boolean; // C % 4 == 0: one lane handles 4 channels as a vec4
   Cv: number; // channel lanes in use (C or C / 4)
   TCW: number;
   TR: number;
   blocks: number; // workgroups along channels
-  chunks: number; // workgroups along rows
+  chunks: number; // workgroups along the rows of one group
   rowsPerChunk: number;
+  rowBlocks: number; // elementwise passes: blocks of ROWS_PER_INVOCATION rows per group
 }
 
-function layoutOf(R: number, C: number): Layout {
+function layoutOf(R: number, C: number, G: number): Layout {
   const vec = C % 4 === 0;
   const Cv = vec ? C / 4 : C;
+  const Rg = R / G;
   let TCW = 1;
   while (TCW < Cv && TCW < 64) TCW *= 2;
   const TR = WG / TCW;
-  const chunks = Math.max(1, Math.min(MAX_CHUNKS, Math.ceil(R / (TR * ROWS_PER_THREAD))));
-  const rowsPerChunk = Math.max(1, Math.ceil(R / chunks));
-  return { R, C, vec, Cv, TCW, TR, blocks: Math.ceil(Cv / TCW), chunks: Math.max(1, Math.ceil(R / rowsPerChunk)), rowsPerChunk };
+  const chunks = Math.max(1, Math.min(Math.ceil(MAX_CHUNKS / G), Math.ceil(Rg / (TR * ROWS_PER_THREAD))));
+  const rowsPerChunk = Math.max(1, Math.ceil(Rg / chunks));
+  return {
+    R, C, G, Rg, vec, Cv, TCW, TR, blocks: Math.ceil(Cv / TCW), chunks: Math.max(1, Math.ceil(Rg / rowsPerChunk)), rowsPerChunk,
+    rowBlocks: Math.ceil(Rg / ROWS_PER_INVOCATION),
+  };
 }
 
 // ---- WGSL -----------------------------------------------------------------------------------------------
 
 const REDUCE_UNIFORMS = {
-  R: 'u32', Cv: 'u32', rowsPerChunk: 'u32', chunks: 'u32', momentum: 'f32', eps: 'f32', unbias: 'f32', training: 'f32', TCW: 'u32', TR: 'u32',
+  G: 'u32', Rg: 'u32', Cv: 'u32', rowsPerChunk: 'u32', chunks: 'u32', momentum: 'f32', eps: 'f32', unbias: 'f32', training: 'f32', TCW: 'u32', TR: 'u32',
 } as const;
 
 interface ReduceVariant {
@@ -96,42 +109,47 @@ function reduceKernel(v: ReduceVariant): Kernel {
     } else (b.dgamma = rw), (b.dbeta = rw), (b.coef = rw);
 
     // accumulation of a (first sum) and b (second sum) for one lane over its rows
+    // group g's stats are rows 4g..4g+3 of stats ([G, 4, Cv]); chunk partials are [G * chunks, 2, Cv]
     let source: string;
     if (v.fromPartials) {
-      source = `for (var k = rl; k < p.chunks; k += p.TR) { a += part[2u * k * p.Cv + c]; b += part[(2u * k + 1u) * p.Cv + c]; }`;
+      source = `for (var k = rl; k < p.chunks; k += p.TR) { let q = g * p.chunks + k; a += part[2u * q * p.Cv + c]; b += part[(2u * q + 1u) * p.Cv + c]; }`;
     } else {
       const term = (r: string, k: number) => fwd
         ? `let d${k} = x[(${r}) * p.Cv + c] - shift; a += d${k}; b += d${k} * d${k};`
         : `let g${k} = ${v.relu ? `select(${T}(0.0), dy[(${r}) * p.Cv + c], y[(${r}) * p.Cv + c] > ${T}(0.0))` : `dy[(${r}) * p.Cv + c]`}; a += g${k}; b += g${k} * ((x[(${r}) * p.Cv + c] - shift) - dmean);`;
-      source = `${fwd ? 'let shift = x[c];' : 'let shift = stats[c]; let dmean = stats[p.Cv + c];'}
-    let r1 = min((chunk + 1u) * p.rowsPerChunk, p.R);
-    var r = chunk * p.rowsPerChunk + rl;
+      source = `let base = g * p.Rg;
+    ${fwd ? 'let shift = x[base * p.Cv + c];' : 'let shift = stats[4u * g * p.Cv + c]; let dmean = stats[(4u * g + 1u) * p.Cv + c];'}
+    let r1 = min(base + (chunk + 1u) * p.rowsPerChunk, base + p.Rg);
+    var r = base + chunk * p.rowsPerChunk + rl;
     for (; r + 3u * p.TR < r1; r += 4u * p.TR) {
       ${[0, 1, 2, 3].map((k) => term(k ? `r + ${k}u * p.TR` : 'r', k)).join('\n      ')}
     }
     for (; r < r1; r += p.TR) { ${term('r', 0)} }`;
     }
     let epilogue: string;
-    if (!v.final) epilogue = 'part[2u * chunk * p.Cv + c] = A; part[(2u * chunk + 1u) * p.Cv + c] = B;';
+    if (!v.final) epilogue = 'part[2u * wid.y * p.Cv + c] = A; part[(2u * wid.y + 1u) * p.Cv + c] = B;';
     else if (fwd) {
-      epilogue = `let n = f32(p.R);
+      // groups run in order in one invocation, so the running statistics move once per group as separate calls would
+      epilogue = `let n = f32(p.Rg);
     let dm = A / n;
     let variance = max(B / n - dm * dm, ${T}(0.0));
     let invstd = inverseSqrt(variance + p.eps);
-    stats[c] = x[c];
-    stats[p.Cv + c] = dm;
-    stats[2u * p.Cv + c] = invstd;
-    stats[3u * p.Cv + c] = gamma[c] * invstd;
-    ${v.running ? `runningMean[c] = (1.0 - p.momentum) * runningMean[c] + p.momentum * (x[c] + dm);
+    let shift = x[g * p.Rg * p.Cv + c];
+    let s0 = 4u * g * p.Cv;
+    stats[s0 + c] = shift;
+    stats[s0 + p.Cv + c] = dm;
+    stats[s0 + 2u * p.Cv + c] = invstd;
+    stats[s0 + 3u * p.Cv + c] = gamma[c] * invstd;
+    ${v.running ? `runningMean[c] = (1.0 - p.momentum) * runningMean[c] + p.momentum * (shift + dm);
     runningVar[c] = (1.0 - p.momentum) * runningVar[c] + p.momentum * p.unbias * variance;` : ''}`;
     } else {
-      // dgamma = sum(dy * xhat), dbeta = sum(dy); coef feeds dx = scale * (dy - coef0 - xhat * coef1)
-      epilogue = `let n = f32(p.R);
-    let sdyx = B * stats[2u * p.Cv + c];
-    dgamma[c] = sdyx;
-    dbeta[c] = A;
-    coef[c] = A * (p.training / n);
-    coef[p.Cv + c] = sdyx * (p.training / n);`;
+      // dgamma = sum(dy * xhat), dbeta = sum(dy), summed over the groups; coef (per group) feeds
+      // dx = scale * (dy - coef0 - xhat * coef1)
+      epilogue = `let n = f32(p.Rg);
+    let sdyx = B * stats[(4u * g + 2u) * p.Cv + c];
+    if (g == 0u) { dgamma[c] = sdyx; dbeta[c] = A; } else { dgamma[c] += sdyx; dbeta[c] += A; }
+    coef[2u * g * p.Cv + c] = A * (p.training / n);
+    coef[(2u * g + 1u) * p.Cv + c] = sdyx * (p.training / n);`;
     }
     const what = v.final ? (v.fromPartials ? 'finish' : 'reduce+finish') : 'reduce';
     return {
@@ -146,7 +164,11 @@ var<workgroup> sb: array<${T}, ${WG}>;`,
   let lane = t % p.TCW;
   let rl = t / p.TCW;
   let c = wid.x * p.TCW + lane;
-  let chunk = wid.y;
+  ${v.final ? `for (var g = 0u; g < p.G; g++) {
+  let chunk = 0u;
+  workgroupBarrier();` : `let g = wid.y / p.chunks;
+  let chunk = wid.y % p.chunks;
+  {`}
   var a = ${T}(0.0);
   var b = ${T}(0.0);
   if (c < p.Cv) {
@@ -164,6 +186,7 @@ var<workgroup> sb: array<${T}, ${WG}>;`,
     let A = sa[t];
     let B = sb[t];
     ${epilogue}
+  }
   }`,
     };
   });
@@ -174,15 +197,20 @@ var<workgroup> sb: array<${T}, ${WG}>;`,
 // and 4-6 of them per element made these passes ~5x slower per element than the EMA's).
 const ROWS_PER_INVOCATION = 8;
 const rowLoop = (body: string) =>
-  [...Array(ROWS_PER_INVOCATION).keys()].map((k) => `  { let r = r0 + ${k}u; if (r < p.R) { let e = r * p.Cv + c;\n    ${body}\n  } }`).join('\n');
+  [...Array(ROWS_PER_INVOCATION).keys()].map((k) => `  { let r = r0 + ${k}u; if (r < rEnd) { let e = r * p.Cv + c;\n    ${body}\n  } }`).join('\n');
 
-// this invocation's channel c and first row r0, and the channel's mean as shift + dmean
+// this invocation's channel c, group g and first row r0 (its rows never cross into the next group, so the
+// group's per-channel values load once), and the channel's mean as shift + dmean
 const ROWS_PROLOGUE = `
   let c = i % p.Cv;
-  let r0 = (i / p.Cv) * ${ROWS_PER_INVOCATION}u;
-  let shift = stats[c];
-  let dmean = stats[p.Cv + c];`;
-const ROWS_UNIFORMS = { n: 'u32', Cv: 'u32', R: 'u32' } as const;
+  let q = i / p.Cv;
+  let g = q / p.rowBlocks;
+  let rEnd = (g + 1u) * p.Rg;
+  let r0 = g * p.Rg + (q % p.rowBlocks) * ${ROWS_PER_INVOCATION}u;
+  let s0 = 4u * g * p.Cv;
+  let shift = stats[s0 + c];
+  let dmean = stats[s0 + p.Cv + c];`;
+const ROWS_UNIFORMS = { n: 'u32', Cv: 'u32', Rg: 'u32', rowBlocks: 'u32' } as const;
 
 function normalizeKernel(vec: boolean, relu: boolean): Kernel {
   const T = vec ? 'vec4<f32>' : 'f32';
@@ -194,7 +222,7 @@ function normalizeKernel(vec: boolean, relu: boolean): Kernel {
     flat: { limit: 'p.n' },
     // (x - mean) * scale, not x * scale + (beta - mean * scale): that cancels catastrophically when |mean| >> std
     body: `${ROWS_PROLOGUE}
-  let scale = stats[3u * p.Cv + c];
+  let scale = stats[s0 + 3u * p.Cv + c];
   let b = beta[c];
 ${rowLoop(`let v = ((x[e] - shift) - dmean) * scale + b; y[e] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}`,
   }));
@@ -212,10 +240,10 @@ function applyGradKernel(vec: boolean, relu: boolean): Kernel {
     workgroupSize: WG,
     flat: { limit: 'p.n' },
     body: `${ROWS_PROLOGUE}
-  let invstd = stats[2u * p.Cv + c];
-  let scale = stats[3u * p.Cv + c];
-  let c0 = coef[c];
-  let c1 = coef[p.Cv + c];
+  let invstd = stats[s0 + 2u * p.Cv + c];
+  let scale = stats[s0 + 3u * p.Cv + c];
+  let c0 = coef[2u * g * p.Cv + c];
+  let c1 = coef[(2u * g + 1u) * p.Cv + c];
 ${rowLoop(`let g = ${relu ? `select(${T}(0.0), dy[e], y[e] > ${T}(0.0))` : 'dy[e]'};
     let xhat = ((x[e] - shift) - dmean) * invstd;
     dx[e] = scale * (g - c0 - xhat * c1);`)}`,
@@ -257,14 +285,14 @@ function reduceLaunch(L: Layout, a: ReduceArgs): void {
     reduceKernel({ ...base, fromPartials: false, final: true }).launch({ ...a.uniforms, ...a.data, ...a.finish }, [L.blocks, 1]);
     return;
   }
-  const part = empty([L.chunks, 2, L.C], 'f32', op);
-  reduceKernel({ ...base, fromPartials: false, final: false }).launch({ ...a.uniforms, ...a.data, part }, [L.blocks, L.chunks]);
+  const part = empty([L.G * L.chunks, 2, L.C], 'f32', op);
+  reduceKernel({ ...base, fromPartials: false, final: false }).launch({ ...a.uniforms, ...a.data, part }, [L.blocks, L.G * L.chunks]);
   reduceKernel({ ...base, fromPartials: true, final: true }).launch({ ...a.uniforms, ...a.data, ...a.finish, part }, [L.blocks, 1]);
   part.dispose();
 }
 
 function reduceUniforms(L: Layout, momentum: number, eps: number, training: boolean): Record<string, number> {
-  return { R: L.R, Cv: L.Cv, rowsPerChunk: L.rowsPerChunk, chunks: L.chunks, momentum, eps, unbias: L.R / (L.R - 1), training: training ? 1 : 0, TCW: L.TCW, TR: L.TR };
+  return { G: L.G, Rg: L.Rg, Cv: L.Cv, rowsPerChunk: L.rowsPerChunk, chunks: L.chunks, momentum, eps, unbias: L.Rg / (L.Rg - 1), training: training ? 1 : 0, TCW: L.TCW, TR: L.TR };
 }
 
 function validate(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): number {
@@ -283,8 +311,12 @@ function validate(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats 
     if (t.rank !== 1 || t.shape[0] !== C) throw new Error(`${op}: ${name} has shape ${fmtShape(t.shape)}, expected [${C}] for x ${fmtShape(x.shape)}`);
   }
   const R = x.size / C;
-  if (opts.training && R < 2) {
-    throw new Error(`${op}: expected more than 1 value per channel when training, got x ${fmtShape(x.shape)} (${R} per channel)`);
+  const G = opts.groups ?? 1;
+  if (!Number.isInteger(G) || G < 1 || x.shape[0] % G !== 0) {
+    throw new Error(`${op}: groups must be a positive integer that divides x's leading axis, got groups ${G} for x ${fmtShape(x.shape)}`);
+  }
+  if (opts.training && R / G < 2) {
+    throw new Error(`${op}: expected more than 1 value per channel when training, got x ${fmtShape(x.shape)} (${R / G} per channel${G > 1 ? ` in each of ${G} groups` : ''})`);
   }
   if (!opts.training && !stats) throw new Error(`${op}: eval mode (training: false) needs running statistics, got null for x ${fmtShape(x.shape)}`);
   if (stats && stats.runningMean.storage === stats.runningVar.storage) {
@@ -308,8 +340,9 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   const relu = !!opts.relu;
   const momentum = opts.momentum ?? 0.1;
   const eps = opts.eps ?? 1e-5;
-  const L = layoutOf(x.size / C, C);
-  const st = empty([4, C], 'f32', op); // shift, dmean (mean = shift + dmean), invstd, gamma * invstd
+  // eval mode normalizes every row with the running statistics: groups change nothing there
+  const L = layoutOf(x.size / C, C, opts.training ? opts.groups ?? 1 : 1);
+  const st = empty([L.G * 4, C], 'f32', op); // per group: shift, dmean (mean = shift + dmean), invstd, gamma * invstd
   if (opts.training) {
     const running = !!stats;
     reduceLaunch(L, {
@@ -322,8 +355,8 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
     evalStatsKernel.launch({ C, eps, runningMean: stats!.runningMean, runningVar: stats!.runningVar, gamma, stats: st }, [Math.ceil(C / 64)]);
   }
   const y = empty(x.shape, 'f32', op);
-  const n = Math.ceil(L.R / ROWS_PER_INVOCATION) * L.Cv;
-  normalizeKernel(L.vec, relu).launch({ n, Cv: L.Cv, R: L.R, x, stats: st, beta, y }, { threads: n });
+  const n = L.G * L.rowBlocks * L.Cv;
+  normalizeKernel(L.vec, relu).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x, stats: st, beta, y }, { threads: n });
   if (needsGrad(x, gamma, beta)) {
     const training = opts.training;
     record(op, [x, gamma, beta], y, (dy, [sx, sst, sy]) => batchNormBackward(L, dy, sx, sst, relu ? sy : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, y] : [x, st]);
@@ -343,19 +376,19 @@ function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, y: Tens
   if ((training && wantX) || wantGamma || wantBeta) {
     dgamma = empty([L.C], 'f32', op);
     dbeta = empty([L.C], 'f32', op);
-    coef = empty([2, L.C], 'f32', op);
+    coef = empty([L.G * 2, L.C], 'f32', op);
     reduceLaunch(L, {
       pass: 'backward', relu, running: false,
       uniforms: reduceUniforms(L, 0, 0, training),
       data,
       finish: { dgamma, dbeta, coef },
     });
-  } else coef = zeros([2, L.C]); // eval mode: dx = scale * dy
+  } else coef = zeros([L.G * 2, L.C]); // eval mode: dx = scale * dy
   let dx: Tensor | null = null;
   if (wantX) {
     dx = empty(x.shape, 'f32', op);
-    const n = Math.ceil(L.R / ROWS_PER_INVOCATION) * L.Cv;
-    applyGradKernel(L.vec, relu).launch({ n, Cv: L.Cv, R: L.R, ...data, coef, dx }, { threads: n });
+    const n = L.G * L.rowBlocks * L.Cv;
+    applyGradKernel(L.vec, relu).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, ...data, coef, dx }, { threads: n });
   }
   coef.dispose();
   return [dx, wantGamma ? dgamma : null, wantBeta ? dbeta : null];
@@ -370,7 +403,25 @@ export interface RefBatchNormOptions {
   /** eval mode reads these */
   runningMean?: Arr;
   runningVar?: Arr;
+  /** training: statistics per this many equal parts of the leading axis (see BatchNormOptions.groups) */
+  groups?: number;
 }
+
+/** The leading-axis parts of x, each an Arr of its own. */
+function refGroups(x: Arr, G: number): Arr[] {
+  const n = x.data.length / G;
+  return [...Array(G).keys()].map((g) => ({ data: x.data.slice(g * n, (g + 1) * n), shape: [x.shape[0] / G, ...x.shape.slice(1)] }));
+}
+
+function refJoin(parts: Arr[], shape: number[]): Arr {
+  const data = new Float64Array(parts.reduce((n, p) => n + p.data.length, 0));
+  let at = 0;
+  for (const p of parts) (data.set(p.data, at), (at += p.data.length));
+  return { data, shape: [...shape] };
+}
+
+// groups > 1 is, by definition, the ungrouped op on each part: outputs joined, parameter gradients summed
+const grouped = (o: RefBatchNormOptions) => o.training && (o.groups ?? 1) > 1;
 
 function refChannelStats(x: Arr, o: RefBatchNormOptions): { C: number; R: number; mean: Float64Array; invstd: Float64Array } {
   const C = x.shape[x.shape.length - 1];
@@ -390,6 +441,7 @@ function refChannelStats(x: Arr, o: RefBatchNormOptions): { C: number; R: number
 
 export const ref = {
   batchNorm(x: Arr, gamma: Arr, beta: Arr, o: RefBatchNormOptions): Arr {
+    if (grouped(o)) return refJoin(refGroups(x, o.groups!).map((xg) => ref.batchNorm(xg, gamma, beta, { ...o, groups: 1 })), x.shape);
     const { C, R, mean, invstd } = refChannelStats(x, o);
     const y = new Float64Array(x.data.length);
     for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) {
@@ -400,6 +452,12 @@ export const ref = {
   },
   /** [dx, dgamma, dbeta] */
   batchNormBackward(x: Arr, gamma: Arr, beta: Arr, dy: Arr, o: RefBatchNormOptions): [Arr, Arr, Arr] {
+    if (grouped(o)) {
+      const dys = refGroups(dy, o.groups!);
+      const parts = refGroups(x, o.groups!).map((xg, g) => ref.batchNormBackward(xg, gamma, beta, dys[g], { ...o, groups: 1 }));
+      const sum = (k: 1 | 2) => ({ data: parts.map((p) => p[k].data).reduce((a, b) => a.map((v, i) => v + b[i])), shape: [...gamma.shape] });
+      return [refJoin(parts.map((p) => p[0]), x.shape), sum(1), sum(2)];
+    }
     const { C, R, mean, invstd } = refChannelStats(x, o);
     const y = ref.batchNorm(x, gamma, beta, o).data;
     const g = dy.data.map((v, i) => (o.relu && !(y[i] > 0) ? 0 : v));
@@ -419,8 +477,13 @@ export const ref = {
     }
     return [{ data: dx, shape: [...x.shape] }, { data: dgamma, shape: [C] }, { data: dbeta, shape: [C] }];
   },
-  /** The running statistics after one training step on x (unbiased variance, PyTorch's convention). */
-  updateRunning(runningMean: Arr, runningVar: Arr, x: Arr, momentum = 0.1): [Arr, Arr] {
+  /** The running statistics after one training step on x (unbiased variance, PyTorch's convention); per group in order. */
+  updateRunning(runningMean: Arr, runningVar: Arr, x: Arr, momentum = 0.1, groups = 1): [Arr, Arr] {
+    if (groups > 1) {
+      let rs: [Arr, Arr] = [runningMean, runningVar];
+      for (const xg of refGroups(x, groups)) rs = ref.updateRunning(rs[0], rs[1], xg, momentum);
+      return rs;
+    }
     const C = x.shape[x.shape.length - 1];
     const R = x.data.length / C;
     const mean = new Float64Array(C);

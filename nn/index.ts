@@ -25,12 +25,13 @@ export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
 export { softmaxCrossEntropy, softmax, argmax } from '../kernels/softmax.ts';
 export { cosineLoss, normalizedStd } from '../kernels/cosine.ts';
 export { gather, gatherRows } from '../kernels/gather.ts';
+export { concatRows, sliceRows } from '../kernels/rows.ts';
 
 // modules, parameters, optimizers, checkpoints
 export * as nn from './module.ts';
 export * as optim from './optim.ts';
 export { Module, Linear, ReLU, Sequential, Flatten, Identity, materialize, init, torchStateDict, loadTorchStateDict } from './module.ts';
-export { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from './layers.ts';
+export { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool, withBatchNormGroups } from './layers.ts';
 export { Arena, arenaStats, type SegmentSpec } from '../engine/arena.ts';
 export { SGD, Adam, LARS, type Optimizer, type ArenaOwner } from './optim.ts';
 export { emaUpdate } from './ema.ts';

@@ -62,6 +62,8 @@ export class BatchNorm extends Module {
   readonly relu: boolean;
   /** Training forwards seen, as PyTorch's num_batches_tracked (kept on the CPU; exported with checkpoints). */
   numBatchesTracked = 0;
+  /** Batches in one training forward, each with its own statistics (set by withBatchNormGroups). */
+  groups = 1;
 
   constructor(readonly numFeatures: number, opts: BatchNormLayerOptions = {}) {
     super();
@@ -79,13 +81,32 @@ export class BatchNorm extends Module {
     if (x.shape[x.rank - 1] !== this.numFeatures) {
       throw new Error(`BatchNorm(${this.numFeatures}): input ${fmtShape(x.shape)} has ${x.shape[x.rank - 1]} channels in its last axis, expected ${this.numFeatures}`);
     }
-    if (this.training) this.numBatchesTracked++;
+    if (this.training) this.numBatchesTracked += this.groups;
     return batchNorm(x, this.weight.value, this.bias.value, { runningMean: this.runningMean.value, runningVar: this.runningVar.value }, {
       training: this.training,
       momentum: this.momentum,
       eps: this.eps,
       relu: this.relu,
+      groups: this.groups,
     });
+  }
+}
+
+/**
+ * Runs fn with every BatchNorm of root taking its training statistics per 1/groups of the batch, as if the
+ * network ran on each part alone: a BYOL step runs its two views as one batch of 2B this way, so each conv and
+ * matmul runs once over both views. Per-sample layers (conv, pooling, linear, ReLU) need nothing. Restores the
+ * previous setting after fn, also when it throws.
+ */
+export function withBatchNormGroups<T>(root: Module, groups: number, fn: () => T): T {
+  if (!Number.isInteger(groups) || groups < 1) throw new Error(`withBatchNormGroups: groups must be a positive integer, got ${groups}`);
+  const norms = [...root.namedModules()].map(([, m]) => m).filter((m): m is BatchNorm => m instanceof BatchNorm);
+  const prev = norms.map((m) => m.groups);
+  for (const m of norms) m.groups = groups;
+  try {
+    return fn();
+  } finally {
+    norms.forEach((m, i) => (m.groups = prev[i]));
   }
 }
 

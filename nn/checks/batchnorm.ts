@@ -60,6 +60,35 @@ batchNormCases.push({
   tol: 2e-5,
 });
 
+// groups: statistics per part of the leading axis, against the float64 op on each part (one chunk per group and
+// many, vec4 and odd channels, 2 and 3 groups)
+const groupedCases: [number[], number][] = [[[6, 5], 2], [[4, 3, 5, 17], 2], [[6, 9, 11, 64], 3], [[8, 16, 16, 33], 2], [[6, 40], 3]];
+for (const [shape, groups] of groupedCases) {
+  for (const relu of [false, true]) {
+    const C = channels(shape);
+    const o = { training: true, relu, groups };
+    batchNormCases.push({
+      name: `batchNorm training ${JSON.stringify(shape)} groups=${groups} relu=${relu}`,
+      shapes: [shape, [C], [C]],
+      range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+      ref: ([x, g, b]) => ref.batchNorm(x, g, b, o),
+      refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, o),
+      gpu: ([x, g, b]) => batchNorm(x, g, b, null, o),
+      tol: 2e-5,
+    });
+  }
+}
+batchNormCases.push({
+  name: 'batchNorm training [6,7,9] groups=3 gradient of x only',
+  shapes: [[6, 7, 9], [9], [9]],
+  range: [[-2, 3], [0.5, 1.5], [-0.5, 0.5]],
+  noGrad: [1, 2],
+  ref: ([x, g, b]) => ref.batchNorm(x, g, b, { training: true, groups: 3 }),
+  refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, { training: true, groups: 3 }),
+  gpu: ([x, g, b]) => batchNorm(x, g, b, null, { training: true, groups: 3 }),
+  tol: 2e-5,
+});
+
 // eval mode: fixed running statistics, a plain per-channel affine map (and its backward)
 const evalCases: [number[], number[]][] = [[[1, 3], []], [[5, 4, 3, 8], []], [[33, 17], [1, 2]], [[2, 9, 9, 20], [0]]];
 for (const [shape, noGrad] of evalCases) {
