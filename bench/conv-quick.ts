@@ -2,7 +2,7 @@
 // padding 1 (2.416 GFLOP each), after warm-up. Not a test. The machine is shared, so it also prints GFLOPS per
 // two CPU-seconds of this process (lavapipe runs on 2 threads): a rough estimate of what an idle machine gives.
 // Usage: tsx bench/conv-quick.ts [repeats] [RB,CB,RQ,dwCB,U,narrowRows ...] [--variant subgroups|portable|tiled]
-//        [--tiled TM,TN,TK,RM,CQ ...] [--layer N,H,Cin,Cout]
+//        [--tiled TM,TN,TK,RM,CQ ...] [--layer N,H,Cin,Cout] [--few direct|gemm]
 // Each comma list is one configuration (register blocks of the lane kernels, or tiles of the tiled kernel),
 // passed to the ops as Conv2dOptions.tuning; without any, the device's default record.
 
@@ -17,12 +17,14 @@ const layerAt = args.indexOf('--layer');
 const layer = layerAt >= 0 ? args.splice(layerAt, 2)[1].split(',').map(Number) : [32, 32, 64, 64];
 const variantAt = args.indexOf('--variant');
 const variant = variantAt >= 0 ? (args.splice(variantAt, 2)[1] as ConvVariant) : undefined;
+const fewAt = args.indexOf('--few');
+const fewChannels = fewAt >= 0 ? (args.splice(fewAt, 2)[1] as 'direct' | 'gemm') : undefined;
 const configs: ConvTuningOverrides[] = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--tiled') {
     const [TM, TN, TK, RM, CQ] = args[++i].split(',').map(Number);
-    configs.push({ variant: 'tiled', tiled: { TM, TN, TK, RM, CQ } });
-  } else if (args[i].includes(',')) configs.push({ variant, tiles: tilesOf(args[i]) });
+    configs.push({ variant: 'tiled', fewChannels, tiled: { TM, TN, TK, RM, CQ } });
+  } else if (args[i].includes(',')) configs.push({ variant, fewChannels, tiles: tilesOf(args[i]) });
 }
 
 const ctx = await getDevice();
@@ -36,7 +38,7 @@ const x = tensor(rand(N * H * W * C), [N, H, W, C]);
 const w = tensor(rand(K * K * C * CO), [K, K, C, CO]);
 const dy = tensor(rand(N * H * W * CO), [N, H, W, CO]);
 
-for (const tuning of configs.length ? configs : [{ variant }]) {
+for (const tuning of configs.length ? configs : [{ variant, fewChannels }]) {
   const ops: [string, () => { dispose(): void }][] = [
     ['forward', () => conv2dRaw(x, w, null, { stride: 1, padding: 1, tuning })],
     ['dx', () => conv2dBackwardInput(dy, w, g, { tuning })],

@@ -28,6 +28,7 @@ import { tuningFor } from '../engine/tuning.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { sum } from './reduce.ts';
+import { directSuits, directForward, directWeightGrad } from './conv2d-direct.ts';
 import type { Arr } from '../engine/ref.ts';
 
 // ---- tuning: which kernels and which blocks ---------------------------------------------------------------
@@ -62,6 +63,11 @@ export type ConvVariant = 'subgroups' | 'portable' | 'tiled';
 /** conv2d's per-device tuning record (engine/tuning.ts, family 'conv2d'). */
 export interface ConvTuning {
   variant: ConvVariant;
+  /**
+   * Layers with 1-4 input channels (stems): 'direct' (kernels/conv2d-direct.ts, the default) or 'gemm' (the
+   * variant's GEMM, channels padded to 4). dx always takes the GEMM: a stem's input needs no gradient.
+   */
+  fewChannels?: 'direct' | 'gemm';
   /** blocks of the 'subgroups' / 'portable' kernels */
   tiles: ConvTiles;
   /** blocks of the 'tiled' kernels */
@@ -71,6 +77,7 @@ export interface ConvTuning {
 /** A call's overrides: any field, and any part of the block records. */
 export interface ConvTuningOverrides {
   variant?: ConvVariant;
+  fewChannels?: 'direct' | 'gemm';
   tiles?: Partial<ConvTiles>;
   tiled?: Partial<TiledTiles>;
 }
@@ -126,6 +133,7 @@ export function convTuning(over?: ConvTuningOverrides): ConvTuning {
   if (!over) return base;
   return {
     variant: over.variant ?? base.variant,
+    fewChannels: over.fewChannels ?? base.fewChannels,
     tiles: { ...base.tiles, ...over.tiles },
     tiled: { ...base.tiled, ...over.tiled },
   };
@@ -139,6 +147,9 @@ function usableTuning(over?: ConvTuningOverrides): ConvTuning {
     tiledShape(t.tiled, true);
   } else if (t.variant === 'subgroups') lanesFor(t);
   else if (t.variant !== 'portable') throw new Error(`conv2d: unknown variant '${t.variant}' (expected 'subgroups', 'portable' or 'tiled')`);
+  if (t.fewChannels !== undefined && t.fewChannels !== 'direct' && t.fewChannels !== 'gemm') {
+    throw new Error(`conv2d: unknown fewChannels '${t.fewChannels}' (expected 'direct' or 'gemm')`);
+  }
   return t;
 }
 
@@ -969,6 +980,10 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2
   const t = usableTuning(opts.tuning);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
   if (y.size === 0) return y;
+  if (t.fewChannels !== 'gemm' && directSuits(g, 'fwd')) {
+    directForward(g, x, w, bias, y);
+    return y;
+  }
   const p = paddedGeom(g);
   if (p) {
     const x4 = padInput(x, g, p);
@@ -1000,6 +1015,7 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pi
 /** Gradient of the weight. `opts.tuning` as for conv2d. */
 export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
   const t = usableTuning(opts.tuning);
+  if (t.fewChannels !== 'gemm' && g.N * g.OH * g.OW > 0 && directSuits(g, 'dW')) return directWeightGrad(g, x, dy);
   const p = paddedGeom(g);
   if (!p) return weightGrad(g, x, dy, t);
   const x4 = padInput(x, g, p);

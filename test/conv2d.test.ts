@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { tensor, variable, backward, tidy, liveTensors, sync, getDevice } from '../nn/index.ts';
 import { conv2d, convSubgroupWidth, ref, DEFAULT_TILED_TILES, type ConvTuningOverrides } from '../kernels/conv2d.ts';
-import { conv2dCases, conv2dCase, CONV_SHAPES } from '../nn/checks/conv2d.ts';
+import { conv2dCases, conv2dCase, CONV_SHAPES, type ConvCase } from '../nn/checks/conv2d.ts';
+import { directSuits, DIRECT_MAX_CIN } from '../kernels/conv2d-direct.ts';
 import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('conv2d');
@@ -21,20 +22,41 @@ const hasSubgroupKernels = await (async () => {
 const variants: [string, ConvTuningOverrides][] = [
   ...(hasSubgroupKernels
     ? ([
-        ['subgroups, wide kernels only', { variant: 'subgroups', tiles: { narrowRows: 0 } }],
-        ['subgroups with the narrow variant', { variant: 'subgroups', tiles: { narrowRows: 16 } }],
+        ['subgroups, wide kernels only', { variant: 'subgroups', fewChannels: 'gemm', tiles: { narrowRows: 0 } }],
+        ['subgroups with the narrow variant', { variant: 'subgroups', fewChannels: 'gemm', tiles: { narrowRows: 16 } }],
       ] as [string, ConvTuningOverrides][])
     : []),
-  ['portable', { variant: 'portable' }],
-  ['tiled', { variant: 'tiled', tiled: DEFAULT_TILED_TILES }],
+  // fewChannels 'gemm': the stems (1-3 input channels) take the variant's GEMM too, padded to 4 channels
+  ['portable', { variant: 'portable', fewChannels: 'gemm' }],
+  ['tiled', { variant: 'tiled', fewChannels: 'gemm', tiled: DEFAULT_TILED_TILES }],
   // small tiles: several row and column tiles per layer, a K step (8 channels) shorter than most layers' channels
-  ['tiled 32x16x8', { variant: 'tiled', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
+  ['tiled 32x16x8', { variant: 'tiled', fewChannels: 'gemm', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
 ];
 for (const [vname, tuning] of variants) {
   for (const c of CONV_SHAPES) {
     const { name, ...oc } = conv2dCase(`conv2d [${vname}] ${c[0]}`, c, tuning);
     t(name, () => checkOp(oc));
   }
+}
+
+// the direct kernels of layers with 1-3 input channels (kernels/conv2d-direct.ts), on the stems above (where
+// they apply) and on their own awkward ones, each asserted to take them: 50 output channels (not a multiple of 4)
+// with a bias, dW split into tap groups (3 -> 8) and column groups (1 -> 32), more pixels than dW's invocations
+// (1728 rows), a 5x5 kernel with stride 2 and an even width
+const DIRECT_SHAPES: ConvCase[] = [
+  ['direct: 1->50 channels, bias', 2, 6, 5, 1, 3, 50, 1, 1, true],
+  ['direct: 3->8, dW in tap groups', 2, 7, 9, 3, 3, 8, 1, 1, false],
+  ['direct: 1->32, dW in column groups, 1728 rows', 3, 24, 24, 1, 3, 32, 1, 1, false],
+  ['direct: 2->8, stride 2, 5x5 pad 2, dW in 3 tap groups', 2, 10, 8, 2, 5, 8, 2, 2, true],
+];
+const geomOf = ([, N, H, W, Cin, K, Cout, s, p]: ConvCase) => {
+  const O = (n: number) => Math.floor((n + 2 * p - K) / s) + 1;
+  return { N, H, W, Cin, KH: K, KW: K, Cout, stride: s, pad: p, OH: O(H), OW: O(W) };
+};
+for (const c of DIRECT_SHAPES) assert.ok(directSuits(geomOf(c), 'fwd') && directSuits(geomOf(c), 'dW'), `${c[0]} takes the direct kernels`);
+for (const c of [...CONV_SHAPES.filter((s) => s[4] <= DIRECT_MAX_CIN), ...DIRECT_SHAPES]) {
+  const { name, ...oc } = conv2dCase(`conv2d [direct] ${c[0]}`, c, { fewChannels: 'direct' });
+  t(name, () => checkOp(oc));
 }
 
 // other register blocks (the tuner's knobs): 2 column quads per lane; dW with 4 pixels per step, 2 steps unrolled
