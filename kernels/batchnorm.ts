@@ -80,7 +80,7 @@ interface ReduceVariant {
   /** Write the per-channel results (else chunk partials). */
   final: boolean;
   vec: boolean;
-  relu: boolean; // backward: mask dy by y > 0
+  relu: boolean; // backward: mask dy where the forward's output was 0 (recomputed from x: one tensor less to read)
   running: boolean; // forward final: update the running statistics
 }
 
@@ -96,7 +96,7 @@ function reduceKernel(v: ReduceVariant): Kernel {
       if (!v.fromPartials) {
         b.x = read;
         b.dy = read;
-        if (v.relu) b.y = read;
+        if (v.relu) b.beta = read;
       }
       b.stats = read;
     }
@@ -116,9 +116,10 @@ function reduceKernel(v: ReduceVariant): Kernel {
     } else {
       const term = (r: string, k: number) => fwd
         ? `let d${k} = x[(${r}) * p.Cv + c] - shift; a += d${k}; b += d${k} * d${k};`
-        : `let g${k} = ${v.relu ? `select(${T}(0.0), dy[(${r}) * p.Cv + c], y[(${r}) * p.Cv + c] > ${T}(0.0))` : `dy[(${r}) * p.Cv + c]`}; a += g${k}; b += g${k} * ((x[(${r}) * p.Cv + c] - shift) - dmean);`;
+        : `let xm${k} = (x[(${r}) * p.Cv + c] - shift) - dmean; let g${k} = ${v.relu ? `select(${T}(0.0), dy[(${r}) * p.Cv + c], xm${k} * scale + bb > ${T}(0.0))` : `dy[(${r}) * p.Cv + c]`}; a += g${k}; b += g${k} * xm${k};`;
       source = `let base = g * p.Rg;
     ${fwd ? 'let shift = x[base * p.Cv + c];' : 'let shift = stats[4u * g * p.Cv + c]; let dmean = stats[(4u * g + 1u) * p.Cv + c];'}
+    ${!fwd && v.relu ? 'let scale = stats[(4u * g + 3u) * p.Cv + c]; let bb = beta[c];' : ''}
     let r1 = min(base + (chunk + 1u) * p.rowsPerChunk, base + p.Rg);
     var r = base + chunk * p.rowsPerChunk + rl;
     for (; r + 3u * p.TR < r1; r += 4u * p.TR) {
@@ -231,7 +232,7 @@ ${rowLoop(`let v = ((x[e] - shift) - dmean) * scale + b; y[e] = ${relu ? `max(v,
 function applyGradKernel(vec: boolean, relu: boolean): Kernel {
   const T = vec ? 'vec4<f32>' : 'f32';
   const b: Record<string, BindingDecl> = { x: `read ${T}`, dy: `read ${T}` };
-  if (relu) b.y = `read ${T}`;
+  if (relu) b.beta = `read ${T}`;
   Object.assign(b, { stats: `read ${T}`, coef: `read ${T}`, dx: `rw ${T}` });
   return kernel(`batchNorm|applyGrad|${vec}|${relu}`, () => ({
     name: 'batchNorm.backward.dx',
@@ -244,8 +245,10 @@ function applyGradKernel(vec: boolean, relu: boolean): Kernel {
   let scale = stats[s0 + 3u * p.Cv + c];
   let c0 = coef[2u * g * p.Cv + c];
   let c1 = coef[(2u * g + 1u) * p.Cv + c];
-${rowLoop(`let g = ${relu ? `select(${T}(0.0), dy[e], y[e] > ${T}(0.0))` : 'dy[e]'};
-    let xhat = ((x[e] - shift) - dmean) * invstd;
+  ${relu ? 'let bb = beta[c];' : ''}
+${rowLoop(`let xm = (x[e] - shift) - dmean;
+    let g = ${relu ? `select(${T}(0.0), dy[e], xm * scale + bb > ${T}(0.0))` : 'dy[e]'};
+    let xhat = xm * invstd;
     dx[e] = scale * (g - c0 - xhat * c1);`)}`,
   }));
 }
@@ -359,20 +362,23 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   normalizeKernel(L.vec, relu).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x, stats: st, beta, y }, { threads: n });
   if (needsGrad(x, gamma, beta)) {
     const training = opts.training;
-    record(op, [x, gamma, beta], y, (dy, [sx, sst, sy]) => batchNormBackward(L, dy, sx, sst, relu ? sy : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, y] : [x, st]);
+    // the ReLU's mask is recomputed from x, the statistics and beta, as the normalize pass computed it, instead of
+    // read from y: the backward passes read two full tensors instead of three
+    record(op, [x, gamma, beta], y, (dy, [sx, sst, sbeta]) => batchNormBackward(L, dy, sx, sst, relu ? sbeta : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, beta] : [x, st]);
   }
   st.dispose();
   return y;
 }
 
-function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, y: Tensor | null, training: boolean, wants: boolean[]): (Tensor | null)[] {
+/** reluBeta: beta when the forward had the fused ReLU (its mask is recomputed), else null. */
+function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, reluBeta: Tensor | null, training: boolean, wants: boolean[]): (Tensor | null)[] {
   const op = 'batchNorm.backward';
   const [wantX, wantGamma, wantBeta] = wants;
   let dgamma: Tensor | null = null;
   let dbeta: Tensor | null = null;
   let coef: Tensor;
-  const relu = !!y;
-  const data: Record<string, Tensor> = { x, dy, stats: st, ...(y ? { y } : {}) };
+  const relu = !!reluBeta;
+  const data: Record<string, Tensor> = { x, dy, stats: st, ...(reluBeta ? { beta: reluBeta } : {}) };
   if ((training && wantX) || wantGamma || wantBeta) {
     dgamma = empty([L.C], 'f32', op);
     dbeta = empty([L.C], 'f32', op);
