@@ -6,7 +6,6 @@
 import { Module, Sequential, Linear } from '../nn/module.ts';
 import { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from '../nn/layers.ts';
 import { Tensor, fmtShape } from '../engine/tensor.ts';
-import { addRelu } from '../kernels/elementwise.ts';
 
 export type ResNetArch = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet-small';
 
@@ -54,15 +53,16 @@ export class BasicBlock extends Module {
     this.conv1 = this.child('conv1', new Conv2d(cin, planes, 3, { stride, padding: 1 }));
     this.bn1 = this.child('bn1', new BatchNorm(planes, { relu: true }));
     this.conv2 = this.child('conv2', new Conv2d(planes, planes, 3, { padding: 1 }));
-    this.bn2 = this.child('bn2', new BatchNorm(planes, { gammaInit: zeroInit ? 0 : 1 }));
+    // bn2 ends the block: relu(bn2(h) + skip) in one pass
+    this.bn2 = this.child('bn2', new BatchNorm(planes, { relu: true, gammaInit: zeroInit ? 0 : 1 }));
     const ds = downsample(cin, planes, stride);
     this.downsample = ds ? this.child('downsample', ds) : null;
   }
 
   forward(x: Tensor): Tensor {
-    const h = this.bn2.forward(this.conv2.forward(this.bn1.forward(this.conv1.forward(x))));
+    const h = this.conv2.forward(this.bn1.forward(this.conv1.forward(x)));
     const skip = this.downsample ? this.downsample.forward(x) : x;
-    return addRelu(h, skip);
+    return this.bn2.forward(h, skip);
   }
 }
 
@@ -84,15 +84,15 @@ export class Bottleneck extends Module {
     this.conv2 = this.child('conv2', new Conv2d(planes, planes, 3, { stride, padding: 1 }));
     this.bn2 = this.child('bn2', new BatchNorm(planes, { relu: true }));
     this.conv3 = this.child('conv3', new Conv2d(planes, out, 1));
-    this.bn3 = this.child('bn3', new BatchNorm(out, { gammaInit: zeroInit ? 0 : 1 }));
+    this.bn3 = this.child('bn3', new BatchNorm(out, { relu: true, gammaInit: zeroInit ? 0 : 1 })); // relu(bn3(h) + skip)
     const ds = downsample(cin, out, stride);
     this.downsample = ds ? this.child('downsample', ds) : null;
   }
 
   forward(x: Tensor): Tensor {
-    const h = this.bn3.forward(this.conv3.forward(this.bn2.forward(this.conv2.forward(this.bn1.forward(this.conv1.forward(x))))));
+    const h = this.conv3.forward(this.bn2.forward(this.conv2.forward(this.bn1.forward(this.conv1.forward(x)))));
     const skip = this.downsample ? this.downsample.forward(x) : x;
-    return addRelu(h, skip);
+    return this.bn3.forward(h, skip);
   }
 }
 

@@ -10,6 +10,7 @@
 import { kernel, defineKernel, type Kernel, type BindingDecl } from '../engine/kernel.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
+import { ew } from '../engine/ew.ts';
 import type { Arr } from '../engine/ref.ts';
 
 export interface BatchNormStats {
@@ -30,6 +31,11 @@ export interface BatchNormOptions {
    * in order). A BYOL step runs its two views as one batch this way. Default 1. Training mode only.
    */
   groups?: number;
+  /**
+   * A tensor of x's shape added after the affine transform, before the ReLU: relu(bn(x) + residual), the end of a
+   * residual block in one pass (the normalized value is never written). Differentiable in it too.
+   */
+  residual?: Tensor;
 }
 
 const WG = 256;
@@ -213,19 +219,19 @@ const ROWS_PROLOGUE = `
   let dmean = stats[s0 + p.Cv + c];`;
 const ROWS_UNIFORMS = { n: 'u32', Cv: 'u32', Rg: 'u32', rowBlocks: 'u32' } as const;
 
-function normalizeKernel(vec: boolean, relu: boolean): Kernel {
+function normalizeKernel(vec: boolean, relu: boolean, residual: boolean): Kernel {
   const T = vec ? 'vec4<f32>' : 'f32';
-  return kernel(`batchNorm|normalize|${vec}|${relu}`, () => ({
+  return kernel(`batchNorm|normalize|${vec}|${relu}|${residual}`, () => ({
     name: 'batchNorm.normalize',
     uniforms: ROWS_UNIFORMS,
-    bindings: { x: `read ${T}`, stats: `read ${T}`, beta: `read ${T}`, y: `rw ${T}` },
+    bindings: { x: `read ${T}`, stats: `read ${T}`, beta: `read ${T}`, ...(residual ? { residual: `read ${T}` } : {}), y: `rw ${T}` },
     workgroupSize: WG,
     flat: { limit: 'p.n' },
     // (x - mean) * scale, not x * scale + (beta - mean * scale): that cancels catastrophically when |mean| >> std
     body: `${ROWS_PROLOGUE}
   let scale = stats[s0 + 3u * p.Cv + c];
   let b = beta[c];
-${rowLoop(`let v = ((x[e] - shift) - dmean) * scale + b; y[e] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}`,
+${rowLoop(`let v = ((x[e] - shift) - dmean) * scale + b${residual ? ' + residual[e]' : ''}; y[e] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}`,
   }));
 }
 
@@ -322,6 +328,13 @@ function validate(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats 
     throw new Error(`${op}: expected more than 1 value per channel when training, got x ${fmtShape(x.shape)} (${R / G} per channel${G > 1 ? ` in each of ${G} groups` : ''})`);
   }
   if (!opts.training && !stats) throw new Error(`${op}: eval mode (training: false) needs running statistics, got null for x ${fmtShape(x.shape)}`);
+  if (opts.residual) {
+    const r = opts.residual;
+    r.assertLive(op);
+    if (r.dtype !== 'f32' || r.rank !== x.rank || r.shape.some((d, i) => d !== x.shape[i])) {
+      throw new Error(`${op}: residual must be an f32 tensor of x's shape ${fmtShape(x.shape)}, got ${r.dtype} ${fmtShape(r.shape)}`);
+    }
+  }
   if (stats && stats.runningMean.storage === stats.runningVar.storage) {
     throw new Error(`${op}: runningMean and runningVar must be separate tensors (they are updated in place)`);
   }
@@ -359,9 +372,20 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   }
   const y = empty(x.shape, 'f32', op);
   const n = L.G * L.rowBlocks * L.Cv;
-  normalizeKernel(L.vec, relu).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x, stats: st, beta, y }, { threads: n });
-  if (needsGrad(x, gamma, beta)) {
-    const training = opts.training;
+  const res = opts.residual;
+  normalizeKernel(L.vec, relu, !!res).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x, stats: st, beta, ...(res ? { residual: res } : {}), y }, { threads: n });
+  const training = opts.training;
+  if (res && needsGrad(x, gamma, beta, res)) {
+    // the mask needs the residual too, so it comes from y; dy through the mask is the residual's gradient and the
+    // plain batchNorm's dy
+    record(op, [x, gamma, beta, res], y, (dy, [sx, sst, sy], [nx, ng, nb, nr]) => {
+      const g = relu ? ew(`${op}.residual.backward`, 'select(0.0, a, b > 0.0)', [dy, sy], x.shape) : dy.share();
+      const grads = nx || ng || nb ? batchNormBackward(L, g, sx, sst, null, training, [nx, ng, nb]) : [null, null, null];
+      if (nr) return [...grads, g];
+      g.dispose();
+      return [...grads, null];
+    }, [x, st, y]);
+  } else if (needsGrad(x, gamma, beta)) {
     // the ReLU's mask is recomputed from x, the statistics and beta, as the normalize pass computed it, instead of
     // read from y: the backward passes read two full tensors instead of three
     record(op, [x, gamma, beta], y, (dy, [sx, sst, sbeta]) => batchNormBackward(L, dy, sx, sst, relu ? sbeta : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, beta] : [x, st]);

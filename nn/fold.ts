@@ -39,7 +39,7 @@ export interface FoldedNetwork {
   dispose(): void;
 }
 
-type Forward = (x: Tensor) => Tensor;
+type Forward = (x: Tensor, residual?: Tensor) => Tensor;
 
 /** Replaces `forward` on each instance for the duration of fn, then restores what the instance had. */
 function withForwards<T>(overrides: Map<Module, Forward>, fn: () => T): T {
@@ -78,13 +78,13 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
   const names = new Map(modules.map(([n, m]) => [m, n]));
 
   // the trace: every module call with its input and output tensors (compared by identity only)
-  const calls: { m: Module; x: Tensor; y: Tensor }[] = [];
+  const calls: { m: Module; x: Tensor; y: Tensor; residual?: Tensor }[] = [];
   const tracers = new Map<Module, Forward>();
   for (const [, m] of modules) {
-    const f = m.forward.bind(m);
-    tracers.set(m, (x) => {
-      const y = f(x);
-      calls.push({ m, x, y });
+    const f = (m.forward as Forward).bind(m);
+    tracers.set(m, (x, residual) => {
+      const y = residual ? f(x, residual) : f(x);
+      calls.push({ m, x, y, residual });
       return y;
     });
   }
@@ -101,7 +101,7 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
     const producer = calls.find((p) => p.y === c.x);
     const ok = producer && (producer.m instanceof Conv2d || producer.m instanceof Linear) &&
       count.get(producer.m) === 1 && count.get(c.m) === 1 &&
-      !calls.some((o) => o.x === c.x && o.m !== c.m && !o.m.namedModules().some(([, d]) => d === c.m));
+      !calls.some((o) => (o.x === c.x && o.m !== c.m && !o.m.namedModules().some(([, d]) => d === c.m)) || o.residual === c.x);
     if (ok) pairs.push({ layer: producer!.m as Conv2d | Linear, bn: c.m });
     else unfolded.push(names.get(c.m)!);
   }
@@ -132,7 +132,14 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
           return add(matmul(x, W), B);
         });
       }
-      overrides.set(bn, bn.relu ? (x) => relu(x) : (x) => x);
+      // the conv now computes bn(conv(x)); a residual is still added, and the ReLU applied
+      overrides.set(bn, (x, residual) => {
+        const y = residual ? add(x, residual) : x.share();
+        if (!bn.relu) return y;
+        const r = relu(y);
+        y.dispose();
+        return r;
+      });
     }
     const forward = (x: Tensor) => noGrad(() => tidy(() => withForwards(overrides, () => model.forward(x))));
 

@@ -77,7 +77,11 @@ export class BatchNorm extends Module {
     this.relu = !!opts.relu;
   }
 
-  forward(x: Tensor): Tensor {
+  /**
+   * bn(x), then the ReLU if the layer has one; with `residual` (a tensor of x's shape), relu(bn(x) + residual) in
+   * one pass: the end of a residual block.
+   */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     if (x.shape[x.rank - 1] !== this.numFeatures) {
       throw new Error(`BatchNorm(${this.numFeatures}): input ${fmtShape(x.shape)} has ${x.shape[x.rank - 1]} channels in its last axis, expected ${this.numFeatures}`);
     }
@@ -88,6 +92,7 @@ export class BatchNorm extends Module {
       eps: this.eps,
       relu: this.relu,
       groups: this.groups,
+      ...(residual ? { residual } : {}),
     });
   }
 }

@@ -89,6 +89,39 @@ batchNormCases.push({
   tol: 2e-5,
 });
 
+// residual: relu(bn(x) + r) in one pass, against the float64 op then the add and the ReLU; training (with groups)
+// and eval, with and without the ReLU, and the residual's gradient alone
+const addArr = (a: Arr, b: Arr): Arr => ({ data: a.data.map((v, i) => v + b.data[i]), shape: [...a.shape] });
+const residualCases: [number[], boolean, boolean, number, number[]][] = [
+  [[5, 3, 3, 8], true, true, 1, []], [[7, 5], true, false, 1, []], [[6, 4, 4, 17], true, true, 2, []],
+  [[4, 3, 5, 12], false, true, 1, []], [[9, 6], true, true, 1, [0, 1, 2]],
+];
+for (const [shape, training, relu, groups, noGrad] of residualCases) {
+  const C = channels(shape);
+  const r = rng(11);
+  const rm = randArr([C], r, -0.5, 0.5);
+  const rv = randArr([C], r, 0.2, 2);
+  const o = { training, groups, runningMean: rm, runningVar: rv };
+  const fwd = ([x, g, b, res]: Arr[]) => {
+    const v = addArr(ref.batchNorm(x, g, b, o), res);
+    return relu ? { data: v.data.map((e) => Math.max(e, 0)), shape: v.shape } : v;
+  };
+  batchNormCases.push({
+    name: `batchNorm ${training ? 'training' : 'eval'} ${JSON.stringify(shape)} + residual, relu=${relu}, groups=${groups}${noGrad.length ? ', gradient of the residual only' : ''}`,
+    shapes: [shape, [C], [C], shape],
+    range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5], [-1, 1]],
+    noGrad,
+    ref: fwd,
+    refGrad: (xs, dy) => {
+      const y = fwd(xs).data;
+      const g = { data: dy.data.map((v, i) => (relu && !(y[i] > 0) ? 0 : v)), shape: [...dy.shape] };
+      return [...ref.batchNormBackward(xs[0], xs[1], xs[2], g, o), g];
+    },
+    gpu: ([x, g, b, res]) => batchNorm(x, g, b, training ? null : { runningMean: up(rm), runningVar: up(rv) }, { training, relu, groups, residual: res }),
+    tol: 2e-5,
+  });
+}
+
 // eval mode: fixed running statistics, a plain per-channel affine map (and its backward)
 const evalCases: [number[], number[]][] = [[[1, 3], []], [[5, 4, 3, 8], []], [[33, 17], [1, 2]], [[2, 9, 9, 20], [0]]];
 for (const [shape, noGrad] of evalCases) {
