@@ -53,13 +53,13 @@ export function record(
   op: string,
   inputs: Tensor[],
   output: Tensor,
-  backward: (dy: Tensor, saved: Tensor[], needs: boolean[]) => (Tensor | null)[],
+  backward: (dy: Tensor, saved: Tensor[], needs: boolean[], take: (k: number) => Tensor | null) => (Tensor | null)[],
   save: Tensor[] = [],
 ): void {
   const saved = save.map((t) => keep(t.share()));
   // which inputs want a gradient, so a backward computes only those (null for the others)
   const needs = inputs.map((t) => t.requiresGrad);
-  const node: TapeNode = { op, inputs, output, saved, backward: (dy) => backward(dy, saved, needs) };
+  const node: TapeNode = { op, inputs, output, saved, backward: (dy, take) => backward(dy, saved, needs, take) };
   output.requiresGrad = true;
   output._node = node;
   tape.push(node);
@@ -152,8 +152,17 @@ export function backward(root: Tensor, grad?: Tensor): void {
       const dy = grads.get(node.output);
       if (!dy) continue;
       grads.delete(node.output);
+      // an input's pending gradient, handed over to the backward (which owns it from then on); leaves keep
+      // theirs in .grad, which take() never touches
+      const take = (k: number): Tensor | null => {
+        const t = node.inputs[k];
+        const g = t && t._node ? grads.get(t) : undefined;
+        if (!g || node.inputs.indexOf(t) !== k) return null;
+        grads.delete(t);
+        return g;
+      };
       tidy(() => {
-        const gs = node.backward(dy);
+        const gs = node.backward(dy, take);
         gs.forEach((g, k) => {
           const x = node.inputs[k];
           if (g && x.requiresGrad) accumulate(x, g, node.op);

@@ -10,8 +10,12 @@ export interface TapeNode {
   op: string;
   inputs: Tensor[];
   output: Tensor;
-  /** Returns one gradient per input (null where the input needs none); dy is the output's gradient. */
-  backward: (dy: Tensor) => (Tensor | null)[];
+  /**
+   * Returns one gradient per input (null where the input needs none); dy is the output's gradient. take(k) hands
+   * over the gradient input k has accumulated so far from ops later in the forward (null if none), for a backward
+   * that adds it in its own last pass: the gradient it returns for input k then includes it.
+   */
+  backward: (dy: Tensor, take: (k: number) => Tensor | null) => (Tensor | null)[];
   /** Tensors the backward reads, held alive past any dispose() of the user's handles. */
   saved: Tensor[];
 }

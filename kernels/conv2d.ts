@@ -21,12 +21,13 @@
 // pipeline per (variant, alignment, block) serves every layer of a network, which matters on lavapipe where each
 // pipeline costs seconds of LLVM time.
 
-import { kernel, type KernelDecl } from '../engine/kernel.ts';
+import { kernel, type KernelDecl, type BindingDecl } from '../engine/kernel.ts';
 import { grid1d } from '../engine/recorder.ts';
 import { gpu } from '../engine/device.ts';
 import { tuningFor } from '../engine/tuning.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
+import { ew } from '../engine/ew.ts';
 import { sum } from './reduce.ts';
 import { directSuits, directForward, directWeightGrad } from './conv2d-direct.ts';
 import type { Arr } from '../engine/ref.ts';
@@ -203,10 +204,13 @@ const DW_UNIFORMS = {
   pad: 'i32', wsize: 'u32',
 } as const;
 
-function gemmBindings(aligned: boolean) {
+function gemmBindings(aligned: boolean, addend: boolean): Record<string, BindingDecl> {
   const T = aligned ? 'vec4<f32>' : 'f32';
   // bias is bound to the weight again when there is none (hasBias = 0)
-  return { a: `read ${T}`, b: `read ${T}`, bias: `read ${T}`, y: `rw ${T}` } as const;
+  const b: Record<string, BindingDecl> = { a: `read ${T}`, b: `read ${T}`, bias: `read ${T}` };
+  if (addend) b.addend = `read ${T}`;
+  b.y = `rw ${T}`;
+  return b;
 }
 
 function dwBindings(aligned: boolean) {
@@ -264,6 +268,8 @@ interface LanesGemm {
    */
   GQ: number;
   lanes: Lanes;
+  /** epilogue: add the matching element of `addend` (a gradient accumulated so far) to every stored value */
+  addend: boolean;
 }
 
 /** With subgroups the tile must be uniform (subgroupBroadcast needs uniform control flow): one group per workgroup. */
@@ -282,7 +288,7 @@ function rowsOf(l: Lanes, rb: number): { s: string; lane: string }[] {
 }
 
 function lanesGemmDecl(v: LanesGemm): KernelDecl {
-  const { mode, aligned, RB, CB, GQ, lanes: L } = v;
+  const { mode, aligned, RB, CB, GQ, lanes: L, addend } = v;
   const SG = L.SG;
   // rows a lane accumulates per block: every row (wide) or those of its lane group (narrow: r = j * RG + g)
   const RG = GQ ? SG / GQ : 1;
@@ -358,8 +364,8 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
     range(laneRows).map((r) => {
       const body = cbs.flatMap((cb) => {
         const a = acc(rb, r, cb);
-        if (aligned) return [`    if (cq${cb} < p.nq) { y[u32(o) * p.nq + cq${cb}] = ${a} + bias${cb}; }`];
-        return range(4).map((j) => `    if (cq${cb} * 4u + ${j}u < p.cn) { y[u32(o) * p.cn + cq${cb} * 4u + ${j}u] = ${a}.${XYZW[j]} + bias${cb}.${XYZW[j]}; }`);
+        if (aligned) return [`    if (cq${cb} < p.nq) { let e = u32(o) * p.nq + cq${cb}; y[e] = ${a} + bias${cb}${addend ? ' + addend[e]' : ''}; }`];
+        return range(4).map((j) => `    if (cq${cb} * 4u + ${j}u < p.cn) { let e = u32(o) * p.cn + cq${cb} * 4u + ${j}u; y[e] = ${a}.${XYZW[j]} + bias${cb}.${XYZW[j]}${addend ? ' + addend[e]' : ''}; }`);
       });
       return [`  { let o = ${shared(rb, r, 'o')}; if (o >= 0) {`, ...body, '  } }'].join('\n');
     }),
@@ -368,7 +374,7 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
   return {
     name: `conv2d.${mode}`,
     uniforms: GEMM_UNIFORMS,
-    bindings: gemmBindings(aligned),
+    bindings: gemmBindings(aligned, addend),
     workgroupSize: SG * L.G,
     enable: L.subgroups ? ['subgroups'] : [],
     body: `
@@ -521,6 +527,8 @@ interface TiledGemm extends TiledTiles {
   variant: 'tiled';
   mode: 'fwd' | 'dx';
   aligned: boolean;
+  /** epilogue: add the matching element of `addend` to every stored value */
+  addend: boolean;
 }
 
 /** Workgroup shape and per-invocation load counts of a tile; throws on a tile the device cannot run. */
@@ -605,7 +613,7 @@ function tiledGemmDecl(v: TiledGemm): KernelDecl {
       '  {',
       lines(4, outRow(i)),
       `    if (o >= 0) {`,
-      ...cq.map((c) => `      if (col${c} < p.nq) { storeY(u32(o), col${c}, ${acc(i, c)} + bias${c}); }`),
+      ...cq.map((c) => `      if (col${c} < p.nq) { storeY(u32(o), col${c}, ${acc(i, c)} + bias${c}${v.addend ? ` + loadAddend(u32(o), col${c})` : ''}); }`),
       '    }',
       '  }',
     ].join('\n'),
@@ -613,12 +621,12 @@ function tiledGemmDecl(v: TiledGemm): KernelDecl {
   return {
     name: `conv2d.${mode}.tiled`,
     uniforms: GEMM_UNIFORMS,
-    bindings: gemmBindings(aligned),
+    bindings: gemmBindings(aligned, v.addend),
     workgroupSize: WG,
     header: `
 var<workgroup> As: array<vec4<f32>, ${TM * KQ}>;
 var<workgroup> Bs: array<vec4<f32>, ${TK * NQ}>;
-${quadHelpers(aligned, [{ name: 'loadA', buf: 'a', quads: 'p.kq', count: 'p.ck' }, { name: 'loadB', buf: 'b', quads: 'p.nq', count: 'p.cn' }, { name: 'loadBias', buf: 'bias', quads: 'p.nq', count: 'p.cn' }], { name: 'storeY', buf: 'y', quads: 'p.nq', count: 'p.cn' })}`,
+${quadHelpers(aligned, [{ name: 'loadA', buf: 'a', quads: 'p.kq', count: 'p.ck' }, { name: 'loadB', buf: 'b', quads: 'p.nq', count: 'p.cn' }, { name: 'loadBias', buf: 'bias', quads: 'p.nq', count: 'p.cn' }, ...(v.addend ? [{ name: 'loadAddend', buf: 'addend', quads: 'p.nq', count: 'p.cn' }] : [])], { name: 'storeY', buf: 'y', quads: 'p.nq', count: 'p.cn' })}`,
     body: `
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= p.tiles) { return; }
@@ -756,7 +764,7 @@ ${stores.join('\n')}`,
 // ---- launches ---------------------------------------------------------------------------------------------
 
 /** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
-function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning): void {
+function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null): void {
   const CK = mode === 'fwd' ? g.Cin : g.Cout;
   const CN = mode === 'fwd' ? g.Cout : g.Cin;
   const S = g.stride;
@@ -773,7 +781,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   let colsPerTile: number; // column quads
   let groupsPerWorkgroup = 1;
   if (t.variant === 'tiled') {
-    k = kernel(`conv2d|${mode}|tiled|${aligned}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, ...t.tiled }));
+    k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, ...t.tiled }));
     rowsPerTile = t.tiled.TM;
     colsPerTile = t.tiled.TN / 4;
   } else {
@@ -787,7 +795,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
     const GQ = L.subgroups && L.SG <= 8 && tl.narrowRows > 0 && NQ <= L.SG / 2 ? nextPow2(NQ) : 0;
     const RB = GQ ? Math.max(1, Math.floor(tl.narrowRows / GQ)) : big ? tl.RB : 1;
     const CB = big && !GQ ? tl.CB : 1;
-    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L };
+    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend };
     k = kernel(`conv2d|${JSON.stringify(v)}`, () => lanesGemmDecl(v));
     rowsPerTile = L.SG * RB;
     colsPerTile = GQ ? Infinity : L.SG * CB;
@@ -800,7 +808,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   k.launch(
     {
       rows, tiles, rowTiles, colTiles, dh, dw, sh, sw, th: g.H, tw: g.W, ck: CK, cn: CN, kq: KQ, nq: NQ, kh: g.KH, kw: g.KW, s: S, pad: g.pad,
-      hasBias: bias ? 1 : 0, a, b, bias: bias ?? b, y: out,
+      hasBias: bias ? 1 : 0, a, b, bias: bias ?? b, ...(addend ? { addend } : {}), y: out,
     },
     grid1d(Math.ceil(tiles / groupsPerWorkgroup), 1),
   );
@@ -995,21 +1003,29 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2
   return y;
 }
 
-/** Gradient of the input: a transposed gathered GEMM over dy. `opts.tuning` as for conv2d. */
-export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
+/**
+ * Gradient of the input: a transposed gathered GEMM over dy. `opts.tuning` as for conv2d. With `addend` (a
+ * gradient of x accumulated so far, [N, H, W, Cin]) the GEMM's epilogue adds it: the sum is written once, with no
+ * separate accumulation pass.
+ */
+export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}, addend: Tensor | null = null): Tensor {
   const t = usableTuning(opts.tuning);
   if (g.N * g.H * g.W === 0) return empty([g.N, g.H, g.W, g.Cin], 'f32', 'conv2d.dx');
   const p = paddedGeom(g);
   const dx = empty([g.N, g.H, g.W, p ? p.Cin : g.Cin], 'f32', 'conv2d.dx');
   const w4 = p ? padWeight(w, g, p) : w;
   const wt = transposeWeight(w4, p ?? g);
-  runGather('dx', p ?? g, dy, wt, null, dx, t);
+  runGather('dx', p ?? g, dy, wt, null, dx, t, p ? null : addend);
   wt.dispose();
   if (!p) return dx;
   w4.dispose();
   const cut = resizeRows(dx, g.N * g.H * g.W, p.Cin, g.Cin, [g.N, g.H, g.W, g.Cin]);
   dx.dispose();
-  return cut;
+  if (!addend) return cut;
+  // the padded stem's dx goes through a resize: its addend takes the plain sum
+  const total = ew('conv2d.dx.accumulate', 'a + b', [cut, addend], cut.shape);
+  cut.dispose();
+  return total;
 }
 
 /** Gradient of the weight. `opts.tuning` as for conv2d. */
@@ -1035,11 +1051,16 @@ export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null = null, opts: C
   if (needsGrad(x, w, bias)) {
     const g = geometry(x, w, bias, opts);
     const inputs = bias ? [x, w, bias] : [x, w];
-    record('conv2d', inputs, y, (dy, [sx, sw]) => [
-      x.requiresGrad ? conv2dBackwardInput(dy, sw, g, opts) : null,
-      w.requiresGrad ? conv2dBackwardWeight(sx, dy, g, opts) : null,
-      bias?.requiresGrad ? sum(dy, [0, 1, 2]) : null,
-    ], [x, w]);
+    // dx takes over x's gradient accumulated so far (e.g. from a residual connection) and adds it in its epilogue
+    record('conv2d', inputs, y, (dy, [sx, sw], needs, take) => {
+      let dx: Tensor | null = null;
+      if (needs[0]) {
+        const prior = take(0);
+        dx = conv2dBackwardInput(dy, sw, g, opts, prior);
+        prior?.dispose();
+      }
+      return [dx, needs[1] ? conv2dBackwardWeight(sx, dy, g, opts) : null, bias && needs[2] ? sum(dy, [0, 1, 2]) : null];
+    }, [x, w]);
   }
   return y;
 }

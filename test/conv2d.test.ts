@@ -1,11 +1,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
-import { tensor, variable, backward, tidy, liveTensors, sync, getDevice } from '../nn/index.ts';
+import { tensor, variable, backward, tidy, liveTensors, sync, getDevice, add, mul, mulScalar, sum } from '../nn/index.ts';
 import { conv2d, convSubgroupWidth, ref, DEFAULT_TILED_TILES, type ConvTuningOverrides } from '../kernels/conv2d.ts';
 import { conv2dCases, conv2dCase, CONV_SHAPES, type ConvCase } from '../nn/checks/conv2d.ts';
 import { directSuits, DIRECT_MAX_CIN } from '../kernels/conv2d-direct.ts';
 import { throwsWith } from './helpers/errors.ts';
+import { recordDispatches } from '../engine/recorder.ts';
 
 const t = suite('conv2d');
 
@@ -58,6 +59,77 @@ for (const c of [...CONV_SHAPES.filter((s) => s[4] <= DIRECT_MAX_CIN), ...DIRECT
   const { name, ...oc } = conv2dCase(`conv2d [direct] ${c[0]}`, c, { fewChannels: 'direct' });
   t(name, () => checkOp(oc));
 }
+
+// dx's epilogue adds the gradient x accumulated from ops later in the forward (the tape's take()): x = 1.5 * x0
+// (not a leaf) feeds the conv and is added to its output, so conv's backward finds dy pending for x and adds it.
+// Every GEMM variant, aligned (8 channels) and scalar (5), and the padded stem (2 -> 4 channels), where the
+// addend takes a separate sum after the resize.
+const addendVariants: [string, ConvTuningOverrides][] = [
+  ...(hasSubgroupKernels ? ([['subgroups', { variant: 'subgroups' }]] as [string, ConvTuningOverrides][]) : []),
+  ['portable', { variant: 'portable' }],
+  ['tiled 32x16x8', { variant: 'tiled', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
+];
+for (const [vname, tuning] of addendVariants) {
+  for (const C of [8, 5]) {
+    t(`conv2d [${vname}] dx adds x's pending gradient in its epilogue, ${C} channels`, () =>
+      checkOp({
+        shapes: [[2, 6, 7, C], [3, 3, C, C]],
+        ref: ([x0, w]) => {
+          const x = { data: x0.data.map((v) => 1.5 * v), shape: x0.shape };
+          const y = ref.conv2d(x, w, null, 1, 1);
+          return { data: y.data.map((v, i) => v + x.data[i]), shape: y.shape };
+        },
+        refGrad: ([x0, w], dy) => {
+          const x = { data: x0.data.map((v) => 1.5 * v), shape: x0.shape };
+          const [dx, dw] = ref.conv2dBackward(x, w, dy, 1, 1);
+          return [{ data: dx.data.map((v, i) => 1.5 * (v + dy.data[i])), shape: x0.shape }, dw];
+        },
+        gpu: ([x0, w]) => {
+          const x = mulScalar(x0, 1.5);
+          return add(conv2d(x, w, null, { padding: 1, tuning }), x);
+        },
+        tol: 1e-4,
+      }));
+  }
+}
+t('the accumulation is fused: backward through conv(x) + x launches no grad.accumulate and no extra add', async () => {
+  const before = liveTensors();
+  const x0 = variable(new Float32Array(2 * 5 * 5 * 8).map((_, i) => Math.sin(i)), [2, 5, 5, 8]);
+  const w = variable(new Float32Array(3 * 3 * 8 * 8).map((_, i) => Math.cos(i) / 8), [3, 3, 8, 8]);
+  const y = tidy(() => {
+    const x = mulScalar(x0, 1.5);
+    return sum(add(conv2d(x, w, null, { padding: 1 }), x));
+  });
+  recordDispatches(true);
+  backward(y);
+  const names = recordDispatches(false).map((d) => d.name);
+  assert.ok(names.some((n) => n === 'conv2d.dx'), `backward ran conv2d's dx (${names.join(', ')})`);
+  assert.ok(!names.some((n) => /accumulate/.test(n)), `no separate accumulation pass: ${names.join(', ')}`);
+  for (const v of [x0, w, y, x0.grad!, w.grad!]) v.dispose();
+  await sync();
+  assert.is(liveTensors(), before);
+});
+
+t('conv2d dx of a padded stem (2 -> 4 channels) adds x\'s pending gradient after the resize', () =>
+  checkOp({
+    shapes: [[2, 5, 6, 2], [3, 3, 2, 4]],
+    ref: ([x0, w]) => {
+      const x = x0.data.map((v) => 1.5 * v);
+      const y = ref.conv2d({ data: x, shape: x0.shape }, w, null, 1, 1);
+      return { data: Float64Array.of(y.data.reduce((a, v) => a + v, 0) + x.reduce((a, v) => a + v * v, 0)), shape: [] };
+    },
+    refGrad: ([x0, w], dy) => {
+      const x = { data: x0.data.map((v) => 1.5 * v), shape: x0.shape };
+      const ones = { data: new Float64Array(x0.shape[0] * x0.shape[1] * x0.shape[2] * 4).fill(dy.data[0]), shape: [x0.shape[0], x0.shape[1], x0.shape[2], 4] };
+      const [dx, dw] = ref.conv2dBackward(x, w, ones, 1, 1);
+      return [{ data: dx.data.map((v, i) => 1.5 * (v + 2 * x.data[i] * dy.data[0])), shape: x0.shape }, dw];
+    },
+    gpu: ([x0, w]) => {
+      const x = mulScalar(x0, 1.5);
+      return add(sum(conv2d(x, w, null, { padding: 1, tuning: { fewChannels: 'gemm' } })), sum(mul(x, x)));
+    },
+    tol: 1e-4,
+  }));
 
 // other register blocks (the tuner's knobs): 2 column quads per lane; dW with 4 pixels per step, 2 steps unrolled
 t('conv2d with other tile shapes', () =>
