@@ -65,8 +65,8 @@ export type ConvVariant = 'subgroups' | 'portable' | 'tiled';
 export interface ConvTuning {
   variant: ConvVariant;
   /**
-   * Layers with 1-4 input channels (stems): 'direct' (kernels/conv2d-direct.ts, the default) or 'gemm' (the
-   * variant's GEMM, channels padded to 4). dx always takes the GEMM: a stem's input needs no gradient.
+   * Layers with 1-3 input channels (stems): 'direct' (kernels/conv2d-direct.ts) or 'gemm' (the variant's GEMM,
+   * channels padded to 4). Unset: fewChannelsDefault(). dx always takes the GEMM: a stem's input needs no gradient.
    */
   fewChannels?: 'direct' | 'gemm';
   /** blocks of the 'subgroups' / 'portable' kernels */
@@ -123,9 +123,19 @@ export function defaultConvTuning(): ConvTuning {
   const sg = convSubgroupWidth();
   return {
     variant: sg && isLavapipe() ? 'subgroups' : 'tiled',
+    fewChannels: fewChannelsDefault(),
     tiles: sg >= 16 ? DEFAULT_CONV_TILES_16 : DEFAULT_CONV_TILES,
     tiled: DEFAULT_TILED_TILES,
   };
+}
+
+/**
+ * The direct stem kernels where they were measured to win (lavapipe: forward 2x, dW 3x on the 1 -> 16 stem); the
+ * GEMM elsewhere, where they have not been measured (SwiftShader did not finish compiling the page's 3 -> 5
+ * channel check in 180 s with them).
+ */
+export function fewChannelsDefault(): 'direct' | 'gemm' {
+  return isLavapipe() ? 'direct' : 'gemm';
 }
 
 /** The tuning one call uses: the device's record with the call's overrides. */
@@ -988,7 +998,7 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2
   const t = usableTuning(opts.tuning);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
   if (y.size === 0) return y;
-  if (t.fewChannels !== 'gemm' && directSuits(g, 'fwd')) {
+  if ((t.fewChannels ?? fewChannelsDefault()) === 'direct' && directSuits(g, 'fwd')) {
     directForward(g, x, w, bias, y);
     return y;
   }
@@ -1031,7 +1041,7 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pi
 /** Gradient of the weight. `opts.tuning` as for conv2d. */
 export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
   const t = usableTuning(opts.tuning);
-  if (t.fewChannels !== 'gemm' && g.N * g.OH * g.OW > 0 && directSuits(g, 'dW')) return directWeightGrad(g, x, dy);
+  if ((t.fewChannels ?? fewChannelsDefault()) === 'direct' && g.N * g.OH * g.OW > 0 && directSuits(g, 'dW')) return directWeightGrad(g, x, dy);
   const p = paddedGeom(g);
   if (!p) return weightGrad(g, x, dy, t);
   const x4 = padInput(x, g, p);
