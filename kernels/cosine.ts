@@ -1,41 +1,60 @@
 // The BYOL regression loss, fused: mean_i (2 - 2 n(p_i) · n(z_i)) with n(x) = x * rsqrt(max(|x|², 1e-12)) as in
-// the reference code (byol/utils/helpers.py). One kernel reduces p·z, |p|², |z|² per row (8 rows per workgroup,
-// 32 lanes each) and writes them with the row's loss; a one-workgroup kernel takes the batch mean. z is the
-// target branch: a constant, so the backward (one elementwise kernel) gives a gradient for p only. Also the
-// collapse monitor normalizedStd (forward only, from existing ops).
+// the reference code (byol/utils/helpers.py). One kernel reduces p·z, |p|², |z|² per row and writes them with
+// the row's loss; a one-workgroup kernel takes the batch mean. Both reduce as the device's 'reduce' record says
+// (kernels/reduce.ts): with the 'shared' tree, 32 lanes per row and a workgroup-memory tree per row group (rows
+// of a workgroup share its barriers); with the 'subgroup' tree, one row per workgroup (subgroups need not map
+// onto rows, so a row owns its workgroup's subgroups). z is the target branch: a constant, so the backward (one
+// elementwise kernel) gives a gradient for p only. Also the collapse monitor normalizedStd (forward only, from
+// existing ops).
 
-import { kernel, defineKernel, type Kernel } from '../engine/kernel.ts';
+import { kernel, type Kernel } from '../engine/kernel.ts';
 import { Tensor, empty, tidy, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record, noGrad } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
-import { sum, mean } from './reduce.ts';
+import { sum, mean, reduceTuning, reduceKey, workgroupTree, type ReduceTuning, type ReduceOptions } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 
-const ROWS = 8; // rows per workgroup in the row kernel
-const LANES = 32; // invocations per row
-const WG = 256;
+const LANES = 32; // invocations per row with the 'shared' tree
+const FLAT_WG = 256; // the elementwise backward
 const CLAMP = 1e-12;
 
-/** Per row: p·z, |p|², |z|² and the row's loss, by LANES invocations per row and a tree. */
-function rowsKernel(vec: boolean): Kernel {
+/** Rows per workgroup of the rows kernel. */
+function rowsPerGroup(t: ReduceTuning): number {
+  return t.tree === 'shared' ? t.workgroupSize / LANES : 1;
+}
+
+/** Per row: p·z, |p|², |z|² and the row's loss. */
+function rowsKernel(vec: boolean, t: ReduceTuning): Kernel {
   const dot = (a: string, b: string) => (vec ? `dot(${a}, ${b})` : `${a} * ${b}`);
-  return kernel(`cosine|rows|${vec}`, () => ({
-    name: 'cosineLoss.rows',
-    uniforms: { B: 'u32', Dv: 'u32' },
-    bindings: { P_: `read ${vec ? 'vec4<f32>' : 'f32'}`, Z: `read ${vec ? 'vec4<f32>' : 'f32'}`, rows: 'rw vec4<f32>' }, // rows: p·z, |p|², |z|², loss
-    workgroupSize: WG,
-    header: `var<workgroup> part: array<vec3<f32>, ${WG}>;`,
-    body: `
-  let lane = li % ${LANES}u;
-  let row = (wid.x + wid.y * nwg.x) * ${ROWS}u + li / ${LANES}u;
-  var acc = vec3<f32>(0.0);
-  if (row < p.B) {
-    let base = row * p.Dv;
-    for (var j = lane; j < p.Dv; j += ${LANES}u) {
+  const WG = t.workgroupSize;
+  const shared = t.tree === 'shared';
+  const lanes = shared ? LANES : WG;
+  const accumulate = (row: string) => `
+    let base = ${row} * p.Dv;
+    for (var j = lane; j < p.Dv; j += ${lanes}u) {
       let a = P_[base + j];
       let b = Z[base + j];
       acc += vec3<f32>(${dot('a', 'b')}, ${dot('a', 'a')}, ${dot('b', 'b')});
-    }
+    }`;
+  const write = (v: string) => `
+    let cosine = ${v}.x * inverseSqrt(max(${v}.y, ${CLAMP})) * inverseSqrt(max(${v}.z, ${CLAMP}));
+    rows[row] = vec4<f32>(${v}, 2.0 - 2.0 * cosine);`;
+  const decl = {
+    name: 'cosineLoss.rows',
+    uniforms: { B: 'u32', Dv: 'u32' } as const,
+    bindings: { P_: `read ${vec ? 'vec4<f32>' : 'f32'}`, Z: `read ${vec ? 'vec4<f32>' : 'f32'}`, rows: 'rw vec4<f32>' } as const, // rows: p·z, |p|², |z|², loss
+    workgroupSize: WG,
+  };
+  return kernel(`cosine|rows|${vec}|${reduceKey(t)}`, () => {
+    if (shared) {
+      return {
+        ...decl,
+        header: `var<workgroup> part: array<vec3<f32>, ${WG}>;`,
+        body: `
+  let lane = li % ${LANES}u;
+  let row = (wid.x + wid.y * nwg.x) * ${WG / LANES}u + li / ${LANES}u;
+  var acc = vec3<f32>(0.0);
+  if (row < p.B) {${accumulate('row')}
   }
   part[li] = acc;
   workgroupBarrier();
@@ -44,30 +63,46 @@ function rowsKernel(vec: boolean): Kernel {
     workgroupBarrier();
   }
   if (lane == 0u && row < p.B) {
-    let v = part[li];
-    let cosine = v.x * inverseSqrt(max(v.y, ${CLAMP})) * inverseSqrt(max(v.z, ${CLAMP}));
-    rows[row] = vec4<f32>(v, 2.0 - 2.0 * cosine);
+    let v = part[li];${write('v')}
   }`,
-  }));
+      };
+    }
+    const tree = workgroupTree(t, { name: 'part', type: 'vec3<f32>', op: 'sum', who: 'first' });
+    return {
+      ...decl,
+      enable: tree.enable,
+      header: tree.header,
+      body: `
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.B) { return; } // uniform per workgroup, so the tree below stays in uniform control flow
+  let lane = li;
+  var acc = vec3<f32>(0.0);
+  {${accumulate('row')}
+  }
+${tree.code('acc')}
+  if (li == 0u) {${write('part_total')}
+  }`,
+    };
+  });
 }
 
-const meanKernel = defineKernel({
-  name: 'cosineLoss.mean',
-  uniforms: { B: 'u32', invB: 'f32' },
-  bindings: { rows: 'read vec4<f32>', out: 'rw f32' },
-  workgroupSize: WG,
-  header: `var<workgroup> part: array<f32, ${WG}>;`,
-  body: `
+function meanKernel(t: ReduceTuning): Kernel {
+  const WG = t.workgroupSize;
+  const tree = workgroupTree(t, { name: 'part', type: 'f32', op: 'sum', who: 'first' });
+  return kernel(`cosine|mean|${reduceKey(t)}`, () => ({
+    name: 'cosineLoss.mean',
+    uniforms: { B: 'u32', invB: 'f32' },
+    bindings: { rows: 'read vec4<f32>', out: 'rw f32' },
+    workgroupSize: WG,
+    enable: tree.enable,
+    header: tree.header,
+    body: `
   var acc = 0.0;
   for (var i = li; i < p.B; i += ${WG}u) { acc += rows[i].w; }
-  part[li] = acc;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (li < s) { part[li] += part[li + s]; }
-    workgroupBarrier();
-  }
-  if (li == 0u) { out[0] = part[0] * p.invB; }`,
-});
+${tree.code('acc')}
+  if (li == 0u) { out[0] = part_total * p.invB; }`,
+  }));
+}
 
 // dp = -2g/B · rp·rz · (z - (p·z)·rp²·p), rp = rsqrt(max(|p|², 1e-12)); where the clamp holds, n(p) = p / 1e-6
 // is linear in p and the second term vanishes
@@ -77,7 +112,7 @@ function backwardKernel(vec: boolean): Kernel {
     name: 'cosineLoss.backward',
     uniforms: { n: 'u32', Dv: 'u32', invB: 'f32' },
     bindings: { P_: `read ${T}`, Z: `read ${T}`, rows: 'read vec4<f32>', dy: 'read f32', dp: `rw ${T}` },
-    workgroupSize: WG,
+    workgroupSize: FLAT_WG,
     flat: { limit: 'p.n' },
     body: `
   let v = rows[i / p.Dv];
@@ -105,15 +140,16 @@ function checkPair(op: string, p: Tensor, z: Tensor): [number, number] {
  * BYOL's regression loss, a scalar: mean over rows of 2 - 2 cos(p_i, z_i) (each in [0, 4]), with BYOL's
  * clamped l2 normalization. z is treated as a constant (stop-gradient): only p gets a gradient.
  */
-export function cosineLoss(p: Tensor, z: Tensor): Tensor {
+export function cosineLoss(p: Tensor, z: Tensor, opts: ReduceOptions = {}): Tensor {
   const op = 'cosineLoss';
   const [B, D] = checkPair(op, p, z);
+  const t = reduceTuning(opts.tuning, op);
   const vec = D % 4 === 0;
   const Dv = vec ? D / 4 : D;
   const rows = empty([B, 4], 'f32', op);
-  rowsKernel(vec).launch({ B, Dv, P_: p, Z: z, rows }, { threads: B * WG / ROWS });
+  rowsKernel(vec, t).launch({ B, Dv, P_: p, Z: z, rows }, { threads: Math.ceil(B / rowsPerGroup(t)) * t.workgroupSize });
   const loss = empty([], 'f32', op);
-  meanKernel.launch({ B, invB: 1 / B, rows, out: loss }, [1]);
+  meanKernel(t).launch({ B, invB: 1 / B, rows, out: loss }, [1]);
   if (needsGrad(p)) {
     record(op, [p], loss, (dy, [sp, sz, srows]) => {
       const dp = empty([B, D], 'f32', `${op}.backward`);
@@ -131,18 +167,18 @@ export function cosineLoss(p: Tensor, z: Tensor): Tensor {
  * the batch of z / |z| (unbiased, as torch.std), averaged over channels. About 1/sqrt(D) for well-spread
  * outputs, 0 for collapsed ones. A scalar; never recorded on the tape.
  */
-export function normalizedStd(z: Tensor): Tensor {
+export function normalizedStd(z: Tensor, opts: ReduceOptions = {}): Tensor {
   const op = 'normalizedStd';
   z.assertLive(op);
   if (z.dtype !== 'f32') throw new Error(`${op}: expected an f32 tensor, got ${z.dtype} ${fmtShape(z.shape)}`);
   if (z.rank !== 2 || z.shape[0] < 2 || z.shape[1] < 1) throw new Error(`${op}: expected z of shape [B, D] with B >= 2, got ${fmtShape(z.shape)}`);
   const [B, D] = z.shape;
   return noGrad(() => tidy(() => {
-    const sq = sum(ew(`${op}.square`, 'a * a', [z], z.shape), 1, true);
+    const sq = sum(ew(`${op}.square`, 'a * a', [z], z.shape), 1, true, opts);
     const n = ew(`${op}.normalize`, `a * inverseSqrt(max(b, ${CLAMP}))`, [z, sq], z.shape);
-    const dev = ew(`${op}.deviation`, '(a - b) * (a - b)', [n, mean(n, 0, true)], z.shape);
-    const std = ew(`${op}.std`, 'sqrt(a * s0)', [sum(dev, 0)], [D], [1 / (B - 1)]);
-    return mean(std);
+    const dev = ew(`${op}.deviation`, '(a - b) * (a - b)', [n, mean(n, 0, true, opts)], z.shape);
+    const std = ew(`${op}.std`, 'sqrt(a * s0)', [sum(dev, 0, false, opts)], [D], [1 / (B - 1)]);
+    return mean(std, undefined, false, opts);
   }));
 }
 

@@ -6,47 +6,50 @@
 import { kernel, defineKernel, type Kernel, type BindingDecl } from '../engine/kernel.ts';
 import { Tensor, empty } from '../engine/tensor.ts';
 import { ARENA_ALIGN, NORM_CHUNK, type Arena, type ArenaBuffer, type SegmentKind } from '../engine/arena.ts';
+import { reduceTuning, reduceKey, workgroupTree, type ReduceTuning, type ReduceOptions } from './reduce.ts';
 
-const WG = 256;
-const PER_THREAD = NORM_CHUNK / WG;
+const WG = 256; // the updates and the EMA: one vec4 per invocation, no tree
 
 // ---- segmented reduction --------------------------------------------------------------------------------
 
-/** Per chunk: (sum a², sum (b + wd·a)²) with wd applied in 'weight' segments only. */
-const partialKernel = defineKernel((() => {
-  let loads = '';
-  // vec4 loads (chunks start at multiples of ARENA_ALIGN floats); lanes past the segment's end count zero
-  for (let k = 0; k < PER_THREAD / 4; k++) {
-    loads += `  { let i = start + 4u * (t + ${k * WG}u); if (i < end) {
+/**
+ * Per chunk: (sum a², sum (b + wd·a)²) with wd applied in 'weight' segments only. One workgroup per chunk of
+ * NORM_CHUNK floats, workgroup size and tree from the device's 'reduce' record (kernels/reduce.ts).
+ */
+function partialKernel(t: ReduceTuning): Kernel {
+  const G = t.workgroupSize;
+  const perThread = NORM_CHUNK / G;
+  return kernel(`optim|partialNorms|${reduceKey(t)}`, () => {
+    let loads = '';
+    // vec4 loads (chunks start at multiples of ARENA_ALIGN floats); lanes past the segment's end count zero
+    for (let k = 0; k < perThread / 4; k++) {
+      loads += `  { let i = start + 4u * (li + ${k * G}u); if (i < end) {
     let live = vec4<u32>(i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(end);
     let x = select(vec4<f32>(0.0), a[i / 4u], live); let u = select(vec4<f32>(0.0), b[i / 4u], live) + decay * x;
     sa += dot(x, x); su += dot(u, u); } }\n`;
-  }
-  let tree = '';
-  for (let s = WG / 2; s > 0; s >>= 1) tree += `  if (t < ${s}u) { pa[t] += pa[t + ${s}u]; pu[t] += pu[t + ${s}u]; }\n  workgroupBarrier();\n`;
-  return {
-    name: 'arena.partialNorms',
-    uniforms: { nChunks: 'u32', chunkBase: 'u32', segBase: 'u32', wd: 'f32' },
-    bindings: { a: 'read vec4<f32>', b: 'read vec4<f32>', table: 'read u32', partial: 'rw vec2<f32>' },
-    workgroupSize: WG,
-    header: `var<workgroup> pa: array<f32, ${WG}>;
-var<workgroup> pu: array<f32, ${WG}>;`,
-    body: `
-  let t = li;
+    }
+    const tree = workgroupTree(t, { name: 'part', type: 'vec2<f32>', op: 'sum', who: 'first' });
+    return {
+      name: 'arena.partialNorms',
+      uniforms: { nChunks: 'u32', chunkBase: 'u32', segBase: 'u32', wd: 'f32' },
+      bindings: { a: 'read vec4<f32>', b: 'read vec4<f32>', table: 'read u32', partial: 'rw vec2<f32>' },
+      workgroupSize: G,
+      enable: tree.enable,
+      header: tree.header,
+      body: `
   let c = wid.x + wid.y * nwg.x;
-  if (c >= p.nChunks) { return; } // uniform per workgroup, so the barriers below stay uniform
+  if (c >= p.nChunks) { return; } // uniform per workgroup, so the tree below stays in uniform control flow
   let e = p.chunkBase + c * 4u;
   let start = table[e + 1u];
   let end = table[e + 2u];
   let decay = select(0.0, p.wd, table[p.segBase + table[e] * 4u + 2u] == 0u);
   var sa = 0.0;
   var su = 0.0;
-${loads}  pa[t] = sa;
-  pu[t] = su;
-  workgroupBarrier();
-${tree}  if (t == 0u) { partial[c] = vec2<f32>(pa[0], pu[0]); }`,
-  };
-})());
+${loads}${tree.code('vec2<f32>(sa, su)')}
+  if (li == 0u) { partial[c] = part_total; }`,
+    };
+  });
+}
 
 /** Per segment: (LARS trust ratio, ||a||, ||b + wd·a||, 0) from the chunk partials. */
 const statsKernel = defineKernel({
@@ -73,12 +76,13 @@ const statsKernel = defineKernel({
  * (trust ratio eta·||a||/||u||, ||a||, ||u||, 0) with u = b + wd·a in weight segments and u = b elsewhere;
  * the ratio is 1 for bias/norm segments and where a norm is 0. Two dispatches.
  */
-export function segmentStats(arena: Arena, a: ArenaBuffer, b: ArenaBuffer, wd: number, eta: number): Tensor {
+export function segmentStats(arena: Arena, a: ArenaBuffer, b: ArenaBuffer, wd: number, eta: number, opts: ReduceOptions = {}): Tensor {
   arena.assertLive('segmentStats');
+  const t = reduceTuning(opts.tuning, 'segmentStats');
   const L = arena.layout;
   const bases = L.tableBases;
   const partial = empty([L.nChunks, 2], 'f32', 'arena.partialNorms');
-  partialKernel.launch({ nChunks: L.nChunks, chunkBase: bases.chunk, segBase: bases.seg, wd, a: a.flat, b: b.flat, table: arena.table, partial }, { threads: L.nChunks * WG });
+  partialKernel(t).launch({ nChunks: L.nChunks, chunkBase: bases.chunk, segBase: bases.seg, wd, a: a.flat, b: b.flat, table: arena.table, partial }, { threads: L.nChunks * t.workgroupSize });
   const S = L.segments.length;
   const stats = empty([S, 4], 'f32', 'arena.segmentStats');
   statsKernel.launch({ nSeg: S, segBase: bases.seg, eta, table: arena.table, partial, stats }, [Math.ceil(S / 64)]);

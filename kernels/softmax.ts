@@ -1,14 +1,16 @@
 // Softmax over the last axis, softmax cross-entropy with integer labels (mean over the batch), and argmax, with
-// their float64 reference. Rows are short (classes), so each row is one thread making one pass with an online
-// max and sum (log-sum-exp never overflows) and, where outputs are per element, one more pass to write them.
+// their float64 reference. Rows are usually short (classes), so each row is one thread making one pass with an
+// online max and sum (log-sum-exp never overflows) and, where outputs are per element, one more pass to write
+// them. Rows of at least `longRow` classes (the device's 'reduce' record, kernels/reduce.ts; 0 on CPU adapters)
+// get a workgroup each instead: the max by one workgroup tree, the sum of exp(x - max) by another.
 // Labels live on the GPU, so a label outside [0, K) cannot be checked without a readback: its row's loss is NaN,
 // which makes the mean NaN, instead of reading another row's logits.
 
-import { defineKernel } from '../engine/kernel.ts';
+import { defineKernel, kernel, type Kernel, type BindingDecl } from '../engine/kernel.ts';
 import { Tensor, empty, fmtShape, shapeSize } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
-import { mean, sum, normAxes } from './reduce.ts';
+import { mean, sum, normAxes, reduceTuning, reduceKey, workgroupTree, type ReduceTuning, type ReduceOptions } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 
 const WG = 64;
@@ -88,6 +90,47 @@ const kernels = {
   }),
 };
 
+/** One workgroup per row: max and sum of exp(x - max) by two workgroup trees, every invocation gets both. */
+function longRowKernel(kind: 'softmax' | 'xent', t: ReduceTuning): Kernel {
+  const WG = t.workgroupSize;
+  const tm = workgroupTree(t, { name: 'rmax', type: 'f32', op: 'max', who: 'all' });
+  const ts = workgroupTree(t, { name: 'rsum', type: 'f32', op: 'sum', who: 'all' });
+  const bindings: Record<string, BindingDecl> = kind === 'softmax' ? { x: 'read f32', y: 'rw f32' } : { x: 'read f32', labels: 'read i32', loss: 'rw f32', lse: 'rw f32' };
+  return kernel(`softmax|long|${kind}|${reduceKey(t)}`, () => ({
+    name: kind === 'softmax' ? 'softmax.long' : 'softmaxCrossEntropy.long',
+    uniforms: ROW_UNIFORMS,
+    bindings,
+    workgroupSize: WG,
+    enable: tm.enable,
+    header: `${tm.header}\n${ts.header}`,
+    body: `
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= p.rows) { return; } // uniform per workgroup, so the trees below stay in uniform control flow
+  let base = r * p.k;
+  var m = -3.402823e38;
+  for (var k = li; k < p.k; k += ${WG}u) { m = max(m, x[base + k]); }
+${tm.code('m')}
+  var s = 0.0;
+  for (var k = li; k < p.k; k += ${WG}u) { s += exp(x[base + k] - rmax_total); }
+${ts.code('s')}
+${kind === 'softmax' ? `  let inv = 1.0 / rsum_total;
+  for (var k = li; k < p.k; k += ${WG}u) { y[base + k] = exp(x[base + k] - rmax_total) * inv; }` : `  if (li == 0u) {
+    let l = labels[r];
+    let ok = l >= 0 && u32(l) < p.k;
+    let z = rmax_total + log(rsum_total);
+    lse[r] = z;
+    loss[r] = select(bitcast<f32>(0x7fc00000u + p.p0), z - x[base + u32(select(0, l, ok))], ok);
+  }`}`,
+  }));
+}
+
+/** Launches one row kernel: a workgroup per row for long rows, else one invocation per row. */
+function launchRows(kind: 'softmax' | 'xent', t: ReduceTuning, rows: number, K: number, args: Record<string, Tensor>): void {
+  const u = { rows, k: K, inner: 1, p0: 0, ...args };
+  if (t.longRow > 0 && K >= t.longRow) longRowKernel(kind, t).launch(u, { threads: rows * t.workgroupSize });
+  else kernels[kind].launch(u, { threads: rows });
+}
+
 function checkLogits(op: string, x: Tensor): void {
   x.assertLive(op);
   if (x.dtype !== 'f32') throw new Error(`${op}: expected f32 logits, got ${x.dtype} ${fmtShape(x.shape)}`);
@@ -95,16 +138,17 @@ function checkLogits(op: string, x: Tensor): void {
 }
 
 /** Softmax over the last axis. */
-export function softmax(x: Tensor): Tensor {
+export function softmax(x: Tensor, opts: ReduceOptions = {}): Tensor {
   checkLogits('softmax', x);
+  const t = reduceTuning(opts.tuning, 'softmax');
   const K = x.shape[x.rank - 1];
   const rows = x.size / K;
   const y = empty(x.shape, 'f32', 'softmax');
-  if (rows > 0) kernels.softmax.launch({ rows, k: K, inner: 1, p0: 0, x, y }, { threads: rows });
+  if (rows > 0) launchRows('softmax', t, rows, K, { x, y });
   if (needsGrad(x)) {
     // dx = y * (dy - sum(dy * y) over the row)
     record('softmax', [x], y, (dy, [sy]) => {
-      const dot = sum(ew('softmax.backward', 'a * b', [dy, sy], x.shape), -1, true);
+      const dot = sum(ew('softmax.backward', 'a * b', [dy, sy], x.shape), -1, true, opts);
       return [ew('softmax.backward', 'b * (a - c)', [dy, sy, dot], x.shape)];
     }, [y]);
   }
@@ -115,9 +159,10 @@ export function softmax(x: Tensor): Tensor {
  * Mean over the batch of -log softmax(logits)[label]: logits [N, K] f32, labels [N] i32 in [0, K). Returns a
  * scalar (shape []). Differentiable in the logits. A label outside [0, K) makes the loss NaN.
  */
-export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
+export function softmaxCrossEntropy(logits: Tensor, labels: Tensor, opts: ReduceOptions = {}): Tensor {
   const op = 'softmaxCrossEntropy';
   checkLogits(op, logits);
+  const t = reduceTuning(opts.tuning, op);
   labels.assertLive(op);
   if (logits.rank !== 2) throw new Error(`${op}: logits must be 2-D [N, K], got ${fmtShape(logits.shape)}`);
   if (labels.dtype !== 'i32') throw new Error(`${op}: labels must be an i32 tensor of class indices, got ${labels.dtype} ${fmtShape(labels.shape)}`);
@@ -126,8 +171,8 @@ export function softmaxCrossEntropy(logits: Tensor, labels: Tensor): Tensor {
   if (N === 0) throw new Error(`${op}: logits ${fmtShape(logits.shape)} have no rows to average over`);
   const rowLoss = empty([N], 'f32', op);
   const lse = empty([N], 'f32', op);
-  kernels.xent.launch({ rows: N, k: K, inner: 1, p0: 0, x: logits, labels, loss: rowLoss, lse }, { threads: N });
-  const loss = mean(rowLoss, 0);
+  launchRows('xent', t, N, K, { x: logits, labels, loss: rowLoss, lse });
+  const loss = mean(rowLoss, 0, false, opts);
   rowLoss.dispose();
   if (needsGrad(logits)) {
     record(op, [logits], loss, (dy, [sx, sl, slse]) => {

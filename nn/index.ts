@@ -15,7 +15,7 @@ export { liveTensors, memoryStats } from '../engine/memory.ts';
 
 // ops
 export { add, sub, mul, div, addRelu, relu, exp, log, sqrt, neg, addScalar, subScalar, mulScalar, divScalar, powScalar, reshape, full, onesLike, ew } from '../kernels/elementwise.ts';
-export { sum, mean, max } from '../kernels/reduce.ts';
+export { sum, mean, max, reduceTuning, type ReduceTuning, type ReduceOptions } from '../kernels/reduce.ts';
 export { matmul, matmulTuning, matmulTextureStats, tileName, type MatmulTuning, type MatmulOptions, type MatmulTile } from '../kernels/matmul.ts';
 export { tuneMatmul, type TuneResult, type TuneOptions } from '../kernels/matmul-tune.ts';
 export { tuneConv } from '../kernels/conv2d-tune.ts';

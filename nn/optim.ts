@@ -7,6 +7,7 @@ import { fmtShape, type Tensor } from '../engine/tensor.ts';
 import { quietOnRelease } from '../engine/device.ts';
 import type { TensorEntry } from '../engine/safetensors.ts';
 import { arenaUpdate, segmentStats, type UpdateRule } from '../kernels/optim.ts';
+import type { ReduceTuning } from '../kernels/reduce.ts';
 
 /**
  * What an optimizer updates: an Arena, a materialized Module (nn/module.ts), or all of a materialized module's
@@ -215,6 +216,8 @@ export interface LARSOptions {
   weightDecay?: number;
   /** Trust coefficient. */
   eta?: number;
+  /** workgroup size and tree of the norms' reduction, over the device's 'reduce' record (kernels/reduce.ts) */
+  tuning?: Partial<ReduceTuning>;
 }
 
 /**
@@ -227,6 +230,7 @@ export class LARS extends Optimizer {
   readonly momentum: number;
   readonly weightDecay: number;
   readonly eta: number;
+  private readonly tuning: Partial<ReduceTuning> | undefined;
 
   constructor(owner: ArenaOwner, o: LARSOptions) {
     checkRange('LARS', 'momentum', o.momentum ?? 0.9, 0, 1, true);
@@ -236,10 +240,11 @@ export class LARS extends Optimizer {
     this.momentum = o.momentum ?? 0.9;
     this.weightDecay = o.weightDecay ?? 0;
     this.eta = o.eta ?? 1e-3;
+    this.tuning = o.tuning;
   }
 
   protected apply(lr: number): void {
-    const stats = segmentStats(this.arena, this.arena.data, this.arena.grad, this.weightDecay, this.eta);
+    const stats = segmentStats(this.arena, this.arena.data, this.arena.grad, this.weightDecay, this.eta, { tuning: this.tuning });
     arenaUpdate(this.arena, 'lars', this.state, stats, { lr, weightDecay: this.weightDecay, exclude: true, momentum: this.momentum });
     stats.dispose();
   }
