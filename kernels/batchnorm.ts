@@ -11,6 +11,7 @@ import { kernel, defineKernel, type Kernel, type BindingDecl } from '../engine/k
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
+import { reduceTuning, type ReduceTuning } from './reduce.ts';
 import type { Arr } from '../engine/ref.ts';
 
 export interface BatchNormStats {
@@ -36,9 +37,16 @@ export interface BatchNormOptions {
    * residual block in one pass (the normalized value is never written). Differentiable in it too.
    */
   residual?: Tensor;
+  /**
+   * Overrides of the device's 'reduce' record (kernels/reduce.ts) for the statistics and the backward's sums:
+   * workgroupSize, and tree 'shared' (a barrier per level) or 'subgroup' (one barrier, then each channel's
+   * partials summed in order by one invocation: a channel-segmented tree cannot be split by subgroups without a
+   * guaranteed subgroup layout, so this needs no subgroup operation at all).
+   */
+  tuning?: Partial<ReduceTuning>;
 }
 
-const WG = 256;
+const WG = 256; // the elementwise passes; the reductions take the 'reduce' record's size
 const ROWS_PER_THREAD = 16; // per chunk: enough work per invocation to pay for its share of the tree
 const MAX_CHUNKS = 512;
 
@@ -56,20 +64,22 @@ interface Layout {
   chunks: number; // workgroups along the rows of one group
   rowsPerChunk: number;
   rowBlocks: number; // elementwise passes: blocks of ROWS_PER_INVOCATION rows per group
+  tuning: ReduceTuning;
 }
 
-function layoutOf(R: number, C: number, G: number): Layout {
+function layoutOf(R: number, C: number, G: number, tuning: ReduceTuning): Layout {
   const vec = C % 4 === 0;
   const Cv = vec ? C / 4 : C;
   const Rg = R / G;
+  const wg = tuning.workgroupSize;
   let TCW = 1;
-  while (TCW < Cv && TCW < 64) TCW *= 2;
-  const TR = WG / TCW;
+  while (TCW < Cv && TCW < 64 && TCW < wg) TCW *= 2;
+  const TR = wg / TCW;
   const chunks = Math.max(1, Math.min(Math.ceil(MAX_CHUNKS / G), Math.ceil(Rg / (TR * ROWS_PER_THREAD))));
   const rowsPerChunk = Math.max(1, Math.ceil(Rg / chunks));
   return {
     R, C, G, Rg, vec, Cv, TCW, TR, blocks: Math.ceil(Cv / TCW), chunks: Math.max(1, Math.ceil(Rg / rowsPerChunk)), rowsPerChunk,
-    rowBlocks: Math.ceil(Rg / ROWS_PER_INVOCATION),
+    rowBlocks: Math.ceil(Rg / ROWS_PER_INVOCATION), tuning,
   };
 }
 
@@ -88,10 +98,13 @@ interface ReduceVariant {
   vec: boolean;
   relu: boolean; // backward: mask dy where the forward's output was 0 (recomputed from x: one tensor less to read)
   running: boolean; // forward final: update the running statistics
+  wg: number;
+  tree: ReduceTuning['tree'];
 }
 
 function reduceKernel(v: ReduceVariant): Kernel {
   return kernel(`batchNorm|reduce|${JSON.stringify(v)}`, () => {
+    const WG = v.wg;
     const T = v.vec ? 'vec4<f32>' : 'f32';
     const read = `read ${T}` as const;
     const rw = `rw ${T}` as const;
@@ -184,7 +197,7 @@ var<workgroup> sb: array<${T}, ${WG}>;`,
   sa[t] = a;
   sb[t] = b;
   workgroupBarrier();
-  // a loop, not unrolled: it runs once per workgroup, and every barrier costs llvmpipe compile time
+  ${v.tree === 'shared' ? `// a loop, not unrolled: it runs once per workgroup, and every barrier costs llvmpipe compile time
   for (var s = p.TR / 2u; s > 0u; s >>= 1u) {
     if (rl < s) { sa[t] += sa[t + s * p.TCW]; sb[t] += sb[t + s * p.TCW]; }
     workgroupBarrier();
@@ -193,7 +206,13 @@ var<workgroup> sb: array<${T}, ${WG}>;`,
     let A = sa[t];
     let B = sb[t];
     ${epilogue}
-  }
+  }` : `// one barrier: the channel's first invocation adds its TR partials in order
+  if (rl == 0u && c < p.Cv) {
+    var A = ${T}(0.0);
+    var B = ${T}(0.0);
+    for (var k = 0u; k < p.TR; k++) { A += sa[k * p.TCW + lane]; B += sb[k * p.TCW + lane]; }
+    ${epilogue}
+  }`}
   }`,
     };
   });
@@ -288,7 +307,7 @@ interface ReduceArgs {
 
 /** One dispatch when a single chunk covers all rows, else chunk partials and a finishing dispatch. */
 function reduceLaunch(L: Layout, a: ReduceArgs): void {
-  const base = { pass: a.pass, vec: L.vec, relu: a.relu, running: a.running };
+  const base = { pass: a.pass, vec: L.vec, relu: a.relu, running: a.running, wg: L.tuning.workgroupSize, tree: L.tuning.tree };
   const op = `batchNorm${a.pass === 'backward' ? '.backward' : ''}`;
   if (L.chunks === 1) {
     reduceKernel({ ...base, fromPartials: false, final: true }).launch({ ...a.uniforms, ...a.data, ...a.finish }, [L.blocks, 1]);
@@ -357,7 +376,7 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   const momentum = opts.momentum ?? 0.1;
   const eps = opts.eps ?? 1e-5;
   // eval mode normalizes every row with the running statistics: groups change nothing there
-  const L = layoutOf(x.size / C, C, opts.training ? opts.groups ?? 1 : 1);
+  const L = layoutOf(x.size / C, C, opts.training ? opts.groups ?? 1 : 1, reduceTuning(opts.tuning, op));
   const st = empty([L.G * 4, C], 'f32', op); // per group: shift, dmean (mean = shift + dmean), invstd, gamma * invstd
   if (opts.training) {
     const running = !!stats;

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, type Tensor } from '../nn/index.ts';
+import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, getDevice, type Tensor } from '../nn/index.ts';
 import { batchNorm, ref } from '../kernels/batchnorm.ts';
 import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';
@@ -14,6 +14,26 @@ const channels = (shape: number[]) => shape[shape.length - 1];
 
 // the cases live in nn/checks/ so that the browser page runs the same checks
 for (const { name, ...c } of batchNormCases) opTest(name, c, t);
+
+// every reduction path forced through the 'reduce' record (workgroup size x tree), forward and every gradient,
+// with the running statistics, on shapes with one and many row chunks, several channel blocks, groups and the ReLU
+const hasSubgroups = (await getDevice()).hasSubgroups;
+for (const workgroupSize of [32, 64, 128, 256]) {
+  for (const tree of hasSubgroups ? (['shared', 'subgroup'] as const) : (['shared'] as const)) {
+    for (const [shape, groups, relu] of [[[37, 258], 1, false], [[4, 16, 16, 33], 2, true], [[6, 9, 11, 64], 3, true], [[3, 7], 1, true]] as [number[], number, boolean][]) {
+      const C = channels(shape);
+      const o = { training: true, relu, groups };
+      opTest(`batchNorm [${tree} tree, ${workgroupSize} invocations] ${JSON.stringify(shape)} groups=${groups} relu=${relu}`, {
+        shapes: [shape, [C], [C]],
+        range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+        ref: ([x, g, b]) => ref.batchNorm(x, g, b, o),
+        refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, o),
+        gpu: ([x, g, b]) => batchNorm(x, g, b, null, { ...o, tuning: { workgroupSize, tree } }),
+        tol: 2e-5,
+      }, t);
+    }
+  }
+}
 
 t('running statistics after two training steps match the reference', async () => {
   const before = liveTensors();
