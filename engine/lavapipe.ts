@@ -5,7 +5,9 @@
 // LP_NATIVE_VECTOR_WIDTH=512 it runs 16 (subgroup size 16). Kernels bound by instruction count rather than FMA
 // throughput (broadcast matmul) nearly halve their time; kernels bound by per-lane loads (the narrow convolutions
 // that dominate the default BYOL step) get slower, since each such load costs twice as much per instruction.
-// So it is opt-in, for matmul-heavy work. The measurements: bench/results/lavapipe-width.md.
+// So the default stays 8 lanes, and the choice is made by timing the whole BYOL step at both widths
+// (`npx tsx bench/lane-width.ts`), which writes it to a cache this file reads at start. The measurements:
+// bench/results/lavapipe-width.md.
 // Mesa's on-disk shader cache does not key its texture-fetch functions by this width (a 512-wide process reads
 // 256-wide ones and gets zeros), so every non-default width keeps its own cache directory.
 
@@ -21,6 +23,28 @@ export interface LavapipeConfig {
 
 let applied: LavapipeConfig | null = null;
 
+/**
+ * Where bench/lane-width.ts writes its measured choice ({ [cpu model]: { width, ... } }): beside the tuners'
+ * caches (engine/tuning.ts's convention, which this file cannot import: the device imports it).
+ */
+export async function lavapipeWidthCachePath(): Promise<string> {
+  const os = await nodeModule('node:os');
+  const path = await nodeModule('node:path');
+  return path.join(process.env.BYOL_WEBGPU_CACHE_DIR || path.join(os.tmpdir(), 'byol-webgpu'), 'lavapipe-width.json');
+}
+
+/** The CPU's model name (the cache key: a measured width holds for the CPU it was measured on). */
+export function cpuModel(): string {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const fs = process.getBuiltinModule?.('node:fs') as typeof import('node:fs') | undefined;
+    const info = fs?.readFileSync('/proc/cpuinfo', 'utf8') ?? '';
+    return /^model name\s*:\s*(.*)$/m.exec(info)?.[1]?.trim() || 'unknown CPU';
+  } catch {
+    return 'unknown CPU';
+  }
+}
+
 /** Chooses lavapipe's SIMD width for this process; call before the first webgpu create(). Idempotent. */
 export async function configureLavapipe(): Promise<LavapipeConfig> {
   if (applied) return applied;
@@ -30,9 +54,21 @@ export async function configureLavapipe(): Promise<LavapipeConfig> {
   const os = await nodeModule('node:os');
   let width: number | null = null;
   let why: string;
+  let measured: { width?: number; stepMs?: Record<string, number[]> } | undefined;
+  try {
+    measured = JSON.parse(fs.readFileSync(await lavapipeWidthCachePath(), 'utf8'))[cpuModel()];
+  } catch {
+    // no measurement yet
+  }
   if (env.LP_NATIVE_VECTOR_WIDTH) {
     width = Number(env.LP_NATIVE_VECTOR_WIDTH);
     why = `LP_NATIVE_VECTOR_WIDTH=${width} set by the user`;
+  } else if (measured && (measured.width === 256 || measured.width === 512)) {
+    width = measured.width;
+    // the driver reads the variable when it loads, so the measured width reaches it through the environment
+    if (width !== 256) env.LP_NATIVE_VECTOR_WIDTH = String(width);
+    else width = null;
+    why = `${measured.width / 32} lanes, measured fastest for the BYOL step by bench/lane-width.ts (${await lavapipeWidthCachePath()})`;
   } else {
     let flags = '';
     try {
