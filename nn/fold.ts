@@ -15,7 +15,7 @@
 
 import { Tensor, tensor, keep, tidy, fmtShape } from '../engine/tensor.ts';
 import { noGrad } from '../engine/tape.ts';
-import { add, relu } from '../kernels/elementwise.ts';
+import { add, addRelu, relu } from '../kernels/elementwise.ts';
 import { matmul } from '../kernels/matmul.ts';
 import { conv2d } from '../kernels/conv2d.ts';
 import { Module, Linear } from './module.ts';
@@ -134,11 +134,8 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
       }
       // the conv now computes bn(conv(x)); a residual is still added, and the ReLU applied
       overrides.set(bn, (x, residual) => {
-        const y = residual ? add(x, residual) : x.share();
-        if (!bn.relu) return y;
-        const r = relu(y);
-        y.dispose();
-        return r;
+        if (residual) return bn.relu ? addRelu(x, residual) : add(x, residual);
+        return bn.relu ? relu(x) : x.share();
       });
     }
     const forward = (x: Tensor) => noGrad(() => tidy(() => withForwards(overrides, () => model.forward(x))));
