@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suite and the full benchmark on an NVIDIA GPU, and writes what they print to bench/results/:
 #   gpu-<device>.json       the bench rows (bench/run.ts --json)
-#   gpu-<device>.md         device, driver, test summary, and the bench's tables
+#   gpu-<device>.md         device, driver, test summary, the bench's tables and the reduction paths
 #   gpu-<device>-tests.txt  the test run's full output
 # For a Debian (or Ubuntu) machine where the NVIDIA driver is already installed (nvidia-smi works). It installs
 # the Vulkan loader (libvulkan1) when missing, makes sure Vulkan finds NVIDIA's driver (writing the ICD file
@@ -107,6 +107,10 @@ if [ $bench = 1 ]; then
   set +e
   npx tsx bench/run.ts "${quick[@]}" --json "$json" 2>&1 | tee "$bench_out"
   bench_rc=${PIPESTATUS[0]}
+  # every reduction path beside the device default (the GPU record has not been measured yet)
+  echo "gpu-check: reduction paths (bench/reduce-quick.ts)" | tee -a "$bench_out"
+  npx tsx bench/reduce-quick.ts 32,64,128,256 2>&1 | tee -a "$bench_out"
+  [ "${PIPESTATUS[0]}" = 0 ] || bench_rc=1
   set -e
   [ "$bench_rc" = 0 ] || status=1
 fi
