@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, getDevice, type Tensor } from '../nn/index.ts';
+import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, getDevice, noGrad, materialize, Sequential, BatchNorm, withBatchNormGroups, type Tensor } from '../nn/index.ts';
 import { batchNorm, ref } from '../kernels/batchnorm.ts';
 import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';
@@ -34,6 +34,33 @@ for (const workgroupSize of [32, 64, 128, 256]) {
     }
   }
 }
+
+t('withBatchNormGroups: per-group running statistics in order, num_batches_tracked per group, restored after a throw', async () => {
+  const before = liveTensors();
+  const net = materialize(new Sequential(new BatchNorm(6), new Sequential(new BatchNorm(6, { relu: true }))), { seed: 2 });
+  const bns = [...net.namedModules()].map(([, m]) => m).filter((m): m is BatchNorm => m instanceof BatchNorm);
+  const x = randArr([8, 6], rng(4), -2, 3);
+  const xt = up(x);
+  noGrad(() => tidy(() => void withBatchNormGroups(net, 2, () => net.forward(xt))));
+  const zeros6 = { data: new Float64Array(6), shape: [6] };
+  const ones6 = { data: new Float64Array(6).fill(1), shape: [6] };
+  const [wantMean, wantVar] = ref.updateRunning(zeros6, ones6, x, 0.1, 2);
+  assertClose(await bns[0].runningMean.value.toArray(), wantMean.data, 1e-6, 'running mean: group 1 then group 2');
+  assertClose(await bns[0].runningVar.value.toArray(), wantVar.data, 1e-5, 'running variance: group 1 then group 2');
+  assert.equal(bns.map((b) => b.numBatchesTracked), [2, 2], 'num_batches_tracked counts both groups');
+  assert.equal(bns.map((b) => b.groups), [1, 1], 'the setting ends with the call');
+  assert.throws(() => withBatchNormGroups(net, 3, () => {
+    assert.equal(bns.map((b) => b.groups), [3, 3]);
+    throw new Error('inside');
+  }), /inside/);
+  assert.equal(bns.map((b) => b.groups), [1, 1], 'restored after a throw');
+  throwsWith(() => withBatchNormGroups(net, 1.5, () => 0), 'withBatchNormGroups', 'positive integer', '1.5');
+  throwsWith(() => noGrad(() => tidy(() => withBatchNormGroups(net, 3, () => net.forward(xt)))), 'batchNorm', 'groups', 'divides', '[8, 6]');
+  xt.dispose();
+  net.dispose();
+  await sync();
+  assert.is(liveTensors(), before);
+});
 
 t('running statistics after two training steps match the reference', async () => {
   const before = liveTensors();
