@@ -2,6 +2,9 @@
 # and loss as the engine's BYOL, with flags for the knobs, batched augmentation, a converged standardized L-BFGS
 # linear probe with a weight-decay sweep on a held-out part of TRAIN, and kNN. Unlike the engine (and BYOL's
 # official code), the target starts as a copy of the online network; --no-target-copy gives it its own init.
+# --init engine redraws every conv and Linear weight as the engine does (nn/layers.ts Conv2d, nn/module.ts Linear:
+# Kaiming-normal, fan_in = Cin*k*k, ReLU gain); biases and BN are PyTorch's defaults in both, as in the engine.
+# With --init engine --no-target-copy --scale-min 0.08 the script trains the engine's default recipe.
 # The figures in README "Results of the reference run" and byol/train.ts's defaults come from it; the runs are in
 # bench/results/recipe-search.md (table) and .jsonl (raw).
 # Usage: /usr/bin/python3 bench/byol-recipe.py --tag NAME [flags] [--out FILE]   (one thread; appends a JSON line
@@ -27,7 +30,9 @@ ap.add_argument('--flip', type=float, default=0.5); ap.add_argument('--jitter-p'
 ap.add_argument('--bright', type=float, default=0.4); ap.add_argument('--contrast', type=float, default=0.4)
 ap.add_argument('--sol1', type=float, default=0.0); ap.add_argument('--sol2', type=float, default=0.2)
 ap.add_argument('--blur1', type=float, default=0.0); ap.add_argument('--blur2', type=float, default=0.0)
-ap.add_argument('--no-target-copy', action='store_true', help='prototype bug: target encoder independently initialised')
+ap.add_argument('--no-target-copy', action='store_true', help='target initialised from its own draw (the engine and BYOL\'s official code)')
+ap.add_argument('--target-copy', dest='no_target_copy', action='store_false', help='undo an earlier --no-target-copy (the default)')
+ap.add_argument('--init', default='torch', choices=['torch', 'engine'], help='weight init: PyTorch defaults, or the engine\'s Kaiming-normal fan_in')
 ap.add_argument('--probe-every', type=float, default=0, help='also probe every N epochs (costs feature passes)')
 ap.add_argument('--random-only', action='store_true'); ap.add_argument('--pixels', action='store_true')
 ap.add_argument('--out', default='runs/recipe-search.jsonl', help='results file (one JSON line per run)')
@@ -58,6 +63,13 @@ class Enc(nn.Module):
         s.layers = nn.Sequential(*layers); s.dim = c
     def forward(s, x): return F.adaptive_avg_pool2d(s.layers(s.stem(x)), 1).flatten(1)
 def mlp(i, h, o): return nn.Sequential(nn.Linear(i, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Linear(h, o, bias=False))
+def init_(m):
+    # the engine: weight ~ N(0, 2/fan_in) for every conv (fan_in = Cin*k*k) and Linear (fan_in = in); a Linear bias
+    # ~ U(+-1/sqrt(in)) and BN gamma 1 / beta 0 are PyTorch's defaults already, and the convs have no bias
+    if a.init == 'engine':
+        for mod in m.modules():
+            if isinstance(mod, (nn.Conv2d, nn.Linear)): nn.init.kaiming_normal_(mod.weight, mode='fan_in', nonlinearity='relu')
+    return m
 widths = [int(v) for v in a.widths.split(',')] if a.widths else [a.width, 2 * a.width, 4 * a.width, 8 * a.width]
 
 # ---- batched augmentation (same distributions as the prototype's per-image loop) ----
@@ -145,11 +157,11 @@ def log_result(d):
 if a.pixels:
     r = linear_probe(Xtr.flatten(1), Xte.flatten(1)); log_result(dict(kind='pixels', probe=r)); raise SystemExit
 T0 = time.time()
-online = nn.ModuleDict(dict(enc=Enc(widths))); dim = online['enc'].dim
+online = nn.ModuleDict(dict(enc=init_(Enc(widths)))); dim = online['enc'].dim
 if a.random_only:
     r = evaluate(online['enc'], with_adam=True); print('random', r); log_result(dict(kind='random', random=r)); raise SystemExit
-online['proj'] = mlp(dim, a.proj_hidden, a.proj_dim); online['pred'] = mlp(a.proj_dim, a.pred_hidden, a.proj_dim)
-target = nn.ModuleDict(dict(enc=Enc(widths), proj=mlp(dim, a.proj_hidden, a.proj_dim)))
+online['proj'] = init_(mlp(dim, a.proj_hidden, a.proj_dim)); online['pred'] = init_(mlp(a.proj_dim, a.pred_hidden, a.proj_dim))
+target = init_(nn.ModuleDict(dict(enc=Enc(widths), proj=mlp(dim, a.proj_hidden, a.proj_dim))))
 if not a.no_target_copy: target.load_state_dict({k: v for k, v in online.state_dict().items() if not k.startswith('pred')})
 for p in target.parameters(): p.requires_grad = False
 
@@ -176,7 +188,7 @@ else: opt = torch.optim.Adam(params, lr=0.0, weight_decay=a.wd)
 B = a.batch; spe = 60000 // B; steps = int(round(a.epochs * spe)); warm = max(1, int(steps * a.warmup))
 base_lr = a.lr * (B / 256 if a.lr_scale else 1)
 def loss_fn(p, z): return (2 - 2 * F.cosine_similarity(p, z, dim=-1)).mean()
-print(f'{a.tag}: widths {widths} dim {dim} steps {steps} batch {B} base_lr {base_lr}', flush=True)
+print(f'{a.tag}: widths {widths} dim {dim} steps {steps} batch {B} base_lr {base_lr} init {a.init} target {"own init" if a.no_target_copy else "copy"}', flush=True)
 curve = []; t0 = time.time(); perm = torch.randperm(60000); pos = 0; train_s = 0.0; done = 0
 for k in range(steps):
     lr = base_lr * (k / warm if k < warm else 0.5 * (1 + math.cos(math.pi * (k - warm) / max(1, steps - warm))))

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { releaseDevice } from '../engine/device.ts';
-import { train, TRAIN_DEFAULTS, type TrainOptions } from './train.ts';
+import { train, TRAIN_DEFAULTS, DEFAULT_BASE_LR, type TrainOptions } from './train.ts';
 
 const HELP = `usage: byol train [flags]
        byol setup [--data] [--browser]
@@ -37,8 +37,11 @@ augmentation
 optimization
   --epochs N           (default ${TRAIN_DEFAULTS.epochs})
   --batch N            (default ${TRAIN_DEFAULTS.batchSize})
-  --lr X               base learning rate, scaled by batch/256, warm-up then cosine (default ${TRAIN_DEFAULTS.baseLr})
+  --lr X               base learning rate, scaled by batch/256, warm-up then cosine (default: the optimizer's,
+                       adam ${DEFAULT_BASE_LR.adam}, sgd ${DEFAULT_BASE_LR.sgd}, lars ${DEFAULT_BASE_LR.lars})
   --optimizer NAME     lars, sgd or adam (default ${TRAIN_DEFAULTS.optimizer})
+  --warmup F           fraction of the steps over which the learning rate rises linearly from 0, 0 <= F < 1
+                       (default ${TRAIN_DEFAULTS.warmup})
   --wd X               weight decay (default ${TRAIN_DEFAULTS.weightDecay})
   --tau X              EMA base decay, rising to 1 along a cosine (default ${TRAIN_DEFAULTS.tauBase})
   --seed N             (default 0)
@@ -82,6 +85,13 @@ function prob(name: string, v: string | undefined, dflt: number): number {
   return p;
 }
 
+function fraction(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const f = Number(v);
+  if (v.trim() === '' || !(f >= 0 && f < 1)) throw new Error(`--${name}: expected a fraction of the steps with 0 <= F < 1, got '${v}'`);
+  return f;
+}
+
 function oneOf<T extends string>(name: string, v: string | undefined, dflt: T, allowed: readonly T[]): T {
   if (v === undefined) return dflt;
   if (!allowed.includes(v as T)) throw new Error(`--${name}: expected one of ${allowed.join(', ')}, got '${v}'`);
@@ -110,13 +120,14 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     data: { type: 'string' }, 'data-path': { type: 'string' }, arch: { type: 'string' }, width: { type: 'string' },
     stem: { type: 'string' }, 'head-channels': { type: 'string' }, 'crop-scale': { type: 'string' }, solarize: { type: 'string' },
     'proj-hidden': { type: 'string' }, 'proj-dim': { type: 'string' }, 'pred-hidden': { type: 'string' },
-    epochs: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, optimizer: { type: 'string' },
+    epochs: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, optimizer: { type: 'string' }, warmup: { type: 'string' },
     wd: { type: 'string' }, tau: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
     resume: { type: 'boolean' }, 'max-steps': { type: 'string' }, 'checkpoint-every': { type: 'string' },
     'log-every': { type: 'string' }, 'no-eval': { type: 'boolean' }, 'probe-epochs': { type: 'string' }, probe: { type: 'string' },
   } as const;
   const { values: v } = parseArgs({ args: joinDashValues(argv, options), strict: true, options });
   const d = TRAIN_DEFAULTS;
+  const optimizer = oneOf('optimizer', v.optimizer, d.optimizer, ['lars', 'sgd', 'adam'] as const);
   return {
     data: oneOf('data', v.data, d.data, ['fashion-mnist', 'cifar10', 'folder'] as const),
     dataPath: v['data-path'],
@@ -131,8 +142,9 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     predHidden: int('pred-hidden', v['pred-hidden'], d.predHidden),
     epochs: int('epochs', v.epochs, d.epochs),
     batchSize: int('batch', v.batch, d.batchSize, 2),
-    baseLr: num('lr', v.lr, d.baseLr),
-    optimizer: oneOf('optimizer', v.optimizer, d.optimizer, ['lars', 'sgd', 'adam'] as const),
+    baseLr: num('lr', v.lr, DEFAULT_BASE_LR[optimizer]),
+    optimizer,
+    warmup: fraction('warmup', v.warmup, d.warmup),
     weightDecay: num('wd', v.wd, d.weightDecay),
     tauBase: num('tau', v.tau, d.tauBase),
     seed: int('seed', v.seed, d.seed, 0),

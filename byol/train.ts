@@ -38,8 +38,11 @@ export interface TrainOptions {
   solarize: number;
   epochs: number;
   batchSize: number;
-  baseLr: number;
+  /** Base learning rate, scaled by batchSize / 256; absent: DEFAULT_BASE_LR of the optimizer. */
+  baseLr?: number;
   optimizer: 'lars' | 'sgd' | 'adam';
+  /** Fraction of the total steps over which the learning rate rises linearly from 0, in [0, 1). */
+  warmup: number;
   weightDecay: number;
   tauBase: number;
   projHidden: number;
@@ -63,8 +66,18 @@ export interface TrainOptions {
   quiet?: boolean;
 }
 
+/**
+ * Base learning rate of each optimizer when none is given (the schedule scales it by batch / 256). Adam's is
+ * 3e-3 at batch 64; LARS needs its own, as its trust ratio makes each step about eta·lr of the weight's norm.
+ */
+export const DEFAULT_BASE_LR: Record<TrainOptions['optimizer'], number> = {
+  adam: 0.012,
+  sgd: 0.012,
+  lars: 0.2, // the paper's base rate (BYOL App. C)
+};
+
 // Sized for the 30-minute CPU budget of the reference run (2 cores, lavapipe): a small ResNet and small heads
-// (paper: ResNet-50, 4096/256), Adam (LARS with LR 0.2-2 is the paper's; `--optimizer lars --lr 2.0`), tau 0.99
+// (paper: ResNet-50, 4096/256), Adam (LARS, the paper's, with `--optimizer lars`), tau 0.99
 // (the official preset for short runs). The runs behind each choice: bench/results/training-defaults.md.
 export const TRAIN_DEFAULTS: TrainOptions = {
   data: 'fashion-mnist',
@@ -76,8 +89,9 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   solarize: 0.2,
   epochs: 1,
   batchSize: 64, // small batches: more steps for the same images
-  baseLr: 0.012, // Adam 3e-3 at batch 64 (the base rate is scaled by batch / 256)
+  // no baseLr: DEFAULT_BASE_LR of the optimizer (Adam 3e-3 at batch 64)
   optimizer: 'adam',
+  warmup: 0.1,
   weightDecay: 1e-6,
   tauBase: 0.99,
   projHidden: 512,
@@ -94,7 +108,9 @@ export const TRAIN_DEFAULTS: TrainOptions = {
 };
 
 /** Options that define the run: a checkpoint may only be resumed with the same values. */
-const IDENTITY_KEYS: (keyof TrainOptions)[] = ['data', 'arch', 'width', 'stem', 'headChannels', 'cropScale', 'solarize', 'epochs', 'batchSize', 'baseLr', 'optimizer', 'weightDecay', 'tauBase', 'projHidden', 'projDim', 'predHidden', 'seed'];
+const IDENTITY_KEYS: (keyof TrainOptions)[] = ['data', 'arch', 'width', 'stem', 'headChannels', 'cropScale', 'solarize', 'epochs', 'batchSize', 'baseLr', 'optimizer', 'warmup', 'weightDecay', 'tauBase', 'projHidden', 'projDim', 'predHidden', 'seed'];
+/** Keys added to the identity later, with the value every run made before then used. */
+const IDENTITY_BEFORE_RECORDED: Partial<Record<keyof TrainOptions, unknown>> = { warmup: 0.1 };
 
 export interface FinalReport {
   [k: string]: unknown;
@@ -104,7 +120,10 @@ function epochOrder(seed: number, epoch: number, n: number): Int32Array {
   return Int32Array.from(new Rng(deriveSeed(seed, `order/${epoch}`)).permutation(n));
 }
 
-export async function train(opts: TrainOptions, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<FinalReport> {
+export async function train(options: TrainOptions, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<FinalReport> {
+  const opts: TrainOptions = { ...options, baseLr: options.baseLr ?? DEFAULT_BASE_LR[options.optimizer] };
+  if (!(opts.baseLr! >= 0)) throw new Error(`train: baseLr must be a number >= 0, got ${opts.baseLr}`);
+  if (!(opts.warmup >= 0 && opts.warmup < 1)) throw new Error(`train: warmup must be a fraction of the steps in [0, 1), got ${opts.warmup}`);
   // every check of the data comes before anything is written: a failed one leaves no --out folder behind
   const trainSet: ImageDataset = loadDataset({ kind: opts.data, path: opts.dataPath, split: 'train' });
   const B = opts.batchSize;
@@ -124,6 +143,8 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
   const identity = Object.fromEntries(IDENTITY_KEYS.map((k) => [k, opts[k]]));
   const stepsPerEpoch = Math.floor(trainSet.n / B);
   const totalSteps = stepsPerEpoch * opts.epochs;
+  // at 0.1 this rounds as round(totalSteps / 10), what every run before the flag used
+  const warmupSteps = Math.min(totalSteps - 1, Math.round(totalSteps * opts.warmup));
   const lastStep = Math.min(totalSteps, opts.maxSteps ?? totalSteps);
   log(`byol: ${trainSet.name} ${trainSet.n} images ${trainSet.height}x${trainSet.width}x${trainSet.channels}; ${opts.arch} width ${opts.width}; ` +
     `${opts.epochs} epochs x ${stepsPerEpoch} steps of ${B}; device: ${ctx.info.description || ctx.info.vendor}`);
@@ -137,6 +158,7 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
     predHidden: opts.predHidden,
     optimizer: opts.optimizer,
     baseLr: opts.baseLr,
+    warmupSteps,
     weightDecay: opts.weightDecay,
     batchSize: B,
     totalSteps,
@@ -153,7 +175,7 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
     if (opts.resume) {
       if (!existsSync(ckptDir) || (await listCheckpoints(ckptDir)).length === 0) throw new Error(`train --resume: no checkpoint in ${ckptDir}`);
       const ck = await loadLatestCheckpoint(ckptDir, { onWarning: (w) => log(`byol: warning: ${w}`) });
-      const saved = (ck.meta?.identity ?? {}) as Record<string, unknown>;
+      const saved = { ...IDENTITY_BEFORE_RECORDED, ...(ck.meta?.identity ?? {}) } as Record<string, unknown>;
       const unrecorded = IDENTITY_KEYS.filter((k) => !(k in saved));
       if (unrecorded.length) throw new Error(`train --resume: ${ck.path} does not record ${unrecorded.join(', ')}, so it cannot be shown to match this run; start a new run`);
       const diff = IDENTITY_KEYS.filter((k) => JSON.stringify(saved[k]) !== JSON.stringify(opts[k]));
@@ -168,7 +190,7 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
       log(`byol: resumed from ${ck.path} at step ${model.step}`);
     } else {
       rmSync(metricsPath, { force: true });
-      writeFileSync(join(opts.out, 'config.json'), JSON.stringify({ ...opts, totalSteps, stepsPerEpoch }, null, 2) + '\n');
+      writeFileSync(join(opts.out, 'config.json'), JSON.stringify({ ...opts, totalSteps, stepsPerEpoch, warmupSteps }, null, 2) + '\n');
       const first = data.gather(epochOrder(opts.seed, 0, trainSet.n).subarray(0, 16));
       await writeAugmentationPreview(join(opts.out, 'augmentations.png'), first, new Rng(deriveSeed(opts.seed, 'preview')), byolAugmentConfig(augOpts));
       first.dispose();
@@ -246,6 +268,9 @@ export async function train(opts: TrainOptions, log: (s: string) => void = (s) =
       steps: model.step,
       total_steps: totalSteps,
       batch_size: B,
+      optimizer: opts.optimizer,
+      base_lr: opts.baseLr,
+      warmup: opts.warmup,
       final_loss: lastLoss,
       train_seconds: trainSeconds,
       images_per_second: imagesPerSecond,

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, existsSync, readdirSync, readFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { train, TRAIN_DEFAULTS, type TrainOptions } from '../byol/train.ts';
+import { train, TRAIN_DEFAULTS, DEFAULT_BASE_LR, type TrainOptions } from '../byol/train.ts';
 import { parseTrainArgs } from '../byol/cli.ts';
 import { loadLatestCheckpoint, saveCheckpoint } from '../nn/checkpoint-node.ts';
 import { parseSafetensors } from '../engine/safetensors.ts';
@@ -61,6 +61,59 @@ t('CLI flags: defaults, the model and augmentation flags, and bad values named',
   assert.throws(() => parseTrainArgs(['--crop-scale', '0,1']), /--crop-scale/);
   assert.throws(() => parseTrainArgs(['--solarize', '1.5']), /--solarize: expected a probability in \[0, 1\], got '1.5'/);
   assert.throws(() => parseTrainArgs(['--solarise', '0']), /solarise/);
+});
+
+t('CLI flags: --warmup, and a default learning rate per optimizer', () => {
+  const d = parseTrainArgs([]);
+  assert.equal([d.optimizer, d.baseLr, d.warmup], ['adam', 0.012, 0.1], 'Adam keeps 3e-3 at batch 64 and 10% warm-up');
+  assert.is(parseTrainArgs(['--warmup', '0.3']).warmup, 0.3);
+  assert.is(parseTrainArgs(['--warmup', '0']).warmup, 0);
+  for (const bad of ['1', '1.5', '-0.1', 'x', '']) {
+    assert.throws(() => parseTrainArgs(['--warmup', bad]), (e: Error) => e.message === `--warmup: expected a fraction of the steps with 0 <= F < 1, got '${bad}'`, bad);
+  }
+  assert.ok(DEFAULT_BASE_LR.lars !== DEFAULT_BASE_LR.adam);
+  assert.is(parseTrainArgs(['--optimizer', 'lars']).baseLr, DEFAULT_BASE_LR.lars);
+  assert.is(parseTrainArgs(['--optimizer', 'lars', '--lr', '1.5']).baseLr, 1.5);
+  assert.is(parseTrainArgs(['--optimizer', 'sgd']).baseLr, 0.012);
+  assert.is(parseTrainArgs(['--optimizer', 'adam', '--lr', '0.02']).baseLr, 0.02);
+});
+
+t('--warmup and the LARS default rate reach the schedule; a checkpoint from before --warmup resumes only at 0.1', async () => {
+  if (!haveData) return console.log('  (skipped: Fashion-MNIST is not installed)');
+  const bad = join(tmp(), 'never');
+  let err: Error | null = null;
+  try {
+    await train(tiny(bad, { warmup: 1 }), quiet);
+  } catch (e) {
+    err = e as Error;
+  }
+  assert.match(err?.message ?? '', /warmup must be a fraction of the steps in \[0, 1\), got 1/);
+  assert.not.ok(existsSync(bad), 'a refused run writes nothing');
+
+  const dir = tmp();
+  // tiny(): batch 32, one epoch of 60000 images = 1875 steps; no baseLr, so the optimizer's default
+  await train(tiny(dir, { optimizer: 'lars', warmup: 0.5, maxSteps: 3, logEvery: 1 }), quiet);
+  const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  assert.equal([cfg.baseLr, cfg.warmup, cfg.warmupSteps], [DEFAULT_BASE_LR.lars, 0.5, 938]);
+  const lines = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(lines.map((l) => l.step), [0, 1, 2]);
+  for (const l of lines) {
+    const want = ((DEFAULT_BASE_LR.lars * 32) / 256) * (l.step / 938);
+    assert.ok(Math.abs(l.lr - want) <= 1e-12, `lr at step ${l.step}: ${l.lr}, expected ${want}`);
+  }
+
+  // a checkpoint whose identity has no warmup was made with 0.1: another value is refused, naming both
+  const ck = await loadLatestCheckpoint(join(dir, 'checkpoints'));
+  const { warmup, ...older } = (ck.meta as { identity: Record<string, unknown> }).identity;
+  assert.is(warmup, 0.5);
+  await saveCheckpoint(join(dir, 'checkpoints'), ck.step, { tensors: ck.tensors, meta: { identity: older } });
+  err = null;
+  try {
+    await train(tiny(dir, { optimizer: 'lars', warmup: 0.5, resume: true, maxSteps: 4 }), quiet);
+  } catch (e) {
+    err = e as Error;
+  }
+  assert.match(err?.message ?? '', /different warmup \(0\.1 vs 0\.5\)/);
 });
 
 t('a run stopped after a checkpoint and resumed gives bit-identical weights, and leaks nothing', async () => {
