@@ -68,12 +68,14 @@ export interface TrainOptions {
 
 /**
  * Base learning rate of each optimizer when none is given (the schedule scales it by batch / 256). Adam's is
- * 3e-3 at batch 64; LARS needs its own, as its trust ratio makes each step about eta·lr of the weight's norm.
+ * 3e-3 at batch 64. LARS needs its own: its trust ratio moves a weight tensor by about eta·lr of its norm per
+ * step (eta 1e-3), so the paper's 0.2, meant for batch 4096 and ~100k steps, leaves the weights of a
+ * thousand-step batch-64 run near their init. bench/results/recipe-ab.md has the screen behind 8.
  */
 export const DEFAULT_BASE_LR: Record<TrainOptions['optimizer'], number> = {
   adam: 0.012,
   sgd: 0.012,
-  lars: 0.2, // the paper's base rate (BYOL App. C)
+  lars: 8,
 };
 
 // Sized for the 30-minute CPU budget of the reference run (2 cores, lavapipe): a small ResNet and small heads
