@@ -6,7 +6,7 @@
 // the JS thread, so it includes Dawn's per-dispatch cost; where the adapter has timestamp queries our side also
 // reports GPU time between two stamps around the k ops (bench/gpu-timer.ts).
 
-import { cpus, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import { readFileSync } from 'node:fs';
 
 export interface Sample {
@@ -133,15 +133,8 @@ export async function measureInterleaved(sides: Side[], opts: MeasureOptions = {
 
 // ---- machine and load --------------------------------------------------------------------------------
 
-export function cpuModel(): string {
-  try {
-    const m = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) return m[1].trim();
-  } catch {
-    // not Linux
-  }
-  return cpus()[0]?.model ?? 'unknown CPU';
-}
+/** The CPU's model name (engine/lavapipe.ts keys its measured width by it). */
+export { cpuModel } from '../engine/lavapipe.ts';
 
 function busyJiffies(): number | null {
   try {

@@ -77,7 +77,7 @@ try {
 } catch {
   // a first measurement
 }
-cache[cpuModel()] = result;
+cache[await cpuModel()] = result;
 fs.mkdirSync(path.dirname(file), { recursive: true });
 fs.writeFileSync(file, JSON.stringify(cache, null, 2) + '\n');
 console.log(`wrote ${file}: processes on this CPU now start lavapipe at ${choice / 32} lanes unless LP_NATIVE_VECTOR_WIDTH is set`);

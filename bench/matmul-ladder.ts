@@ -148,7 +148,7 @@ if (!(n >= 64 && n % 64 === 0)) throw new Error(`matmul-ladder: --size must be a
 const ctx = await getDevice();
 const rungs = makeRungs();
 console.log(`# matmul ladder, ${n}x${n}x${n} f32`);
-console.log(`CPU: ${cpuModel()}, ${cpus().length} cores; adapter: ${ctx.info.description || ctx.info.vendor}; subgroup size: ${broadcastLanes() || 'n/a'}`);
+console.log(`CPU: ${await cpuModel()}, ${cpus().length} cores; adapter: ${ctx.info.description || ctx.info.vendor}; subgroup size: ${broadcastLanes() || 'n/a'}`);
 console.log(`lavapipe: ${lavapipeConfig()?.note ?? 'not configured'}`);
 console.log(`load average before: ${loadAverage()}; per-op wall-clock time of k ops back to back + one sync\n`);
 

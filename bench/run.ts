@@ -144,7 +144,7 @@ if (args.tune) {
 
 const timer = GpuTimer.create();
 const machine = {
-  cpu: cpuModel(),
+  cpu: await cpuModel(),
   cores: cpus().length,
   adapter: `${ctx.info.description || ctx.info.vendor} (${ctx.info.architecture}${ctx.info.isFallback ? ', fallback adapter' : ''})`,
   subgroup_size: broadcastLanes() || null,

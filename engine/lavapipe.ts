@@ -33,16 +33,17 @@ export async function lavapipeWidthCachePath(): Promise<string> {
   return path.join(process.env.BYOL_WEBGPU_CACHE_DIR || path.join(os.tmpdir(), 'byol-webgpu'), 'lavapipe-width.json');
 }
 
-/** The CPU's model name (the cache key: a measured width holds for the CPU it was measured on). */
-export function cpuModel(): string {
+/** The CPU's model name (lavapipe-width.json's key: a measured width holds for the CPU it was measured on). Node only. */
+export async function cpuModel(): Promise<string> {
+  const fs = await nodeModule('node:fs');
+  const os = await nodeModule('node:os');
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const fs = process.getBuiltinModule?.('node:fs') as typeof import('node:fs') | undefined;
-    const info = fs?.readFileSync('/proc/cpuinfo', 'utf8') ?? '';
-    return /^model name\s*:\s*(.*)$/m.exec(info)?.[1]?.trim() || 'unknown CPU';
+    const m = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) return m[1].trim();
   } catch {
-    return 'unknown CPU';
+    // not Linux
   }
+  return os.cpus()[0]?.model ?? 'unknown CPU';
 }
 
 /** Chooses lavapipe's SIMD width for this process; call before the first webgpu create(). Idempotent. */
@@ -56,7 +57,7 @@ export async function configureLavapipe(): Promise<LavapipeConfig> {
   let why: string;
   let measured: { width?: number; stepMs?: Record<string, number[]> } | undefined;
   try {
-    measured = JSON.parse(fs.readFileSync(await lavapipeWidthCachePath(), 'utf8'))[cpuModel()];
+    measured = JSON.parse(fs.readFileSync(await lavapipeWidthCachePath(), 'utf8'))[await cpuModel()];
   } catch {
     // no measurement yet
   }

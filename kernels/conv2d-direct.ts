@@ -12,21 +12,7 @@
 import { kernel } from '../engine/kernel.ts';
 import { Tensor, empty } from '../engine/tensor.ts';
 import { sum } from './reduce.ts';
-
-/** A convolution's shape (conv2d.ts's ConvGeom), declared here so that the two files import in one direction. */
-export interface DirectGeom {
-  N: number;
-  H: number;
-  W: number;
-  Cin: number;
-  KH: number;
-  KW: number;
-  Cout: number;
-  stride: number;
-  pad: number;
-  OH: number;
-  OW: number;
-}
+import type { ConvGeom } from './conv2d-geom.ts';
 
 const WG = 64;
 /** Forward: the unrolled multiply-adds per pixel (taps x Cin x output quads, vec4) a layer may have. */
@@ -44,7 +30,7 @@ export const DIRECT_MAX_CIN = 3;
 
 const range = (n: number) => [...Array(n).keys()];
 
-function dwShape(g: DirectGeom): { CQ: number; T: number; colGroups: number; tapGroups: number } {
+function dwShape(g: ConvGeom): { CQ: number; T: number; colGroups: number; tapGroups: number } {
   const nq = Math.ceil(g.Cout / 4);
   const CQ = Math.min(nq, DW_QUADS);
   const taps = g.KH * g.KW;
@@ -53,7 +39,7 @@ function dwShape(g: DirectGeom): { CQ: number; T: number; colGroups: number; tap
 }
 
 /** Whether the direct kernels suit this layer: few input channels, and (dW) few enough workgroup rows. */
-export function directSuits(g: DirectGeom, pass: 'fwd' | 'dW'): boolean {
+export function directSuits(g: ConvGeom, pass: 'fwd' | 'dW'): boolean {
   if (g.Cin > DIRECT_MAX_CIN) return false;
   if (pass === 'fwd') return g.KH * g.KW * g.Cin * Math.ceil(g.Cout / 4) <= FWD_MAX_FMAS;
   const s = dwShape(g);
@@ -128,7 +114,7 @@ function forwardKernel(f: ForwardShape) {
 }
 
 /** y = conv(x, w) + bias for layers where directSuits(g, 'fwd'), written into y ([N, OH, OW, Cout]). */
-export function directForward(g: DirectGeom, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+export function directForward(g: ConvGeom, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
   const rows = g.N * g.OH * g.OW;
   const xGroups = Math.min(Math.ceil(rows / WG), 65535);
   forwardKernel({ cin: g.Cin, KH: g.KH, KW: g.KW, cout: g.Cout }).launch(
@@ -175,7 +161,7 @@ function weightGradKernel(cin: number, CQ: number, T: number, aligned: boolean) 
 }
 
 /** dW [KH, KW, Cin, Cout] for Cin <= DIRECT_MAX_CIN: per-invocation partial sums, then one reduction. */
-export function directWeightGrad(g: DirectGeom, x: Tensor, dy: Tensor): Tensor {
+export function directWeightGrad(g: ConvGeom, x: Tensor, dy: Tensor): Tensor {
   const { CQ, T, colGroups, tapGroups } = dwShape(g);
   const aligned = g.Cout % 4 === 0;
   const rows = g.N * g.OH * g.OW;

@@ -30,6 +30,9 @@ import { needsGrad, record } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
 import { sum } from './reduce.ts';
 import { directSuits, directForward, directWeightGrad } from './conv2d-direct.ts';
+import { convOutSize, type ConvGeom } from './conv2d-geom.ts';
+
+export { convOutSize, type ConvGeom };
 import type { Arr } from '../engine/ref.ts';
 
 // ---- tuning: which kernels and which blocks ---------------------------------------------------------------
@@ -66,7 +69,7 @@ export interface ConvTuning {
   variant: ConvVariant;
   /**
    * Layers with 1-3 input channels (stems): 'direct' (kernels/conv2d-direct.ts) or 'gemm' (the variant's GEMM,
-   * channels padded to 4). Unset: fewChannelsDefault(). dx always takes the GEMM: a stem's input needs no gradient.
+   * channels padded to 4). Unset in a record: fewChannelsDefault() (convTuning() fills it in). dx always takes the GEMM: a stem's input needs no gradient.
    */
   fewChannels?: 'direct' | 'gemm';
   /** blocks of the 'subgroups' / 'portable' kernels */
@@ -141,10 +144,12 @@ export function fewChannelsDefault(): 'direct' | 'gemm' {
 /** The tuning one call uses: the device's record with the call's overrides. */
 export function convTuning(over?: ConvTuningOverrides): ConvTuning {
   const base = tuningFor<ConvTuning>('conv2d', defaultConvTuning);
-  if (!over) return base;
+  // a record written before fewChannels existed (a tune cache) takes the adapter's default for it
+  const fewChannels = over?.fewChannels ?? base.fewChannels ?? fewChannelsDefault();
+  if (!over) return base.fewChannels ? base : { ...base, fewChannels };
   return {
     variant: over.variant ?? base.variant,
-    fewChannels: over.fewChannels ?? base.fewChannels,
+    fewChannels,
     tiles: { ...base.tiles, ...over.tiles },
     tiled: { ...base.tiled, ...over.tiled },
   };
@@ -912,25 +917,6 @@ function transposeWeight(w: Tensor, g: ConvGeom): Tensor {
 
 // ---- shapes and the differentiable op ------------------------------------------------------------------
 
-export interface ConvGeom {
-  N: number;
-  H: number;
-  W: number;
-  Cin: number;
-  KH: number;
-  KW: number;
-  Cout: number;
-  stride: number;
-  pad: number;
-  OH: number;
-  OW: number;
-}
-
-
-/** Output size of a convolution (or pooling) along one axis. */
-export function convOutSize(size: number, kernel: number, stride: number, pad: number): number {
-  return Math.floor((size + 2 * pad - kernel) / stride) + 1;
-}
 
 function geometry(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions): ConvGeom {
   const op = 'conv2d';
@@ -998,7 +984,7 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2
   const t = usableTuning(opts.tuning);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
   if (y.size === 0) return y;
-  if ((t.fewChannels ?? fewChannelsDefault()) === 'direct' && directSuits(g, 'fwd')) {
+  if (t.fewChannels === 'direct' && directSuits(g, 'fwd')) {
     directForward(g, x, w, bias, y);
     return y;
   }
@@ -1041,7 +1027,7 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pi
 /** Gradient of the weight. `opts.tuning` as for conv2d. */
 export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
   const t = usableTuning(opts.tuning);
-  if ((t.fewChannels ?? fewChannelsDefault()) === 'direct' && g.N * g.OH * g.OW > 0 && directSuits(g, 'dW')) return directWeightGrad(g, x, dy);
+  if (t.fewChannels === 'direct' && g.N * g.OH * g.OW > 0 && directSuits(g, 'dW')) return directWeightGrad(g, x, dy);
   const p = paddedGeom(g);
   if (!p) return weightGrad(g, x, dy, t);
   const x4 = padInput(x, g, p);

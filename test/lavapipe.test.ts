@@ -21,11 +21,11 @@ function startWith(env: Record<string, string | undefined>): { config: { vectorW
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
 
-t('the measured width is used, the user\'s variable wins, and without either the default stays', () => {
+t('the measured width is used, the user\'s variable wins, and without either the default stays', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'byol-lp-'));
   try {
     assert.is(startWith({ BYOL_WEBGPU_CACHE_DIR: dir }).config.vectorWidth, null, 'no measurement: the driver default');
-    writeFileSync(join(dir, 'lavapipe-width.json'), JSON.stringify({ [cpuModel()]: { width: 512 } }));
+    writeFileSync(join(dir, 'lavapipe-width.json'), JSON.stringify({ [await cpuModel()]: { width: 512 } }));
     const measured = startWith({ BYOL_WEBGPU_CACHE_DIR: dir });
     assert.is(measured.config.vectorWidth, 512);
     assert.is(measured.envWidth, '512', 'the driver gets it through LP_NATIVE_VECTOR_WIDTH');

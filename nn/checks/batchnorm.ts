@@ -12,28 +12,32 @@ const channels = (shape: number[]) => shape[shape.length - 1];
 
 export const batchNormCases: NamedOpCase[] = [];
 
-// [shape, eps]: R = 2 makes xhat = ±1 whatever x is, so dx is pure rounding noise unless eps is large
-const training: [number[], number][] = [
-  [[2, 3], 0.5],
-  [[7, 5], 1e-5],
-  [[2, 5, 3, 17], 1e-5],
-  [[3, 9, 11, 64], 1e-5], // vec4 channels, two row chunks
-  [[37, 258], 1e-5], // several channel workgroups, odd channel count
-  [[40, 520], 1e-5], // vec4, several channel workgroups
-  [[2048, 12], 1e-5], // long columns, few channels
-  [[4, 16, 16, 33], 1e-5], // R = 1024: many row chunks
+// [shape, eps, groups]: R = 2 makes xhat = ±1 whatever x is, so dx is pure rounding noise unless eps is large.
+// groups > 1: statistics per part of the leading axis, against the float64 op on each part (one chunk per group
+// and many, vec4 and odd channels, 2 and 3 groups)
+const training: [number[], number, number][] = [
+  [[2, 3], 0.5, 1],
+  [[7, 5], 1e-5, 1],
+  [[2, 5, 3, 17], 1e-5, 1],
+  [[3, 9, 11, 64], 1e-5, 1], // vec4 channels, two row chunks
+  [[37, 258], 1e-5, 1], // several channel workgroups, odd channel count
+  [[40, 520], 1e-5, 1], // vec4, several channel workgroups
+  [[2048, 12], 1e-5, 1], // long columns, few channels
+  [[4, 16, 16, 33], 1e-5, 1], // R = 1024: many row chunks
+  [[6, 5], 1e-5, 2], [[4, 3, 5, 17], 1e-5, 2], [[6, 9, 11, 64], 1e-5, 3], [[8, 16, 16, 33], 1e-5, 2], [[6, 40], 1e-5, 3],
 ];
 
-for (const [shape, eps] of training) {
+for (const [shape, eps, groups] of training) {
   for (const relu of [false, true]) {
     const C = channels(shape);
+    const o = { training: true, eps, relu, groups };
     batchNormCases.push({
-      name: `batchNorm training ${JSON.stringify(shape)} relu=${relu}`,
+      name: `batchNorm training ${JSON.stringify(shape)}${groups > 1 ? ` groups=${groups}` : ''} relu=${relu}`,
       shapes: [shape, [C], [C]],
       range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
-      ref: ([x, g, b]) => ref.batchNorm(x, g, b, { training: true, eps, relu }),
-      refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, { training: true, eps, relu }),
-      gpu: ([x, g, b]) => batchNorm(x, g, b, null, { training: true, eps, relu }),
+      ref: ([x, g, b]) => ref.batchNorm(x, g, b, o),
+      refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, o),
+      gpu: ([x, g, b]) => batchNorm(x, g, b, null, o),
       tol: 2e-5,
     });
   }
@@ -60,24 +64,6 @@ batchNormCases.push({
   tol: 2e-5,
 });
 
-// groups: statistics per part of the leading axis, against the float64 op on each part (one chunk per group and
-// many, vec4 and odd channels, 2 and 3 groups)
-const groupedCases: [number[], number][] = [[[6, 5], 2], [[4, 3, 5, 17], 2], [[6, 9, 11, 64], 3], [[8, 16, 16, 33], 2], [[6, 40], 3]];
-for (const [shape, groups] of groupedCases) {
-  for (const relu of [false, true]) {
-    const C = channels(shape);
-    const o = { training: true, relu, groups };
-    batchNormCases.push({
-      name: `batchNorm training ${JSON.stringify(shape)} groups=${groups} relu=${relu}`,
-      shapes: [shape, [C], [C]],
-      range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
-      ref: ([x, g, b]) => ref.batchNorm(x, g, b, o),
-      refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, o),
-      gpu: ([x, g, b]) => batchNorm(x, g, b, null, o),
-      tol: 2e-5,
-    });
-  }
-}
 batchNormCases.push({
   name: 'batchNorm training [6,7,9] groups=3 gradient of x only',
   shapes: [[6, 7, 9], [9], [9]],
