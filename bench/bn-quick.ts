@@ -6,6 +6,7 @@ import { getDevice, releaseDevice, tensor, tidy, backward, noGrad, sync, recorde
 import { ew } from '../kernels/elementwise.ts';
 import { batchNorm, ref } from '../kernels/batchnorm.ts';
 import { randArr, rng, relErr } from '../test/helpers/gradcheck.ts';
+import { localSide, measureInterleaved } from './harness.ts';
 
 const shape = process.argv.length >= 6 ? process.argv.slice(2, 6).map(Number) : [32, 32, 32, 64];
 const C = shape[3];
@@ -48,24 +49,17 @@ function step(relu: boolean, withBackward: boolean): void {
   clearTape();
 }
 
+/** Median ms per op (bench/harness.ts: 5 samples of >= 300 ms) and dispatches per op after the warm-up call. */
 async function time(op: () => void): Promise<{ ms: number; dispatches: number }> {
-  op(); // compile and warm up
-  await sync();
-  let t0 = performance.now();
-  op();
-  await sync();
-  const k = Math.max(1, Math.ceil(300 / (performance.now() - t0)));
-  const d0 = recorderStats().dispatches;
-  const samples: number[] = [];
-  for (let s = 0; s < 5; s++) {
-    t0 = performance.now();
-    for (let i = 0; i < k; i++) op();
-    await sync();
-    samples.push((performance.now() - t0) / k);
-  }
-  const dispatches = (recorderStats().dispatches - d0) / (5 * k);
-  samples.sort((a, b) => a - b);
-  return { ms: samples[2], dispatches };
+  let calls = 0;
+  let dispatches = 0;
+  const counted = () => {
+    const d0 = recorderStats().dispatches;
+    op();
+    if (calls++ > 0) dispatches += recorderStats().dispatches - d0;
+  };
+  const [t] = await measureInterleaved([localSide(counted, sync)], { targetMs: 300, samples: 5, minSamples: 5 });
+  return { ms: t.medianMs, dispatches: dispatches / (calls - 1) };
 }
 
 // what this machine's elementwise kernels reach on the same size: a copy (read x, write y)

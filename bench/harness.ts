@@ -1,5 +1,6 @@
-// Timing machinery shared by bench/run.ts and bench/matmul-ladder.ts: how a sample is taken, what the machine
-// is, and how much CPU other processes took while we measured (on a 2-core CPU "GPU" that decides everything).
+// Timing machinery shared by bench/run.ts, bench/matmul-ladder.ts and the quick scripts (reduce-quick.ts,
+// bn-quick.ts): how a sample is taken, what the machine is, and how much CPU other processes took while we
+// measured (on a 2-core CPU "GPU" that decides everything).
 //
 // A sample = `k` launches recorded back to back, then one wait for the queue; per-op time = sample / k, with k
 // chosen from one calibration op so that a sample lasts >= targetMs. The ratio is taken from wall-clock time in

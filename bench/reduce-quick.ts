@@ -1,7 +1,8 @@
 // Quick timing of the reduction paths of the 'reduce' record (kernels/reduce.ts): each tree at each workgroup
 // size on row sums, a full sum, the LARS norms of a 4M-float arena, cosineLoss and long-row softmax, beside the
-// device's default record in the same run. Each result is checked against the default's first. Not a test; on a
-// shared CPU "GPU" the numbers are noisy.
+// device's default record in the same run. Each result is checked against the default's first. Timing by
+// bench/harness.ts: the paths of one op sampled in turn (5 samples of >= 200 ms each, median per op). Not a test;
+// on a shared CPU "GPU" the numbers are noisy.
 // Usage: npx tsx bench/reduce-quick.ts [workgroup sizes, e.g. 64,256]
 
 import { getDevice, releaseDevice, tensor, sync, sum, softmax, cosineLoss, type Tensor } from '../nn/index.ts';
@@ -9,6 +10,7 @@ import { Arena } from '../engine/arena.ts';
 import { segmentStats } from '../kernels/optim.ts';
 import { defaultReduceTuning, type ReduceTuning } from '../kernels/reduce.ts';
 import { randArr, rng, relErr } from '../test/helpers/gradcheck.ts';
+import { localSide, measureInterleaved } from './harness.ts';
 
 const sizes = (process.argv[2] ?? '64,128,256').split(',').map(Number);
 const ctx = await getDevice();
@@ -39,37 +41,24 @@ const ops: [string, number, (t: ReduceTuning) => Tensor][] = [
   ['softmax [256, 1000]', 2 * 256 * 1000 * 4, (t) => softmax(logits, { tuning: t })],
 ];
 
-async function time(op: () => void): Promise<number> {
-  op(); // compile and warm up
-  await sync();
-  let t0 = performance.now();
-  op();
-  await sync();
-  const k = Math.max(1, Math.ceil(200 / (performance.now() - t0)));
-  const samples: number[] = [];
-  for (let s = 0; s < 5; s++) {
-    t0 = performance.now();
-    for (let i = 0; i < k; i++) op();
-    await sync();
-    samples.push((performance.now() - t0) / k);
-  }
-  samples.sort((a, b) => a - b);
-  return samples[2];
-}
-
 console.log('| op | path | ms | GB/s | error vs default |');
 console.log('|---|---|---|---|---|');
 for (const [name, bytes, run] of ops) {
   const want = run(base);
   const ref = (await want.toArray()) as Float32Array;
   want.dispose();
-  for (const [label, t] of paths) {
+  const errs: number[] = [];
+  for (const [, t] of paths) {
     const got = run(t);
-    const err = relErr((await got.toArray()) as Float32Array, ref);
+    errs.push(relErr((await got.toArray()) as Float32Array, ref));
     got.dispose();
-    const ms = await time(() => run(t).dispose());
-    console.log(`| ${name} | ${label} | ${ms.toFixed(3)} | ${(bytes / ms / 1e6).toFixed(2)} | ${err.toExponential(1)} |`);
   }
+  // the paths' samples interleaved, so that other load on the machine hits them alike
+  const timings = await measureInterleaved(paths.map(([, t]) => localSide(() => run(t).dispose(), sync)), { targetMs: 200, samples: 5, minSamples: 5 });
+  paths.forEach(([label], i) => {
+    const ms = timings[i].medianMs;
+    console.log(`| ${name} | ${label} | ${ms.toFixed(3)} | ${(bytes / ms / 1e6).toFixed(2)} | ${errs[i].toExponential(1)} |`);
+  });
 }
 
 for (const v of [rows, flat, p, z, logits]) v.dispose();
