@@ -5,7 +5,7 @@
 // share one cache and one template. Every pipeline the engine creates comes from here (recorder.launch refuses
 // anything else), which is what makes `dumpKernels()` and the coverage test complete.
 
-import { launch, grid1d, markDeclared, type BindingKind, type BufferRange, type KernelSpec, type LaunchArg } from './recorder.ts';
+import { launch, grid1d, groupGrid, markDeclared, type BindingKind, type BufferRange, type KernelSpec, type LaunchArg } from './recorder.ts';
 import { Tensor } from './tensor.ts';
 import { nodeModule, isNode } from './node-module.ts';
 
@@ -32,6 +32,12 @@ export interface KernelDecl {
    * `limit` is a WGSL expression, usually a uniform (`'p.n'`). Without it the body uses the builtins itself.
    */
   flat?: { limit: string };
+  /**
+   * One workgroup per item (a row, a chunk) in a `{ workgroups }` launch: emit `let <index>`, the workgroup's flat
+   * index (see groupGrid), and return when `index >= limit`. The whole workgroup returns together, so what
+   * follows (barriers, workgroup and subgroup reductions) stays in uniform control flow.
+   */
+  perWorkgroup?: { index: string; limit: string };
   /** WGSL extensions to enable, e.g. ['subgroups']; subgroups also bring the builtins `sgid` and `sgsize`. */
   enable?: readonly ('subgroups' | 'f16')[];
   /** Module-scope WGSL after the bindings: helper functions, constants, var<workgroup> arrays. */
@@ -43,7 +49,8 @@ export interface KernelDecl {
   body: string;
 }
 
-export type Grid = readonly [number, number?, number?] | { threads: number };
+/** Workgroups per dimension; `{ threads }` for a flat launch (grid1d); `{ workgroups }` for one of perWorkgroup's (groupGrid). */
+export type Grid = readonly [number, number?, number?] | { threads: number } | { workgroups: number };
 export type KernelArg = number | readonly number[] | ArrayLike<number> | Tensor | BufferRange | GPUTextureView;
 
 interface UniformSlot {
@@ -91,7 +98,7 @@ export class Kernel {
       else if (typeof a === 'number' || isNumberList(a)) throw new Error(`${this.name}: binding '${n}' needs a tensor or buffer range, got numbers`);
       else list.push(a as LaunchArg);
     }
-    const wg: [number, number?, number?] = 'threads' in grid ? grid1d(grid.threads, this.wgX) : [grid[0], grid[1], grid[2]];
+    const wg: [number, number?, number?] = 'threads' in grid ? grid1d(grid.threads, this.wgX) : 'workgroups' in grid ? groupGrid(grid.workgroups) : [grid[0], grid[1], grid[2]];
     launch(this.spec, list, wg);
   }
 
@@ -175,9 +182,15 @@ function generate(decl: KernelDecl, slots: UniformSlot[]): string {
   if (decl.enable?.includes('subgroups')) builtins.push('@builtin(subgroup_invocation_id) sgid: u32', '@builtin(subgroup_size) sgsize: u32');
   lines.push(`@compute @workgroup_size(${x}, ${y}, ${z})`);
   lines.push(`fn main(${builtins.join(', ')}) {`);
+  if (decl.flat && decl.perWorkgroup) throw new Error(`${decl.name}: a kernel is either flat or perWorkgroup, not both`);
   if (decl.flat) {
     lines.push(`  let i = gid.x + gid.y * (nwg.x * ${x * y * z}u);`);
     lines.push(`  if (i >= ${decl.flat.limit}) { return; }`);
+  }
+  if (decl.perWorkgroup) {
+    const { index, limit } = decl.perWorkgroup;
+    lines.push(`  let ${index} = wid.x + wid.y * nwg.x;`);
+    lines.push(`  if (${index} >= ${limit}) { return; } // the whole workgroup: uniform control flow holds below`);
   }
   lines.push(decl.body.replace(/^\n+|\s+$/g, ''));
   lines.push('}');

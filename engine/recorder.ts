@@ -473,8 +473,16 @@ export function u32s(...values: number[]): ArrayBuffer {
  * recover the flat index with `gid.x + gid.y * (nwg.x * WG)` (see WGSL_INDEX1D).
  */
 export function grid1d(n: number, wg: number): [number, number] {
-  const groups = Math.ceil(n / wg);
-  const max = gpu('grid1d').device.limits.maxComputeWorkgroupsPerDimension;
+  return groupGrid(Math.ceil(n / wg));
+}
+
+/**
+ * Folds `groups` workgroups into a 2-D grid that respects the per-dimension limit. Kernels recover the
+ * workgroup's flat index with `wid.x + wid.y * nwg.x`; the grid may hold a few more than `groups`, which must
+ * return at once.
+ */
+export function groupGrid(groups: number): [number, number] {
+  const max = gpu('groupGrid').device.limits.maxComputeWorkgroupsPerDimension;
   if (groups <= max) return [groups, 1];
   const y = Math.ceil(groups / max);
   return [Math.ceil(groups / y), y];

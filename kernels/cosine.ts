@@ -70,11 +70,10 @@ function rowsKernel(vec: boolean, t: ReduceTuning): Kernel {
     const tree = workgroupTree(t, { name: 'part', type: 'vec3<f32>', op: 'sum', who: 'first' });
     return {
       ...decl,
+      perWorkgroup: { index: 'row', limit: 'p.B' },
       enable: tree.enable,
       header: tree.header,
       body: `
-  let row = wid.x + wid.y * nwg.x;
-  if (row >= p.B) { return; } // uniform per workgroup, so the tree below stays in uniform control flow
   let lane = li;
   var acc = vec3<f32>(0.0);
   {${accumulate('row')}
@@ -147,7 +146,7 @@ export function cosineLoss(p: Tensor, z: Tensor, opts: ReduceOptions = {}): Tens
   const vec = D % 4 === 0;
   const Dv = vec ? D / 4 : D;
   const rows = empty([B, 4], 'f32', op);
-  rowsKernel(vec, t).launch({ B, Dv, P_: p, Z: z, rows }, { threads: Math.ceil(B / rowsPerGroup(t)) * t.workgroupSize });
+  rowsKernel(vec, t).launch({ B, Dv, P_: p, Z: z, rows }, { workgroups: Math.ceil(B / rowsPerGroup(t)) });
   const loss = empty([], 'f32', op);
   meanKernel(t).launch({ B, invB: 1 / B, rows, out: loss }, [1]);
   if (needsGrad(p)) {

@@ -34,11 +34,10 @@ function partialKernel(t: ReduceTuning): Kernel {
       uniforms: { nChunks: 'u32', chunkBase: 'u32', segBase: 'u32', wd: 'f32' },
       bindings: { a: 'read vec4<f32>', b: 'read vec4<f32>', table: 'read u32', partial: 'rw vec2<f32>' },
       workgroupSize: G,
+      perWorkgroup: { index: 'c', limit: 'p.nChunks' },
       enable: tree.enable,
       header: tree.header,
       body: `
-  let c = wid.x + wid.y * nwg.x;
-  if (c >= p.nChunks) { return; } // uniform per workgroup, so the tree below stays in uniform control flow
   let e = p.chunkBase + c * 4u;
   let start = table[e + 1u];
   let end = table[e + 2u];
@@ -82,7 +81,7 @@ export function segmentStats(arena: Arena, a: ArenaBuffer, b: ArenaBuffer, wd: n
   const L = arena.layout;
   const bases = L.tableBases;
   const partial = empty([L.nChunks, 2], 'f32', 'arena.partialNorms');
-  partialKernel(t).launch({ nChunks: L.nChunks, chunkBase: bases.chunk, segBase: bases.seg, wd, a: a.flat, b: b.flat, table: arena.table, partial }, { threads: L.nChunks * t.workgroupSize });
+  partialKernel(t).launch({ nChunks: L.nChunks, chunkBase: bases.chunk, segBase: bases.seg, wd, a: a.flat, b: b.flat, table: arena.table, partial }, { workgroups: L.nChunks });
   const S = L.segments.length;
   const stats = empty([S, 4], 'f32', 'arena.segmentStats');
   statsKernel.launch({ nSeg: S, segBase: bases.seg, eta, table: arena.table, partial, stats }, [Math.ceil(S / 64)]);

@@ -199,11 +199,10 @@ function reduceKernel(kind: 'row' | 'col', op: ReduceOp, t: ReduceTuning): Kerne
       uniforms: { outer: 'u32', r: 'u32', inner: 'u32', chunk: 'u32' },
       bindings: { x: 'read f32', y: 'rw f32' },
       workgroupSize: WG,
+      perWorkgroup: { index: 'row', limit: 'p.outer' },
       enable: tree.enable,
       header: tree.header,
       body: `
-  let row = wid.x + wid.y * nwg.x;
-  if (row >= p.outer) { return; } // uniform per workgroup, so the tree below stays in uniform control flow
   let base = row * p.r;
   var acc = ${INIT[op]};
   for (var k = li; k < p.r; k += ${WG}u) { acc = ${combine(op, 'acc', 'x[base + k]')}; }
@@ -219,9 +218,7 @@ function reduce3(op: ReduceOp, x: Tensor, outer: number, r: number, inner: numbe
   if (r === 1) return x.share([outer, inner]); // nothing to reduce: a view
   if (inner === 1 && r >= 64) {
     const y = empty([outer, 1], 'f32', name);
-    const max = 65535;
-    const grid: [number, number] = outer <= max ? [outer, 1] : [Math.ceil(outer / Math.ceil(outer / max)), Math.ceil(outer / max)];
-    reduceKernel('row', op, t).launch({ outer, r, inner: 1, chunk: r, x, y }, grid);
+    reduceKernel('row', op, t).launch({ outer, r, inner: 1, chunk: r, x, y }, { workgroups: outer });
     return y;
   }
   const outputs = outer * inner;

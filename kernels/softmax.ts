@@ -101,11 +101,10 @@ function longRowKernel(kind: 'softmax' | 'xent', t: ReduceTuning): Kernel {
     uniforms: ROW_UNIFORMS,
     bindings,
     workgroupSize: WG,
+    perWorkgroup: { index: 'r', limit: 'p.rows' },
     enable: tm.enable,
     header: `${tm.header}\n${ts.header}`,
     body: `
-  let r = wid.x + wid.y * nwg.x;
-  if (r >= p.rows) { return; } // uniform per workgroup, so the trees below stay in uniform control flow
   let base = r * p.k;
   var m = -3.402823e38;
   for (var k = li; k < p.k; k += ${WG}u) { m = max(m, x[base + k]); }
@@ -127,7 +126,7 @@ ${kind === 'softmax' ? `  let inv = 1.0 / rsum_total;
 /** Launches one row kernel: a workgroup per row for long rows, else one invocation per row. */
 function launchRows(kind: 'softmax' | 'xent', t: ReduceTuning, rows: number, K: number, args: Record<string, Tensor>): void {
   const u = { rows, k: K, inner: 1, p0: 0, ...args };
-  if (t.longRow > 0 && K >= t.longRow) longRowKernel(kind, t).launch(u, { threads: rows * t.workgroupSize });
+  if (t.longRow > 0 && K >= t.longRow) longRowKernel(kind, t).launch(u, { workgroups: rows });
   else kernels[kind].launch(u, { threads: rows });
 }
 

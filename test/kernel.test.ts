@@ -60,6 +60,30 @@ t('uniforms are packed by name with WGSL alignment (vec4 and arrays of vec4 on 1
   out.dispose();
 });
 
+t('perWorkgroup: one workgroup per item, folded past the per-dimension limit, the surplus workgroups return', async () => {
+  const k = defineKernel({
+    name: 'test.perWorkgroup',
+    uniforms: { n: 'u32' },
+    bindings: { y: 'rw u32' },
+    workgroupSize: 4,
+    perWorkgroup: { index: 'item', limit: 'p.n' },
+    body: '  if (li == 0u) { y[item] = item + 1u; }',
+  });
+  assert.match(k.wgsl, 'let item = wid.x + wid.y * nwg.x;');
+  assert.match(k.wgsl, 'if (item >= p.n) { return; }');
+  // 70001 items need two rows of workgroups (35001 each): the one past the end must write nothing
+  const n = 70001;
+  const y = tensor(new Uint32Array(n + 1), [n + 1]);
+  k.launch({ n, y }, { workgroups: n });
+  const v = await y.toArray();
+  let bad = -1;
+  for (let i = 0; i < n && bad < 0; i++) if (v[i] !== i + 1) bad = i;
+  assert.is(bad, -1, `item ${bad} got ${v[bad]}`);
+  assert.is(v[n], 0, 'the surplus workgroup wrote');
+  y.dispose();
+  assert.throws(() => defineKernel({ name: 'test.both', bindings: { y: 'rw f32' }, workgroupSize: 1, flat: { limit: '1u' }, perWorkgroup: { index: 'r', limit: '1u' }, body: '' }), /test\.both: a kernel is either flat or perWorkgroup/);
+});
+
 t('launches name the kernel in every argument error', () => {
   const k = defineKernel({ name: 'test.args', uniforms: { n: 'u32', v: 'vec4<f32>' }, bindings: { y: 'rw f32' }, workgroupSize: 1, body: '  y[0] = p.v.x;' });
   const y = tensor([0]);
