@@ -11,7 +11,7 @@ import { Tensor, tidy, fmtShape } from '../engine/tensor.ts';
 import { backward, noGrad } from '../engine/tape.ts';
 import { flush } from '../engine/recorder.ts';
 import { mul } from '../kernels/elementwise.ts';
-import { concatRows, sliceRows } from '../kernels/rows.ts';
+import { concatRows, sliceRows, swapHalves } from '../kernels/rows.ts';
 import { withBatchNormGroups } from '../nn/layers.ts';
 import { cosineLoss, normalizedStd } from '../kernels/cosine.ts';
 import { ResNet, type ResNetConfig } from './resnet.ts';
@@ -138,7 +138,7 @@ export class BYOL {
       // each view's prediction regresses the other view's target: the target rows in swapped order
       const swapped = withBatchNormGroups(this.target, 2, () => noGrad(() => {
         const t = this.target.forward(views);
-        return concatRows([sliceRows(t, B, B), sliceRows(t, 0, B)]);
+        return swapHalves(t);
       }));
       return withBatchNormGroups(this.online, 2, () => {
         const z = this.online.projector.forward(this.online.encoder.forward(views));

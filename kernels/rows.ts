@@ -1,10 +1,12 @@
-// Rows along the leading axis, by buffer copies (no kernel): concatRows (torch.cat(dim=0)) and sliceRows
-// (torch.narrow(0, ...)). A BYOL step uses them to run both views as one batch and to pair each view's prediction
-// with the other view's target.
+// Rows along the leading axis: concatRows (torch.cat(dim=0)) and sliceRows (torch.narrow(0, ...)) by buffer
+// copies; swapHalves (torch.roll(x, N/2, 0)) by one dispatch, which keeps the compute pass open where copies would
+// end it. A BYOL step uses them to run both views as one batch and to pair each view's prediction with the other
+// view's target.
 
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { copyRange } from '../engine/recorder.ts';
+import { kernel, type Kernel } from '../engine/kernel.ts';
 
 function rowBytes(x: Tensor): number {
   return (x.size / x.shape[0]) * 4;
@@ -68,5 +70,37 @@ export function sliceRows(x: Tensor, start: number, count: number): Tensor {
       return [dx];
     });
   }
+  return y;
+}
+
+// 32-bit words, whatever the dtype: a pure copy, so i32/u32 pass through and f32 bit patterns (NaN payloads) too
+function swapKernel(vec: boolean): Kernel {
+  const T = vec ? 'vec4<u32>' : 'u32';
+  return kernel(`rows|swapHalves|${vec}`, () => ({
+    name: 'swapHalves',
+    uniforms: { n: 'u32', h: 'u32' },
+    bindings: { x: `read ${T}`, y: `rw ${T}` },
+    workgroupSize: 256,
+    flat: { limit: 'p.n' },
+    body: '  y[i] = x[select(i + p.h, i - p.h, i >= p.h)];',
+  }));
+}
+
+/**
+ * The two halves of x along axis 0 swapped, a copy: row r of the result is row (r + N/2) mod N of x
+ * (torch.roll(x, N/2, 0)); N must be even. Its own inverse, and so its own backward.
+ */
+export function swapHalves(x: Tensor): Tensor {
+  const op = 'swapHalves';
+  x.assertLive(op);
+  if (x.rank < 1 || x.shape[0] % 2 !== 0) throw new Error(`${op}: expected a tensor with an even number of rows along axis 0, got x ${fmtShape(x.shape)}`);
+  const y = empty(x.shape, x.dtype, op);
+  const h = x.size / 2; // words in half of the rows: rows are contiguous, so the swap is a shift by h mod 2h
+  if (h > 0) {
+    const vec = h % 4 === 0;
+    const n = vec ? x.size / 4 : x.size;
+    swapKernel(vec).launch({ n, h: vec ? h / 4 : h, x, y }, { threads: n });
+  }
+  if (needsGrad(x)) record(op, [x], y, (dy) => [swapHalves(dy)]);
   return y;
 }

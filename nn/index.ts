@@ -25,7 +25,7 @@ export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
 export { softmaxCrossEntropy, softmax, argmax } from '../kernels/softmax.ts';
 export { cosineLoss, normalizedStd } from '../kernels/cosine.ts';
 export { gather, gatherRows } from '../kernels/gather.ts';
-export { concatRows, sliceRows } from '../kernels/rows.ts';
+export { concatRows, sliceRows, swapHalves } from '../kernels/rows.ts';
 
 // modules, parameters, optimizers, checkpoints
 export * as nn from './module.ts';

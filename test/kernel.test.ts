@@ -11,7 +11,7 @@ import { pipelineSpecs } from '../engine/recorder.ts';
 import {
   tensor, variable, tidy, backward, sync, noGrad, add, relu, sum, max, matmul, conv2d, batchNorm, maxPool2d,
   globalAvgPool, softmax, softmaxCrossEntropy, argmax, cosineLoss, materialize, Linear, SGD, Adam, LARS, emaUpdate,
-  NonFiniteMonitor, type Tensor,
+  NonFiniteMonitor, swapHalves, type Tensor,
 } from '../nn/index.ts';
 import { gatherRows } from '../kernels/gather.ts';
 import { knnVote } from '../kernels/knn.ts';
@@ -147,6 +147,7 @@ async function runEveryFamily(): Promise<void> {
     batchNorm(x, gamma, beta, stats, { training: false });
     argmax(x);
     gatherRows(tensor([1, 2, 3, 4], [2, 2]), tensor(new Int32Array([1, 0]), [2], { dtype: 'i32' }));
+    swapHalves(tensor([1, 2, 3, 4], [2, 2]));
     knnVote(tensor([0.9, 0.1, 0.5, 0.3], [2, 2]), tensor(new Int32Array([0, 1]), [2], { dtype: 'i32' }), { k: 1, temperature: 0.1, numClasses: 2 });
   });
   for (const Opt of [SGD, Adam, LARS] as const) {
@@ -184,7 +185,7 @@ t('every pipeline made by every op family comes from the kernel declaration', as
   assert.equal(foreign, [], `pipelines made outside the declaration: ${foreign.join(', ')}`);
   const names = specs.map((s) => s.name);
   const families = ['add', 'relu', 'sum', 'max', 'matmul', 'conv2d', 'batchNorm', 'maxPool2d', 'softmax', 'softmaxCrossEntropy',
-    'argmax', 'cosineLoss', 'gatherRows', 'knnVote', 'optim.sgd', 'optim.adam', 'optim.lars', 'arena.', 'ema', 'nonFinite',
+    'argmax', 'cosineLoss', 'gatherRows', 'swapHalves', 'knnVote', 'optim.sgd', 'optim.adam', 'optim.lars', 'arena.', 'ema', 'nonFinite',
     'augment.', 'gpuDataset.'];
   const missing = families.filter((f) => !names.some((n) => n.startsWith(f)));
   assert.equal(missing, [], `families whose pipelines were not seen: ${missing.join(', ')} (seen: ${[...new Set(names)].join(', ')})`);

@@ -1,10 +1,10 @@
-// concatRows / sliceRows: forward and every gradient against float64, any trailing shape, views of the leading
-// axis at offsets that are not 256-byte aligned, and the errors.
+// concatRows / sliceRows / swapHalves: forward and every gradient against float64, any trailing shape, views of
+// the leading axis at offsets that are not 256-byte aligned, and the errors.
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { opTest } from './helpers/gradcheck.ts';
-import { tensor, liveTensors, sync, concatRows, sliceRows } from '../nn/index.ts';
+import { tensor, liveTensors, sync, concatRows, sliceRows, swapHalves } from '../nn/index.ts';
 import { throwsWith } from './helpers/errors.ts';
 import type { Arr } from '../engine/ref.ts';
 
@@ -48,6 +48,48 @@ for (const [shape, start, count] of [[[7, 3], 2, 4], [[5, 2, 2, 3], 4, 1], [[6, 
     tol: 1e-6,
   }, t);
 }
+
+// plain JS: row r of the result is row (r + N/2) mod N of x
+const refSwap = (x: Arr): Arr => {
+  const N = x.shape[0];
+  const w = rowSize(x);
+  const data = new Float64Array(x.data.length);
+  for (let r = 0; r < N; r++) for (let k = 0; k < w; k++) data[r * w + k] = x.data[((r + N / 2) % N) * w + k];
+  return { data, shape: [...x.shape] };
+};
+
+// half sizes that are and are not multiples of 4 (the vec4 and the scalar kernel), odd inner sizes, one row per
+// half, more than one workgroup of words
+for (const shape of [[2, 1], [2, 3], [4, 5], [6, 7, 3], [2, 2, 3, 3], [10, 4], [8, 33], [64, 129], [2, 1031]]) {
+  opTest(`swapHalves ${JSON.stringify(shape)}`, {
+    shapes: [shape],
+    ref: ([x]) => refSwap(x),
+    refGrad: (_xs, dy) => [refSwap(dy)], // its own inverse: the gradient is swapped back
+    gpu: ([x]) => swapHalves(x),
+    tol: 1e-6,
+  }, t);
+}
+
+t('swapHalves copies the bits of every dtype, leaves empty tensors empty, and names the op and the shape in its errors', async () => {
+  const before = liveTensors();
+  const a = tensor(Int32Array.from([1, -2, 3, 4, -5, 6]), [2, 3]);
+  const b = swapHalves(a);
+  assert.is(b.dtype, 'i32');
+  assert.equal(Array.from(await b.toArray()), [4, -5, 6, 1, -2, 3]);
+  const u = tensor(Uint32Array.from([0xffffffff, 0x7fc00001, 7, 8]), [4]);
+  const v = swapHalves(u);
+  assert.equal(Array.from(await v.toArray()), [7, 8, 0xffffffff, 0x7fc00001]);
+  const e = tensor(new Float32Array(0), [0, 3]);
+  const f = swapHalves(e);
+  assert.equal(f.shape, [0, 3]);
+  const odd = tensor(new Float32Array(15), [3, 5]);
+  throwsWith(() => swapHalves(odd), 'swapHalves', 'even number of rows', '[3, 5]');
+  const scalar = tensor([1], []);
+  throwsWith(() => swapHalves(scalar), 'swapHalves', '[]');
+  for (const x of [a, b, u, v, e, f, odd, scalar]) x.dispose();
+  await sync();
+  assert.is(liveTensors(), before);
+});
 
 t('concatRows keeps integer dtypes; errors name the op and the shapes', async () => {
   const before = liveTensors();
