@@ -3,13 +3,15 @@
 // (conv, batchnorm, elementwise, matmul, optimizer, EMA, ...). Replayed dispatches read whatever the pooled buffers
 // hold by then, so this is for timing only; alone, each dispatch also pays the wait for the device, which in the
 // step overlaps with the next dispatch's recording.
-// Usage: tsx bench/step-profile.ts [repeats] [--old]   (--old: the older width-8 / batch-256 row's shape)
+// Usage: tsx bench/step-profile.ts [repeats] [--old] [--no-moments]   (--old: the older width-8 / batch-256 row's
+//   shape; --no-moments: the convolutions write no moments for batchNorm, Conv2d.moments off)
 //   BY_SHAPE=1: convolutions and batchnorm also by dispatch size, i.e. by layer
 
 import { getDevice, releaseDevice, tensor, sync, recordDispatches, recorderStats, gpu } from '../nn/index.ts';
 import { randomData } from './case.ts';
 import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepFlops } from './cases/byol-step.ts';
 import { median } from './harness.ts';
+import { Conv2d } from '../nn/layers.ts';
 
 const argv = process.argv.slice(2);
 const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
@@ -22,6 +24,9 @@ const n = shape.reduce((a, b) => a * b, 1);
 const v1 = tensor(randomData(n, 1), shape);
 const v2 = tensor(randomData(n, 2), shape);
 const model = byolForStep(s);
+if (argv.includes('--no-moments')) {
+  for (const net of [model.online, model.target]) for (const [, m] of net.namedModules()) if (m instanceof Conv2d) m.moments = false;
+}
 model.trainStep(v1, v2).loss.dispose(); // compiles everything
 await sync();
 const stepTimes: number[] = [];

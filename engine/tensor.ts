@@ -80,6 +80,17 @@ const INSPECT = Symbol.for('nodejs.util.inspect.custom');
  * D is the dtype when it is known statically (`tensor(new Int32Array(...))` is a Tensor<'i32'>, so toArray()
  * gives an Int32Array); ops return Tensor, whose toArray() gives the TypedArray union.
  */
+/**
+ * Per-channel moments of a tensor viewed as [R, C] (C its last axis), in blocks of consecutive rows: for block i,
+ * partials[i, 0, c] is the mean of its rowsPerPartial values of channel c and partials[i, 1, c] the sum of their
+ * squared deviations from that mean. Merging blocks (Chan et al.) gives the mean and variance of any run of whole
+ * blocks without the cancellation of raw sums of squares.
+ */
+export interface ChannelMoments {
+  partials: Tensor;
+  rowsPerPartial: number;
+}
+
 export class Tensor<D extends DType = DType> {
   readonly id = nextId++;
   readonly shape: number[];
@@ -93,6 +104,7 @@ export class Tensor<D extends DType = DType> {
   /** The leading values of the last read-back, for toString(). */
   private _preview: number[] | null = null;
   private _disposed = false;
+  private _moments: ChannelMoments | null = null;
 
   constructor(
     shape: Shape,
@@ -171,10 +183,40 @@ export class Tensor<D extends DType = DType> {
     return quietOnRelease(this.toArray().then((a) => a[0]));
   }
 
+  /**
+   * Attaches per-channel moments of this tensor's values, written by the op that produced it (conv2d's statistics
+   * epilogue), for a consumer that would otherwise read the whole tensor to get them (batchNorm). This tensor
+   * owns them: they leave every tidy() scope and are disposed with it, or earlier by takeMoments().
+   */
+  attachMoments(m: ChannelMoments): void {
+    this.assertLive('attachMoments');
+    if (this.rank < 1 || m.partials.rank !== 3 || m.partials.shape[1] !== 2 || m.partials.shape[2] !== this.shape[this.rank - 1] ||
+      m.partials.shape[0] * m.rowsPerPartial * m.partials.shape[2] !== this.size) {
+      throw new Error(`attachMoments: partials ${fmtShape(m.partials.shape)} of ${m.rowsPerPartial} rows each do not cover tensor ${fmtShape(this.shape)}`);
+    }
+    this._moments?.partials.dispose();
+    untrack(m.partials);
+    this._moments = m;
+  }
+
+  /** The attached moments, handed over to the caller (who disposes them), or null. */
+  takeMoments(): ChannelMoments | null {
+    const m = this._moments;
+    this._moments = null;
+    return m;
+  }
+
+  /** Whether moments are attached (see attachMoments). */
+  get hasMoments(): boolean {
+    return this._moments !== null;
+  }
+
   dispose(): void {
     if (this._disposed) return;
     this._disposed = true;
     untrack(this);
+    this._moments?.partials.dispose();
+    this._moments = null;
     this.storage.release();
     if (this.grad) {
       this.grad.dispose();

@@ -87,12 +87,18 @@ function layoutOf(R: number, C: number, G: number, tuning: ReduceTuning): Layout
 
 const REDUCE_UNIFORMS = {
   G: 'u32', Rg: 'u32', Cv: 'u32', rowsPerChunk: 'u32', chunks: 'u32', momentum: 'f32', eps: 'f32', unbias: 'f32', training: 'f32', TCW: 'u32', TR: 'u32',
+  invBlock: 'f32',
 } as const;
 
 interface ReduceVariant {
   pass: 'forward' | 'backward';
   /** Sum the chunk partials of a previous dispatch instead of the data. */
   fromPartials: boolean;
+  /**
+   * forward: the rows are ChannelMoments blocks (mean, squared deviations; `mom`, [G * Rg, 2, C]) written by the
+   * producer of x, not x itself. Shifted by the group's first block mean, the sums become those of x's rows.
+   */
+  moments: boolean;
   /** Write the per-channel results (else chunk partials). */
   final: boolean;
   vec: boolean;
@@ -110,7 +116,7 @@ function reduceKernel(v: ReduceVariant): Kernel {
     const rw = `rw ${T}` as const;
     const b: Record<string, BindingDecl> = {};
     const fwd = v.pass === 'forward';
-    if (fwd) b.x = read; // the shift x[0, c] is read by both levels
+    if (fwd) b[v.moments ? 'mom' : 'x'] = read; // the shift is read by both levels
     else {
       if (!v.fromPartials) {
         b.x = read;
@@ -133,11 +139,15 @@ function reduceKernel(v: ReduceVariant): Kernel {
     if (v.fromPartials) {
       source = `for (var k = rl; k < p.chunks; k += p.TR) { let q = g * p.chunks + k; a += part[2u * q * p.Cv + c]; b += part[(2u * q + 1u) * p.Cv + c]; }`;
     } else {
+      // a block of n rows with mean m and squared deviations M2 adds n (m - shift) and M2 + n (m - shift)²:
+      // per block, divided by n (so the epilogue divides by the number of blocks)
       const term = (r: string, k: number) => fwd
-        ? `let d${k} = x[(${r}) * p.Cv + c] - shift; a += d${k}; b += d${k} * d${k};`
+        ? v.moments
+          ? `let d${k} = mom[2u * (${r}) * p.Cv + c] - shift; a += d${k}; b += fma(d${k}, d${k}, mom[(2u * (${r}) + 1u) * p.Cv + c] * p.invBlock);`
+          : `let d${k} = x[(${r}) * p.Cv + c] - shift; a += d${k}; b += d${k} * d${k};`
         : `let xm${k} = (x[(${r}) * p.Cv + c] - shift) - dmean; let g${k} = ${v.relu ? `select(${T}(0.0), dy[(${r}) * p.Cv + c], xm${k} * scale + bb > ${T}(0.0))` : `dy[(${r}) * p.Cv + c]`}; a += g${k}; b += g${k} * xm${k};`;
       source = `let base = g * p.Rg;
-    ${fwd ? 'let shift = x[base * p.Cv + c];' : 'let shift = stats[4u * g * p.Cv + c]; let dmean = stats[(4u * g + 1u) * p.Cv + c];'}
+    ${fwd ? `let shift = ${v.moments ? 'mom[2u * base * p.Cv + c]' : 'x[base * p.Cv + c]'};` : 'let shift = stats[4u * g * p.Cv + c]; let dmean = stats[(4u * g + 1u) * p.Cv + c];'}
     ${!fwd && v.relu ? 'let scale = stats[(4u * g + 3u) * p.Cv + c]; let bb = beta[c];' : ''}
     let r1 = min(base + (chunk + 1u) * p.rowsPerChunk, base + p.Rg);
     var r = base + chunk * p.rowsPerChunk + rl;
@@ -154,7 +164,7 @@ function reduceKernel(v: ReduceVariant): Kernel {
     let dm = A / n;
     let variance = max(B / n - dm * dm, ${T}(0.0));
     let invstd = inverseSqrt(variance + p.eps);
-    let shift = x[g * p.Rg * p.Cv + c];
+    let shift = ${v.moments ? 'mom[2u * g * p.Rg * p.Cv + c]' : 'x[g * p.Rg * p.Cv + c]'};
     let s0 = 4u * g * p.Cv;
     stats[s0 + c] = shift;
     stats[s0 + p.Cv + c] = dm;
@@ -297,6 +307,8 @@ const evalStatsKernel = defineKernel({
 
 interface ReduceArgs {
   pass: 'forward' | 'backward';
+  /** forward: data.mom holds ChannelMoments blocks instead of data.x */
+  moments?: boolean;
   relu: boolean;
   running: boolean;
   uniforms: Record<string, number>;
@@ -307,7 +319,7 @@ interface ReduceArgs {
 
 /** One dispatch when a single chunk covers all rows, else chunk partials and a finishing dispatch. */
 function reduceLaunch(L: Layout, a: ReduceArgs): void {
-  const base = { pass: a.pass, vec: L.vec, relu: a.relu, running: a.running, wg: L.tuning.workgroupSize, tree: L.tuning.tree };
+  const base = { pass: a.pass, moments: !!a.moments, vec: L.vec, relu: a.relu, running: a.running, wg: L.tuning.workgroupSize, tree: L.tuning.tree };
   const op = `batchNorm${a.pass === 'backward' ? '.backward' : ''}`;
   if (L.chunks === 1) {
     reduceKernel({ ...base, fromPartials: false, final: true }).launch({ ...a.uniforms, ...a.data, ...a.finish }, [L.blocks, 1]);
@@ -319,8 +331,13 @@ function reduceLaunch(L: Layout, a: ReduceArgs): void {
   part.dispose();
 }
 
-function reduceUniforms(L: Layout, momentum: number, eps: number, training: boolean): Record<string, number> {
-  return { G: L.G, Rg: L.Rg, Cv: L.Cv, rowsPerChunk: L.rowsPerChunk, chunks: L.chunks, momentum, eps, unbias: L.Rg / (L.Rg - 1), training: training ? 1 : 0, TCW: L.TCW, TR: L.TR };
+/** rowsPerEntry: x's rows behind each row of the reduction (a ChannelMoments block), else 1. */
+function reduceUniforms(L: Layout, momentum: number, eps: number, training: boolean, rowsPerEntry = 1): Record<string, number> {
+  const n = L.Rg * rowsPerEntry;
+  return {
+    G: L.G, Rg: L.Rg, Cv: L.Cv, rowsPerChunk: L.rowsPerChunk, chunks: L.chunks, momentum, eps, unbias: n / (n - 1), training: training ? 1 : 0, TCW: L.TCW, TR: L.TR,
+    invBlock: 1 / rowsPerEntry,
+  };
 }
 
 function validate(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): number {
@@ -380,12 +397,14 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   const st = empty([L.G * 4, C], 'f32', op); // per group: shift, dmean (mean = shift + dmean), invstd, gamma * invstd
   if (opts.training) {
     const running = !!stats;
-    reduceLaunch(L, {
-      pass: 'forward', relu: false, running,
-      uniforms: reduceUniforms(L, momentum, eps, true),
-      data: { x },
-      finish: { gamma, stats: st, ...(running ? { runningMean: stats!.runningMean, runningVar: stats!.runningVar } : {}) },
-    });
+    const finish = { gamma, stats: st, ...(running ? { runningMean: stats!.runningMean, runningVar: stats!.runningVar } : {}) };
+    // moments that x's producer wrote (conv2d's epilogue) stand in for x when their blocks do not straddle groups
+    const m = x.hasMoments ? x.takeMoments()! : null;
+    if (m && L.Rg % m.rowsPerPartial === 0) {
+      const Lm = layoutOf(m.partials.shape[0], C, L.G, L.tuning);
+      reduceLaunch(Lm, { pass: 'forward', moments: true, relu: false, running, uniforms: reduceUniforms(Lm, momentum, eps, true, m.rowsPerPartial), data: { mom: m.partials }, finish });
+    } else reduceLaunch(L, { pass: 'forward', relu: false, running, uniforms: reduceUniforms(L, momentum, eps, true), data: { x }, finish });
+    m?.partials.dispose();
   } else {
     evalStatsKernel.launch({ C, eps, runningMean: stats!.runningMean, runningVar: stats!.runningVar, gamma, stats: st }, [Math.ceil(C / 64)]);
   }

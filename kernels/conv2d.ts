@@ -91,6 +91,13 @@ export interface Conv2dOptions {
   padding?: number;
   /** kernel choice for this call (and its backward), over the device's record; for tests, benchmarks and tuners */
   tuning?: ConvTuningOverrides;
+  /**
+   * Also write the output's per-channel moments in the GEMM's epilogue and attach them to it (Tensor.attachMoments),
+   * so that a batchNorm reading this output takes its statistics from them instead of a pass over the output.
+   * Where the kernel cannot (the tiled and direct kernels, a partial last row tile), nothing is attached and
+   * batchNorm computes the statistics itself.
+   */
+  moments?: boolean;
 }
 
 /** For subgroups of 4 or 8 lanes (and the portable kernels, which cap the blocks themselves). */
@@ -219,12 +226,13 @@ const DW_UNIFORMS = {
   pad: 'i32', wsize: 'u32',
 } as const;
 
-function gemmBindings(aligned: boolean, addend: boolean): Record<string, BindingDecl> {
+function gemmBindings(aligned: boolean, addend: boolean, moments = false): Record<string, BindingDecl> {
   const T = aligned ? 'vec4<f32>' : 'f32';
   // bias is bound to the weight again when there is none (hasBias = 0)
   const b: Record<string, BindingDecl> = { a: `read ${T}`, b: `read ${T}`, bias: `read ${T}` };
   if (addend) b.addend = `read ${T}`;
   b.y = `rw ${T}`;
+  if (moments) b.mom = `rw ${T}`;
   return b;
 }
 
@@ -285,6 +293,11 @@ interface LanesGemm {
   lanes: Lanes;
   /** epilogue: add the matching element of `addend` (a gradient accumulated so far) to every stored value */
   addend: boolean;
+  /**
+   * fwd epilogue: also write the per-channel moments (ChannelMoments) of each row tile, one block per tile. The
+   * launch asks for it only where every row of every tile is a real output row.
+   */
+  moments: boolean;
 }
 
 /** With subgroups the tile must be uniform (subgroupBroadcast needs uniform control flow): one group per workgroup. */
@@ -303,7 +316,7 @@ function rowsOf(l: Lanes, rb: number): { s: string; lane: string }[] {
 }
 
 function lanesGemmDecl(v: LanesGemm): KernelDecl {
-  const { mode, aligned, RB, CB, GQ, lanes: L, addend } = v;
+  const { mode, aligned, RB, CB, GQ, lanes: L, addend, moments } = v;
   const SG = L.SG;
   // rows a lane accumulates per block: every row (wide) or those of its lane group (narrow: r = j * RG + g)
   const RG = GQ ? SG / GQ : 1;
@@ -385,11 +398,35 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
       return [`  { let o = ${shared(rb, r, 'o')}; if (o >= 0) {`, ...body, '  } }'].join('\n');
     }),
   );
+  // a lane holds RB * laneRows rows of its column quads: their mean, then the squared deviations from it (two
+  // passes over registers, no cancellation). Narrow layers split a tile's rows between the RG lane groups: they
+  // merge pairwise by subgroupShuffleXor (Chan et al., equal counts), so every block is one row tile.
+  const laneBlock = RB * laneRows;
+  const merges: string[] = [];
+  for (let step = GQ, n = laneBlock; GQ && step < SG; step *= 2, n *= 2) {
+    merges.push(`    { let om = subgroupShuffleXor(mean, ${step}u); let d = om - mean; m2 = fma(d * d, vec4<f32>(${n / 2}.0), m2 + subgroupShuffleXor(m2, ${step}u)); mean = (mean + om) * 0.5; }`);
+  }
+  const momentStores = !moments ? [] : cbs.map((cb) => {
+    const vals = range(RB).flatMap((rb) => range(laneRows).map((r) => `(${acc(rb, r, cb)} + bias${cb})`));
+    const guard = GQ ? 'g == 0u && ' : '';
+    const store = aligned
+      ? `    if (${guard}cq${cb} < p.nq) { mom[2u * rowTile * p.nq + cq${cb}] = mean; mom[(2u * rowTile + 1u) * p.nq + cq${cb}] = m2; }`
+      : range(4).map((j) => `    if (${guard}cq${cb} * 4u + ${j}u < p.cn) { mom[2u * rowTile * p.cn + cq${cb} * 4u + ${j}u] = mean.${XYZW[j]}; mom[(2u * rowTile + 1u) * p.cn + cq${cb} * 4u + ${j}u] = m2.${XYZW[j]}; }`).join('\n');
+    return [
+      '  {',
+      `    var mean = (${vals.join(' + ')}) / ${laneBlock}.0;`,
+      '    var m2 = vec4<f32>(0.0);',
+      ...vals.map((x) => `    { let d = ${x} - mean; m2 = fma(d, d, m2); }`),
+      ...merges,
+      store,
+      '  }',
+    ].join('\n');
+  });
 
   return {
     name: `conv2d.${mode}`,
     uniforms: GEMM_UNIFORMS,
-    bindings: gemmBindings(aligned, addend),
+    bindings: gemmBindings(aligned, addend, moments),
     workgroupSize: SG * L.G,
     enable: L.subgroups ? ['subgroups'] : [],
     body: `
@@ -412,7 +449,8 @@ ${fmas.join('\n')}
   }
   }
 ${biases.join('\n')}
-${stores.join('\n')}`,
+${stores.join('\n')}
+${momentStores.join('\n')}`,
   };
 }
 
@@ -778,8 +816,34 @@ ${stores.join('\n')}`,
 
 // ---- launches ---------------------------------------------------------------------------------------------
 
+/** The 'subgroups' / 'portable' GEMM blocks for a layer: lanes, narrow column quads GQ (0: wide), rows RB, column blocks CB. */
+function lanesBlocks(t: ConvTuning, aligned: boolean, NQ: number): { L: Lanes; GQ: number; RB: number; CB: number } {
+  const L = lanesFor(t);
+  const tl = t.tiles;
+  // odd channel counts (the RGB stem) take the scalar kernel with the smallest block: it compiles fast. Without
+  // subgroups a lane keeps all of its group's rows, so the block stays small there too (GPU registers).
+  const big = aligned && L.subgroups;
+  // narrow layers (few output channels) split the lanes between columns and rows instead of idling most of them
+  // (not at 16 lanes: there the shuffles and the per-lane loads cost twice as much and it gained nothing)
+  const GQ = L.subgroups && L.SG <= 8 && tl.narrowRows > 0 && NQ <= L.SG / 2 ? nextPow2(NQ) : 0;
+  const RB = GQ ? Math.max(1, Math.floor(tl.narrowRows / GQ)) : big ? tl.RB : 1;
+  const CB = big && !GQ ? tl.CB : 1;
+  return { L, GQ, RB, CB };
+}
+
+/**
+ * Rows per ChannelMoments block (a row tile) of the forward GEMM for this layer, or 0 where its kernel writes
+ * none: the tiled kernels, and shapes whose last row tile is partial (every block must hold real rows only).
+ */
+function forwardMomentRows(g: ConvGeom, t: ConvTuning): number {
+  if (t.variant === 'tiled') return 0;
+  const { L, RB } = lanesBlocks(t, g.Cin % 4 === 0 && g.Cout % 4 === 0, Math.ceil(g.Cout / 4));
+  const rows = g.N * g.OH * g.OW;
+  return rows > 0 && rows % (L.SG * RB) === 0 ? L.SG * RB : 0;
+}
+
 /** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
-function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null): void {
+function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null, moments: Tensor | null = null): void {
   const CK = mode === 'fwd' ? g.Cin : g.Cout;
   const CN = mode === 'fwd' ? g.Cout : g.Cin;
   const S = g.stride;
@@ -796,21 +860,13 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   let colsPerTile: number; // column quads
   let groupsPerWorkgroup = 1;
   if (t.variant === 'tiled') {
+    if (moments) throw new Error('conv2d: the tiled kernels write no moments'); // forwardMomentRows says 0 there
     k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, ...t.tiled }));
     rowsPerTile = t.tiled.TM;
     colsPerTile = t.tiled.TN / 4;
   } else {
-    const L = lanesFor(t);
-    const tl = t.tiles;
-    // odd channel counts (the RGB stem) take the scalar kernel with the smallest block: it compiles fast. Without
-    // subgroups a lane keeps all of its group's rows, so the block stays small there too (GPU registers).
-    const big = aligned && L.subgroups;
-    // narrow layers (few output channels) split the lanes between columns and rows instead of idling most of them
-    // (not at 16 lanes: there the shuffles and the per-lane loads cost twice as much and it gained nothing)
-    const GQ = L.subgroups && L.SG <= 8 && tl.narrowRows > 0 && NQ <= L.SG / 2 ? nextPow2(NQ) : 0;
-    const RB = GQ ? Math.max(1, Math.floor(tl.narrowRows / GQ)) : big ? tl.RB : 1;
-    const CB = big && !GQ ? tl.CB : 1;
-    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend };
+    const { L, GQ, RB, CB } = lanesBlocks(t, aligned, NQ);
+    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend, moments: !!moments };
     k = kernel(`conv2d|${JSON.stringify(v)}`, () => lanesGemmDecl(v));
     rowsPerTile = L.SG * RB;
     colsPerTile = GQ ? Infinity : L.SG * CB;
@@ -823,7 +879,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   k.launch(
     {
       rows, tiles, rowTiles, colTiles, dh, dw, sh, sw, th: g.H, tw: g.W, ck: CK, cn: CN, kq: KQ, nq: NQ, kh: g.KH, kw: g.KW, s: S, pad: g.pad,
-      hasBias: bias ? 1 : 0, a, b, bias: bias ?? b, ...(addend ? { addend } : {}), y: out,
+      hasBias: bias ? 1 : 0, a, b, bias: bias ?? b, ...(addend ? { addend } : {}), y: out, ...(moments ? { mom: moments } : {}),
     },
     grid1d(Math.ceil(tiles / groupsPerWorkgroup), 1),
   );
@@ -989,13 +1045,16 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2
     return y;
   }
   const p = paddedGeom(g);
+  const momentRows = opts.moments ? forwardMomentRows(p ?? g, t) : 0;
+  const moments = momentRows ? empty([y.size / g.Cout / momentRows, 2, g.Cout], 'f32', 'conv2d') : null;
   if (p) {
     const x4 = padInput(x, g, p);
     const w4 = padWeight(w, g, p);
-    runGather('fwd', p, x4, w4, bias, y, t);
+    runGather('fwd', p, x4, w4, bias, y, t, null, moments);
     x4.dispose();
     w4.dispose();
-  } else runGather('fwd', g, x, w, bias, y, t);
+  } else runGather('fwd', g, x, w, bias, y, t, null, moments);
+  if (moments) y.attachMoments({ partials: moments, rowsPerPartial: momentRows });
   return y;
 }
 

@@ -11,6 +11,12 @@ export interface Conv2dLayerOptions {
   stride?: number;
   padding?: number;
   bias?: boolean;
+  /**
+   * In training mode, write the output's per-channel moments in the conv's epilogue (conv2d's `moments`), so that
+   * a BatchNorm reading the output skips its statistics pass. Default true; turn off for a conv whose output no
+   * BatchNorm reads (the moments would be written for nothing).
+   */
+  moments?: boolean;
 }
 
 /**
@@ -24,6 +30,8 @@ export class Conv2d extends Module {
   readonly bias: Parameter | null;
   readonly stride: number;
   readonly padding: number;
+  /** See Conv2dLayerOptions.moments; may be changed at any time (benchmarks compare both). */
+  moments: boolean;
 
   constructor(readonly inChannels: number, readonly outChannels: number, readonly kernelSize: number, opts: Conv2dLayerOptions = {}) {
     super();
@@ -32,13 +40,14 @@ export class Conv2d extends Module {
     }
     this.stride = opts.stride ?? 1;
     this.padding = opts.padding ?? 0;
+    this.moments = opts.moments ?? true;
     const fanIn = kernelSize * kernelSize * inChannels;
     this.weight = this.param('weight', [kernelSize, kernelSize, inChannels, outChannels], 'weight', init.kaimingNormal(fanIn), 'conv');
     this.bias = opts.bias ? this.param('bias', [outChannels], 'bias', init.uniform(1 / Math.sqrt(fanIn))) : null;
   }
 
   forward(x: Tensor): Tensor {
-    return conv2d(x, this.weight.value, this.bias?.value ?? null, { stride: this.stride, padding: this.padding });
+    return conv2d(x, this.weight.value, this.bias?.value ?? null, { stride: this.stride, padding: this.padding, moments: this.training && this.moments });
   }
 }
 

@@ -1,0 +1,61 @@
+// A/B of one fusion at the level that matters, the whole BYOL step (bench/cases/byol-step.ts's shape): steps
+// with the fusion on and off alternate in one process, so both sides see the same load, and the ratio of their
+// medians is the figure (absolute times on a shared machine move with its load). It also reports the process's
+// CPU time per step (lavapipe's threads included), which moves far less with other processes' load than wall time.
+// Usage: tsx bench/step-fusion-ab.ts [pairs] [--old]
+// The fusion compared: conv2d writing its output's per-channel moments in the epilogue (Conv2d.moments), which
+// batchNorm then reads instead of its statistics pass over the conv's output.
+
+import { getDevice, releaseDevice, tensor, sync } from '../nn/index.ts';
+import { Conv2d } from '../nn/layers.ts';
+import { randomData } from './case.ts';
+import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep } from './cases/byol-step.ts';
+import { median, loadAverage } from './harness.ts';
+
+const argv = process.argv.slice(2);
+const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
+const pairs = Number(argv.find((a) => /^\d+$/.test(a)) ?? 5);
+const ctx = await getDevice();
+console.log(`device: ${ctx.info.description}`);
+console.log(`shape: resnet-small w${s.width}, batch ${s.batch}, ${s.size}x${s.size}x${s.channels}; load average before: ${loadAverage()}`);
+const shape = [s.batch, s.size, s.size, s.channels];
+const n = shape.reduce((a, b) => a * b, 1);
+const v1 = tensor(randomData(n, 1), shape);
+const v2 = tensor(randomData(n, 2), shape);
+const model = byolForStep(s);
+const convs = [model.online, model.target].flatMap((net) => net.namedModules().map(([, m]) => m)).filter((m): m is Conv2d => m instanceof Conv2d);
+const setFusion = (on: boolean) => convs.forEach((c) => (c.moments = on));
+
+/** wall and CPU milliseconds of one step */
+async function step(): Promise<[number, number]> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  model.trainStep(v1, v2).loss.dispose();
+  await sync();
+  const c = process.cpuUsage(c0);
+  return [performance.now() - t0, (c.user + c.system) / 1000];
+}
+for (const on of [true, false]) (setFusion(on), await step()); // compiles both sides' kernels
+const wall: Record<'on' | 'off', number[]> = { on: [], off: [] };
+const cpu: Record<'on' | 'off', number[]> = { on: [], off: [] };
+for (let i = 0; i < pairs; i++) {
+  // alternate which side goes first, so a drift in load does not favour one
+  for (const on of i % 2 ? [false, true] : [true, false]) {
+    setFusion(on);
+    const [w, c] = await step();
+    wall[on ? 'on' : 'off'].push(w);
+    cpu[on ? 'on' : 'off'].push(c);
+  }
+}
+console.log(`${convs.length} Conv2d modules; ${pairs} pairs of steps`);
+for (const [what, t] of [['wall', wall], ['CPU', cpu]] as const) {
+  const [on, off] = [median(t.on), median(t.off)];
+  // each pair ran back to back, so its ratio cancels slow drifts in load; the median of the ratios is the figure
+  const ratios = t.on.map((x, i) => x / t.off[i]).sort((a, b) => a - b);
+  const q = (f: number) => ratios[Math.min(ratios.length - 1, Math.floor(f * ratios.length))].toFixed(3);
+  console.log(`moments in the conv epilogue, ${what} ms per step (medians): on ${on.toFixed(0)}, off ${off.toFixed(0)}; on/off per pair: median ${median(ratios).toFixed(3)} (quartiles ${q(0.25)}-${q(0.75)})`);
+  console.log(`  samples on:  ${t.on.map((x) => x.toFixed(0)).join(' ')}`);
+  console.log(`  samples off: ${t.off.map((x) => x.toFixed(0)).join(' ')}`);
+}
+console.log(`load average after: ${loadAverage()}`);
+releaseDevice();
