@@ -20,7 +20,7 @@ import {
 } from './conv2d.ts';
 
 /** Bump when the kernels change so that cached choices are measured again. */
-const KERNEL_VERSION = 1;
+const KERNEL_VERSION = 2;
 
 export interface ConvTuneResult {
   /** the candidate's name (convTuningName) */
@@ -69,7 +69,7 @@ export function convTuningName(t: ConvTuning): string {
     return `tiled ${TM}x${TN}x${TK} r${RM}c${CQ}`;
   }
   const { RB, CB, RQ, dwCB, U, narrowRows } = t.tiles;
-  return `${t.variant} RB${RB} CB${CB} RQ${RQ} dwCB${dwCB} U${U} narrow${narrowRows}`;
+  return `${t.variant} RB${RB} CB${CB} RQ${RQ} dwCB${dwCB} U${U} narrow${narrowRows}${t.textures ? ' +textures' : ''}`;
 }
 
 const TILED_CANDIDATES: TiledTiles[] = [
@@ -89,11 +89,14 @@ export function candidatesFor(): ConvTuning[] {
     if (!out.some((o) => convTuningName(o) === convTuningName(t))) out.push(t);
   };
   const sg = convSubgroupWidth();
-  if (sg) {
-    add({ ...def, variant: 'subgroups' });
-    if (sg <= 8) add({ ...def, variant: 'subgroups', tiles: { ...def.tiles, narrowRows: 0 } });
+  // the lane kernels with their operands in storage buffers and in operand textures
+  for (const textures of [!!def.textures, !def.textures]) {
+    if (sg) {
+      add({ ...def, variant: 'subgroups', textures });
+      if (sg <= 8) add({ ...def, variant: 'subgroups', textures, tiles: { ...def.tiles, narrowRows: 0 } });
+    }
+    add({ ...def, variant: 'portable', textures });
   }
-  add({ ...def, variant: 'portable' });
   for (const tiled of TILED_CANDIDATES) add({ ...def, variant: 'tiled', tiled });
   return out;
 }

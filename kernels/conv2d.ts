@@ -23,6 +23,7 @@
 
 import { kernel, type KernelDecl, type BindingDecl } from '../engine/kernel.ts';
 import { grid1d } from '../engine/recorder.ts';
+import { operandTexture, flatTexture, fitsOperandTexture, fitsFlatTexture, FLAT_TEXELS } from '../engine/textures.ts';
 import { gpu } from '../engine/device.ts';
 import { tuningFor } from '../engine/tuning.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
@@ -72,6 +73,11 @@ export interface ConvTuning {
    * channels padded to 4). Unset in a record: fewChannelsDefault() (convTuning() fills it in). dx always takes the GEMM: a stem's input needs no gradient.
    */
   fewChannels?: 'direct' | 'gemm';
+  /**
+   * 'subgroups' / 'portable' kernels: read the source image and the weight of aligned layers through operand
+   * textures (engine/textures.ts) instead of storage buffers. Unset in a record: texturesDefault().
+   */
+  textures?: boolean;
   /** blocks of the 'subgroups' / 'portable' kernels */
   tiles: ConvTiles;
   /** blocks of the 'tiled' kernels */
@@ -82,6 +88,7 @@ export interface ConvTuning {
 export interface ConvTuningOverrides {
   variant?: ConvVariant;
   fewChannels?: 'direct' | 'gemm';
+  textures?: boolean;
   tiles?: Partial<ConvTiles>;
   tiled?: Partial<TiledTiles>;
 }
@@ -134,6 +141,7 @@ export function defaultConvTuning(): ConvTuning {
   return {
     variant: sg && isLavapipe() ? 'subgroups' : 'tiled',
     fewChannels: fewChannelsDefault(),
+    textures: texturesDefault(),
     tiles: sg >= 16 ? DEFAULT_CONV_TILES_16 : DEFAULT_CONV_TILES,
     tiled: DEFAULT_TILED_TILES,
   };
@@ -148,15 +156,25 @@ export function fewChannelsDefault(): 'direct' | 'gemm' {
   return isLavapipe() ? 'direct' : 'gemm';
 }
 
+/**
+ * Operand textures for the lane kernels where they were measured to win (lavapipe, which fetches a texel for all
+ * lanes with vector loads: `npx tsx bench/conv-quick.ts --textures`); storage buffers elsewhere until measured.
+ */
+export function texturesDefault(): boolean {
+  return isLavapipe();
+}
+
 /** The tuning one call uses: the device's record with the call's overrides. */
 export function convTuning(over?: ConvTuningOverrides): ConvTuning {
   const base = tuningFor<ConvTuning>('conv2d', defaultConvTuning);
-  // a record written before fewChannels existed (a tune cache) takes the adapter's default for it
+  // a record written before fewChannels or textures existed (a tune cache) takes the adapter's default for them
   const fewChannels = over?.fewChannels ?? base.fewChannels ?? fewChannelsDefault();
-  if (!over) return base.fewChannels ? base : { ...base, fewChannels };
+  const textures = over?.textures ?? base.textures ?? texturesDefault();
+  if (!over) return base.fewChannels && base.textures !== undefined ? base : { ...base, fewChannels, textures };
   return {
     variant: over.variant ?? base.variant,
     fewChannels,
+    textures,
     tiles: { ...base.tiles, ...over.tiles },
     tiled: { ...base.tiled, ...over.tiled },
   };
@@ -173,6 +191,7 @@ function usableTuning(over?: ConvTuningOverrides): ConvTuning {
   if (t.fewChannels !== undefined && t.fewChannels !== 'direct' && t.fewChannels !== 'gemm') {
     throw new Error(`conv2d: unknown fewChannels '${t.fewChannels}' (expected 'direct' or 'gemm')`);
   }
+  if (typeof t.textures !== 'boolean') throw new Error(`conv2d: textures must be true or false, got ${String(t.textures)}`);
   return t;
 }
 
@@ -298,6 +317,10 @@ interface LanesGemm {
    * launch asks for it only where every row of every tile is a real output row.
    */
   moments: boolean;
+  /** aligned: read the source image (x, or dy for dx) through an operand texture [N * sh rows, sw * ck / 4 texels] */
+  texA: boolean;
+  /** aligned: read the weight's vec4s through a flat texture (engine/textures.ts) */
+  texB: boolean;
 }
 
 /** With subgroups the tile must be uniform (subgroupBroadcast needs uniform control flow): one group per workgroup. */
@@ -353,6 +376,11 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
     : lines(2, cbs.flatMap((cb) => [`let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;`, `let cl${cb} = min(cq${cb}, p.nq - 1u);`]));
   const tapAddress = allRows.map(({ s }) => {
     const [yy, xx] = mode === 'fwd' ? [`y0${s} + kh`, `x0${s} + kw`] : [`y0${s} - (kh - kh0) / p.s`, `x0${s} - (kw - kw0) / p.s`];
+    if (v.texA) return lines(4, [
+      `let yy${s} = ${yy}; let xx${s} = ${xx};`,
+      `let in${s} = yy${s} >= 0 && yy${s} < p.sh && xx${s} >= 0 && xx${s} < p.sw;`,
+      `let ty${s} = u32(select(0, nb${s} + yy${s}, in${s})); let tx${s} = u32(select(0, xx${s}, in${s})) * p.kq;`,
+    ]);
     return lines(4, [
       `let yy${s} = ${yy}; let xx${s} = ${xx};`,
       `let ab${s} = select(-1, (nb${s} + yy${s}) * p.sw + xx${s}, yy${s} >= 0 && yy${s} < p.sh && xx${s} >= 0 && xx${s} < p.sw);`,
@@ -360,6 +388,7 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
     ]);
   });
   const loadRows = allRows.map(({ s }) => {
+    if (v.texA) return `      let av${s} = select(vec4<f32>(0.0), textureLoad(a, vec2<u32>(tx${s} + q, ty${s})), in${s});`;
     if (aligned) return `      let av${s} = select(vec4<f32>(0.0), a[ai${s} + q], ab${s} >= 0);`;
     const ld = (j: number) => `select(0.0, a[ai${s} + min(q * 4u + ${j}u, p.ck - 1u)], ab${s} >= 0 && q * 4u + ${j}u < p.ck)`;
     return `      let av${s} = vec4<f32>(${range(4).map(ld).join(', ')});`;
@@ -368,7 +397,9 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
   const loadCols = range(4).flatMap((kk) => {
     const krow = aligned ? `kb + q * 4u + ${kk}u` : `kb + min(q * 4u + ${kk}u, p.ck - 1u)`;
     return cbs.map((cb) =>
-      aligned
+      v.texB
+        ? `      let bi${kk}_${cb} = (${krow}) * p.nq + cl${cb}; let b${kk}_${cb} = textureLoad(b, vec2<u32>(bi${kk}_${cb} % ${FLAT_TEXELS}u, bi${kk}_${cb} / ${FLAT_TEXELS}u));`
+        : aligned
         ? `      let b${kk}_${cb} = b[(${krow}) * p.nq + cl${cb}];`
         : `      let b${kk}_${cb} = vec4<f32>(${range(4).map((j) => `b[(${krow}) * p.cn + min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')});`,
     );
@@ -426,7 +457,7 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
   return {
     name: `conv2d.${mode}`,
     uniforms: GEMM_UNIFORMS,
-    bindings: gemmBindings(aligned, addend, moments),
+    bindings: { ...gemmBindings(aligned, addend, moments), ...(v.texA ? { a: 'texture' } : {}), ...(v.texB ? { b: 'texture' } : {}) },
     workgroupSize: SG * L.G,
     enable: L.subgroups ? ['subgroups'] : [],
     body: `
@@ -859,6 +890,9 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   let rowsPerTile: number;
   let colsPerTile: number; // column quads
   let groupsPerWorkgroup = 1;
+  const [sh, sw] = mode === 'fwd' ? [g.H, g.W] : [g.OH, g.OW];
+  let aTex: GPUTextureView | null = null;
+  let bTex: GPUTextureView | null = null;
   if (t.variant === 'tiled') {
     if (moments) throw new Error('conv2d: the tiled kernels write no moments'); // forwardMomentRows says 0 there
     k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, ...t.tiled }));
@@ -866,7 +900,12 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
     colsPerTile = t.tiled.TN / 4;
   } else {
     const { L, GQ, RB, CB } = lanesBlocks(t, aligned, NQ);
-    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend, moments: !!moments };
+    // the source image as [N * sh rows, sw * CK floats]; the weight as flat vec4s
+    const texA = !!t.textures && aligned && fitsOperandTexture(g.N * sh, sw * CK);
+    const texB = !!t.textures && aligned && fitsFlatTexture(b);
+    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend, moments: !!moments, texA, texB };
+    if (texA) aTex = operandTexture('conv2d A', a, g.N * sh, sw * CK, CONV_TEXTURE_CACHE_BYTES);
+    if (texB) bTex = flatTexture('conv2d B', b, CONV_TEXTURE_CACHE_BYTES);
     k = kernel(`conv2d|${JSON.stringify(v)}`, () => lanesGemmDecl(v));
     rowsPerTile = L.SG * RB;
     colsPerTile = GQ ? Infinity : L.SG * CB;
@@ -875,11 +914,10 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   const rowTiles = Math.ceil(rows / rowsPerTile);
   const colTiles = Number.isFinite(colsPerTile) ? Math.ceil(NQ / colsPerTile) : 1;
   const tiles = classes * rowTiles * colTiles;
-  const [sh, sw] = mode === 'fwd' ? [g.H, g.W] : [g.OH, g.OW];
   k.launch(
     {
       rows, tiles, rowTiles, colTiles, dh, dw, sh, sw, th: g.H, tw: g.W, ck: CK, cn: CN, kq: KQ, nq: NQ, kh: g.KH, kw: g.KW, s: S, pad: g.pad,
-      hasBias: bias ? 1 : 0, a, b, bias: bias ?? b, ...(addend ? { addend } : {}), y: out, ...(moments ? { mom: moments } : {}),
+      hasBias: bias ? 1 : 0, a: aTex ?? a, b: bTex ?? b, bias: bias ?? b, ...(addend ? { addend } : {}), y: out, ...(moments ? { mom: moments } : {}),
     },
     grid1d(Math.ceil(tiles / groupsPerWorkgroup), 1),
   );
@@ -887,6 +925,8 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
 
 // enough workgroups to keep every core (or SM) busy; more chunks only cost partial-sum traffic
 const DW_TARGET_WORKGROUPS = 256;
+/** Cap of the operand-texture cache (engine/textures.ts) when a conv adds a texture; as matmul's default. */
+const CONV_TEXTURE_CACHE_BYTES = 256 * 2 ** 20;
 const DW_MIN_PIXELS_PER_CHUNK = 64;
 
 function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {

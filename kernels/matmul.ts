@@ -18,7 +18,7 @@
 // a call may override any part of it with `{ tuning: {...} }`.
 
 import { gpu, onRelease } from '../engine/device.ts';
-import { encoderForCopy, recorderStats } from '../engine/recorder.ts';
+import { operandTexture, operandTextureStats, fitsOperandTexture } from '../engine/textures.ts';
 import { kernel, type Kernel, type KernelArg } from '../engine/kernel.ts';
 import { tuningFor } from '../engine/tuning.ts';
 import { Tensor, empty, fmtShape, type Shape } from '../engine/tensor.ts';
@@ -399,65 +399,10 @@ ${tail}${store}`;
   return { workgroupSize: [SG], header, body };
 }
 
-// ---- operand textures ----------------------------------------------------------------------------------
-// lavapipe fetches an rgba32float storage-texture texel for 8 lanes with 8 vector loads and a transpose, while a
-// storage-buffer vec4 costs a bounds-checked scalar loop over lanes and components: far fewer instructions per
-// step of the broadcast kernel (bench/matmul-ladder.ts). So that kernel copies each operand whose rows are
-// whole multiples of 256 bytes (copyBufferToTexture's row pitch) into a texture kept per (operand, size). The
-// copy and the reads are recorded in order in the one command encoder, so the next matmul may reuse the texture.
+// ---- operand textures: engine/textures.ts ----------------------------------------------------------------
 
-interface OperandTexture {
-  texture: GPUTexture;
-  view: GPUTextureView;
-  bytes: number;
-}
-const textures = new Map<string, OperandTexture>(); // in least-recently-used order
-let textureBytes = 0;
-const retired: { texture: GPUTexture; submits: number }[] = [];
-const TEXTURE_USAGE = 0x08 | 0x02; // STORAGE_BINDING | COPY_DST
-
-/** The operand copied into its texture, evicting least recently used textures beyond `capBytes`. */
-function operandTexture(slot: 'A' | 'B', t: Tensor, rows: number, cols: number, capBytes: number): GPUTextureView {
-  const submits = recorderStats().submits;
-  // an evicted texture may still be read by recorded commands: destroy it once those were submitted
-  while (retired.length && retired[0].submits < submits) retired.shift()!.texture.destroy();
-  const key = `${slot}${rows}x${cols}`;
-  let e = textures.get(key);
-  if (e) textures.delete(key);
-  else {
-    const texture = gpu('matmul').device.createTexture({ label: `matmul ${slot} [${rows}, ${cols}]`, size: [cols / 4, rows], format: 'rgba32float', usage: TEXTURE_USAGE });
-    e = { texture, view: texture.createView(), bytes: rows * cols * 4 };
-    textureBytes += e.bytes;
-  }
-  trimTextures(capBytes - e.bytes, submits); // e is out of the map here: the others make room for it
-  textures.set(key, e);
-  encoderForCopy().copyBufferToTexture({ buffer: t.storage.buffer, offset: t.byteOffset, bytesPerRow: cols * 4, rowsPerImage: rows }, { texture: e.texture }, [cols / 4, rows]);
-  return e.view;
-}
-
-/** Evicts least recently used textures until those in the map take at most `limit` bytes. */
-function trimTextures(limit: number, submits: number): void {
-  let inMap = 0;
-  for (const e of textures.values()) inMap += e.bytes;
-  for (const [k, old] of textures) {
-    if (inMap <= limit) break;
-    textures.delete(k);
-    inMap -= old.bytes;
-    textureBytes -= old.bytes;
-    retired.push({ texture: old.texture, submits });
-  }
-}
-
-/** Textures the broadcast kernel keeps for its operands (memory accounting). */
-export function matmulTextureStats(): { textures: number; bytes: number } {
-  return { textures: textures.size, bytes: textureBytes };
-}
-
-onRelease(() => {
-  textures.clear(); // destroyed with the device
-  textureBytes = 0;
-  retired.length = 0;
-});
+/** Textures kept for kernel operands (memory accounting; matmul's and conv2d's share one cache). */
+export const matmulTextureStats = operandTextureStats;
 
 // ---- the op --------------------------------------------------------------------------------------------
 
@@ -506,12 +451,11 @@ export function matmulRaw(a: Tensor, b: Tensor, transA = false, transB = false, 
   if (tile.kind === 'broadcast') {
     const SG = broadcastLanes();
     // a texture holds one 2-D operand as stored ([rows, cols]); rows of whole 256-byte multiples, no K tail
-    const maxDim = gpu('matmul').device.limits.maxTextureDimension2D;
-    const texOk = (t: Tensor) => !!tile.textures && t.rank === 2 && K % 4 === 0 && t.shape[1] % 64 === 0 && t.shape[1] / 4 <= maxDim && t.shape[0] <= maxDim;
+    const texOk = (t: Tensor) => !!tile.textures && t.rank === 2 && K % 4 === 0 && fitsOperandTexture(t.shape[0], t.shape[1]);
     const texA = vecA && texOk(a);
     const texB = vecB && texOk(b);
-    if (texA) args.A = operandTexture('A', a, a.shape[0], a.shape[1], tuning.textureCacheBytes);
-    if (texB) args.B = operandTexture('B', b, b.shape[0], b.shape[1], tuning.textureCacheBytes);
+    if (texA) args.A = operandTexture('matmul A', a, a.shape[0], a.shape[1], tuning.textureCacheBytes);
+    if (texB) args.B = operandTexture('matmul B', b, b.shape[0], b.shape[1], tuning.textureCacheBytes);
     const nRow = Math.ceil(M / tile.TM);
     const CB = tile.CB ?? 1;
     const nCol = Math.ceil(N / (4 * SG * CB));

@@ -20,21 +20,31 @@ const hasSubgroupKernels = await (async () => {
   await getDevice();
   return convSubgroupWidth() > 0;
 })();
+// The lane kernels read their operands from storage buffers or from operand textures (`textures`), both forced.
 const variants: [string, ConvTuningOverrides][] = [
   ...(hasSubgroupKernels
     ? ([
-        ['subgroups, wide kernels only', { variant: 'subgroups', fewChannels: 'gemm', tiles: { narrowRows: 0 } }],
-        ['subgroups with the narrow variant', { variant: 'subgroups', fewChannels: 'gemm', tiles: { narrowRows: 16 } }],
+        ['subgroups, wide kernels only', { variant: 'subgroups', fewChannels: 'gemm', textures: false, tiles: { narrowRows: 0 } }],
+        ['subgroups with the narrow variant', { variant: 'subgroups', fewChannels: 'gemm', textures: false, tiles: { narrowRows: 16 } }],
+        ['subgroups, wide kernels only, textures', { variant: 'subgroups', fewChannels: 'gemm', textures: true, tiles: { narrowRows: 0 } }],
+        ['subgroups with the narrow variant, textures', { variant: 'subgroups', fewChannels: 'gemm', textures: true, tiles: { narrowRows: 16 } }],
       ] as [string, ConvTuningOverrides][])
     : []),
   // fewChannels 'gemm': the stems (1-3 input channels) take the variant's GEMM too, padded to 4 channels
-  ['portable', { variant: 'portable', fewChannels: 'gemm' }],
+  ['portable', { variant: 'portable', fewChannels: 'gemm', textures: false }],
+  ['portable, textures', { variant: 'portable', fewChannels: 'gemm', textures: true }],
   ['tiled', { variant: 'tiled', fewChannels: 'gemm', tiled: DEFAULT_TILED_TILES }],
   // small tiles: several row and column tiles per layer, a K step (8 channels) shorter than most layers' channels
   ['tiled 32x16x8', { variant: 'tiled', fewChannels: 'gemm', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
 ];
+// operand textures need the source image's rows in whole 256-byte multiples (W * C % 64 == 0): these take them in
+// the forward and in dx (dy's rows: 8 x 32 and 16 x 32 floats), with stride 2 (dx's parity classes) and stride 1
+const TEXTURE_SHAPES: ConvCase[] = [
+  ['3x3 pad 1 stride 2, 16->32, texture-sized rows', 2, 16, 16, 16, 3, 32, 2, 1, true],
+  ['3x3 pad 1, 16->32, texture-sized rows, 3 images', 3, 8, 8, 32, 3, 32, 1, 1, false],
+];
 for (const [vname, tuning] of variants) {
-  for (const c of CONV_SHAPES) {
+  for (const c of [...CONV_SHAPES, ...TEXTURE_SHAPES]) {
     const { name, ...oc } = conv2dCase(`conv2d [${vname}] ${c[0]}`, c, tuning);
     t(name, () => checkOp(oc));
   }
@@ -65,8 +75,9 @@ for (const c of [...CONV_SHAPES.filter((s) => s[4] <= DIRECT_MAX_CIN), ...DIRECT
 // Every GEMM variant, aligned (8 channels) and scalar (5), and the padded stem (2 -> 4 channels), where the
 // addend takes a separate sum after the resize.
 const addendVariants: [string, ConvTuningOverrides][] = [
-  ...(hasSubgroupKernels ? ([['subgroups', { variant: 'subgroups' }]] as [string, ConvTuningOverrides][]) : []),
-  ['portable', { variant: 'portable' }],
+  ...(hasSubgroupKernels ? ([['subgroups', { variant: 'subgroups', textures: false }], ['subgroups, textures', { variant: 'subgroups', textures: true }]] as [string, ConvTuningOverrides][]) : []),
+  ['portable', { variant: 'portable', textures: false }],
+  ['portable, textures', { variant: 'portable', textures: true }],
   ['tiled 32x16x8', { variant: 'tiled', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
 ];
 for (const [vname, tuning] of addendVariants) {
