@@ -495,6 +495,10 @@ interface LanesDw {
   CB: number;
   U: number;
   lanes: Lanes;
+  /** aligned: read x through an operand texture [N * H rows, W * Cin / 4 texels] */
+  texX: boolean;
+  /** aligned: read dy through an operand texture [N * OH rows, OW * Cout / 4 texels] */
+  texDy: boolean;
 }
 
 function lanesDwDecl(v: LanesDw): KernelDecl {
@@ -515,15 +519,21 @@ function lanesDwDecl(v: LanesDw): KernelDecl {
       `let kx${s} = tap${s} % p.kw - p.pad;`,
     ]),
   );
-  const lineRows = laneRows.map(({ s }) => lines(4, [`let yy${s} = oh * p.s + ky${s};`, `let rowOk${s} = yy${s} >= 0 && yy${s} < p.H;`, `let xrow${s} = (n * p.H + yy${s}) * p.W;`]));
+  const lineRows = laneRows.map(({ s }) => lines(4, [
+    `let yy${s} = oh * p.s + ky${s};`,
+    `let rowOk${s} = yy${s} >= 0 && yy${s} < p.H;`,
+    v.texX ? `let trow${s} = u32(select(0, n * p.H + yy${s}, rowOk${s}));` : `let xrow${s} = (n * p.H + yy${s}) * p.W;`,
+  ]));
   const step = (u: number) => {
     const loads = laneRows.map(({ s }) =>
       lines(6, [
         `let ow${s} = i32(ow0) + ${u * PP} + pp${s};`,
         `let xx${s} = ow${s} * p.s + kx${s};`,
         `let ok${s} = rowOk${s} && ow${s} < i32(p.OW) && xx${s} >= 0 && xx${s} < p.W;`,
-        `let xi${s} = u32(max(xrow${s} + xx${s}, 0));`,
-        aligned
+        ...(v.texX
+          ? [`let av${s} = select(vec4<f32>(0.0), textureLoad(x, vec2<u32>(u32(select(0, xx${s}, ok${s})) * p.cq + ciq${s}, trow${s})), ok${s});`]
+          : [`let xi${s} = u32(max(xrow${s} + xx${s}, 0));`]),
+        v.texX ? false : aligned
           ? `let av${s} = select(vec4<f32>(0.0), x[xi${s} * p.cq + ciq${s}], ok${s});`
           : `let av${s} = vec4<f32>(${range(4).map((j) => `select(0.0, x[xi${s} * p.cin + min(ciq${s} * 4u + ${j}u, p.cin - 1u)], ok${s} && ciq${s} * 4u + ${j}u < p.cin)`).join(', ')});`,
       ]),
@@ -531,9 +541,11 @@ function lanesDwDecl(v: LanesDw): KernelDecl {
     // a pixel past the row end has x = 0 in every lane that pairs with it; clamping keeps dy reads in bounds
     const dys = range(PP).map((q) =>
       lines(6, [
-        `let pix${q} = dyrow + min(ow0 + ${u * PP + q}u, p.OW - 1u);`,
+        v.texDy ? `let px${q} = min(ow0 + ${u * PP + q}u, p.OW - 1u) * p.nq;` : `let pix${q} = dyrow + min(ow0 + ${u * PP + q}u, p.OW - 1u);`,
         ...cbs.map((cb) =>
-          aligned
+          v.texDy
+            ? `let b${q}_${cb} = textureLoad(dy, vec2<u32>(px${q} + cl${cb}, line));`
+            : aligned
             ? `let b${q}_${cb} = dy[pix${q} * p.nq + cl${cb}];`
             : `let b${q}_${cb} = vec4<f32>(${range(4).map((j) => `dy[pix${q} * p.cout + min(cl${cb} * 4u + ${j}u, p.cout - 1u)]`).join(', ')});`,
         ),
@@ -572,7 +584,7 @@ function lanesDwDecl(v: LanesDw): KernelDecl {
   return {
     name: 'conv2d.dW',
     uniforms: DW_UNIFORMS,
-    bindings: dwBindings(aligned),
+    bindings: { ...dwBindings(aligned), ...(v.texX ? { x: 'texture' } : {}), ...(v.texDy ? { dy: 'texture' } : {}) },
     workgroupSize: SG * L.G,
     enable: L.subgroups ? ['subgroups'] : [],
     body: `
@@ -944,6 +956,8 @@ function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {
   let groups = 1;
   // the lanes kernels chunk by output lines, the tiled one by pixels (it steps over pixels, not lines)
   let units: number;
+  let xArg: Tensor | GPUTextureView = x;
+  let dyArg: Tensor | GPUTextureView = dy;
   if (t.variant === 'tiled') {
     k = kernel(`conv2d|dW|tiled|${aligned}|${JSON.stringify(t.tiled)}`, () => tiledDwDecl({ variant: 'tiled', aligned, ...t.tiled }));
     rowTiles = Math.ceil(RQT / (t.tiled.TM / 4));
@@ -954,8 +968,12 @@ function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {
     const RQ = L.subgroups ? Math.min(t.tiles.RQ, L.SG) : 2;
     // a second column quad per lane only pays where there are columns for it (narrow layers would idle them)
     const CB = aligned && L.subgroups && NQ > L.SG ? t.tiles.dwCB : 1;
-    const v: LanesDw = { variant: 'lanes', aligned, RQ, CB, U: t.tiles.U, lanes: L };
+    const texX = !!t.textures && aligned && fitsOperandTexture(g.N * g.H, g.W * g.Cin);
+    const texDy = !!t.textures && aligned && fitsOperandTexture(outLines, g.OW * g.Cout);
+    const v: LanesDw = { variant: 'lanes', aligned, RQ, CB, U: t.tiles.U, lanes: L, texX, texDy };
     k = kernel(`conv2d|dW|${JSON.stringify(v)}`, () => lanesDwDecl(v));
+    if (texX) xArg = operandTexture('conv2d A', x, g.N * g.H, g.W * g.Cin, CONV_TEXTURE_CACHE_BYTES);
+    if (texDy) dyArg = operandTexture('conv2d dy', dy, outLines, g.OW * g.Cout, CONV_TEXTURE_CACHE_BYTES);
     rowTiles = Math.ceil(RQT / RQ);
     colTiles = Math.ceil(NQ / (L.SG * CB));
     groups = L.G;
@@ -973,7 +991,7 @@ function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {
   k.launch(
     {
       tiles, rowTiles, colTiles, perChunk, total: units, H: g.H, W: g.W, OH: g.OH, OW: g.OW, cin: g.Cin, cout: g.Cout, cq: CQ, nq: NQ, rqt: RQT,
-      kw: g.KW, s: g.stride, pad: g.pad, wsize, x, dy, out: partial,
+      kw: g.KW, s: g.stride, pad: g.pad, wsize, x: xArg, dy: dyArg, out: partial,
     },
     grid1d(Math.ceil(tiles / groups), 1),
   );
