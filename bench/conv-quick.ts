@@ -2,7 +2,7 @@
 // padding 1 (2.416 GFLOP each), after warm-up. Not a test. The machine is shared, so it also prints GFLOPS per
 // two CPU-seconds of this process (lavapipe runs on 2 threads): a rough estimate of what an idle machine gives.
 // Usage: tsx bench/conv-quick.ts [repeats] [RB,CB,RQ,dwCB,U,narrowRows ...] [--variant subgroups|portable|tiled]
-//        [--tiled TM,TN,TK,RM,CQ ...] [--layer N,H,Cin,Cout] [--few direct|gemm]
+//        [--tiled TM,TN,TK,RM,CQ ...] [--layer N,H,Cin,Cout] [--few direct|gemm] [--textures on|off]
 // Each comma list is one configuration (register blocks of the lane kernels, or tiles of the tiled kernel),
 // passed to the ops as Conv2dOptions.tuning; without any, the device's default record.
 
@@ -19,12 +19,14 @@ const variantAt = args.indexOf('--variant');
 const variant = variantAt >= 0 ? (args.splice(variantAt, 2)[1] as ConvVariant) : undefined;
 const fewAt = args.indexOf('--few');
 const fewChannels = fewAt >= 0 ? (args.splice(fewAt, 2)[1] as 'direct' | 'gemm') : undefined;
+const texAt = args.indexOf('--textures');
+const textures = texAt >= 0 ? args.splice(texAt, 2)[1] === 'on' : undefined;
 const configs: ConvTuningOverrides[] = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--tiled') {
     const [TM, TN, TK, RM, CQ] = args[++i].split(',').map(Number);
     configs.push({ variant: 'tiled', fewChannels, tiled: { TM, TN, TK, RM, CQ } });
-  } else if (args[i].includes(',')) configs.push({ variant, fewChannels, tiles: tilesOf(args[i]) });
+  } else if (args[i].includes(',')) configs.push({ variant, fewChannels, textures, tiles: tilesOf(args[i]) });
 }
 
 const ctx = await getDevice();
@@ -38,14 +40,14 @@ const x = tensor(rand(N * H * W * C), [N, H, W, C]);
 const w = tensor(rand(K * K * C * CO), [K, K, C, CO]);
 const dy = tensor(rand(N * H * W * CO), [N, H, W, CO]);
 
-for (const tuning of configs.length ? configs : [{ variant, fewChannels }]) {
+for (const tuning of configs.length ? configs : [{ variant, fewChannels, textures }]) {
   const ops: [string, () => { dispose(): void }][] = [
     ['forward', () => conv2dRaw(x, w, null, { stride: 1, padding: 1, tuning })],
     ['dx', () => conv2dBackwardInput(dy, w, g, { tuning })],
     ['dW', () => conv2dBackwardWeight(x, dy, g, { tuning })],
   ];
   const t = convTuning(tuning);
-  console.log(`${t.variant} ${JSON.stringify(t.variant === 'tiled' ? t.tiled : t.tiles)}`);
+  console.log(`${t.variant}${t.variant !== 'tiled' && t.textures ? ' +textures' : ''} ${JSON.stringify(t.variant === 'tiled' ? t.tiled : t.tiles)}`);
   for (const [name, run] of ops) {
     let t0 = performance.now();
     run().dispose();

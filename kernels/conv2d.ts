@@ -495,6 +495,12 @@ interface LanesDw {
   CB: number;
   U: number;
   lanes: Lanes;
+  /**
+   * Narrow layers (subgroups only): GQ lanes (a power of two >= the column quads) split the columns and the
+   * SG / GQ lane groups split each step's pixels, reading x by subgroupShuffle; the groups' sums are added by
+   * subgroupShuffleXor at the end. 0: every lane a column quad, all pixels (wide layers).
+   */
+  GQ: number;
   /** aligned: read x through an operand texture [N * H rows, W * Cin / 4 texels] */
   texX: boolean;
   /** aligned: read dy through an operand texture [N * OH rows, OW * Cout / 4 texels] */
@@ -502,9 +508,11 @@ interface LanesDw {
 }
 
 function lanesDwDecl(v: LanesDw): KernelDecl {
-  const { aligned, RQ, CB, U, lanes: L } = v;
+  const { aligned, RQ, CB, U, lanes: L, GQ } = v;
   const SG = L.SG;
   const PP = SG / RQ; // pixels per step
+  const G = GQ ? SG / GQ : 1; // lane groups, each taking every G-th pixel of a step
+  if (PP % G) throw new Error(`conv2d: dW's narrow split needs whole pixels per lane group (SG ${SG}, RQ ${RQ}, GQ ${GQ})`);
   const cbs = range(CB);
   // the (row quad, pixel offset) pairs a lane loads: its own with subgroups, all of its group's without
   const laneRows = L.subgroups ? [{ s: '', lane: 'l' }] : range(SG).map((r) => ({ s: `_${r}`, lane: `${r}u` }));
@@ -539,9 +547,11 @@ function lanesDwDecl(v: LanesDw): KernelDecl {
       ]),
     );
     // a pixel past the row end has x = 0 in every lane that pairs with it; clamping keeps dy reads in bounds
-    const dys = range(PP).map((q) =>
+    // the pixels of this lane's group: q-th of the step is pixel q * G + grp
+    const pixel = (q: number) => (G > 1 ? `ow0 + ${u * PP}u + ${q * G}u + grp` : `ow0 + ${u * PP + q}u`);
+    const dys = range(PP / G).map((q) =>
       lines(6, [
-        v.texDy ? `let px${q} = min(ow0 + ${u * PP + q}u, p.OW - 1u) * p.nq;` : `let pix${q} = dyrow + min(ow0 + ${u * PP + q}u, p.OW - 1u);`,
+        v.texDy ? `let px${q} = min(${pixel(q)}, p.OW - 1u) * p.nq;` : `let pix${q} = dyrow + min(${pixel(q)}, p.OW - 1u);`,
         ...cbs.map((cb) =>
           v.texDy
             ? `let b${q}_${cb} = textureLoad(dy, vec2<u32>(px${q} + cl${cb}, line));`
@@ -551,21 +561,27 @@ function lanesDwDecl(v: LanesDw): KernelDecl {
         ),
       ]),
     );
-    const fmas = range(SG).map((r) => {
+    const fmas = range(SG / G).map((r) => {
       const q = Math.floor(r / RQ);
       const rr = r % RQ;
+      const src = G > 1 ? `subgroupShuffle(av, (${q * G}u + grp) * ${RQ}u + ${rr}u)` : L.subgroups ? `subgroupBroadcast(av, ${r}u)` : `av_${r}`;
       return [
-        `      { let v = ${L.subgroups ? `subgroupBroadcast(av, ${r}u)` : `av_${r}`};`,
+        `      { let v = ${src};`,
         ...range(4).flatMap((j) => cbs.map((cb) => `        ${acc(rr, j, cb)} = fma(vec4<f32>(v.${XYZW[j]}), b${q}_${cb}, ${acc(rr, j, cb)});`)),
         '      }',
       ].join('\n');
     });
     return ['    {', ...loads, ...dys, ...fmas, '    }'].join('\n');
   };
+  // the lane groups' sums of the same column quad, added pairwise
+  const merge: string[] = [];
+  for (let step = GQ; G > 1 && step < SG; step *= 2) {
+    for (let i = 0; i < RQ * 4 * CB; i++) merge.push(`  a_${i} += subgroupShuffleXor(a_${i}, ${step}u);`);
+  }
   // partial sums of this chunk: out[chunk][(kh, kw, ci)][co]
   const stores = range(RQ).map((rr) =>
     [
-      `  { let rq = rowTile * ${RQ}u + ${rr}u; if (rq < p.rqt) {`,
+      `  { let rq = rowTile * ${RQ}u + ${rr}u; if (${G > 1 ? 'grp == 0u && ' : ''}rq < p.rqt) {`,
       `    let base = chunk * (p.wsize / p.cout) + (rq / p.cq) * p.cin;`,
       `    let ci0 = (rq % p.cq) * 4u;`,
       ...range(4).flatMap((j) => [
@@ -594,7 +610,9 @@ function lanesDwDecl(v: LanesDw): KernelDecl {
   let rowTile = rt % p.rowTiles;
   let chunk = rt / p.rowTiles;
 ${decode.join('\n')}
-${lines(2, cbs.flatMap((cb) => [`let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;`, `let cl${cb} = min(cq${cb}, p.nq - 1u);`]))}
+${G > 1
+    ? lines(2, ['let cq0 = l % ' + GQ + 'u;', 'let cl0 = min(cq0, p.nq - 1u);', 'let grp = l / ' + GQ + 'u;'])
+    : lines(2, cbs.flatMap((cb) => [`let cq${cb} = colTile * ${SG * CB}u + ${cb * SG}u + l;`, `let cl${cb} = min(cq${cb}, p.nq - 1u);`]))}
   ${range(RQ * 4 * CB).map((i) => `var a_${i} = vec4<f32>(0.0);`).join(' ')}
   // this chunk's output lines (n, oh); perChunk counts lines here
   let L0 = chunk * p.perChunk;
@@ -608,6 +626,7 @@ ${lineRows.join('\n')}
 ${range(U).map(step).join('\n')}
     }
   }
+${merge.join('\n')}
 ${stores.join('\n')}`,
   };
 }
@@ -965,12 +984,15 @@ function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {
     units = pixels;
   } else {
     const L = lanesFor(t);
-    const RQ = L.subgroups ? Math.min(t.tiles.RQ, L.SG) : 2;
+    // narrow layers (as for fwd/dx, and as there not at 16 lanes, where it measured slower): GQ lanes per column
+    // set, the other lane groups on other pixels
+    const GQ = L.subgroups && L.SG <= 8 && t.tiles.narrowRows > 0 && NQ <= L.SG / 2 ? nextPow2(NQ) : 0;
+    const RQ = L.subgroups ? Math.min(t.tiles.RQ, L.SG, GQ ? GQ : L.SG) : 2;
     // a second column quad per lane only pays where there are columns for it (narrow layers would idle them)
     const CB = aligned && L.subgroups && NQ > L.SG ? t.tiles.dwCB : 1;
     const texX = !!t.textures && aligned && fitsOperandTexture(g.N * g.H, g.W * g.Cin);
     const texDy = !!t.textures && aligned && fitsOperandTexture(outLines, g.OW * g.Cout);
-    const v: LanesDw = { variant: 'lanes', aligned, RQ, CB, U: t.tiles.U, lanes: L, texX, texDy };
+    const v: LanesDw = { variant: 'lanes', aligned, RQ, CB, U: t.tiles.U, lanes: L, GQ, texX, texDy };
     k = kernel(`conv2d|dW|${JSON.stringify(v)}`, () => lanesDwDecl(v));
     if (texX) xArg = operandTexture('conv2d A', x, g.N * g.H, g.W * g.Cin, CONV_TEXTURE_CACHE_BYTES);
     if (texDy) dyArg = operandTexture('conv2d dy', dy, outLines, g.OW * g.Cout, CONV_TEXTURE_CACHE_BYTES);
