@@ -150,6 +150,12 @@ export function gpu(op = 'a GPU operation'): GpuContext {
   return current;
 }
 
+/** Whether the device is Mesa's lavapipe (llvmpipe), the CPU adapter several kernels' defaults were measured on. */
+export function isLavapipe(op = 'isLavapipe'): boolean {
+  const { info } = gpu(op);
+  return /llvmpipe|lavapipe/i.test(`${info.description} ${info.architecture} ${info.vendor}`);
+}
+
 export function deviceLostReason(): string | null {
   return lostReason;
 }

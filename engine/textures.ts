@@ -18,9 +18,6 @@ const textures = new Map<string, OperandTexture>(); // in least-recently-used or
 let textureBytes = 0;
 const retired: { texture: GPUTexture; submits: number }[] = [];
 const TEXTURE_USAGE = 0x08 | 0x02; // STORAGE_BINDING | COPY_DST
-/** Texels per row of a flat texture (flatTexture): 1 KiB, a multiple of copyBufferToTexture's 256-byte pitch. */
-export const FLAT_TEXELS = 64;
-
 /** The texture for `key` ([rows, texels] of vec4s), made or reused, with the others trimmed to make room. */
 function slot(key: string, label: string, texels: number, rows: number, capBytes: number): OperandTexture {
   const submits = recorderStats().submits;
@@ -54,22 +51,33 @@ export function operandTexture(slotName: string, t: Tensor, rows: number, cols: 
   return e.view;
 }
 
-/** Whether `t` fits flatTexture: whole vec4s, within the size limit. */
-export function fitsFlatTexture(t: Tensor): boolean {
-  return t.size > 0 && t.size % 4 === 0 && Math.ceil(t.size / 4 / FLAT_TEXELS) <= gpu('flatTexture').device.limits.maxTextureDimension2D;
+/**
+ * Texels per row of `t`'s flat texture: the fewest of 64, 128, 256, ... (rows of 1 KiB or more, whole multiples of
+ * copyBufferToTexture's 256-byte pitch) that keep the rows within the size limit; 0 where `t` is not whole vec4s or
+ * too large for any.
+ */
+export function flatTextureWidth(t: Tensor): number {
+  const maxDim = gpu('flatTexture').device.limits.maxTextureDimension2D;
+  const texels = t.size / 4;
+  if (t.size === 0 || t.size % 4 !== 0) return 0;
+  for (let width = 64; width <= maxDim; width *= 2) if (Math.ceil(texels / width) <= maxDim) return width;
+  return 0;
 }
 
-/** `t`'s vec4s in reading order, FLAT_TEXELS per row: vec4 i at texel (i % FLAT_TEXELS, i / FLAT_TEXELS). */
-export function flatTexture(slotName: string, t: Tensor, capBytes: number): GPUTextureView {
+/**
+ * `t`'s vec4s in reading order, `width` (flatTextureWidth(t)) per row: vec4 i at texel (i % width, i / width).
+ * Kernels compile the width in (a power of two: the division is a shift).
+ */
+export function flatTexture(slotName: string, t: Tensor, width: number, capBytes: number): GPUTextureView {
   const texels = t.size / 4;
-  const rows = Math.ceil(texels / FLAT_TEXELS);
-  const e = slot(`${slotName}flat${rows}`, `${slotName} [${rows} x ${FLAT_TEXELS} vec4]`, FLAT_TEXELS, rows, capBytes);
-  const full = Math.floor(texels / FLAT_TEXELS);
+  const rows = Math.ceil(texels / width);
+  const e = slot(`${slotName}flat${width}x${rows}`, `${slotName} [${rows} x ${width} vec4]`, width, rows, capBytes);
+  const full = Math.floor(texels / width);
   const enc = encoderForCopy();
-  const pitch = FLAT_TEXELS * 16;
-  if (full) enc.copyBufferToTexture({ buffer: t.storage.buffer, offset: t.byteOffset, bytesPerRow: pitch, rowsPerImage: full }, { texture: e.texture }, [FLAT_TEXELS, full]);
+  const pitch = width * 16;
+  if (full) enc.copyBufferToTexture({ buffer: t.storage.buffer, offset: t.byteOffset, bytesPerRow: pitch, rowsPerImage: full }, { texture: e.texture }, [width, full]);
   // the last, partial row on its own: a full one would read past the tensor
-  const rest = texels % FLAT_TEXELS;
+  const rest = texels % width;
   if (rest) enc.copyBufferToTexture({ buffer: t.storage.buffer, offset: t.byteOffset + full * pitch, bytesPerRow: pitch }, { texture: e.texture, origin: [0, full] }, [rest, 1]);
   return e.view;
 }

@@ -8,6 +8,9 @@
 // fraction of the std. Forward: 2-3 dispatches; backward: 2-3.
 
 import { kernel, defineKernel, type Kernel, type BindingDecl } from '../engine/kernel.ts';
+import { isLavapipe } from '../engine/device.ts';
+import { tuningFor } from '../engine/tuning.ts';
+import { flatTexture, flatTextureWidth } from '../engine/textures.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
@@ -44,9 +47,27 @@ export interface BatchNormOptions {
    * guaranteed subgroup layout, so this needs no subgroup operation at all).
    */
   tuning?: Partial<ReduceTuning>;
+  /**
+   * Read x, the residual and (backward) dy through flat operand textures (engine/textures.ts) where channels are a
+   * multiple of 4. Default: the device's 'batchNorm' record (batchNormTuning()).
+   */
+  textures?: boolean;
+}
+
+/** batchNorm's per-device record (engine/tuning.ts, family 'batchNorm'). */
+export interface BatchNormTuning {
+  /** see BatchNormOptions.textures; default on lavapipe, which fetches texels with vector loads, else off */
+  textures: boolean;
+}
+
+/** This device's batchNorm record, with a call's overrides. */
+export function batchNormTuning(over?: Partial<BatchNormTuning>): BatchNormTuning {
+  return tuningFor<BatchNormTuning>('batchNorm', () => ({ textures: isLavapipe('batchNorm') }), over);
 }
 
 const WG = 256; // the elementwise passes; the reductions take the 'reduce' record's size
+/** Cap of the operand-texture cache (engine/textures.ts) when batchNorm adds a texture; as matmul's default. */
+const BN_TEXTURE_CACHE_BYTES = 256 * 2 ** 20;
 const ROWS_PER_THREAD = 16; // per chunk: enough work per invocation to pay for its share of the tree
 const MAX_CHUNKS = 512;
 
@@ -65,9 +86,10 @@ interface Layout {
   rowsPerChunk: number;
   rowBlocks: number; // elementwise passes: blocks of ROWS_PER_INVOCATION rows per group
   tuning: ReduceTuning;
+  tw: number; // x-sized operands from flat textures of tw texels per row (0: the buffers)
 }
 
-function layoutOf(R: number, C: number, G: number, tuning: ReduceTuning): Layout {
+function layoutOf(R: number, C: number, G: number, tuning: ReduceTuning, tw = 0): Layout {
   const vec = C % 4 === 0;
   const Cv = vec ? C / 4 : C;
   const Rg = R / G;
@@ -79,11 +101,26 @@ function layoutOf(R: number, C: number, G: number, tuning: ReduceTuning): Layout
   const rowsPerChunk = Math.max(1, Math.ceil(Rg / chunks));
   return {
     R, C, G, Rg, vec, Cv, TCW, TR, blocks: Math.ceil(Cv / TCW), chunks: Math.max(1, Math.ceil(Rg / rowsPerChunk)), rowsPerChunk,
-    rowBlocks: Math.ceil(Rg / ROWS_PER_INVOCATION), tuning,
+    rowBlocks: Math.ceil(Rg / ROWS_PER_INVOCATION), tuning, tw,
   };
 }
 
 // ---- WGSL -----------------------------------------------------------------------------------------------
+
+/**
+ * Loaders `fn ld<name>(e) -> T` for element e of the tensors of x's size a kernel reads: from the storage buffer,
+ * or (tw > 0, vec4 layouts) from a flat operand texture of tw texels per row (engine/textures.ts), which lavapipe
+ * fetches for all lanes with vector loads.
+ */
+function loaders(names: Record<string, string>, T: string, tw: number): string {
+  return Object.entries(names)
+    .map(([fn, buf]) => `fn ${fn}(e: u32) -> ${T} { return ${tw ? `textureLoad(${buf}, vec2<u32>(e % ${tw}u, e / ${tw}u))` : `${buf}[e]`}; }`)
+    .join('\n');
+}
+const asTexture = (b: Record<string, BindingDecl>, names: string[], tw: number) => {
+  if (tw) for (const n of names) if (n in b) b[n] = 'texture';
+  return b;
+};
 
 const REDUCE_UNIFORMS = {
   G: 'u32', Rg: 'u32', Cv: 'u32', rowsPerChunk: 'u32', chunks: 'u32', momentum: 'f32', eps: 'f32', unbias: 'f32', training: 'f32', TCW: 'u32', TR: 'u32',
@@ -106,6 +143,8 @@ interface ReduceVariant {
   running: boolean; // forward final: update the running statistics
   wg: number;
   tree: ReduceTuning['tree'];
+  /** x and dy from flat textures of this many texels per row; 0: the buffers */
+  tw: number;
 }
 
 function reduceKernel(v: ReduceVariant): Kernel {
@@ -144,10 +183,10 @@ function reduceKernel(v: ReduceVariant): Kernel {
       const term = (r: string, k: number) => fwd
         ? v.moments
           ? `let d${k} = mom[2u * (${r}) * p.Cv + c] - shift; a += d${k}; b += fma(d${k}, d${k}, mom[(2u * (${r}) + 1u) * p.Cv + c] * p.invBlock);`
-          : `let d${k} = x[(${r}) * p.Cv + c] - shift; a += d${k}; b += d${k} * d${k};`
-        : `let xm${k} = (x[(${r}) * p.Cv + c] - shift) - dmean; let g${k} = ${v.relu ? `select(${T}(0.0), dy[(${r}) * p.Cv + c], xm${k} * scale + bb > ${T}(0.0))` : `dy[(${r}) * p.Cv + c]`}; a += g${k}; b += g${k} * xm${k};`;
+          : `let d${k} = ldx((${r}) * p.Cv + c) - shift; a += d${k}; b += d${k} * d${k};`
+        : `let xm${k} = (ldx((${r}) * p.Cv + c) - shift) - dmean; let g${k} = ${v.relu ? `select(${T}(0.0), ldy((${r}) * p.Cv + c), xm${k} * scale + bb > ${T}(0.0))` : `ldy((${r}) * p.Cv + c)`}; a += g${k}; b += g${k} * xm${k};`;
       source = `let base = g * p.Rg;
-    ${fwd ? `let shift = ${v.moments ? 'mom[2u * base * p.Cv + c]' : 'x[base * p.Cv + c]'};` : 'let shift = stats[4u * g * p.Cv + c]; let dmean = stats[(4u * g + 1u) * p.Cv + c];'}
+    ${fwd ? `let shift = ${v.moments ? 'mom[2u * base * p.Cv + c]' : 'ldx(base * p.Cv + c)'};` : 'let shift = stats[4u * g * p.Cv + c]; let dmean = stats[(4u * g + 1u) * p.Cv + c];'}
     ${!fwd && v.relu ? 'let scale = stats[(4u * g + 3u) * p.Cv + c]; let bb = beta[c];' : ''}
     let r1 = min(base + (chunk + 1u) * p.rowsPerChunk, base + p.Rg);
     var r = base + chunk * p.rowsPerChunk + rl;
@@ -164,7 +203,7 @@ function reduceKernel(v: ReduceVariant): Kernel {
     let dm = A / n;
     let variance = max(B / n - dm * dm, ${T}(0.0));
     let invstd = inverseSqrt(variance + p.eps);
-    let shift = ${v.moments ? 'mom[2u * g * p.Rg * p.Cv + c]' : 'x[g * p.Rg * p.Cv + c]'};
+    let shift = ${v.moments ? 'mom[2u * g * p.Rg * p.Cv + c]' : 'ldx(g * p.Rg * p.Cv + c)'};
     let s0 = 4u * g * p.Cv;
     stats[s0 + c] = shift;
     stats[s0 + p.Cv + c] = dm;
@@ -185,10 +224,11 @@ function reduceKernel(v: ReduceVariant): Kernel {
     return {
       name: `batchNorm.${v.pass === 'forward' ? 'stats' : 'backward'}.${what}`,
       uniforms: REDUCE_UNIFORMS,
-      bindings: b,
+      bindings: asTexture(b, ['x', 'dy'], v.tw),
       workgroupSize: WG,
       header: `var<workgroup> sa: array<${T}, ${WG}>;
-var<workgroup> sb: array<${T}, ${WG}>;`,
+var<workgroup> sb: array<${T}, ${WG}>;
+${loaders({ ...('x' in b ? { ldx: 'x' } : {}), ...('dy' in b ? { ldy: 'dy' } : {}) }, T, v.tw)}`,
       body: `
   let t = li;
   let lane = t % p.TCW;
@@ -248,31 +288,33 @@ const ROWS_PROLOGUE = `
   let dmean = stats[s0 + p.Cv + c];`;
 const ROWS_UNIFORMS = { n: 'u32', Cv: 'u32', Rg: 'u32', rowBlocks: 'u32' } as const;
 
-function normalizeKernel(vec: boolean, relu: boolean, residual: boolean): Kernel {
+function normalizeKernel(vec: boolean, relu: boolean, residual: boolean, tw: number): Kernel {
   const T = vec ? 'vec4<f32>' : 'f32';
-  return kernel(`batchNorm|normalize|${vec}|${relu}|${residual}`, () => ({
+  return kernel(`batchNorm|normalize|${vec}|${relu}|${residual}|${tw}`, () => ({
     name: 'batchNorm.normalize',
     uniforms: ROWS_UNIFORMS,
-    bindings: { x: `read ${T}`, stats: `read ${T}`, beta: `read ${T}`, ...(residual ? { residual: `read ${T}` } : {}), y: `rw ${T}` },
+    bindings: asTexture({ x: `read ${T}`, stats: `read ${T}`, beta: `read ${T}`, ...(residual ? { residual: `read ${T}` } : {}), y: `rw ${T}` }, ['x', 'residual'], tw),
+    header: loaders({ ldx: 'x', ...(residual ? { ldr: 'residual' } : {}) }, T, tw),
     workgroupSize: WG,
     flat: { limit: 'p.n' },
     // (x - mean) * scale, not x * scale + (beta - mean * scale): that cancels catastrophically when |mean| >> std
     body: `${ROWS_PROLOGUE}
   let scale = stats[s0 + 3u * p.Cv + c];
   let b = beta[c];
-${rowLoop(`let v = ((x[e] - shift) - dmean) * scale + b${residual ? ' + residual[e]' : ''}; y[e] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}`,
+${rowLoop(`let v = ((ldx(e) - shift) - dmean) * scale + b${residual ? ' + ldr(e)' : ''}; y[e] = ${relu ? `max(v, ${T}(0.0))` : 'v'};`)}`,
   }));
 }
 
-function applyGradKernel(vec: boolean, relu: boolean): Kernel {
+function applyGradKernel(vec: boolean, relu: boolean, tw: number): Kernel {
   const T = vec ? 'vec4<f32>' : 'f32';
   const b: Record<string, BindingDecl> = { x: `read ${T}`, dy: `read ${T}` };
   if (relu) b.beta = `read ${T}`;
   Object.assign(b, { stats: `read ${T}`, coef: `read ${T}`, dx: `rw ${T}` });
-  return kernel(`batchNorm|applyGrad|${vec}|${relu}`, () => ({
+  return kernel(`batchNorm|applyGrad|${vec}|${relu}|${tw}`, () => ({
     name: 'batchNorm.backward.dx',
     uniforms: ROWS_UNIFORMS,
-    bindings: b,
+    bindings: asTexture(b, ['x', 'dy'], tw),
+    header: loaders({ ldx: 'x', ldy: 'dy' }, T, tw),
     workgroupSize: WG,
     flat: { limit: 'p.n' },
     body: `${ROWS_PROLOGUE}
@@ -281,8 +323,8 @@ function applyGradKernel(vec: boolean, relu: boolean): Kernel {
   let c0 = coef[2u * g * p.Cv + c];
   let c1 = coef[(2u * g + 1u) * p.Cv + c];
   ${relu ? 'let bb = beta[c];' : ''}
-${rowLoop(`let xm = (x[e] - shift) - dmean;
-    let g = ${relu ? `select(${T}(0.0), dy[e], xm * scale + bb > ${T}(0.0))` : 'dy[e]'};
+${rowLoop(`let xm = (ldx(e) - shift) - dmean;
+    let g = ${relu ? `select(${T}(0.0), ldy(e), xm * scale + bb > ${T}(0.0))` : 'ldy(e)'};
     let xhat = xm * invstd;
     dx[e] = scale * (g - c0 - xhat * c1);`)}`,
   }));
@@ -312,14 +354,14 @@ interface ReduceArgs {
   relu: boolean;
   running: boolean;
   uniforms: Record<string, number>;
-  /** bindings for the data level and for the finishing level */
-  data: Record<string, Tensor>;
+  /** bindings for the data level and for the finishing level (x and dy as textures where L.tw says so) */
+  data: Record<string, Tensor | GPUTextureView>;
   finish: Record<string, Tensor>;
 }
 
 /** One dispatch when a single chunk covers all rows, else chunk partials and a finishing dispatch. */
 function reduceLaunch(L: Layout, a: ReduceArgs): void {
-  const base = { pass: a.pass, moments: !!a.moments, vec: L.vec, relu: a.relu, running: a.running, wg: L.tuning.workgroupSize, tree: L.tuning.tree };
+  const base = { pass: a.pass, moments: !!a.moments, vec: L.vec, relu: a.relu, running: a.running, wg: L.tuning.workgroupSize, tree: L.tuning.tree, tw: a.moments ? 0 : L.tw };
   const op = `batchNorm${a.pass === 'backward' ? '.backward' : ''}`;
   if (L.chunks === 1) {
     reduceKernel({ ...base, fromPartials: false, final: true }).launch({ ...a.uniforms, ...a.data, ...a.finish }, [L.blocks, 1]);
@@ -393,7 +435,10 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   const momentum = opts.momentum ?? 0.1;
   const eps = opts.eps ?? 1e-5;
   // eval mode normalizes every row with the running statistics: groups change nothing there
-  const L = layoutOf(x.size / C, C, opts.training ? opts.groups ?? 1 : 1, reduceTuning(opts.tuning, op));
+  const vec = C % 4 === 0;
+  const tw = vec && batchNormTuning({ textures: opts.textures }).textures ? flatTextureWidth(x) : 0;
+  const L = layoutOf(x.size / C, C, opts.training ? opts.groups ?? 1 : 1, reduceTuning(opts.tuning, op), tw);
+  const xTex = tw ? flatTexture('batchNorm x', x, tw, BN_TEXTURE_CACHE_BYTES) : x;
   const st = empty([L.G * 4, C], 'f32', op); // per group: shift, dmean (mean = shift + dmean), invstd, gamma * invstd
   if (opts.training) {
     const running = !!stats;
@@ -403,7 +448,7 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
     if (m && L.Rg % m.rowsPerPartial === 0) {
       const Lm = layoutOf(m.partials.shape[0], C, L.G, L.tuning);
       reduceLaunch(Lm, { pass: 'forward', moments: true, relu: false, running, uniforms: reduceUniforms(Lm, momentum, eps, true, m.rowsPerPartial), data: { mom: m.partials }, finish });
-    } else reduceLaunch(L, { pass: 'forward', relu: false, running, uniforms: reduceUniforms(L, momentum, eps, true), data: { x }, finish });
+    } else reduceLaunch(L, { pass: 'forward', relu: false, running, uniforms: reduceUniforms(L, momentum, eps, true), data: { x: xTex }, finish });
     m?.partials.dispose();
   } else {
     evalStatsKernel.launch({ C, eps, runningMean: stats!.runningMean, runningVar: stats!.runningVar, gamma, stats: st }, [Math.ceil(C / 64)]);
@@ -411,7 +456,8 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   const y = empty(x.shape, 'f32', op);
   const n = L.G * L.rowBlocks * L.Cv;
   const res = opts.residual;
-  normalizeKernel(L.vec, relu, !!res).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x, stats: st, beta, ...(res ? { residual: res } : {}), y }, { threads: n });
+  const resArg = res && tw ? flatTexture('batchNorm residual', res, tw, BN_TEXTURE_CACHE_BYTES) : res;
+  normalizeKernel(L.vec, relu, !!res, tw).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x: xTex, stats: st, beta, ...(resArg ? { residual: resArg } : {}), y }, { threads: n });
   const training = opts.training;
   if (res && needsGrad(x, gamma, beta, res)) {
     // the mask needs the residual too, so it comes from y; dy through the mask is the residual's gradient and the
@@ -440,7 +486,9 @@ function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, reluBet
   let dbeta: Tensor | null = null;
   let coef: Tensor;
   const relu = !!reluBeta;
-  const data: Record<string, Tensor> = { x, dy, stats: st, ...(reluBeta ? { beta: reluBeta } : {}) };
+  // both passes read x and dy: one copy of each into a texture serves both
+  const [xArg, dyArg] = L.tw ? [flatTexture('batchNorm x', x, L.tw, BN_TEXTURE_CACHE_BYTES), flatTexture('batchNorm dy', dy, L.tw, BN_TEXTURE_CACHE_BYTES)] : [x, dy];
+  const data: Record<string, Tensor | GPUTextureView> = { x: xArg, dy: dyArg, stats: st, ...(reluBeta ? { beta: reluBeta } : {}) };
   if ((training && wantX) || wantGamma || wantBeta) {
     dgamma = empty([L.C], 'f32', op);
     dbeta = empty([L.C], 'f32', op);
@@ -456,7 +504,7 @@ function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, reluBet
   if (wantX) {
     dx = empty(x.shape, 'f32', op);
     const n = L.G * L.rowBlocks * L.Cv;
-    applyGradKernel(L.vec, relu).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, ...data, coef, dx }, { threads: n });
+    applyGradKernel(L.vec, relu, L.tw).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, ...data, coef, dx }, { threads: n });
   }
   coef.dispose();
   return [dx, wantGamma ? dgamma : null, wantBeta ? dbeta : null];

@@ -23,8 +23,8 @@
 
 import { kernel, type KernelDecl, type BindingDecl } from '../engine/kernel.ts';
 import { grid1d } from '../engine/recorder.ts';
-import { operandTexture, flatTexture, fitsOperandTexture, fitsFlatTexture, FLAT_TEXELS } from '../engine/textures.ts';
-import { gpu } from '../engine/device.ts';
+import { operandTexture, flatTexture, fitsOperandTexture, flatTextureWidth } from '../engine/textures.ts';
+import { gpu, isLavapipe } from '../engine/device.ts';
 import { tuningFor } from '../engine/tuning.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
@@ -123,12 +123,6 @@ export function convSubgroupWidth(): number {
   const info: any = (c.adapter as any).info ?? {};
   const width = info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : 0;
   return c.hasSubgroups && (width === 4 || width === 8 || width === 16) ? width : 0;
-}
-
-/** Mesa's lavapipe, the adapter the subgroup kernels were shaped on and measured against. */
-function isLavapipe(): boolean {
-  const { info } = gpu('conv2d');
-  return /llvmpipe|lavapipe/i.test(`${info.description} ${info.architecture} ${info.vendor}`);
 }
 
 /**
@@ -319,8 +313,8 @@ interface LanesGemm {
   moments: boolean;
   /** aligned: read the source image (x, or dy for dx) through an operand texture [N * sh rows, sw * ck / 4 texels] */
   texA: boolean;
-  /** aligned: read the weight's vec4s through a flat texture (engine/textures.ts) */
-  texB: boolean;
+  /** aligned: read the weight's vec4s through a flat texture of this many texels per row (engine/textures.ts); 0: the buffer */
+  texB: number;
 }
 
 /** With subgroups the tile must be uniform (subgroupBroadcast needs uniform control flow): one group per workgroup. */
@@ -398,7 +392,7 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
     const krow = aligned ? `kb + q * 4u + ${kk}u` : `kb + min(q * 4u + ${kk}u, p.ck - 1u)`;
     return cbs.map((cb) =>
       v.texB
-        ? `      let bi${kk}_${cb} = (${krow}) * p.nq + cl${cb}; let b${kk}_${cb} = textureLoad(b, vec2<u32>(bi${kk}_${cb} % ${FLAT_TEXELS}u, bi${kk}_${cb} / ${FLAT_TEXELS}u));`
+        ? `      let bi${kk}_${cb} = (${krow}) * p.nq + cl${cb}; let b${kk}_${cb} = textureLoad(b, vec2<u32>(bi${kk}_${cb} % ${v.texB}u, bi${kk}_${cb} / ${v.texB}u));`
         : aligned
         ? `      let b${kk}_${cb} = b[(${krow}) * p.nq + cl${cb}];`
         : `      let b${kk}_${cb} = vec4<f32>(${range(4).map((j) => `b[(${krow}) * p.cn + min(cl${cb} * 4u + ${j}u, p.cn - 1u)]`).join(', ')});`,
@@ -933,10 +927,10 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
     const { L, GQ, RB, CB } = lanesBlocks(t, aligned, NQ);
     // the source image as [N * sh rows, sw * CK floats]; the weight as flat vec4s
     const texA = !!t.textures && aligned && fitsOperandTexture(g.N * sh, sw * CK);
-    const texB = !!t.textures && aligned && fitsFlatTexture(b);
+    const texB = t.textures && aligned ? flatTextureWidth(b) : 0;
     const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend, moments: !!moments, texA, texB };
     if (texA) aTex = operandTexture('conv2d A', a, g.N * sh, sw * CK, CONV_TEXTURE_CACHE_BYTES);
-    if (texB) bTex = flatTexture('conv2d B', b, CONV_TEXTURE_CACHE_BYTES);
+    if (texB) bTex = flatTexture('conv2d B', b, texB, CONV_TEXTURE_CACHE_BYTES);
     k = kernel(`conv2d|${JSON.stringify(v)}`, () => lanesGemmDecl(v));
     rowsPerTile = L.SG * RB;
     colsPerTile = GQ ? Infinity : L.SG * CB;

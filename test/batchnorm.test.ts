@@ -1,7 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { tensor, tidy, backward, liveTensors, sync, recorderStats, tapeLength, getDevice, noGrad, materialize, Sequential, BatchNorm, withBatchNormGroups, type Tensor } from '../nn/index.ts';
-import { batchNorm, ref } from '../kernels/batchnorm.ts';
+import { batchNorm, batchNormTuning, ref } from '../kernels/batchnorm.ts';
+import { setDeviceTuning } from '../engine/tuning.ts';
 import { opTest, rng, randArr, assertClose } from './helpers/gradcheck.ts';
 import type { Arr } from '../engine/ref.ts';
 import { throwsWith } from './helpers/errors.ts';
@@ -14,6 +15,21 @@ const channels = (shape: number[]) => shape[shape.length - 1];
 
 // the cases live in nn/checks/ so that the browser page runs the same checks
 for (const { name, ...c } of batchNormCases) opTest(name, c, t);
+
+// the same cases with x, the residual and dy read from the buffers and from operand textures, both forced through
+// the device's record (the default above is the adapter's)
+for (const textures of [false, true]) {
+  for (const { name, ...c } of batchNormCases) {
+    opTest(`${name} [${textures ? 'textures' : 'buffers'}]`, {
+      ...c,
+      setup: () => {
+        const prev = batchNormTuning();
+        setDeviceTuning('batchNorm', { ...prev, textures });
+        return () => setDeviceTuning('batchNorm', prev);
+      },
+    }, t);
+  }
+}
 
 // every reduction path forced through the 'reduce' record (workgroup size x tree), forward and every gradient,
 // with the running statistics, on shapes with one and many row chunks, several channel blocks, groups and the ReLU
