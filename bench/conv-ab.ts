@@ -1,0 +1,44 @@
+// Interleaved A/B of conv2d tunings on one layer: forward, dx and dW each, every configuration timed in turn
+// (rotating which goes first), 10 rounds; prints each one's median and the median of its per-round ratio to the
+// first configuration, which cancels most of the load drift of a shared machine. Not a test.
+// Usage: npx tsx bench/conv-ab.ts N,H,C 'JSON list of ConvTuningOverrides'   (3x3, stride 1, padding 1, Cin = Cout = C)
+//   e.g. npx tsx bench/conv-ab.ts 128,28,16 '[{"tiles":{"narrowRows":0}},{"tiles":{"narrowRows":16}}]'
+
+import { getDevice, releaseDevice, tensor, sync } from '../nn/index.ts';
+import { conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, type ConvTuningOverrides } from '../kernels/conv2d.ts';
+import { median } from './harness.ts';
+
+const [N, H, C] = (process.argv[2] ?? '128,28,16').split(',').map(Number);
+const configs: ConvTuningOverrides[] = JSON.parse(process.argv[3] ?? '[{}]');
+const ctx = await getDevice();
+console.log(`device: ${ctx.info.description}; layer ${N}x${H}x${H}x${C}, 3x3`);
+const rand = (n: number) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
+const x = tensor(rand(N * H * H * C), [N, H, H, C]);
+const w = tensor(rand(9 * C * C), [3, 3, C, C]);
+const dy = tensor(rand(N * H * H * C), [N, H, H, C]);
+const g = { N, H, W: H, Cin: C, KH: 3, KW: 3, Cout: C, stride: 1, pad: 1, OH: H, OW: H };
+const ops = {
+  fwd: (tuning: ConvTuningOverrides) => conv2dRaw(x, w, null, { padding: 1, tuning }),
+  dx: (tuning: ConvTuningOverrides) => conv2dBackwardInput(dy, w, g, { tuning }),
+  dW: (tuning: ConvTuningOverrides) => conv2dBackwardWeight(x, dy, g, { tuning }),
+};
+for (const [name, op] of Object.entries(ops)) {
+  const run = async (tuning: ConvTuningOverrides) => {
+    const t0 = performance.now();
+    for (let i = 0; i < 3; i++) op(tuning).dispose();
+    await sync();
+    return (performance.now() - t0) / 3;
+  };
+  for (const c of configs) await run(c); // compiles
+  const t: number[][] = configs.map(() => []);
+  for (let round = 0; round < 10; round++) {
+    for (let k = 0; k < configs.length; k++) {
+      const j = (k + round) % configs.length;
+      t[j].push(await run(configs[j]));
+    }
+  }
+  const ratio = (j: number) => median(t[j].map((v, i) => v / t[0][i])).toFixed(3);
+  console.log(`${name}: ${configs.map((c, j) => `${JSON.stringify(c)} ${median(t[j]).toFixed(1)} ms (${ratio(j)})`).join(' | ')}`);
+}
+for (const v of [x, w, dy]) v.dispose();
+releaseDevice();
