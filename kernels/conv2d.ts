@@ -11,6 +11,8 @@
 //   in workgroup memory. Shaped for lavapipe, where every buffer load whose address is not a compile-time constant
 //   becomes a per-lane loop of scalar loads, ALU work and shuffles are cheap, and workgroup memory is barely
 //   cheaper than a buffer. Narrow layers (few output channels) split the lanes between rows and columns.
+//   With ConvTuning.textures the source image and the weight (dW: x and dy) are read through operand textures
+//   (engine/textures.ts), which lavapipe fetches for all lanes with vector loads.
 //   Needs subgroups of width 4, 8 or 16 (wider ones would need SG x RB accumulator rows per lane).
 // - 'portable': the same kernels with every lane loading the shared rows itself (no subgroups needed).
 // - 'tiled': the GPU peers' implicit GEMM (tfjs conv2d_mm, ORT conv2d_mm, Burn): a workgroup stages a tile of
@@ -152,7 +154,8 @@ export function fewChannelsDefault(): 'direct' | 'gemm' {
 
 /**
  * Operand textures for the lane kernels where they were measured to win (lavapipe, which fetches a texel for all
- * lanes with vector loads: `npx tsx bench/conv-quick.ts --textures`); storage buffers elsewhere until measured.
+ * lanes with vector loads: `npx tsx bench/step-fusion-ab.ts 12 --what textures`, `bench/conv-ab.ts`); storage
+ * buffers elsewhere until measured (tuneConv() times both).
  */
 export function texturesDefault(): boolean {
   return isLavapipe();
