@@ -2,7 +2,8 @@
 // feature extraction with the plain eval-mode forward vs the BN-folded one (nn/fold.ts) at several batch sizes,
 // on the first --images train images; with --full, the whole evaluation as train.ts runs it (evaluateEncoder).
 // Usage: tsx bench/eval-time.ts [--images 4096] [--batches 256,512,1024] [--profile] [--full] [--probe lbfgs|adam]
-//        tsx bench/eval-time.ts --probe-cache DIR [--gtol X] [--grid 1e-4,1e-3]   (the probe alone on cached features)
+//        tsx bench/eval-time.ts --probe-cache DIR [--gtol X] [--grid 1e-4,1e-3] [--no-precondition]   (the probe alone
+//        on cached features; --no-precondition: L-BFGS in the standardized coordinates, not whitened ones)
 // Set LP_NATIVE_VECTOR_WIDTH=512 in the environment to measure lavapipe at 16 lanes.
 
 import { parseArgs } from 'node:util';
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     profile: { type: 'boolean', default: false },
     // the converged probe alone on cached features (extracted once into this folder): its time per setting
     'probe-cache': { type: 'string' },
+    'no-precondition': { type: 'boolean' },
     gtol: { type: 'string' },
     grid: { type: 'string' },
   },
@@ -134,6 +136,7 @@ if (values['probe-cache']) {
   const c0 = cpuSeconds();
   const r = await convergedLinearProbe(tr, train.labels!, te, test.labels!, {
     numClasses: 10, gtol: values.gtol ? Number(values.gtol) : undefined, l2Grid: values.grid ? values.grid.split(',').map(Number) : undefined, log: console.log,
+    precondition: !values['no-precondition'],
   });
   console.log(`probe: ${((performance.now() - t0) / 1000).toFixed(1)} s wall, ${(cpuSeconds() - c0).toFixed(1)} CPU-s; top-1 ${r.top1}`, JSON.stringify(r.probe));
 }

@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { tensor, liveTensors } from '../nn/index.ts';
 import { Rng, deriveSeed } from '../engine/random.ts';
 import { fitLogisticRegression, convergedLinearProbe, lbfgs } from '../byol/eval/index.ts';
+import { symmetricEigen } from '../byol/eval/logreg.ts';
 
 const t = suite('logreg');
 
@@ -158,6 +159,56 @@ t('the probe picks the L2 with the best held-out accuracy and refits on all trai
   const f = await lbfgs(refObjective(xAll, y, D, C, r.probe.chosen_l2), new Float64Array(D * C + C), { gtol: 1e-9, maxIter: 5000 });
   assert.ok(Math.abs(r.top1 - acc(refPredict(xT, M, D, C, f.x), yTest)) <= 3 / M, `test top-1 ${r.top1}`);
   assert.ok(Math.abs(r.probe.loss - f.f) < 1e-4, `refit loss ${r.probe.loss} vs float64 optimum ${f.f}`);
+  assert.is(liveTensors(), before, 'no tensors leak');
+});
+
+t('symmetricEigen: A U = U diag(values), U orthonormal, on a random and a rank-deficient matrix', () => {
+  const r = new Rng(9);
+  const n = 12;
+  const B = Float64Array.from({ length: n * 5 }, () => r.normal()); // [n, 5]: B Bᵀ has rank 5
+  for (const A of [
+    (() => { const m = Float64Array.from({ length: n * n }, () => r.normal()); return m.map((_, k) => m[k] + m[(k % n) * n + Math.floor(k / n)]); })(),
+    Float64Array.from({ length: n * n }, (_, k) => { let s = 0; for (let j = 0; j < 5; j++) s += B[Math.floor(k / n) * 5 + j] * B[(k % n) * 5 + j]; return s; }),
+  ]) {
+    const { values, vectors: U } = symmetricEigen(A, n);
+    let scale = 0;
+    for (const v of A) scale = Math.max(scale, Math.abs(v));
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+      let au = 0;
+      let uu = 0;
+      for (let k = 0; k < n; k++) (au += A[i * n + k] * U[k * n + j]), (uu += U[k * n + i] * U[k * n + j]);
+      assert.ok(Math.abs(au - U[i * n + j] * values[j]) < 1e-10 * scale, `(A U)[${i}, ${j}]`);
+      assert.ok(Math.abs(uu - (i === j ? 1 : 0)) < 1e-12, `(Uᵀ U)[${i}, ${j}]`);
+    }
+  }
+});
+
+t('the whitened fit reaches the plain fit\'s optimum in fewer iterations on correlated features, and the float64 one', async () => {
+  const before = liveTensors();
+  // features that are mixtures of a few latent ones plus a little noise: strongly correlated, as conv features are
+  const [N, D, C, K] = [3000, 24, 4, 6];
+  const base = blobs(N, K, C, 5);
+  const r = new Rng(6);
+  const mix = Float64Array.from({ length: K * D }, () => r.normal());
+  const x = new Float32Array(N * D);
+  for (let i = 0; i < N; i++) for (let d = 0; d < D; d++) {
+    let s = 0.05 * r.normal();
+    for (let k = 0; k < K; k++) s += base.x[i * K + k] * mix[k * D + d];
+    x[i * D + d] = s;
+  }
+  const xt = tensor(x, [N, D]);
+  const l2 = 1e-4;
+  const plain = await fitLogisticRegression(xt, base.y, C, { l2, gtol: 1e-5, maxIter: 5000, precondition: false });
+  const white = await fitLogisticRegression(xt, base.y, C, { l2, gtol: 1e-5, maxIter: 5000 });
+  xt.dispose();
+  assert.ok(plain.converged && white.converged, `both converged (${plain.reason}, ${white.reason})`);
+  assert.ok(white.iterations * 2 < plain.iterations, `whitened ${white.iterations} vs plain ${plain.iterations} iterations`);
+  const ref = await lbfgs(refObjective(x, base.y, D, C, l2), new Float64Array(D * C + C), { gtol: 1e-9, maxIter: 20000 });
+  assert.ok(Math.abs(white.loss - ref.f) < 1e-5 && Math.abs(plain.loss - ref.f) < 1e-5, `losses ${white.loss} and ${plain.loss} vs float64 ${ref.f}`);
+  const pw = refPredict(x, N, D, C, white.params);
+  const pr = refPredict(x, N, D, C, ref.x);
+  assert.ok(acc(pw, pr) > 0.995, 'the whitened fit predicts as the float64 optimum');
+  assert.ok(white.gradMax <= 1e-5, `max |gradient| in the original coordinates ${white.gradMax}`);
   assert.is(liveTensors(), before, 'no tensors leak');
 });
 

@@ -23,10 +23,17 @@ import { checkFeatures, checkFeaturePair, labelArray, assertFinite, top1, type L
 export interface LbfgsOptions {
   /** Stop when max |gradient component| <= gtol (default 1e-5). */
   gtol?: number;
+  /**
+   * The stopping test's measure of a gradient (default max |component|): a minimizer run in other coordinates
+   * (a preconditioned fit) tests the gradient of the original problem.
+   */
+  gradMaxOf?: (g: Float64Array) => number;
   /** Most iterations (default 1000). */
   maxIter?: number;
   /** Correction pairs kept (default 10). */
   memory?: number;
+  /** logistic regression: minimize in whitened coordinates (default true; see fit) */
+  precondition?: boolean;
 }
 
 export interface LbfgsResult {
@@ -56,6 +63,7 @@ const maxAbs = (a: Float64Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)),
  */
 export async function lbfgs(fg: (x: Float64Array) => Promise<{ f: number; g: Float64Array }>, x0: Float64Array, opts: LbfgsOptions = {}): Promise<LbfgsResult> {
   const gtol = opts.gtol ?? 1e-5;
+  const gradMaxOf = opts.gradMaxOf ?? maxAbs;
   const maxIter = opts.maxIter ?? 1000;
   const m = opts.memory ?? 10;
   const n = x0.length;
@@ -70,7 +78,7 @@ export async function lbfgs(fg: (x: Float64Array) => Promise<{ f: number; g: Flo
   let reason: LbfgsResult['reason'] = 'maxIter';
   for (; it < maxIter; it++) {
     if (!Number.isFinite(f)) throw new Error(`lbfgs: the objective is ${f} at iteration ${it}`);
-    if (maxAbs(g) <= gtol) {
+    if (gradMaxOf(g) <= gtol) {
       reason = 'gtol';
       break;
     }
@@ -135,7 +143,7 @@ export async function lbfgs(fg: (x: Float64Array) => Promise<{ f: number; g: Flo
     f = accepted.f;
     g = accepted.g;
   }
-  const gradMax = maxAbs(g);
+  const gradMax = gradMaxOf(g);
   return { x, f, gradMax, iterations: it, evaluations, converged: gradMax <= gtol, reason };
 }
 
@@ -208,8 +216,11 @@ function logitsOf(p: Problem, params: Float64Array): Tensor {
   return ew('logreg.logits', 'a + b', [matmul(Wt, p.x3, false, true), b], [p.S, p.C, p.n]);
 }
 
-/** f and its gradient at params: the data terms on the GPU, the L2 term in float64. */
-async function objective(p: Problem, params: Float64Array, l2: number): Promise<{ f: number; g: Float64Array }> {
+/**
+ * f and its gradient at params: the data terms on the GPU, the L2 term in float64, weighted per feature row by
+ * `rowWeight` where given ((l2 / 2) sum_d rowWeight[d] ||W[d]||²).
+ */
+async function objective(p: Problem, params: Float64Array, l2: number, rowWeight?: Float64Array): Promise<{ f: number; g: Float64Array }> {
   const { D, C, N, S, n } = p;
   const out = noGrad(() => tidy(() => {
     const logits = logitsOf(p, params);
@@ -229,10 +240,11 @@ async function objective(p: Problem, params: Float64Array, l2: number): Promise<
     const g = new Float64Array(D * C + C);
     let reg = 0;
     for (let d = 0; d < D; d++) {
+      const w = rowWeight ? rowWeight[d] : 1;
       for (let c = 0; c < C; c++) {
         const k = d * C + c;
-        g[k] = gWt[c * D + d] / N + l2 * params[k];
-        reg += params[k] * params[k];
+        g[k] = gWt[c * D + d] / N + l2 * w * params[k];
+        reg += w * params[k] * params[k];
       }
     }
     for (let c = 0; c < C; c++) g[D * C + c] = gb[c] / N;
@@ -242,10 +254,117 @@ async function objective(p: Problem, params: Float64Array, l2: number): Promise<
   }
 }
 
+/**
+ * Minimizes f in whitened coordinates, which leaves its minimum where it was but makes it far better conditioned:
+ * the features' correlations (conv features are strongly correlated) are what slows L-BFGS. With the features'
+ * second-moment matrix XᵀX / N = U Λ Uᵀ and M = U Λ^(-1/2), the fit runs on z = x M with weights V (W = M V), so
+ * the data term sees decorrelated unit-variance features, and the L2 term becomes (l2 / 2) sum_j ||V[j]||² / λ_j
+ * (MᵀM = Λ⁻¹): the same f, so the same minimizer. The stopping test reads f's gradient in W (= U Λ^(1/2) ∂f/∂V),
+ * so `gtol` means what it means unpreconditioned, and the result comes back as W.
+ */
 async function fit(p: Problem, l2: number, init: Float64Array | null, opts: LbfgsOptions): Promise<LogRegFit> {
-  const x0 = init ?? new Float64Array(p.D * p.C + p.C);
-  const r = await lbfgs((x) => objective(p, x, l2), x0, opts);
-  return { params: r.x, loss: r.f, gradMax: r.gradMax, iterations: r.iterations, evaluations: r.evaluations, converged: r.converged, reason: r.reason };
+  const { D, C } = p;
+  if (opts.precondition === false) {
+    const r = await lbfgs((x) => objective(p, x, l2), init ?? new Float64Array(D * C + C), opts);
+    return { params: r.x, loss: r.f, gradMax: r.gradMax, iterations: r.iterations, evaluations: r.evaluations, converged: r.converged, reason: r.reason };
+  }
+  const w = await whitening(p);
+  const pz = { ...p, x3: keep(noGrad(() => matmul(p.x3, w.M))) };
+  try {
+    // W = M V and back: V = Λ^(1/2) Uᵀ W; biases unchanged
+    const toV = (a: Float64Array) => {
+      const v = Float64Array.from(a);
+      for (let j = 0; j < D; j++) for (let c = 0; c < C; c++) {
+        let t = 0;
+        for (let d = 0; d < D; d++) t += w.U[d * D + j] * a[d * C + c];
+        v[j * C + c] = Math.sqrt(w.lambda[j]) * t;
+      }
+      return v;
+    };
+    const toW = (v: Float64Array, scale: (j: number) => number) => {
+      const a = Float64Array.from(v);
+      for (let d = 0; d < D; d++) for (let c = 0; c < C; c++) {
+        let t = 0;
+        for (let j = 0; j < D; j++) t += w.U[d * D + j] * scale(j) * v[j * C + c];
+        a[d * C + c] = t;
+      }
+      return a;
+    };
+    const gradW = (gV: Float64Array) => toW(gV, (j) => Math.sqrt(w.lambda[j]));
+    const rowWeight = w.lambda.map((l) => 1 / l);
+    const x0 = init ? toV(init) : new Float64Array(D * C + C);
+    const r = await lbfgs((x) => objective(pz, x, l2, rowWeight), x0, { ...opts, gradMaxOf: (g) => maxAbs(gradW(g)) });
+    const params = toW(r.x, (j) => 1 / Math.sqrt(w.lambda[j]));
+    return { params, loss: r.f, gradMax: r.gradMax, iterations: r.iterations, evaluations: r.evaluations, converged: r.converged, reason: r.reason };
+  } finally {
+    pz.x3.dispose();
+    w.M.dispose();
+  }
+}
+
+/**
+ * The eigenvectors U (columns, [D, D] row-major) and eigenvalues λ of the features' second-moment matrix XᵀX / N
+ * (the padded rows are zeros), λ floored at 1e-10 of the largest so that a constant or duplicated feature gets a
+ * finite weight, and M = U Λ^(-1/2) on the GPU.
+ */
+async function whitening(p: Problem): Promise<{ U: Float64Array; lambda: Float64Array; M: Tensor }> {
+  const { D, N } = p;
+  const gram = noGrad(() => tidy(() => sum(matmul(p.x3, p.x3, true, false), 0)));
+  const g32 = await gram.toArray();
+  gram.dispose();
+  const A = Float64Array.from(g32, (v) => v / N);
+  const { vectors: U, values } = symmetricEigen(A, D);
+  const top = Math.max(...values, 0);
+  const lambda = values.map((l) => Math.max(l, 1e-10 * top, 1e-30));
+  const m = new Float32Array(D * D);
+  for (let d = 0; d < D; d++) for (let j = 0; j < D; j++) m[d * D + j] = U[d * D + j] / Math.sqrt(lambda[j]);
+  return { U, lambda, M: keep(tensor(m, [D, D])) };
+}
+
+/** Eigen-decomposition of a symmetric [n, n] matrix (row-major) by cyclic Jacobi rotations, in float64. */
+export function symmetricEigen(a0: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
+  const a = Float64Array.from(a0);
+  const v = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) v[i * n + i] = 1;
+  const off = () => {
+    let s = 0;
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) s += a[i * n + j] ** 2;
+    return s;
+  };
+  let total = 0;
+  for (let i = 0; i < n * n; i++) total += a[i] ** 2;
+  for (let sweep = 0; sweep < 100 && off() > 1e-30 * total; sweep++) {
+    for (let p = 0; p < n - 1; p++) {
+      for (let q = p + 1; q < n; q++) {
+        const apq = a[p * n + q];
+        if (apq === 0) continue;
+        const theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1);
+        const sn = t * c;
+        for (let k = 0; k < n; k++) {
+          // columns p and q, then rows p and q
+          const akp = a[k * n + p];
+          const akq = a[k * n + q];
+          a[k * n + p] = c * akp - sn * akq;
+          a[k * n + q] = sn * akp + c * akq;
+        }
+        for (let k = 0; k < n; k++) {
+          const apk = a[p * n + k];
+          const aqk = a[q * n + k];
+          a[p * n + k] = c * apk - sn * aqk;
+          a[q * n + k] = sn * apk + c * aqk;
+        }
+        for (let k = 0; k < n; k++) {
+          const vkp = v[k * n + p];
+          const vkq = v[k * n + q];
+          v[k * n + p] = c * vkp - sn * vkq;
+          v[k * n + q] = sn * vkp + c * vkq;
+        }
+      }
+    }
+  }
+  return { values: Float64Array.from({ length: n }, (_, i) => a[i * n + i]), vectors: v };
 }
 
 async function predict(p: Problem, params: Float64Array): Promise<Int32Array> {
@@ -315,6 +434,8 @@ export interface ConvergedProbeResult {
   /** The protocol and how it went, for reports. */
   probe: {
     method: 'lbfgs';
+    /** minimized in whitened coordinates (the same objective and minimum; fewer iterations) */
+    preconditioned: boolean;
     objective: string;
     standardize: string;
     l2_grid: number[];
@@ -351,7 +472,7 @@ export async function convergedLinearProbe(
   if (!grid.length || grid.some((v) => !(v >= 0) || !Number.isFinite(v))) throw new Error(`${what}: l2Grid must be non-empty numbers >= 0, got [${opts.l2Grid}]`);
   const H = opts.heldOut ?? Math.min(10000, Math.floor(N / 6));
   if (!Number.isInteger(H) || H < 1 || H > N - 1) throw new Error(`${what}: heldOut must be an integer in 1..${N - 1}, got ${H}`);
-  const lb: LbfgsOptions = { gtol: opts.gtol ?? PROBE_GTOL, maxIter: opts.maxIter, memory: opts.memory };
+  const lb: LbfgsOptions = { gtol: opts.gtol ?? PROBE_GTOL, maxIter: opts.maxIter, memory: opts.memory, precondition: opts.precondition };
   const log = opts.log ?? (() => {});
   const yTrain = await labelArray(`${what}: train labels`, trainLabels, N, C);
   const yTest = await labelArray(`${what}: test labels`, testLabels, M, C);
@@ -414,6 +535,7 @@ export async function convergedLinearProbe(
       trainTop1,
       probe: {
         method: 'lbfgs',
+        preconditioned: lb.precondition !== false,
         objective: 'mean softmax cross-entropy + l2/2 ||W||^2 (bias not penalized)',
         standardize: 'per feature, train statistics',
         l2_grid: grid,
