@@ -177,6 +177,15 @@ interface Problem {
   C: number;
   S: number;
   n: number;
+  /** The whitened features and their basis (see fit), made by the first preconditioned fit and kept for the next. */
+  whitened?: Whitened;
+}
+
+interface Whitened {
+  /** z = x M blocks, M = U Λ^(-1/2) */
+  z3: Tensor;
+  U: Float64Array;
+  lambda: Float64Array;
 }
 
 function makeProblem(x: Tensor, labels: Int32Array, C: number): Problem {
@@ -197,6 +206,7 @@ function makeProblem(x: Tensor, labels: Int32Array, C: number): Problem {
 }
 
 function disposeProblem(p: Problem): void {
+  p.whitened?.z3.dispose();
   p.x3.dispose();
   p.onehot.dispose();
   p.mask.dispose();
@@ -268,46 +278,42 @@ async function fit(p: Problem, l2: number, init: Float64Array | null, opts: Lbfg
     const r = await lbfgs((x) => objective(p, x, l2), init ?? new Float64Array(D * C + C), opts);
     return { params: r.x, loss: r.f, gradMax: r.gradMax, iterations: r.iterations, evaluations: r.evaluations, converged: r.converged, reason: r.reason };
   }
-  const w = await whitening(p);
-  const pz = { ...p, x3: keep(noGrad(() => matmul(p.x3, w.M))) };
-  try {
-    // W = M V and back: V = Λ^(1/2) Uᵀ W; biases unchanged
-    const toV = (a: Float64Array) => {
-      const v = Float64Array.from(a);
-      for (let j = 0; j < D; j++) for (let c = 0; c < C; c++) {
-        let t = 0;
-        for (let d = 0; d < D; d++) t += w.U[d * D + j] * a[d * C + c];
-        v[j * C + c] = Math.sqrt(w.lambda[j]) * t;
-      }
-      return v;
-    };
-    const toW = (v: Float64Array, scale: (j: number) => number) => {
-      const a = Float64Array.from(v);
-      for (let d = 0; d < D; d++) for (let c = 0; c < C; c++) {
-        let t = 0;
-        for (let j = 0; j < D; j++) t += w.U[d * D + j] * scale(j) * v[j * C + c];
-        a[d * C + c] = t;
-      }
-      return a;
-    };
-    const gradW = (gV: Float64Array) => toW(gV, (j) => Math.sqrt(w.lambda[j]));
-    const rowWeight = w.lambda.map((l) => 1 / l);
-    const x0 = init ? toV(init) : new Float64Array(D * C + C);
-    const r = await lbfgs((x) => objective(pz, x, l2, rowWeight), x0, { ...opts, gradMaxOf: (g) => maxAbs(gradW(g)) });
-    const params = toW(r.x, (j) => 1 / Math.sqrt(w.lambda[j]));
-    return { params, loss: r.f, gradMax: r.gradMax, iterations: r.iterations, evaluations: r.evaluations, converged: r.converged, reason: r.reason };
-  } finally {
-    pz.x3.dispose();
-    w.M.dispose();
-  }
+  // the grid's fits share one problem: its whitening is computed once
+  const w = (p.whitened ??= await whitening(p));
+  const pz: Problem = { ...p, x3: w.z3, whitened: undefined };
+  // W = M V and back: V = Λ^(1/2) Uᵀ W; biases unchanged
+  const toV = (a: Float64Array) => {
+    const v = Float64Array.from(a);
+    for (let j = 0; j < D; j++) for (let c = 0; c < C; c++) {
+      let t = 0;
+      for (let d = 0; d < D; d++) t += w.U[d * D + j] * a[d * C + c];
+      v[j * C + c] = Math.sqrt(w.lambda[j]) * t;
+    }
+    return v;
+  };
+  const toW = (v: Float64Array, scale: (j: number) => number) => {
+    const a = Float64Array.from(v);
+    for (let d = 0; d < D; d++) for (let c = 0; c < C; c++) {
+      let t = 0;
+      for (let j = 0; j < D; j++) t += w.U[d * D + j] * scale(j) * v[j * C + c];
+      a[d * C + c] = t;
+    }
+    return a;
+  };
+  const gradW = (gV: Float64Array) => toW(gV, (j) => Math.sqrt(w.lambda[j]));
+  const rowWeight = w.lambda.map((l) => 1 / l);
+  const x0 = init ? toV(init) : new Float64Array(D * C + C);
+  const r = await lbfgs((x) => objective(pz, x, l2, rowWeight), x0, { ...opts, gradMaxOf: (g) => maxAbs(gradW(g)) });
+  const params = toW(r.x, (j) => 1 / Math.sqrt(w.lambda[j]));
+  return { params, loss: r.f, gradMax: r.gradMax, iterations: r.iterations, evaluations: r.evaluations, converged: r.converged, reason: r.reason };
 }
 
 /**
  * The eigenvectors U (columns, [D, D] row-major) and eigenvalues λ of the features' second-moment matrix XᵀX / N
  * (the padded rows are zeros), λ floored at 1e-10 of the largest so that a constant or duplicated feature gets a
- * finite weight, and M = U Λ^(-1/2) on the GPU.
+ * finite weight, and the whitened blocks z = x U Λ^(-1/2).
  */
-async function whitening(p: Problem): Promise<{ U: Float64Array; lambda: Float64Array; M: Tensor }> {
+async function whitening(p: Problem): Promise<Whitened> {
   const { D, N } = p;
   const gram = noGrad(() => tidy(() => sum(matmul(p.x3, p.x3, true, false), 0)));
   const g32 = await gram.toArray();
@@ -318,7 +324,8 @@ async function whitening(p: Problem): Promise<{ U: Float64Array; lambda: Float64
   const lambda = values.map((l) => Math.max(l, 1e-10 * top, 1e-30));
   const m = new Float32Array(D * D);
   for (let d = 0; d < D; d++) for (let j = 0; j < D; j++) m[d * D + j] = U[d * D + j] / Math.sqrt(lambda[j]);
-  return { U, lambda, M: keep(tensor(m, [D, D])) };
+  const z3 = keep(noGrad(() => tidy(() => matmul(p.x3, tensor(m, [D, D])))));
+  return { z3, U, lambda };
 }
 
 /** Eigen-decomposition of a symmetric [n, n] matrix (row-major) by cyclic Jacobi rotations, in float64. */
