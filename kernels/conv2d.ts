@@ -44,7 +44,7 @@ import type { Arr } from '../engine/ref.ts';
 export interface ConvTiles {
   RB: number;
   CB: number;
-  /** dW: row quads per step (SG / RQ pixels per step), column quads per lane, pixel steps unrolled */
+  /** dW: row quads per step (SG / RQ pixels per step), column quads per lane, pixel steps per iteration (fetched before their products) */
   RQ: number;
   dwCB: number;
   U: number;
@@ -110,7 +110,7 @@ export interface Conv2dOptions {
 }
 
 /** For subgroups of 4 or 8 lanes (and the portable kernels, which cap the blocks themselves). */
-export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 2, U: 1, narrowRows: 16 };
+export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 2, U: 2, narrowRows: 16 };
 /**
  * For 16 lanes (lavapipe with LP_NATIVE_VECTOR_WIDTH=512): a lane holds SG * RB accumulator rows, so RB halves to
  * keep the same register footprint; dW keeps 8 row quads (2 pixels per step) with one column quad, unrolled twice.
@@ -529,47 +529,57 @@ function lanesDwDecl(v: LanesDw): KernelDecl {
     `let rowOk${s} = yy${s} >= 0 && yy${s} < p.H;`,
     v.texX ? `let trow${s} = u32(select(0, n * p.H + yy${s}, rowOk${s}));` : `let xrow${s} = (n * p.H + yy${s}) * p.W;`,
   ]));
-  const step = (u: number) => {
+  // One iteration covers U pixel steps. Every operand of the U steps is fetched first, then each accumulator takes
+  // its U * (pixels per lane group) products in a row: on lavapipe a texel fetch is a call, which spills every live
+  // register, and an accumulator updated in a loop is loaded, masked and stored once per iteration, so the products
+  // per accumulator between fetches are what amortizes both.
+  const loadsOf = (u: number) => {
     const loads = laneRows.map(({ s }) =>
-      lines(6, [
-        `let ow${s} = i32(ow0) + ${u * PP} + pp${s};`,
-        `let xx${s} = ow${s} * p.s + kx${s};`,
-        `let ok${s} = rowOk${s} && ow${s} < i32(p.OW) && xx${s} >= 0 && xx${s} < p.W;`,
+      lines(4, [
+        `let ow${s}_${u} = i32(ow0) + ${u * PP} + pp${s};`,
+        `let xx${s}_${u} = ow${s}_${u} * p.s + kx${s};`,
+        `let ok${s}_${u} = rowOk${s} && ow${s}_${u} < i32(p.OW) && xx${s}_${u} >= 0 && xx${s}_${u} < p.W;`,
         ...(v.texX
-          ? [`let av${s} = select(vec4<f32>(0.0), textureLoad(x, vec2<u32>(u32(select(0, xx${s}, ok${s})) * p.cq + ciq${s}, trow${s})), ok${s});`]
-          : [`let xi${s} = u32(max(xrow${s} + xx${s}, 0));`]),
+          ? [`let av${s}_${u} = select(vec4<f32>(0.0), textureLoad(x, vec2<u32>(u32(select(0, xx${s}_${u}, ok${s}_${u})) * p.cq + ciq${s}, trow${s})), ok${s}_${u});`]
+          : [`let xi${s}_${u} = u32(max(xrow${s} + xx${s}_${u}, 0));`]),
         v.texX ? false : aligned
-          ? `let av${s} = select(vec4<f32>(0.0), x[xi${s} * p.cq + ciq${s}], ok${s});`
-          : `let av${s} = vec4<f32>(${range(4).map((j) => `select(0.0, x[xi${s} * p.cin + min(ciq${s} * 4u + ${j}u, p.cin - 1u)], ok${s} && ciq${s} * 4u + ${j}u < p.cin)`).join(', ')});`,
+          ? `let av${s}_${u} = select(vec4<f32>(0.0), x[xi${s}_${u} * p.cq + ciq${s}], ok${s}_${u});`
+          : `let av${s}_${u} = vec4<f32>(${range(4).map((j) => `select(0.0, x[xi${s}_${u} * p.cin + min(ciq${s} * 4u + ${j}u, p.cin - 1u)], ok${s}_${u} && ciq${s} * 4u + ${j}u < p.cin)`).join(', ')});`,
       ]),
     );
     // a pixel past the row end has x = 0 in every lane that pairs with it; clamping keeps dy reads in bounds
     // the pixels of this lane's group: q-th of the step is pixel q * G + grp
     const pixel = (q: number) => (G > 1 ? `ow0 + ${u * PP}u + ${q * G}u + grp` : `ow0 + ${u * PP + q}u`);
     const dys = range(PP / G).map((q) =>
-      lines(6, [
-        v.texDy ? `let px${q} = min(${pixel(q)}, p.OW - 1u) * p.nq;` : `let pix${q} = dyrow + min(${pixel(q)}, p.OW - 1u);`,
+      lines(4, [
+        v.texDy ? `let px${q}_${u} = min(${pixel(q)}, p.OW - 1u) * p.nq;` : `let pix${q}_${u} = dyrow + min(${pixel(q)}, p.OW - 1u);`,
         ...cbs.map((cb) =>
           v.texDy
-            ? `let b${q}_${cb} = textureLoad(dy, vec2<u32>(px${q} + cl${cb}, line));`
+            ? `let b${q}_${cb}_${u} = textureLoad(dy, vec2<u32>(px${q}_${u} + cl${cb}, line));`
             : aligned
-            ? `let b${q}_${cb} = dy[pix${q} * p.nq + cl${cb}];`
-            : `let b${q}_${cb} = vec4<f32>(${range(4).map((j) => `dy[pix${q} * p.cout + min(cl${cb} * 4u + ${j}u, p.cout - 1u)]`).join(', ')});`,
+            ? `let b${q}_${cb}_${u} = dy[pix${q}_${u} * p.nq + cl${cb}];`
+            : `let b${q}_${cb}_${u} = vec4<f32>(${range(4).map((j) => `dy[pix${q}_${u} * p.cout + min(cl${cb} * 4u + ${j}u, p.cout - 1u)]`).join(', ')});`,
         ),
       ]),
     );
-    const fmas = range(SG / G).map((r) => {
+    // row r of the step: pixel q = r / RQ, row quad rr = r % RQ, read from the lane that loaded it
+    const rows = range(SG / G).map((r) => {
       const q = Math.floor(r / RQ);
       const rr = r % RQ;
-      const src = G > 1 ? `subgroupShuffle(av, (${q * G}u + grp) * ${RQ}u + ${rr}u)` : L.subgroups ? `subgroupBroadcast(av, ${r}u)` : `av_${r}`;
-      return [
-        `      { let v = ${src};`,
-        ...range(4).flatMap((j) => cbs.map((cb) => `        ${acc(rr, j, cb)} = fma(vec4<f32>(v.${XYZW[j]}), b${q}_${cb}, ${acc(rr, j, cb)});`)),
-        '      }',
-      ].join('\n');
+      const src = G > 1 ? `subgroupShuffle(av_${u}, (${q * G}u + grp) * ${RQ}u + ${rr}u)` : L.subgroups ? `subgroupBroadcast(av_${u}, ${r}u)` : `av_${r}_${u}`;
+      return `    let v${r}_${u} = ${src};`;
     });
-    return ['    {', ...loads, ...dys, ...fmas, '    }'].join('\n');
+    return [...loads, ...dys, ...rows];
   };
+  const products = range(RQ).flatMap((rr) =>
+    range(4).flatMap((j) =>
+      cbs.map((cb) => {
+        const terms = range(U).flatMap((u) => range(SG / G / RQ).map((q) => `fma(vec4<f32>(v${q * RQ + rr}_${u}.${XYZW[j]}), b${q}_${cb}_${u}, `)).reverse();
+        return `    ${acc(rr, j, cb)} = ${terms.join('')}${acc(rr, j, cb)}${')'.repeat(terms.length)};`;
+      }),
+    ),
+  );
+  const iteration = [...range(U).flatMap(loadsOf), ...products].join('\n');
   // the lane groups' sums of the same column quad, added pairwise
   const merge: string[] = [];
   for (let step = GQ; G > 1 && step < SG; step *= 2) {
@@ -620,7 +630,7 @@ ${G > 1
     let dyrow = line * p.OW;
 ${lineRows.join('\n')}
     for (var ow0 = 0u; ow0 < p.OW; ow0 += ${PP * U}u) {
-${range(U).map(step).join('\n')}
+${iteration}
     }
   }
 ${merge.join('\n')}
