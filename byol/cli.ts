@@ -35,7 +35,7 @@ augmentation
   --crop-scale LO,HI   random-resized-crop area range (default ${TRAIN_DEFAULTS.cropScale.join(',')}; paper 0.08,1)
   --solarize P         probability of solarizing view 2 (default ${TRAIN_DEFAULTS.solarize}; paper 0.2)
 optimization
-  --epochs N           (default ${TRAIN_DEFAULTS.epochs})
+  --epochs N           passes over the data, may be fractional, e.g. 1.5 (default ${TRAIN_DEFAULTS.epochs})
   --batch N            (default ${TRAIN_DEFAULTS.batchSize})
   --lr X               base learning rate, scaled by batch/256, warm-up then cosine (default: the optimizer's,
                        adam ${DEFAULT_BASE_LR.adam}, sgd ${DEFAULT_BASE_LR.sgd}, lars ${DEFAULT_BASE_LR.lars})
@@ -67,6 +67,14 @@ function num(name: string, v: string | undefined, dflt: number, min = 0): number
   if (v === undefined) return dflt;
   const n = Number(v);
   if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: expected a number >= ${min}, got '${v}'`);
+  return n;
+}
+
+/** A number > 0 (epochs may be fractional: the last epoch then covers the first part of its shuffled order). */
+function positive(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a number > 0, got '${v}'`);
   return n;
 }
 
@@ -140,7 +148,7 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     projHidden: int('proj-hidden', v['proj-hidden'], d.projHidden),
     projDim: int('proj-dim', v['proj-dim'], d.projDim),
     predHidden: int('pred-hidden', v['pred-hidden'], d.predHidden),
-    epochs: int('epochs', v.epochs, d.epochs),
+    epochs: positive('epochs', v.epochs, d.epochs),
     batchSize: int('batch', v.batch, d.batchSize, 2),
     baseLr: num('lr', v.lr, DEFAULT_BASE_LR[optimizer]),
     optimizer,

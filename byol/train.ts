@@ -36,6 +36,7 @@ export interface TrainOptions {
   cropScale: [number, number];
   /** Probability of solarizing view 2 (the paper's 0.2). */
   solarize: number;
+  /** Passes over the training set; may be fractional (the last one covers the first part of its shuffled order). */
   epochs: number;
   batchSize: number;
   /** Base learning rate, scaled by batchSize / 256; absent: DEFAULT_BASE_LR of the optimizer. */
@@ -144,12 +145,14 @@ export async function train(options: TrainOptions, log: (s: string) => void = (s
   const ckptDir = join(opts.out, 'checkpoints');
   const identity = Object.fromEntries(IDENTITY_KEYS.map((k) => [k, opts[k]]));
   const stepsPerEpoch = Math.floor(trainSet.n / B);
-  const totalSteps = stepsPerEpoch * opts.epochs;
+  if (!(opts.epochs > 0) || !Number.isFinite(opts.epochs)) throw new Error(`train: epochs must be a number > 0, got ${opts.epochs}`);
+  // a fractional last epoch takes the first part of its shuffled order
+  const totalSteps = Math.max(1, Math.round(stepsPerEpoch * opts.epochs));
   // at 0.1 this rounds as round(totalSteps / 10), what every run before the flag used
   const warmupSteps = Math.min(totalSteps - 1, Math.round(totalSteps * opts.warmup));
   const lastStep = Math.min(totalSteps, opts.maxSteps ?? totalSteps);
   log(`byol: ${trainSet.name} ${trainSet.n} images ${trainSet.height}x${trainSet.width}x${trainSet.channels}; ${opts.arch} width ${opts.width}; ` +
-    `${opts.epochs} epochs x ${stepsPerEpoch} steps of ${B}; device: ${ctx.info.description || ctx.info.vendor}`);
+    `${opts.epochs} epochs x ${stepsPerEpoch} steps of ${B} (${totalSteps} steps); device: ${ctx.info.description || ctx.info.vendor}`);
 
   const augOpts = { imageSize: trainSet.height, cropScale: opts.cropScale, solarizeProb: opts.solarize };
   const augCfg = byolAugmentConfig({ ...augOpts, normalize: stats });

@@ -61,6 +61,25 @@ t('negative numbers get our own message, not the parser\'s "ambiguous"', () => {
   assert.throws(() => parseTrainArgs(['--width', '--no-eval']), (e: Error) => !/ambiguous/.test(e.message) || /--width/.test(e.message));
 });
 
+t('fractional epochs: parsed as a number > 0; the run takes round(steps per epoch x epochs) steps', async () => {
+  assert.is(parseTrainArgs(['--epochs', '1.5']).epochs, 1.5);
+  throwsWith(() => parseTrainArgs(['--epochs', '0']), "--epochs: expected a number > 0, got '0'");
+  throwsWith(() => parseTrainArgs(['--epochs', '-1']), "--epochs: expected a number > 0, got '-1'");
+  throwsWith(() => parseTrainArgs(['--epochs', 'two']), "--epochs: expected a number > 0, got 'two'");
+  await rejectsWith(train(tiny(fresh('out'), pngFolder(8, 'zero'), { epochs: 0 }), quiet), 'epochs must be a number > 0, got 0');
+  await sync();
+  const live0 = liveTensors();
+  const out = fresh('out');
+  // 16 images at batch 8: 2 steps per epoch, so 1.5 epochs is 3 steps (the third from epoch 2's shuffled order)
+  const report = await train(tiny(out, pngFolder(8, 'frac'), { epochs: 1.5, maxSteps: undefined, checkpointEvery: 100 }), quiet);
+  assert.is(report.steps, 3);
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  assert.is(config.totalSteps, 3);
+  assert.is(config.epochs, 1.5);
+  await sync();
+  assert.is(liveTensors(), live0);
+});
+
 t('data is validated before --out is created: a missing path, a corrupt PNG, fewer images than one batch', async () => {
   await sync();
   const live0 = liveTensors();
