@@ -11,12 +11,11 @@
 //     against the record itself; batchNorm:JSON the same for the batchNorm record (e.g. batchNorm:{"textures":false}).
 
 import { getDevice, releaseDevice, tensor, sync } from '../nn/index.ts';
-import { Conv2d } from '../nn/layers.ts';
 import { convTuning } from '../kernels/conv2d.ts';
 import { batchNormTuning } from '../kernels/batchnorm.ts';
 import { setDeviceTuning } from '../engine/tuning.ts';
 import { randomData } from './case.ts';
-import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep } from './cases/byol-step.ts';
+import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepConvs } from './cases/byol-step.ts';
 import { median, loadAverage } from './harness.ts';
 
 const argv = process.argv.slice(2);
@@ -35,7 +34,7 @@ const n = shape.reduce((a, b) => a * b, 1);
 const v1 = tensor(randomData(n, 1), shape);
 const v2 = tensor(randomData(n, 2), shape);
 const model = byolForStep(s);
-const convs = [model.online, model.target].flatMap((net) => net.namedModules().map(([, m]) => m)).filter((m): m is Conv2d => m instanceof Conv2d);
+const convs = stepConvs(model);
 const record = convTuning();
 const bnRecord = batchNormTuning();
 const setFusion = (on: boolean) => {

@@ -9,9 +9,8 @@
 
 import { getDevice, releaseDevice, tensor, sync, recordDispatches, recorderStats, gpu } from '../nn/index.ts';
 import { randomData } from './case.ts';
-import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepFlops } from './cases/byol-step.ts';
+import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepFlops, stepConvs } from './cases/byol-step.ts';
 import { median } from './harness.ts';
-import { Conv2d } from '../nn/layers.ts';
 
 const argv = process.argv.slice(2);
 const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
@@ -24,9 +23,7 @@ const n = shape.reduce((a, b) => a * b, 1);
 const v1 = tensor(randomData(n, 1), shape);
 const v2 = tensor(randomData(n, 2), shape);
 const model = byolForStep(s);
-if (argv.includes('--no-moments')) {
-  for (const net of [model.online, model.target]) for (const [, m] of net.namedModules()) if (m instanceof Conv2d) m.moments = false;
-}
+if (argv.includes('--no-moments')) for (const c of stepConvs(model)) c.moments = false;
 model.trainStep(v1, v2).loss.dispose(); // compiles everything
 await sync();
 const stepTimes: number[] = [];

@@ -7,6 +7,7 @@
 
 import { tensor } from '../../nn/index.ts';
 import { BYOL } from '../../byol/model.ts';
+import { Conv2d } from '../../nn/layers.ts';
 import type { BenchCase, SideOps } from '../case.ts';
 import { randomData } from '../case.ts';
 import type { Tf } from '../peer.ts';
@@ -46,6 +47,11 @@ export function byolForStep(s: ByolStepShape): BYOL {
     batchSize: s.batch,
     totalSteps: 1000,
   });
+}
+
+/** The Conv2d modules of both networks (online and target), for benches that switch a per-module option. */
+export function stepConvs(model: BYOL): Conv2d[] {
+  return [model.online, model.target].flatMap((net) => net.namedModules().map(([, m]) => m)).filter((m): m is Conv2d => m instanceof Conv2d);
 }
 
 /**
