@@ -58,11 +58,22 @@ export interface BatchNormOptions {
 export interface BatchNormTuning {
   /** see BatchNormOptions.textures; default on lavapipe, which fetches texels with vector loads, else off */
   textures: boolean;
+  /**
+   * The statistics' and the backward's sums: overrides of the device's 'reduce' record for batchNorm alone (a
+   * call's `tuning` goes over them). Unset by default: on lavapipe, 64 invocations with the subgroup tree ran
+   * batchNorm alone in 0.72-0.95x the time but added 17 finishing dispatches, and the whole step did not move
+   * (bench/results/step-ab-session7.md).
+   */
+  reduce?: Partial<ReduceTuning>;
 }
 
 /** This device's batchNorm record, with a call's overrides. */
 export function batchNormTuning(over?: Partial<BatchNormTuning>): BatchNormTuning {
-  return tuningFor<BatchNormTuning>('batchNorm', () => ({ textures: isLavapipe('batchNorm') }), over);
+  return tuningFor<BatchNormTuning>('batchNorm', defaultBatchNormTuning, over);
+}
+
+function defaultBatchNormTuning(): BatchNormTuning {
+  return { textures: isLavapipe('batchNorm') };
 }
 
 const WG = 256; // the elementwise passes; the reductions take the 'reduce' record's size
@@ -436,8 +447,9 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   const eps = opts.eps ?? 1e-5;
   // eval mode normalizes every row with the running statistics: groups change nothing there
   const vec = C % 4 === 0;
-  const tw = vec && batchNormTuning({ textures: opts.textures }).textures ? flatTextureWidth(x) : 0;
-  const L = layoutOf(x.size / C, C, opts.training ? opts.groups ?? 1 : 1, reduceTuning(opts.tuning, op), tw);
+  const bnRecord = batchNormTuning({ textures: opts.textures });
+  const tw = vec && bnRecord.textures ? flatTextureWidth(x) : 0;
+  const L = layoutOf(x.size / C, C, opts.training ? opts.groups ?? 1 : 1, reduceTuning({ ...bnRecord.reduce, ...opts.tuning }, op), tw);
   const xTex = tw ? flatTexture('batchNorm x', x, tw, BN_TEXTURE_CACHE_BYTES) : x;
   const st = empty([L.G * 4, C], 'f32', op); // per group: shift, dmean (mean = shift + dmean), invstd, gamma * invstd
   if (opts.training) {

@@ -51,6 +51,39 @@ for (const workgroupSize of [32, 64, 128, 256]) {
   }
 }
 
+// the batchNorm record's own reduce overrides reach its sums (and a call's tuning goes over them)
+for (const reduce of hasSubgroups ? [{ workgroupSize: 32, tree: 'subgroup' as const }, { workgroupSize: 64, tree: 'shared' as const }] : [{ workgroupSize: 64, tree: 'shared' as const }]) {
+  const o = { training: true, relu: true, groups: 2 };
+  opTest(`batchNorm [record reduce ${JSON.stringify(reduce)}] [4,16,16,33] groups=2 relu`, {
+    shapes: [[4, 16, 16, 33], [33], [33]],
+    range: [[-1, 1], [0.5, 1.5], [-0.5, 0.5]],
+    ref: ([x, g, b]) => ref.batchNorm(x, g, b, o),
+    refGrad: ([x, g, b], dy) => ref.batchNormBackward(x, g, b, dy, o),
+    gpu: ([x, g, b]) => batchNorm(x, g, b, null, o),
+    tol: 2e-5,
+    setup: () => {
+      const prev = batchNormTuning();
+      setDeviceTuning('batchNorm', { ...prev, reduce });
+      return () => setDeviceTuning('batchNorm', prev);
+    },
+  }, t);
+}
+
+t('the batchNorm record\'s reduce overrides are checked like a call\'s, and a call\'s tuning goes over them', () => {
+  const prev = batchNormTuning();
+  const x = up(randArr([4, 8], rng(9)));
+  const g = up(randArr([8], rng(10), 0.5, 1.5));
+  const b = up(randArr([8], rng(11)));
+  try {
+    setDeviceTuning('batchNorm', { ...prev, reduce: { workgroupSize: 48 } });
+    throwsWith(() => batchNorm(x, g, b, null, { training: true }), 'batchNorm', 'workgroupSize must be a power of two', 'got 48');
+    assert.not.throws(() => tidy(() => void batchNorm(x, g, b, null, { training: true, tuning: { workgroupSize: 64 } })));
+  } finally {
+    setDeviceTuning('batchNorm', prev);
+    for (const v of [x, g, b]) v.dispose();
+  }
+});
+
 t('withBatchNormGroups: per-group running statistics in order, num_batches_tracked per group, restored after a throw', async () => {
   const before = liveTensors();
   const net = materialize(new Sequential(new BatchNorm(6), new Sequential(new BatchNorm(6, { relu: true }))), { seed: 2 });
