@@ -20,7 +20,7 @@ import {
 } from './conv2d.ts';
 
 /** Bump when the kernels change so that cached choices are measured again. */
-const KERNEL_VERSION = 3; // 3: dW fetches its U steps before their products, and takes U = 2 by default
+const KERNEL_VERSION = 3; // 3: dW fetches U = 2 pixel steps before their products; fwd/dx take CB = 2 where a layer fills it
 
 export interface ConvTuneResult {
   /** the candidate's name (convTuningName) */

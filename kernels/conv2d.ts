@@ -109,8 +109,11 @@ export interface Conv2dOptions {
   moments?: boolean;
 }
 
-/** For subgroups of 4 or 8 lanes (and the portable kernels, which cap the blocks themselves). */
-export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 1, RQ: 8, dwCB: 2, U: 2, narrowRows: 16 };
+/**
+ * For subgroups of 4 or 8 lanes (and the portable kernels, which cap the blocks themselves). CB 2 applies where a
+ * layer has at least SG * 2 output quads (64 channels at 8 lanes); dW fetches U = 2 pixel steps per iteration.
+ */
+export const DEFAULT_CONV_TILES: ConvTiles = { RB: 4, CB: 2, RQ: 8, dwCB: 2, U: 2, narrowRows: 16 };
 /**
  * For 16 lanes (lavapipe with LP_NATIVE_VECTOR_WIDTH=512): a lane holds SG * RB accumulator rows, so RB halves to
  * keep the same register footprint; dW keeps 8 row quads (2 pixels per step) with one column quad, unrolled twice.
@@ -896,7 +899,8 @@ function lanesBlocks(t: ConvTuning, aligned: boolean, NQ: number): { L: Lanes; G
   // (not at 16 lanes: there the shuffles and the per-lane loads cost twice as much and it gained nothing)
   const GQ = L.subgroups && L.SG <= 8 && tl.narrowRows > 0 && NQ <= L.SG / 2 ? nextPow2(NQ) : 0;
   const RB = GQ ? Math.max(1, Math.floor(tl.narrowRows / GQ)) : big ? tl.RB : 1;
-  const CB = big && !GQ ? tl.CB : 1;
+  // a second column quad per lane only where the layer fills it: with fewer quads than SG * CB it would idle
+  const CB = big && !GQ ? Math.max(1, Math.min(tl.CB, Math.floor(NQ / L.SG))) : 1;
   return { L, GQ, RB, CB };
 }
 

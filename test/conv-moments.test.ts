@@ -35,7 +35,7 @@ const SHAPES: Shape[] = [
   ['3x3 8->16, bias', 4, 8, 8, 3, 16, 1, 1, true],
   ['3x3 8->4 (one column quad)', 2, 8, 8, 3, 4, 1, 1, false],
   ['3x3 8->6 (channels not a multiple of 4)', 2, 8, 8, 3, 6, 1, 1, true],
-  ['3x3 stride 2, 4->64 (several column tiles)', 8, 8, 4, 3, 64, 2, 1, false],
+  ['3x3 stride 2, 4->128 (several column tiles, two column quads per lane)', 8, 8, 4, 3, 128, 2, 1, false],
   ['3x3 3->16 (the padded RGB stem)', 2, 8, 3, 3, 16, 1, 1, false],
   ['1x1 12->8', 2, 8, 12, 1, 8, 1, 0, false],
 ];

@@ -43,8 +43,15 @@ const TEXTURE_SHAPES: ConvCase[] = [
   ['3x3 pad 1 stride 2, 16->32, texture-sized rows', 2, 16, 16, 16, 3, 32, 2, 1, true],
   ['3x3 pad 1, 16->32, texture-sized rows, 3 images', 3, 8, 8, 32, 3, 32, 1, 1, false],
 ];
+// layers with 16 or more output quads take two column quads per lane (tiles.CB 2) in the lane kernels: in the
+// forward (68 outputs: a partial second column tile) and in dx (64 inputs), with stride 2; and 128 outputs from
+// texture-sized rows
+const WIDE_SHAPES: ConvCase[] = [
+  ['3x3 pad 1 stride 2, 64->68 (two column quads per lane)', 2, 7, 6, 64, 3, 68, 2, 1, true],
+  ['3x3 pad 1, 32->128, texture-sized rows (two column quads per lane)', 2, 8, 8, 32, 3, 128, 1, 1, false],
+];
 for (const [vname, tuning] of variants) {
-  for (const c of [...CONV_SHAPES, ...TEXTURE_SHAPES]) {
+  for (const c of [...CONV_SHAPES, ...TEXTURE_SHAPES, ...WIDE_SHAPES]) {
     const { name, ...oc } = conv2dCase(`conv2d [${vname}] ${c[0]}`, c, tuning);
     t(name, () => checkOp(oc));
   }
