@@ -1,14 +1,23 @@
 // Quick timing of batchNorm (training, forward and forward + backward) on an NHWC activation, reported as GB/s of
 // the minimum traffic each pass needs. Not a test; a shared CPU "GPU" makes the numbers noisy.
-// Usage: npx tsx bench/bn-quick.ts [N H W C]   (default 32 32 32 64)
+// Usage: npx tsx bench/bn-quick.ts [N H W C] [--groups G] [--reduce 'JSON list of ReduceTuning overrides']
+//   (default 32 32 32 64, 1 group). --reduce times training forward + backward with the ReLU under each of the
+//   sums' settings, samples interleaved, and prints each one's median against the first's, e.g.
+//   npx tsx bench/bn-quick.ts 128 28 28 16 --groups 2 --reduce '[{}, {"workgroupSize":64,"tree":"subgroup"}]'
 
 import { getDevice, releaseDevice, tensor, tidy, backward, noGrad, sync, recorderStats, clearTape, type Tensor } from '../nn/index.ts';
 import { ew } from '../kernels/elementwise.ts';
 import { batchNorm, ref } from '../kernels/batchnorm.ts';
+import type { ReduceTuning } from '../kernels/reduce.ts';
 import { randArr, rng, relErr } from '../test/helpers/gradcheck.ts';
 import { localSide, measureInterleaved } from './harness.ts';
 
-const shape = process.argv.length >= 6 ? process.argv.slice(2, 6).map(Number) : [32, 32, 32, 64];
+const argv = process.argv.slice(2);
+const flag = (name: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
+const dims = argv.filter((a, i) => /^\d+$/.test(a) && argv[i - 1] !== '--groups');
+const shape = dims.length >= 4 ? dims.slice(0, 4).map(Number) : [32, 32, 32, 64];
+const groups = Number(flag('--groups') ?? 1);
+const reduceList: Partial<ReduceTuning>[] | null = flag('--reduce') ? JSON.parse(flag('--reduce')!) : null;
 const C = shape[3];
 const N = shape.reduce((a, b) => a * b, 1);
 const ctx = await getDevice();
@@ -32,8 +41,8 @@ function dropGrads(): void {
   }
 }
 
-function step(relu: boolean, withBackward: boolean): void {
-  const run = () => batchNorm(x, gamma, beta, { runningMean, runningVar }, { training: true, relu });
+function step(relu: boolean, withBackward: boolean, tuning?: Partial<ReduceTuning>): void {
+  const run = () => batchNorm(x, gamma, beta, { runningMean, runningVar }, { training: true, relu, groups, tuning });
   // forward alone under noGrad: a recorded tape that is never consumed would keep every step's tensors alive
   if (withBackward) tidy(() => backward(run(), dy));
   else tidy(() => noGrad(run));
@@ -60,6 +69,13 @@ async function time(op: () => void): Promise<{ ms: number; dispatches: number }>
   };
   const [t] = await measureInterleaved([localSide(counted, sync)], { targetMs: 300, samples: 5, minSamples: 5 });
   return { ms: t.medianMs, dispatches: dispatches / (calls - 1) };
+}
+
+if (reduceList) {
+  const sides = reduceList.map((tuning) => localSide(() => step(true, true, tuning), sync));
+  const ts = await measureInterleaved(sides, { targetMs: 300, samples: 10, minSamples: 10 });
+  console.log(`forward+backward relu=yes, ${groups} group(s), by the sums' setting (median ms; ratio of medians to the first):`);
+  reduceList.forEach((tuning, i) => console.log(`  ${JSON.stringify(tuning)}: ${ts[i].medianMs.toFixed(2)} ms (${(ts[i].medianMs / ts[0].medianMs).toFixed(3)})`));
 }
 
 // what this machine's elementwise kernels reach on the same size: a copy (read x, write y)

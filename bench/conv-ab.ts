@@ -4,25 +4,18 @@
 // Usage: npx tsx bench/conv-ab.ts N,H,C 'JSON list of ConvTuningOverrides'   (3x3, stride 1, padding 1, Cin = Cout = C)
 //   e.g. npx tsx bench/conv-ab.ts 128,28,16 '[{"tiles":{"narrowRows":0}},{"tiles":{"narrowRows":16}}]'
 
-import { getDevice, releaseDevice, tensor, sync } from '../nn/index.ts';
-import { conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, type ConvTuningOverrides } from '../kernels/conv2d.ts';
+import { getDevice, releaseDevice, sync } from '../nn/index.ts';
+import type { ConvTuningOverrides } from '../kernels/conv2d.ts';
+import { convLayer } from './cases/conv-layer.ts';
 import { median } from './harness.ts';
 
 const [N, H, C] = (process.argv[2] ?? '128,28,16').split(',').map(Number);
 const configs: ConvTuningOverrides[] = JSON.parse(process.argv[3] ?? '[{}]');
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description}; layer ${N}x${H}x${H}x${C}, 3x3`);
-const rand = (n: number) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
-const x = tensor(rand(N * H * H * C), [N, H, H, C]);
-const w = tensor(rand(9 * C * C), [3, 3, C, C]);
-const dy = tensor(rand(N * H * H * C), [N, H, H, C]);
-const g = { N, H, W: H, Cin: C, KH: 3, KW: 3, Cout: C, stride: 1, pad: 1, OH: H, OW: H };
-const ops = {
-  fwd: (tuning: ConvTuningOverrides) => conv2dRaw(x, w, null, { padding: 1, tuning }),
-  dx: (tuning: ConvTuningOverrides) => conv2dBackwardInput(dy, w, g, { tuning }),
-  dW: (tuning: ConvTuningOverrides) => conv2dBackwardWeight(x, dy, g, { tuning }),
-};
-for (const [name, op] of Object.entries(ops)) {
+const layer = convLayer(N, H, C, () => Math.random() - 0.5);
+
+for (const [name, op] of Object.entries(layer.ops)) {
   const run = async (tuning: ConvTuningOverrides) => {
     const t0 = performance.now();
     for (let i = 0; i < 3; i++) op(tuning).dispose();
@@ -40,5 +33,5 @@ for (const [name, op] of Object.entries(ops)) {
   const ratio = (j: number) => median(t[j].map((v, i) => v / t[0][i])).toFixed(3);
   console.log(`${name}: ${configs.map((c, j) => `${JSON.stringify(c)} ${median(t[j]).toFixed(1)} ms (${ratio(j)})`).join(' | ')}`);
 }
-for (const v of [x, w, dy]) v.dispose();
+layer.dispose();
 releaseDevice();

@@ -14,18 +14,14 @@ const [mode = 'fwd', dims = '128,4,128', json = '{}'] = process.argv.slice(2).fi
 if (!['fwd', 'dx', 'dW'].includes(mode)) throw new Error(`lavapipe-asm: direction must be fwd, dx or dW, got '${mode}'`);
 
 if (process.argv.includes('--child')) {
-  const { getDevice, releaseDevice, tensor, sync } = await import('../nn/index.ts');
-  const { conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight } = await import('../kernels/conv2d.ts');
+  const { getDevice, releaseDevice, sync } = await import('../nn/index.ts');
+  const { convLayer } = await import('./cases/conv-layer.ts');
   const [N, H, C] = dims.split(',').map(Number);
-  const tuning = JSON.parse(json);
   await getDevice();
-  const rand = (n: number) => Float32Array.from({ length: n }, (_, i) => ((i * 7919) % 997) / 997 - 0.5);
-  const x = tensor(rand(N * H * H * C), [N, H, H, C]);
-  const w = tensor(rand(9 * C * C), [3, 3, C, C]);
-  const g = { N, H, W: H, Cin: C, KH: 3, KW: 3, Cout: C, stride: 1, pad: 1, OH: H, OW: H };
-  const out = mode === 'fwd' ? conv2dRaw(x, w, null, { padding: 1, tuning }) : mode === 'dx' ? conv2dBackwardInput(x, w, g, { tuning }) : conv2dBackwardWeight(x, x, g, { tuning });
+  const layer = convLayer(N, H, C, (i) => ((i * 7919) % 997) / 997 - 0.5);
+  layer.ops[mode as 'fwd' | 'dx' | 'dW'](JSON.parse(json)).dispose();
   await sync();
-  for (const t of [out, x, w]) t.dispose();
+  layer.dispose();
   releaseDevice();
   process.exit(0);
 }

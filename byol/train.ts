@@ -127,6 +127,7 @@ export async function train(options: TrainOptions, log: (s: string) => void = (s
   const opts: TrainOptions = { ...options, baseLr: options.baseLr ?? DEFAULT_BASE_LR[options.optimizer] };
   if (!(opts.baseLr! >= 0)) throw new Error(`train: baseLr must be a number >= 0, got ${opts.baseLr}`);
   if (!(opts.warmup >= 0 && opts.warmup < 1)) throw new Error(`train: warmup must be a fraction of the steps in [0, 1), got ${opts.warmup}`);
+  if (!(opts.epochs > 0) || !Number.isFinite(opts.epochs)) throw new Error(`train: epochs must be a number > 0, got ${opts.epochs}`);
   // every check of the data comes before anything is written: a failed one leaves no --out folder behind
   const trainSet: ImageDataset = loadDataset({ kind: opts.data, path: opts.dataPath, split: 'train' });
   const B = opts.batchSize;
@@ -145,7 +146,6 @@ export async function train(options: TrainOptions, log: (s: string) => void = (s
   const ckptDir = join(opts.out, 'checkpoints');
   const identity = Object.fromEntries(IDENTITY_KEYS.map((k) => [k, opts[k]]));
   const stepsPerEpoch = Math.floor(trainSet.n / B);
-  if (!(opts.epochs > 0) || !Number.isFinite(opts.epochs)) throw new Error(`train: epochs must be a number > 0, got ${opts.epochs}`);
   // a fractional last epoch takes the first part of its shuffled order
   const totalSteps = Math.max(1, Math.round(stepsPerEpoch * opts.epochs));
   // at 0.1 this rounds as round(totalSteps / 10), what every run before the flag used

@@ -61,7 +61,7 @@ export interface BatchNormTuning {
   /**
    * The statistics' and the backward's sums: overrides of the device's 'reduce' record for batchNorm alone (a
    * call's `tuning` goes over them). Unset by default: on lavapipe, 64 invocations with the subgroup tree ran
-   * batchNorm alone in 0.72-0.95x the time but added 17 finishing dispatches, and the whole step did not move
+   * batchNorm alone in 0.71-0.81x the time but added 17 finishing dispatches, and the whole step did not move
    * (bench/results/step-ab-session7.md).
    */
   reduce?: Partial<ReduceTuning>;

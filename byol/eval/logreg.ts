@@ -32,7 +32,11 @@ export interface LbfgsOptions {
   maxIter?: number;
   /** Correction pairs kept (default 10). */
   memory?: number;
-  /** logistic regression: minimize in whitened coordinates (default true; see fit) */
+}
+
+/** Options of a logistic-regression fit: L-BFGS's, and the coordinates it runs in. */
+export interface LogRegFitOptions extends LbfgsOptions {
+  /** minimize in whitened coordinates (default true; see fit) */
   precondition?: boolean;
 }
 
@@ -272,7 +276,7 @@ async function objective(p: Problem, params: Float64Array, l2: number, rowWeight
  * (MᵀM = Λ⁻¹): the same f, so the same minimizer. The stopping test reads f's gradient in W (= U Λ^(1/2) ∂f/∂V),
  * so `gtol` means what it means unpreconditioned, and the result comes back as W.
  */
-async function fit(p: Problem, l2: number, init: Float64Array | null, opts: LbfgsOptions): Promise<LogRegFit> {
+async function fit(p: Problem, l2: number, init: Float64Array | null, opts: LogRegFitOptions): Promise<LogRegFit> {
   const { D, C } = p;
   if (opts.precondition === false) {
     const r = await lbfgs((x) => objective(p, x, l2), init ?? new Float64Array(D * C + C), opts);
@@ -398,7 +402,7 @@ const standardize = (x: Tensor, s: { mu: Tensor; std: Tensor }) => noGrad(() => 
  * Fits multinomial logistic regression with L2 strength `l2` on features x [N, D] (used as given: standardize
  * them first) to convergence; returns the parameters and how the minimization ended.
  */
-export async function fitLogisticRegression(x: Tensor, labels: Labels, numClasses: number, opts: LbfgsOptions & { l2: number; init?: Float64Array }): Promise<LogRegFit> {
+export async function fitLogisticRegression(x: Tensor, labels: Labels, numClasses: number, opts: LogRegFitOptions & { l2: number; init?: Float64Array }): Promise<LogRegFit> {
   const what = 'fitLogisticRegression';
   checkFeatures(`${what}: features`, x);
   if (!(opts.l2 >= 0) || !Number.isFinite(opts.l2)) throw new Error(`${what}: l2 must be a number >= 0, got ${opts.l2}`);
@@ -423,7 +427,7 @@ export const PROBE_GTOL = 1e-4;
 /** L2 strengths tried by default (per-sample mean loss, so 1/(C·N) in scikit-learn's terms). */
 export const DEFAULT_L2_GRID = [1e-5, 1e-4, 1e-3, 1e-2];
 
-export interface ConvergedProbeOptions extends LbfgsOptions {
+export interface ConvergedProbeOptions extends LogRegFitOptions {
   numClasses: number;
   /** L2 strengths to choose from (default DEFAULT_L2_GRID). */
   l2Grid?: number[];
@@ -479,7 +483,7 @@ export async function convergedLinearProbe(
   if (!grid.length || grid.some((v) => !(v >= 0) || !Number.isFinite(v))) throw new Error(`${what}: l2Grid must be non-empty numbers >= 0, got [${opts.l2Grid}]`);
   const H = opts.heldOut ?? Math.min(10000, Math.floor(N / 6));
   if (!Number.isInteger(H) || H < 1 || H > N - 1) throw new Error(`${what}: heldOut must be an integer in 1..${N - 1}, got ${H}`);
-  const lb: LbfgsOptions = { gtol: opts.gtol ?? PROBE_GTOL, maxIter: opts.maxIter, memory: opts.memory, precondition: opts.precondition };
+  const lb: LogRegFitOptions = { gtol: opts.gtol ?? PROBE_GTOL, maxIter: opts.maxIter, memory: opts.memory, precondition: opts.precondition };
   const log = opts.log ?? (() => {});
   const yTrain = await labelArray(`${what}: train labels`, trainLabels, N, C);
   const yTest = await labelArray(`${what}: test labels`, testLabels, M, C);
