@@ -2,7 +2,7 @@
 // feature extraction with the plain eval-mode forward vs the BN-folded one (nn/fold.ts) at several batch sizes,
 // on the first --images train images; with --full, the whole evaluation as train.ts runs it (evaluateEncoder).
 // Usage: tsx bench/eval-time.ts [--images 4096] [--batches 256,512,1024] [--profile] [--full] [--probe lbfgs|adam]
-//        tsx bench/eval-time.ts --probe-cache DIR [--gtol X] [--grid 1e-4,1e-3] [--no-precondition]   (the probe alone
+//        tsx bench/eval-time.ts [--encoder FILE] --probe-cache DIR [--gtol X] [--grid 1e-4,1e-3] [--no-precondition]   (the probe alone
 //        on cached features; --no-precondition: L-BFGS in the standardized coordinates, not whitened ones)
 // Set LP_NATIVE_VECTOR_WIDTH=512 in the environment to measure lavapipe at 16 lanes.
 
@@ -16,13 +16,14 @@ import { loadDataset, channelStats } from '../byol/data/dataset.ts';
 import { GpuDataset } from '../byol/data/gpu-dataset.ts';
 import { extractFeatures, convergedLinearProbe } from '../byol/eval/index.ts';
 import { evaluateEncoder } from '../byol/evaluate.ts';
+import { importTorchStateDict } from '../byol/export.ts';
+import { parseSafetensors } from '../engine/safetensors.ts';
 import { ew } from '../kernels/elementwise.ts';
 import { tensor, tidy } from '../engine/tensor.ts';
 import { noGrad } from '../engine/tape.ts';
 import { sync } from '../engine/recorder.ts';
 import { Conv2d } from '../nn/layers.ts';
 import { conv2d } from '../kernels/conv2d.ts';
-import { relu } from '../kernels/elementwise.ts';
 
 const { values } = parseArgs({
   options: {
@@ -38,6 +39,8 @@ const { values } = parseArgs({
     'no-precondition': { type: 'boolean' },
     gtol: { type: 'string' },
     grid: { type: 'string' },
+    // a trained encoder (the encoder.safetensors that `byol train` writes) instead of the seed-0 random init
+    encoder: { type: 'string' },
   },
 });
 
@@ -48,6 +51,10 @@ const stats = channelStats(trainSet);
 const train = new GpuDataset(trainSet);
 const test = new GpuDataset(testSet);
 const model = materialize(new ResNet({ arch: 'resnet-small', width: Number(values.width), stem: 'small', inChannels: 1 }), { seed: 0 }).eval();
+if (values.encoder) {
+  const { readFileSync } = await import('node:fs');
+  importTorchStateDict(model, parseSafetensors(new Uint8Array(readFileSync(values.encoder)), values.encoder));
+}
 console.log(`device: ${ctx.info.description}; LP_NATIVE_VECTOR_WIDTH=${process.env.LP_NATIVE_VECTOR_WIDTH ?? '(default)'}; load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 
 const n = Number(values.images);
@@ -97,7 +104,8 @@ if (values.profile) {
   for (const l of layers) {
     const xin = tensor(new Float32Array(b * l.shape.slice(1).reduce((p, q) => p * q)).fill(0.5), [b, ...l.shape.slice(1)]);
     const bias = tensor(new Float32Array(l.conv.outChannels), [l.conv.outChannels]);
-    const once = () => noGrad(() => tidy(() => { relu(conv2d(xin, l.conv.weight.value, bias, { stride: l.conv.stride, padding: l.conv.padding })); return null; }));
+    // the ReLU in the conv's epilogue, as the folded forward runs it (a residual add there is not timed)
+    const once = () => noGrad(() => tidy(() => { conv2d(xin, l.conv.weight.value, bias, { stride: l.conv.stride, padding: l.conv.padding, epilogue: { relu: true } }); return null; }));
     once();
     await sync();
     const reps = 4;
@@ -107,7 +115,7 @@ if (values.profile) {
     const ms = ((cpuSeconds() - c0) * 1000) / (reps * b);
     total += ms;
     const [, H, W, Cin] = l.shape;
-    console.log(`  ${l.name.padEnd(22)} ${H}x${W}x${Cin} -> ${l.conv.outChannels} k${l.conv.kernelSize} s${l.conv.stride}: ${ms.toFixed(3)} CPU-ms/image (+relu)`);
+    console.log(`  ${l.name.padEnd(22)} ${H}x${W}x${Cin} -> ${l.conv.outChannels} k${l.conv.kernelSize} s${l.conv.stride}: ${ms.toFixed(3)} CPU-ms/image (ReLU in the epilogue)`);
     xin.dispose();
     bias.dispose();
   }

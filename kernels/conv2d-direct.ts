@@ -69,11 +69,14 @@ interface ForwardShape {
   KH: number;
   KW: number;
   cout: number;
+  /** epilogue: add the matching element of a tensor of y's shape, then (relu) max(value, 0) */
+  addend: boolean;
+  relu: boolean;
 }
 
 function forwardKernel(f: ForwardShape) {
   return kernel(`conv2d|direct|fwd|${JSON.stringify(f)}`, () => {
-    const { cin, KH, KW, cout } = f;
+    const { cin, KH, KW, cout, addend, relu } = f;
     const aligned = cout % 4 === 0;
     const nq = Math.ceil(cout / 4);
     const T = aligned ? 'vec4<f32>' : 'f32';
@@ -88,15 +91,22 @@ function forwardKernel(f: ForwardShape) {
       ${range(cin).map((c) => `let v${c} = select(0.0, x[xb + ${c}u], inside);`).join(' ')}
       ${range(cin).flatMap((c) => range(nq).map((q) => `a${q} = fma(vec4<f32>(v${c}), ${wq((kh * KW + kw) * cin + c, q)}, a${q});`)).join('\n      ')}
     }`));
+    const act = (e: string, zero: string) => (relu ? `max(${e}, ${zero})` : e);
     const stores = range(nq).map((q) => {
-      if (aligned) return `y[mm * ${nq}u + ${q}u] = a${q} + select(vec4<f32>(0.0), bias[${q}], p.hasBias != 0u);`;
-      return range(4).filter((j) => q * 4 + j < cout).map((j) => `y[mm * ${cout}u + ${q * 4 + j}u] = a${q}.${'xyzw'[j]} + select(0.0, bias[${q * 4 + j}], p.hasBias != 0u);`).join(' ');
+      if (aligned) {
+        const e = `mm * ${nq}u + ${q}u`;
+        return `y[${e}] = ${act(`a${q} + select(vec4<f32>(0.0), bias[${q}], p.hasBias != 0u)${addend ? ` + addend[${e}]` : ''}`, 'vec4<f32>(0.0)')};`;
+      }
+      return range(4).filter((j) => q * 4 + j < cout).map((j) => {
+        const e = `mm * ${cout}u + ${q * 4 + j}u`;
+        return `y[${e}] = ${act(`a${q}.${'xyzw'[j]} + select(0.0, bias[${q * 4 + j}], p.hasBias != 0u)${addend ? ` + addend[${e}]` : ''}`, '0.0')};`;
+      }).join(' ');
     });
     return {
       name: 'conv2d.fwd.direct',
       uniforms: { rows: 'u32', H: 'i32', W: 'i32', OH: 'u32', OW: 'u32', s: 'i32', pad: 'i32', hasBias: 'u32' },
       // bias is bound to the weight again when there is none (hasBias = 0)
-      bindings: { x: 'read f32', w: `read ${T}`, bias: `read ${T}`, y: `rw ${T}` },
+      bindings: { x: 'read f32', w: `read ${T}`, bias: `read ${T}`, ...(addend ? { addend: `read ${T}` } : {}), y: `rw ${T}` },
       workgroupSize: WG,
       body: `
   // pixels in workgroup-sized steps, so every loop bound stays uniform
@@ -113,12 +123,15 @@ function forwardKernel(f: ForwardShape) {
   });
 }
 
-/** y = conv(x, w) + bias for layers where directSuits(g, 'fwd'), written into y ([N, OH, OW, Cout]). */
-export function directForward(g: ConvGeom, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor): void {
+/**
+ * y = conv(x, w) + bias (+ addend, then max(., 0) with relu: conv2d's epilogue) for layers where directSuits(g,
+ * 'fwd'), written into y ([N, OH, OW, Cout]).
+ */
+export function directForward(g: ConvGeom, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, addend: Tensor | null = null, relu = false): void {
   const rows = g.N * g.OH * g.OW;
   const xGroups = Math.min(Math.ceil(rows / WG), 65535);
-  forwardKernel({ cin: g.Cin, KH: g.KH, KW: g.KW, cout: g.Cout }).launch(
-    { rows, H: g.H, W: g.W, OH: g.OH, OW: g.OW, s: g.stride, pad: g.pad, hasBias: bias ? 1 : 0, x, w, bias: bias ?? w, y },
+  forwardKernel({ cin: g.Cin, KH: g.KH, KW: g.KW, cout: g.Cout, addend: !!addend, relu }).launch(
+    { rows, H: g.H, W: g.W, OH: g.OH, OW: g.OW, s: g.stride, pad: g.pad, hasBias: bias ? 1 : 0, x, w, bias: bias ?? w, ...(addend ? { addend } : {}), y },
     [xGroups, 1],
   );
 }

@@ -95,9 +95,24 @@ export interface ConvTuningOverrides {
   tiled?: Partial<TiledTiles>;
 }
 
+/**
+ * Ops run on the GEMM's result before it is stored, declared with the launch: y = conv(x, w) + bias + add, then
+ * max(y, 0) with relu. Each kernel applies them in its epilogue, so the sum and the ReLU cost no pass over y
+ * (an inference forward with BatchNorm folded into the convs is conv -> [+ residual] -> ReLU throughout).
+ * Differentiable: the backward masks dy by y > 0 and hands the masked gradient to `add` as well.
+ */
+export interface ConvEpilogue {
+  /** a tensor of the output's shape [N, OH, OW, Cout] (f32), added after the bias (a residual connection) */
+  add?: Tensor;
+  /** max(value, 0) after the bias and the addition */
+  relu?: boolean;
+}
+
 export interface Conv2dOptions {
   stride?: number;
   padding?: number;
+  /** ops applied in the kernel's epilogue (ConvEpilogue); none by default */
+  epilogue?: ConvEpilogue;
   /** kernel choice for this call (and its backward), over the device's record; for tests, benchmarks and tuners */
   tuning?: ConvTuningOverrides;
   /**
@@ -310,8 +325,10 @@ interface LanesGemm {
    */
   GQ: number;
   lanes: Lanes;
-  /** epilogue: add the matching element of `addend` (a gradient accumulated so far) to every stored value */
+  /** epilogue: add the matching element of `addend` (a gradient accumulated so far, or a residual) to every stored value */
   addend: boolean;
+  /** epilogue, last: max(value, 0) */
+  relu: boolean;
   /**
    * fwd epilogue: also write the per-channel moments (ChannelMoments) of each row tile, one block per tile. The
    * launch asks for it only where every row of every tile is a real output row.
@@ -339,7 +356,8 @@ function rowsOf(l: Lanes, rb: number): { s: string; lane: string }[] {
 }
 
 function lanesGemmDecl(v: LanesGemm): KernelDecl {
-  const { mode, aligned, RB, CB, GQ, lanes: L, addend, moments } = v;
+  const { mode, aligned, RB, CB, GQ, lanes: L, addend, relu, moments } = v;
+  const act = (e: string, zero: string) => (relu ? `max(${e}, ${zero})` : e);
   const SG = L.SG;
   // rows a lane accumulates per block: every row (wide) or those of its lane group (narrow: r = j * RG + g)
   const RG = GQ ? SG / GQ : 1;
@@ -423,8 +441,8 @@ function lanesGemmDecl(v: LanesGemm): KernelDecl {
     range(laneRows).map((r) => {
       const body = cbs.flatMap((cb) => {
         const a = acc(rb, r, cb);
-        if (aligned) return [`    if (cq${cb} < p.nq) { let e = u32(o) * p.nq + cq${cb}; y[e] = ${a} + bias${cb}${addend ? ' + addend[e]' : ''}; }`];
-        return range(4).map((j) => `    if (cq${cb} * 4u + ${j}u < p.cn) { let e = u32(o) * p.cn + cq${cb} * 4u + ${j}u; y[e] = ${a}.${XYZW[j]} + bias${cb}.${XYZW[j]}${addend ? ' + addend[e]' : ''}; }`);
+        if (aligned) return [`    if (cq${cb} < p.nq) { let e = u32(o) * p.nq + cq${cb}; y[e] = ${act(`${a} + bias${cb}${addend ? ' + addend[e]' : ''}`, 'vec4<f32>(0.0)')}; }`];
+        return range(4).map((j) => `    if (cq${cb} * 4u + ${j}u < p.cn) { let e = u32(o) * p.cn + cq${cb} * 4u + ${j}u; y[e] = ${act(`${a}.${XYZW[j]} + bias${cb}.${XYZW[j]}${addend ? ' + addend[e]' : ''}`, '0.0')}; }`);
       });
       return [`  { let o = ${shared(rb, r, 'o')}; if (o >= 0) {`, ...body, '  } }'].join('\n');
     }),
@@ -654,6 +672,8 @@ interface TiledGemm extends TiledTiles {
   aligned: boolean;
   /** epilogue: add the matching element of `addend` to every stored value */
   addend: boolean;
+  /** epilogue, last: max(value, 0) */
+  relu: boolean;
 }
 
 /** Workgroup shape and per-invocation load counts of a tile; throws on a tile the device cannot run. */
@@ -738,7 +758,10 @@ function tiledGemmDecl(v: TiledGemm): KernelDecl {
       '  {',
       lines(4, outRow(i)),
       `    if (o >= 0) {`,
-      ...cq.map((c) => `      if (col${c} < p.nq) { storeY(u32(o), col${c}, ${acc(i, c)} + bias${c}${v.addend ? ` + loadAddend(u32(o), col${c})` : ''}); }`),
+      ...cq.map((c) => {
+        const value = `${acc(i, c)} + bias${c}${v.addend ? ` + loadAddend(u32(o), col${c})` : ''}`;
+        return `      if (col${c} < p.nq) { storeY(u32(o), col${c}, ${v.relu ? `max(${value}, vec4<f32>(0.0))` : value}); }`;
+      }),
       '    }',
       '  }',
     ].join('\n'),
@@ -916,7 +939,7 @@ function forwardMomentRows(g: ConvGeom, t: ConvTuning): number {
 }
 
 /** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
-function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null, moments: Tensor | null = null): void {
+function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null, moments: Tensor | null = null, relu = false): void {
   const CK = mode === 'fwd' ? g.Cin : g.Cout;
   const CN = mode === 'fwd' ? g.Cout : g.Cin;
   const S = g.stride;
@@ -937,7 +960,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   let bTex: GPUTextureView | null = null;
   if (t.variant === 'tiled') {
     if (moments) throw new Error('conv2d: the tiled kernels write no moments'); // forwardMomentRows says 0 there
-    k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, ...t.tiled }));
+    k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${relu}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, relu, ...t.tiled }));
     rowsPerTile = t.tiled.TM;
     colsPerTile = t.tiled.TN / 4;
   } else {
@@ -945,7 +968,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
     // the source image as [N * sh rows, sw * CK floats]; the weight as flat vec4s
     const texA = !!t.textures && aligned && fitsOperandTexture(g.N * sh, sw * CK);
     const texB = t.textures && aligned ? flatTextureWidth(b) : 0;
-    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend, moments: !!moments, texA, texB };
+    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend, relu, moments: !!moments, texA, texB };
     if (texA) aTex = operandTexture('conv2d A', a, g.N * sh, sw * CK, CONV_TEXTURE_CACHE_BYTES);
     if (texB) bTex = flatTexture('conv2d B', b, texB, CONV_TEXTURE_CACHE_BYTES);
     k = kernel(`conv2d|${JSON.stringify(v)}`, () => lanesGemmDecl(v));
@@ -1125,14 +1148,33 @@ const padInput = (x: Tensor, g: ConvGeom, p: ConvGeom) => resizeRows(x, g.N * g.
 // HWIO: each tap's [Cin, Cout] block is Cin·Cout contiguous floats, and the padded rows follow the real ones
 const padWeight = (w: Tensor, g: ConvGeom, p: ConvGeom) => resizeRows(w, g.KH * g.KW, g.Cin * g.Cout, p.Cin * g.Cout, [g.KH, g.KW, p.Cin, g.Cout]);
 
+/** The epilogue's addend (checked against the output's shape) and ReLU flag. */
+function epilogueOf(g: ConvGeom, opts: Conv2dOptions): { add: Tensor | null; relu: boolean } {
+  const e = opts.epilogue;
+  if (!e) return { add: null, relu: false };
+  const op = 'conv2d';
+  if (opts.moments) throw new Error(`${op}: moments describe the convolution's own output and cannot be combined with an epilogue (add / relu)`);
+  if (e.relu !== undefined && typeof e.relu !== 'boolean') throw new Error(`${op}: epilogue.relu must be a boolean, got ${String(e.relu)}`);
+  const add = e.add ?? null;
+  if (add) {
+    add.assertLive(`${op} epilogue.add`);
+    const want = [g.N, g.OH, g.OW, g.Cout];
+    if (add.dtype !== 'f32' || add.rank !== 4 || add.shape.some((d, i) => d !== want[i])) {
+      throw new Error(`${op}: epilogue.add must be f32 ${fmtShape(want)} (the output's shape), got ${add.dtype} ${fmtShape(add.shape)}`);
+    }
+  }
+  return { add, relu: !!e.relu };
+}
+
 /** The forward launch (no tape). */
 export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions = {}): Tensor {
   const g = geometry(x, w, bias, opts);
   const t = usableTuning(opts.tuning);
+  const ep = epilogueOf(g, opts);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
   if (y.size === 0) return y;
   if (t.fewChannels === 'direct' && directSuits(g, 'fwd')) {
-    directForward(g, x, w, bias, y);
+    directForward(g, x, w, bias, y, ep.add, ep.relu);
     return y;
   }
   const p = paddedGeom(g);
@@ -1141,10 +1183,10 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2
   if (p) {
     const x4 = padInput(x, g, p);
     const w4 = padWeight(w, g, p);
-    runGather('fwd', p, x4, w4, bias, y, t, null, moments);
+    runGather('fwd', p, x4, w4, bias, y, t, ep.add, moments, ep.relu);
     x4.dispose();
     w4.dispose();
-  } else runGather('fwd', g, x, w, bias, y, t, null, moments);
+  } else runGather('fwd', g, x, w, bias, y, t, ep.add, moments, ep.relu);
   if (moments) y.attachMoments({ partials: moments, rowsPerPartial: momentRows });
   return y;
 }
@@ -1194,19 +1236,27 @@ export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom, opts: P
  */
 export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
   const y = conv2dRaw(x, w, bias, opts);
-  if (needsGrad(x, w, bias)) {
+  const add = opts.epilogue?.add ?? null;
+  const relu = !!opts.epilogue?.relu;
+  if (needsGrad(x, w, bias, add)) {
     const g = geometry(x, w, bias, opts);
-    const inputs = bias ? [x, w, bias] : [x, w];
+    const inputs = [x, w, ...(bias ? [bias] : []), ...(add ? [add] : [])];
     // dx takes over x's gradient accumulated so far (e.g. from a residual connection) and adds it in its epilogue
-    record('conv2d', inputs, y, (dy, [sx, sw], needs, take) => {
+    record('conv2d', inputs, y, (dy, [sx, sw, sy], needs, take) => {
+      // through the epilogue: the ReLU passes dy where y > 0; the addition passes it on unchanged
+      const gy = relu ? ew('conv2d.relu.backward', 'select(0.0, a, b > 0.0)', [dy, sy], dy.shape) : dy;
       let dx: Tensor | null = null;
       if (needs[0]) {
         const prior = take(0);
-        dx = conv2dBackwardInput(dy, sw, g, opts, prior);
+        dx = conv2dBackwardInput(gy, sw, g, opts, prior);
         prior?.dispose();
       }
-      return [dx, needs[1] ? conv2dBackwardWeight(sx, dy, g, opts) : null, bias && needs[2] ? sum(dy, [0, 1, 2]) : null];
-    }, [x, w]);
+      const grads = [dx, needs[1] ? conv2dBackwardWeight(sx, gy, g, opts) : null];
+      if (bias) grads.push(needs[2] ? sum(gy, [0, 1, 2]) : null);
+      if (add) grads.push(needs[inputs.length - 1] ? gy.share() : null);
+      if (relu) gy.dispose();
+      return grads;
+    }, relu ? [x, w, y] : [x, w]);
   }
   return y;
 }

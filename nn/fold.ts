@@ -13,11 +13,11 @@
 // is handed out. The model's own code (ResNet blocks, Sequential) runs unchanged: during a folded forward the
 // folded modules' forward methods are replaced on the instances, and restored afterwards.
 
-import { Tensor, tensor, keep, tidy, fmtShape } from '../engine/tensor.ts';
+import { Tensor, tensor, empty, keep, tidy, fmtShape } from '../engine/tensor.ts';
 import { noGrad } from '../engine/tape.ts';
 import { add, addRelu, relu } from '../kernels/elementwise.ts';
 import { matmul } from '../kernels/matmul.ts';
-import { conv2d } from '../kernels/conv2d.ts';
+import { conv2d, convOutSize } from '../kernels/conv2d.ts';
 import { Module, Linear } from './module.ts';
 import { Conv2d, BatchNorm } from './layers.ts';
 
@@ -108,6 +108,11 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
 
   const owned: Tensor[] = [];
   const overrides = new Map<Module, Forward>();
+  // A folded conv runs where its BN is called, with the BN's residual addition and ReLU in the conv's epilogue
+  // (ConvEpilogue), so neither costs a pass over the activation. The conv's forward returns a placeholder of its
+  // output's shape, which only its BN reads (the trace checked that no other module does; the sample check below
+  // catches an op outside the modules that would read it). Placeholder -> the conv's input.
+  const deferred = new Map<Tensor, Tensor>();
   try {
     for (const { layer, bn } of pairs) {
       const [w, gamma, beta, mu, v] = await Promise.all([layer.weight.value, bn.weight.value, bn.bias.value, bn.runningMean.value, bn.runningVar.value].map(read));
@@ -124,21 +129,40 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
       const B = keep(tensor(bf, [C]));
       owned.push(W, B);
       if (layer instanceof Conv2d) {
-        overrides.set(layer, (x) => conv2d(x, W, B, { stride: layer.stride, padding: layer.padding }));
+        const [KH, KW] = layer.weight.shape;
+        overrides.set(layer, (x) => {
+          if (x.rank !== 4) throw new Error(`${what}: '${names.get(layer)}' got ${fmtShape(x.shape)}, expected NHWC [N, H, W, C]`);
+          const [N, H, Wd] = x.shape;
+          const placeholder = empty([N, convOutSize(H, KH, layer.stride, layer.padding), convOutSize(Wd, KW, layer.stride, layer.padding), cout], 'f32', what);
+          deferred.set(placeholder, x);
+          return placeholder;
+        });
+        overrides.set(bn, (placeholder, residual) => {
+          const x = deferred.get(placeholder);
+          if (!x) throw new Error(`${what}: '${names.get(bn)}' was called on a tensor its conv '${names.get(layer)}' did not return`);
+          deferred.delete(placeholder);
+          return conv2d(x, W, B, { stride: layer.stride, padding: layer.padding, epilogue: { add: residual ?? undefined, relu: bn.relu } });
+        });
       } else {
         const lin = layer;
         overrides.set(lin, (x) => {
           if (x.rank < 2 || x.shape[x.rank - 1] !== lin.inFeatures) throw new Error(`${what}: Linear(${lin.inFeatures}→${lin.outFeatures}) got ${fmtShape(x.shape)}`);
           return add(matmul(x, W), B);
         });
+        // the Linear now computes bn(linear(x)); a residual is still added, and the ReLU applied
+        overrides.set(bn, (x, residual) => {
+          if (residual) return bn.relu ? addRelu(x, residual) : add(x, residual);
+          return bn.relu ? relu(x) : x.share();
+        });
       }
-      // the conv now computes bn(conv(x)); a residual is still added, and the ReLU applied
-      overrides.set(bn, (x, residual) => {
-        if (residual) return bn.relu ? addRelu(x, residual) : add(x, residual);
-        return bn.relu ? relu(x) : x.share();
-      });
     }
-    const forward = (x: Tensor) => noGrad(() => tidy(() => withForwards(overrides, () => model.forward(x))));
+    const forward = (x: Tensor) => {
+      try {
+        return noGrad(() => tidy(() => withForwards(overrides, () => model.forward(x))));
+      } finally {
+        deferred.clear(); // placeholders of a forward that threw
+      }
+    };
 
     // the check: the folded forward against the traced one on the same sample
     const diff = noGrad(() => tidy(() => {

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { opTest, checkOp } from './helpers/gradcheck.ts';
 import { tensor, variable, backward, tidy, liveTensors, sync, getDevice, add, mul, mulScalar, sum } from '../nn/index.ts';
 import { conv2d, convSubgroupWidth, ref, DEFAULT_TILED_TILES, type ConvTuningOverrides } from '../kernels/conv2d.ts';
-import { conv2dCases, conv2dCase, CONV_SHAPES, type ConvCase } from '../nn/checks/conv2d.ts';
+import { conv2dCases, conv2dCase, conv2dEpilogueCase, CONV_SHAPES, EPILOGUE_SHAPES, type ConvCase } from '../nn/checks/conv2d.ts';
 import { directSuits, DIRECT_MAX_CIN } from '../kernels/conv2d-direct.ts';
 import { throwsWith } from './helpers/errors.ts';
 import { recordDispatches } from '../engine/recorder.ts';
@@ -53,6 +53,15 @@ const WIDE_SHAPES: ConvCase[] = [
 for (const [vname, tuning] of variants) {
   for (const c of [...CONV_SHAPES, ...TEXTURE_SHAPES, ...WIDE_SHAPES]) {
     const { name, ...oc } = conv2dCase(`conv2d [${vname}] ${c[0]}`, c, tuning);
+    t(name, () => checkOp(oc));
+  }
+}
+
+// the epilogue (add, relu) on every variant, and on the direct stem kernel
+for (const [vname, tuning] of [...variants, ['direct', { fewChannels: 'direct' }] as [string, ConvTuningOverrides]]) {
+  for (const [c, ep] of EPILOGUE_SHAPES) {
+    if (vname === 'direct' && c[4] > DIRECT_MAX_CIN) continue;
+    const { name, ...oc } = conv2dEpilogueCase(`conv2d [${vname}] ${c[0]}`, c, ep, tuning);
     t(name, () => checkOp(oc));
   }
 }
@@ -228,6 +237,14 @@ t('conv2d errors name the op and the shapes', () => {
   throwsWith(() => conv2d(x, w3, b8), 'conv2d', 'bias', '[16]', '[8]');
   throwsWith(() => conv2d(x, w3, b116), 'conv2d', 'bias', '[1, 16]');
   throwsWith(() => conv2d(xi, w3), 'conv2d', 'f32', 'i32');
+  // the epilogue's addend must have the output's shape ([2, 3, 3, 16] here); moments describe the plain output
+  const r = tensor(new Float32Array(2 * 3 * 3 * 16), [2, 3, 3, 16]);
+  const rBad = tensor(new Float32Array(2 * 5 * 5 * 16), [2, 5, 5, 16]);
+  throwsWith(() => conv2d(x, w3, null, { epilogue: { add: rBad } }), 'conv2d', 'epilogue.add', '[2, 3, 3, 16]', '[2, 5, 5, 16]');
+  throwsWith(() => conv2d(x, w3, null, { epilogue: { add: r, relu: true }, moments: true }), 'conv2d', 'moments', 'epilogue');
+  throwsWith(() => conv2d(x, w3, null, { epilogue: { relu: 1 as unknown as boolean } }), 'conv2d', 'epilogue.relu', 'boolean');
+  r.dispose();
+  rBad.dispose();
   // padding makes a 7x7 kernel fit a 5x5 image: 5 + 2 - 7 + 1 = 1
   const y = conv2d(x, w7, null, { padding: 1 });
   assert.equal(y.shape, [2, 1, 1, 4]);

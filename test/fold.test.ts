@@ -9,6 +9,7 @@ import { Module, Sequential, Linear, materialize } from '../nn/module.ts';
 import { Conv2d, BatchNorm } from '../nn/layers.ts';
 import { add } from '../kernels/elementwise.ts';
 import { foldBatchNorm } from '../nn/fold.ts';
+import { recordDispatches } from '../engine/recorder.ts';
 import { ResNet, type ResNetConfig } from '../byol/resnet.ts';
 import { Rng } from '../engine/random.ts';
 
@@ -58,8 +59,13 @@ async function checkResNet(config: ResNetConfig, inShape: number[], tol: number)
   for (const p of net.folded) assert.is(p.layer, p.bn.replace(/bn(\w*)$/, 'conv$1').replace(/downsample\.1$/, 'downsample.0'));
 
   const tape0 = tapeLength();
+  recordDispatches(true);
   const yf = net.forward(x);
+  const kernels = recordDispatches(false).map((d) => d.name);
   assert.is(tapeLength(), tape0, 'the folded forward records nothing');
+  // the residual additions and ReLUs run in the convs' epilogues: no elementwise pass over an activation
+  assert.ok(!kernels.some((n) => /relu|^add/i.test(n)), `no separate add / ReLU pass: ${kernels.join(', ')}`);
+  assert.ok(kernels.filter((n) => n.startsWith('conv2d.')).length >= model.namedModules().filter(([, m]) => m instanceof Conv2d).length, `one launch per conv: ${kernels.join(', ')}`);
   const yr = noGrad(() => tidy(() => model.forward(x)));
   const err = await relDiff(yf, yr);
   assert.ok(err < tol, `folded vs eval-mode forward: relative max error ${err.toExponential(2)} >= ${tol}`);

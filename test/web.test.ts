@@ -2,7 +2,7 @@
 // browser adapter limits, the safetensors writer, the plot helpers and the demo trainer. The page itself is tested
 // in Chromium by test/browser/run.ts (npm run test:browser).
 
-import { CONV_SHAPES } from '../nn/checks/conv2d.ts';
+import { CONV_SHAPES, EPILOGUE_SHAPES } from '../nn/checks/conv2d.ts';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
@@ -91,8 +91,9 @@ t('the page runs a check for every kernel family, each named uniquely within its
     assert.is(new Set(names).size, names.length, `${f}: duplicate check names`);
   }
   assert.is(planChecks().length, Object.values(checkFamilies).reduce((n, l) => n + l.length, 0));
-  // conv2d on the adapter's own variant, over every shape the Node tests force each variant on
-  assert.is(checkFamilies.conv2d.length, CONV_SHAPES.length, 'the page checks conv2d on every shared shape');
+  // conv2d on the adapter's own variant, over every shape the Node tests force each variant on, with and without
+  // an epilogue
+  assert.is(checkFamilies.conv2d.length, CONV_SHAPES.length + EPILOGUE_SHAPES.length, 'the page checks conv2d on every shared shape');
 });
 
 t('the page\'s checkpoint format: safetensors header layout, 8-byte alignment and a round trip', () => {

@@ -4,6 +4,7 @@
 
 import { conv2d, ref, type ConvTuningOverrides } from '../../kernels/conv2d.ts';
 import type { NamedOpCase } from '../check.ts';
+import type { Arr } from '../../engine/ref.ts';
 
 // [name, N, H, W, Cin, K, Cout, stride, pad, bias]
 export type ConvCase = [string, number, number, number, number, number, number, number, number, boolean];
@@ -36,4 +37,47 @@ export function conv2dCase(name: string, [, N, H, W, Cin, K, Cout, s, p, bias]: 
   };
 }
 
-export const conv2dCases: NamedOpCase[] = CONV_SHAPES.map((c) => conv2dCase(`conv2d ${c[0]}`, c));
+// The epilogue (ConvEpilogue): relu(conv(x, w) + b + r), forward and the gradients of x, w, b and r. Texture-sized
+// rows (6x8x8) with a narrow output, a stride-2 downsample, channel counts that are not multiples of 4, a wide layer
+// (64 outputs: two column quads per lane at 8 lanes) and the grayscale stem (ReLU alone, as a folded stem has it).
+export const EPILOGUE_SHAPES: [ConvCase, { add: boolean; relu: boolean }][] = [
+  [['3x3 pad 1, 8->8, texture-sized rows', 2, 6, 8, 8, 3, 8, 1, 1, true], { add: true, relu: true }],
+  [['1x1 stride 2, 8->16 (downsample)', 2, 9, 7, 8, 1, 16, 2, 0, false], { add: true, relu: true }],
+  [['3x3 pad 1, odd 5->7 channels', 2, 5, 6, 5, 3, 7, 1, 1, true], { add: true, relu: false }],
+  [['3x3 pad 1 stride 2, 32->64', 2, 8, 7, 32, 3, 64, 2, 1, true], { add: true, relu: true }],
+  [['3x3 pad 1, grayscale stem 1->8', 2, 8, 7, 1, 3, 8, 1, 1, true], { add: false, relu: true }],
+];
+
+/** conv2d with an epilogue (relu(conv + bias + add)) against the reference, on the variant `tuning` forces. */
+export function conv2dEpilogueCase(name: string, [, N, H, W, Cin, K, Cout, s, p, bias]: ConvCase, ep: { add: boolean; relu: boolean }, tuning?: ConvTuningOverrides): NamedOpCase {
+  const O = (n: number) => Math.floor((n + 2 * p - K) / s) + 1;
+  const shapes = [[N, H, W, Cin], [K, K, Cin, Cout], ...(bias ? [[Cout]] : []), ...(ep.add ? [[N, O(H), O(W), Cout]] : [])];
+  const parts = (xs: Arr[]) => ({ b: bias ? xs[2] : null, r: ep.add ? xs[bias ? 3 : 2] : null });
+  const out = (xs: Arr[]) => {
+    const { b, r } = parts(xs);
+    const y = ref.conv2d(xs[0], xs[1], b, s, p);
+    return { data: y.data.map((v, i) => { const z = v + (r ? r.data[i] : 0); return ep.relu ? Math.max(z, 0) : z; }), shape: y.shape };
+  };
+  return {
+    name: `${name} + ${[ep.add ? 'add' : '', ep.relu ? 'relu' : ''].filter(Boolean).join(' + ')} epilogue: x ${JSON.stringify(shapes[0])} w ${JSON.stringify(shapes[1])}`,
+    shapes,
+    ref: out,
+    refGrad: (xs, dy) => {
+      const z = out(xs);
+      const g = { data: dy.data.map((d, i) => (ep.relu && z.data[i] <= 0 ? 0 : d)), shape: dy.shape };
+      const [dx, dw, db] = ref.conv2dBackward(xs[0], xs[1], g, s, p);
+      return [dx, dw, ...(bias ? [db] : []), ...(ep.add ? [g] : [])];
+    },
+    gpu: ([x, w, ...rest]) => {
+      const b = bias ? rest[0] : null;
+      const add = ep.add ? rest[bias ? 1 : 0] : undefined;
+      return conv2d(x, w, b, { stride: s, padding: p, epilogue: { add, relu: ep.relu }, ...(tuning ? { tuning } : {}) });
+    },
+    tol: 1e-4,
+  };
+}
+
+export const conv2dCases: NamedOpCase[] = [
+  ...CONV_SHAPES.map((c) => conv2dCase(`conv2d ${c[0]}`, c)),
+  ...EPILOGUE_SHAPES.map(([c, ep]) => conv2dEpilogueCase(`conv2d ${c[0]}`, c, ep)),
+];
