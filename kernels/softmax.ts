@@ -68,6 +68,38 @@ const kernels = {
   let hot = select(0.0, 1.0, labels[r] == i32(k));
   dx[i] = (exp(x[i] - lse[r]) - hot) * dy[0] / f32(p.rows);`,
   }),
+  // per row of [outer, k, inner] (classes strided by inner), with bias[k] added to each logit where hasBias:
+  // loss = logsumexp - logit[label], grad = softmax - onehot; label -1 (padding): 0 and 0; another bad label: NaN
+  xentRows: defineKernel({
+    name: 'crossEntropyRows',
+    uniforms: { ...ROW_UNIFORMS, hasBias: 'u32' },
+    bindings: { x: 'read f32', labels: 'read i32', bias: 'read f32', loss: 'rw f32', grad: 'rw f32' },
+    workgroupSize: WG,
+    flat: { limit: 'p.rows * p.inner' },
+    body: `
+  let base = (i / p.inner) * p.k * p.inner + i % p.inner;
+  let useBias = p.hasBias != 0u;
+  var m = -3.402823e38;
+  var s = 0.0;
+  for (var k = 0u; k < p.k; k++) {
+    let v = x[base + k * p.inner] + select(0.0, bias[k], useBias);
+    let up = v > m;
+    s = select(s + exp(v - m), s * exp(m - v) + 1.0, up);
+    m = select(m, v, up);
+  }
+  let l = labels[i];
+  let pad = l == -1;
+  let ok = l >= 0 && u32(l) < p.k;
+  let lk = u32(select(0, l, ok));
+  let z = m + log(s);
+  let nan = bitcast<f32>(0x7fc00000u + p.p0);
+  loss[i] = select(select(nan, z - x[base + lk * p.inner] - select(0.0, bias[lk], useBias), ok), 0.0, pad);
+  for (var k = 0u; k < p.k; k++) {
+    let e = base + k * p.inner;
+    let g = exp(x[e] + select(0.0, bias[k], useBias) - z) - select(0.0, 1.0, k == lk);
+    grad[e] = select(select(nan, g, ok), 0.0, pad);
+  }`,
+  }),
   // [outer, r, inner] viewed input; first maximum wins ties
   argmax: defineKernel({
     name: 'argmax',
@@ -184,6 +216,40 @@ export function softmaxCrossEntropy(logits: Tensor, labels: Tensor, opts: Reduce
   return loss;
 }
 
+/**
+ * Softmax cross-entropy per row and its gradient in one pass, for code that drives its own optimizer (the
+ * logistic-regression probe, byol/eval/logreg.ts): `x` holds the logits with the classes along `axis` (any
+ * position: a class-major [C, n] block needs no transpose), `labels` (i32) has x's shape without that axis, and
+ * `bias` [K] is added to every row's logits first (optional). Returns `loss` (labels' shape): logsumexp − the
+ * label's logit, and `grad` (x's shape): softmax − onehot, the loss's gradient in the logits. A row labelled −1 is
+ * padding: loss 0, grad 0; any other label outside [0, K) makes its row NaN. Not on the tape.
+ */
+export function crossEntropyRows(x: Tensor, labels: Tensor, opts: { axis?: number; bias?: Tensor } = {}): { loss: Tensor; grad: Tensor } {
+  const op = 'crossEntropyRows';
+  checkLogits(op, x);
+  labels.assertLive(op);
+  const [a] = normAxes(op, x.shape, opts.axis ?? -1);
+  const K = x.shape[a];
+  if (K === 0) throw new Error(`${op}: the class axis ${a} of ${fmtShape(x.shape)} is empty`);
+  const rowShape = x.shape.filter((_, i) => i !== a);
+  if (labels.dtype !== 'i32' || labels.rank !== rowShape.length || labels.shape.some((d, i) => d !== rowShape[i])) {
+    throw new Error(`${op}: labels must be i32 ${fmtShape(rowShape)} (logits ${fmtShape(x.shape)} without the class axis ${a}), got ${labels.dtype} ${fmtShape(labels.shape)}`);
+  }
+  const bias = opts.bias ?? null;
+  if (bias) {
+    bias.assertLive(op);
+    if (bias.dtype !== 'f32' || bias.rank !== 1 || bias.shape[0] !== K) throw new Error(`${op}: bias must be f32 [${K}] (one per class), got ${bias.dtype} ${fmtShape(bias.shape)}`);
+  }
+  const loss = empty(rowShape, 'f32', op);
+  const grad = empty(x.shape, 'f32', op);
+  const outer = shapeSize(x.shape.slice(0, a));
+  const inner = shapeSize(x.shape.slice(a + 1));
+  if (loss.size > 0) {
+    kernels.xentRows.launch({ rows: outer, k: K, inner, p0: 0, hasBias: bias ? 1 : 0, x, labels, bias: bias ?? x, loss, grad }, { threads: loss.size });
+  }
+  return { loss, grad };
+}
+
 /** Index of the (first) maximum along `axis` as an i32 tensor without that axis. Not differentiable. */
 export function argmax(x: Tensor, axis = -1): Tensor {
   x.assertLive('argmax');
@@ -243,6 +309,27 @@ export const ref = {
       for (let k = 0; k < K; k++) dx[n * K + k] *= dy.data[0] / N;
     }
     return { data: dx, shape: [...logits.shape] };
+  },
+  /** crossEntropyRows in float64: labels per row (−1: padding), bias per class or null. */
+  crossEntropyRows(x: Arr, labels: ArrayLike<number>, axis: number, bias: ArrayLike<number> | null): { loss: Arr; grad: Arr } {
+    const a = axis < 0 ? axis + x.shape.length : axis;
+    const K = x.shape[a];
+    const inner = x.shape.slice(a + 1).reduce((p, d) => p * d, 1);
+    const outer = x.data.length / (K * inner);
+    const loss = new Float64Array(outer * inner);
+    const grad = new Float64Array(x.data.length);
+    for (let o = 0; o < outer; o++)
+      for (let j = 0; j < inner; j++) {
+        const r = o * inner + j;
+        const at = (k: number) => (o * K + k) * inner + j;
+        if (labels[r] === -1) continue;
+        const v = Array.from({ length: K }, (_, k) => x.data[at(k)] + (bias ? bias[k] : 0));
+        const m = Math.max(...v);
+        const z = m + Math.log(v.reduce((t, u) => t + Math.exp(u - m), 0));
+        loss[r] = z - v[labels[r]];
+        for (let k = 0; k < K; k++) grad[at(k)] = Math.exp(v[k] - z) - (k === labels[r] ? 1 : 0);
+      }
+    return { loss: { data: loss, shape: x.shape.filter((_, i) => i !== a) }, grad: { data: grad, shape: [...x.shape] } };
   },
   argmax(x: Arr, axis = -1): Arr {
     const a = axis < 0 ? axis + x.shape.length : axis;
