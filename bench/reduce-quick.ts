@@ -1,5 +1,5 @@
 // Quick timing of the reduction paths of the 'reduce' record (kernels/reduce.ts): each tree at each workgroup
-// size on row sums, a full sum, the LARS norms of a 4M-float arena, cosineLoss and long-row softmax, beside the
+// size on row sums (and, with longRow 0 in the default record, one invocation per row), a full sum, the LARS norms of a 4M-float arena, cosineLoss and long-row softmax, beside the
 // device's default record in the same run. Each result is checked against the default's first. Timing by
 // bench/harness.ts: the paths of one op sampled in turn (5 samples of >= 200 ms each, median per op). Not a test;
 // on a shared CPU "GPU" the numbers are noisy.
@@ -26,6 +26,8 @@ for (const tree of ctx.hasSubgroups ? (['shared', 'subgroup'] as const) : (['sha
 const r = rng(1);
 const up = (shape: number[]) => tensor(Float32Array.from(randArr(shape, r).data), shape);
 const rows = up([4096, 1024]);
+const shortRows = up([60000, 128]); // the kNN's train-row norms
+const longRows = up([16, 500000]);
 const flat = up([1 << 22]);
 const p = up([512, 256]);
 const z = up([512, 256]);
@@ -35,6 +37,8 @@ arena.write(Float32Array.from(randArr([arena.numel], r).data));
 
 const ops: [string, number, (t: ReduceTuning) => Tensor][] = [
   ['sum rows [4096, 1024] axis 1', 4096 * 1024 * 4, (t) => sum(rows, 1, false, { tuning: t })],
+  ['sum rows [60000, 128] axis 1', 60000 * 128 * 4, (t) => sum(shortRows, 1, false, { tuning: t })],
+  ['sum rows [16, 500000] axis 1', 16 * 500000 * 4, (t) => sum(longRows, 1, false, { tuning: t })],
   ['sum all [4M]', (1 << 22) * 4, (t) => sum(flat, undefined, false, { tuning: t })],
   ['LARS norms, 4.2M floats', 2 * arena.numel * 4, (t) => segmentStats(arena, arena.data, arena.grad, 1e-4, 1e-3, { tuning: t })],
   ['cosineLoss [512, 256]', 2 * 512 * 256 * 4, (t) => cosineLoss(p, z, { tuning: t })],
@@ -61,6 +65,6 @@ for (const [name, bytes, run] of ops) {
   });
 }
 
-for (const v of [rows, flat, p, z, logits]) v.dispose();
+for (const v of [rows, shortRows, longRows, flat, p, z, logits]) v.dispose();
 arena.dispose();
 releaseDevice();

@@ -34,7 +34,9 @@ export interface ReduceTuning {
   tree: ReduceTree;
   /**
    * softmax and softmaxCrossEntropy: rows of at least this many classes get a workgroup each (max and sum by the
-   * tree); shorter rows, and every row with 0, one invocation each (an online max and sum in one pass)
+   * tree); shorter rows, and every row with 0, one invocation each (an online max and sum in one pass). sum, mean
+   * and max over a last axis of at least max(64, longRow) likewise; with 0, one invocation per output (long rows
+   * in chunks, then a second level), which on lavapipe was faster at every row length bench/reduce-quick.ts tries.
    */
   longRow: number;
 }
@@ -216,7 +218,7 @@ ${tree.code('acc')}
 function reduce3(op: ReduceOp, x: Tensor, outer: number, r: number, inner: number, t: ReduceTuning): Tensor {
   const name = `${op}`;
   if (r === 1) return x.share([outer, inner]); // nothing to reduce: a view
-  if (inner === 1 && r >= 64) {
+  if (inner === 1 && t.longRow > 0 && r >= Math.max(64, t.longRow)) {
     const y = empty([outer, 1], 'f32', name);
     reduceKernel('row', op, t).launch({ outer, r, inner: 1, chunk: r, x, y }, { workgroups: outer });
     return y;
