@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { tensor, liveTensors } from '../nn/index.ts';
 import { Rng, deriveSeed } from '../engine/random.ts';
 import { fitLogisticRegression, convergedLinearProbe, lbfgs } from '../byol/eval/index.ts';
-import { symmetricEigen } from '../byol/eval/logreg.ts';
+import { symmetricEigen, PROBE_GTOL } from '../byol/eval/logreg.ts';
 
 const t = suite('logreg');
 
@@ -183,7 +183,7 @@ t('symmetricEigen: A U = U diag(values), U orthonormal, on a random and a rank-d
   }
 });
 
-t('the whitened fit reaches the plain fit\'s optimum in fewer iterations on correlated features, and the float64 one', async () => {
+t('the whitened fit reaches the probe\'s gtol in under half the plain fit\'s iterations on correlated features, and the float64 optimum', async () => {
   const before = liveTensors();
   // features that are mixtures of a few latent ones plus a little noise: strongly correlated, as conv features are
   const [N, D, C, K] = [3000, 24, 4, 6];
@@ -198,11 +198,17 @@ t('the whitened fit reaches the plain fit\'s optimum in fewer iterations on corr
   }
   const xt = tensor(x, [N, D]);
   const l2 = 1e-4;
+  // iterations compared at the probe's own gtol: near 1e-5 the float32 gradient's rounding decides how long the
+  // last steps take (the whitened fit's count there moved between 181 and 311 with the summation order alone)
+  const fast = await fitLogisticRegression(xt, base.y, C, { l2, gtol: PROBE_GTOL, maxIter: 5000, precondition: false });
+  const fastWhite = await fitLogisticRegression(xt, base.y, C, { l2, gtol: PROBE_GTOL, maxIter: 5000 });
+  assert.ok(fast.converged && fastWhite.converged, `both converged at gtol ${PROBE_GTOL} (${fast.reason}, ${fastWhite.reason})`);
+  assert.ok(fastWhite.iterations * 2 < fast.iterations, `whitened ${fastWhite.iterations} vs plain ${fast.iterations} iterations to gtol ${PROBE_GTOL}`);
+  // and both reach the float64 optimum when asked for more
   const plain = await fitLogisticRegression(xt, base.y, C, { l2, gtol: 1e-5, maxIter: 5000, precondition: false });
   const white = await fitLogisticRegression(xt, base.y, C, { l2, gtol: 1e-5, maxIter: 5000 });
   xt.dispose();
   assert.ok(plain.converged && white.converged, `both converged (${plain.reason}, ${white.reason})`);
-  assert.ok(white.iterations * 2 < plain.iterations, `whitened ${white.iterations} vs plain ${plain.iterations} iterations`);
   const ref = await lbfgs(refObjective(x, base.y, D, C, l2), new Float64Array(D * C + C), { gtol: 1e-9, maxIter: 20000 });
   assert.ok(Math.abs(white.loss - ref.f) < 1e-5 && Math.abs(plain.loss - ref.f) < 1e-5, `losses ${white.loss} and ${plain.loss} vs float64 ${ref.f}`);
   const pw = refPredict(x, N, D, C, white.params);
