@@ -1,16 +1,17 @@
 // Inference-only forward of a model in eval mode with every BatchNorm folded into the Conv2d or Linear that
 // feeds it: with the running statistics fixed, BN is a per-channel affine map, so
 //   bn(conv(x, W) + b) = conv(x, W * s) + (b - mean) * s + beta,   s = gamma / sqrt(var + eps)
-// (the output channel is the last axis of both HWIO conv weights and [in, out] Linear weights). A folded BN
-// becomes its fused ReLU or nothing; the convolution writes the normalized activation directly, and BN's two
-// dispatches and its read and write of the activation disappear.
+// (the output channel is the last axis of both HWIO conv weights and [in, out] Linear weights). A folded conv
+// writes the normalized activation directly, with the BN's residual addition and ReLU in its epilogue, so BN's
+// dispatches and every read and write of the activation between the conv and the next layer disappear (a folded
+// Linear's BN keeps its ReLU and addition as ops).
 //
 // Which layer feeds which BN is found by tracing, not by knowing the architecture: one eval-mode forward on a
 // sample runs with every module's forward wrapped, and a BN whose input is the very tensor a Conv2d or Linear
 // returned (each called once in the forward, the conv's output read by no other module) is folded into it. An
 // op outside any module that also reads the conv's output (which a module-level trace cannot see) would now get
-// the normalized value, so the folded forward is checked against the traced one on the same sample before it
-// is handed out. The model's own code (ResNet blocks, Sequential) runs unchanged: during a folded forward the
+// a placeholder, so the folded forward is checked against the traced one on the same sample before it is handed
+// out. The model's own code (ResNet blocks, Sequential) runs unchanged: during a folded forward the
 // folded modules' forward methods are replaced on the instances, and restored afterwards.
 
 import { Tensor, tensor, empty, keep, tidy, fmtShape } from '../engine/tensor.ts';
