@@ -19,10 +19,10 @@ export { sum, mean, max, reduceTuning, type ReduceTuning, type ReduceOptions } f
 export { matmul, matmulTuning, matmulTextureStats, tileName, type MatmulTuning, type MatmulOptions, type MatmulTile } from '../kernels/matmul.ts';
 export { tuneMatmul, type TuneResult, type TuneOptions } from '../kernels/matmul-tune.ts';
 export { tuneConv } from '../kernels/conv2d-tune.ts';
-export { conv2d, type Conv2dOptions } from '../kernels/conv2d.ts';
+export { conv2d, type Conv2dOptions, type ConvEpilogue } from '../kernels/conv2d.ts';
 export { batchNorm, type BatchNormStats, type BatchNormOptions } from '../kernels/batchnorm.ts';
 export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
-export { softmaxCrossEntropy, softmax, argmax } from '../kernels/softmax.ts';
+export { softmaxCrossEntropy, crossEntropyRows, softmax, argmax } from '../kernels/softmax.ts';
 export { cosineLoss, normalizedStd } from '../kernels/cosine.ts';
 export { gather, gatherRows } from '../kernels/gather.ts';
 export { concatRows, sliceRows, swapHalves } from '../kernels/rows.ts';
