@@ -1,6 +1,7 @@
 // Quick timing of the reduction paths of the 'reduce' record (kernels/reduce.ts): each tree at each workgroup
-// size on row sums (and, with longRow 0 in the default record, one invocation per row), a full sum, the LARS norms of a 4M-float arena, cosineLoss and long-row softmax, beside the
-// device's default record in the same run. Each result is checked against the default's first. Timing by
+// size on row sums (short, medium and long rows; the default record's longRow 0 takes one invocation per row), a
+// full sum, the LARS norms of a 4M-float arena, cosineLoss and long-row softmax, beside the device's default
+// record in the same run. Each result is checked against the default's first. Timing by
 // bench/harness.ts: the paths of one op sampled in turn (5 samples of >= 200 ms each, median per op). Not a test;
 // on a shared CPU "GPU" the numbers are noisy.
 // Usage: npx tsx bench/reduce-quick.ts [workgroup sizes, e.g. 64,256]

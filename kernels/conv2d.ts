@@ -32,6 +32,7 @@ import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { ew } from '../engine/ew.ts';
 import { sum } from './reduce.ts';
+import { reluBackward } from './elementwise.ts';
 import { directSuits, directForward, directWeightGrad } from './conv2d-direct.ts';
 import { convOutSize, type ConvGeom } from './conv2d-geom.ts';
 
@@ -1244,7 +1245,7 @@ export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null = null, opts: C
     // dx takes over x's gradient accumulated so far (e.g. from a residual connection) and adds it in its epilogue
     record('conv2d', inputs, y, (dy, [sx, sw, sy], needs, take) => {
       // through the epilogue: the ReLU passes dy where y > 0; the addition passes it on unchanged
-      const gy = relu ? ew('conv2d.relu.backward', 'select(0.0, a, b > 0.0)', [dy, sy], dy.shape) : dy;
+      const gy = relu ? reluBackward('conv2d.relu.backward', dy, sy) : dy;
       let dx: Tensor | null = null;
       if (needs[0]) {
         const prior = take(0);

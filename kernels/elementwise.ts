@@ -183,11 +183,16 @@ export function addRelu(a: Tensor, b: Tensor): Tensor {
   const y = ew('addRelu', 'max(a + b, 0.0)', [a, b], shape);
   if (needsGrad(a, b)) {
     record('addRelu', [a, b], y, (dy, [sy], [needA, needB]) => {
-      const g = ew('addRelu.backward', 'select(0.0, a, b > 0.0)', [dy, sy], shape);
+      const g = reluBackward('addRelu.backward', dy, sy);
       return [needA ? g : null, needB ? (needA ? g.share() : g) : null];
     }, [y]);
   }
   return y;
+}
+
+/** dy where the ReLU's saved output y is > 0, else 0: the backward of an op that ends in a ReLU. */
+export function reluBackward(name: string, dy: Tensor, y: Tensor): Tensor {
+  return ew(name, 'select(0.0, a, b > 0.0)', [dy, y], dy.shape);
 }
 
 /** A view with a new shape of the same size (no copy). */

@@ -15,18 +15,20 @@ import type { Arr } from '../engine/ref.ts';
 
 const WG = 64;
 const ROW_UNIFORMS = { rows: 'u32', k: 'u32', inner: 'u32', p0: 'u32' } as const;
-// running max m and sum s of exp(x - m) over row r
-const ONLINE = `
-  let r = i;
-  let base = r * p.k;
+/** WGSL: the running max m and sum s of exp(v - m) over k < p.k, where `value` is the k-th logit. */
+const onlineMaxSum = (value: string) => `
   var m = -3.402823e38;
   var s = 0.0;
   for (var k = 0u; k < p.k; k++) {
-    let v = x[base + k];
+    let v = ${value};
     let up = v > m;
     s = select(s + exp(v - m), s * exp(m - v) + 1.0, up);
     m = select(m, v, up);
   }`;
+// over row r of contiguous rows
+const ONLINE = `
+  let r = i;
+  let base = r * p.k;${onlineMaxSum('x[base + k]')}`;
 
 const kernels = {
   // one thread per row
@@ -78,15 +80,7 @@ const kernels = {
     flat: { limit: 'p.rows * p.inner' },
     body: `
   let base = (i / p.inner) * p.k * p.inner + i % p.inner;
-  let useBias = p.hasBias != 0u;
-  var m = -3.402823e38;
-  var s = 0.0;
-  for (var k = 0u; k < p.k; k++) {
-    let v = x[base + k * p.inner] + select(0.0, bias[k], useBias);
-    let up = v > m;
-    s = select(s + exp(v - m), s * exp(m - v) + 1.0, up);
-    m = select(m, v, up);
-  }
+  let useBias = p.hasBias != 0u;${onlineMaxSum('x[base + k * p.inner] + select(0.0, bias[k], useBias)')}
   let l = labels[i];
   let pad = l == -1;
   let ok = l >= 0 && u32(l) < p.k;

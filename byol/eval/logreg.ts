@@ -170,8 +170,8 @@ export interface LogRegFit {
 // logits [S, C, n] = Wᵀ [C, D] · X[s]ᵀ (a batched matmul over the blocks), then one pass (crossEntropyRows) gives
 // each row's loss and dlogits = softmax − onehot, and the gradient [S, C, D] = dlogits[s] · X[s] is summed over s.
 // The last block is padded with zero rows, labelled −1: out of the loss and the gradient. Blocks of 1024 rows keep
-// that sum over s short (59 blocks for 60k rows; at 256 rows it took as long as either matmul on lavapipe), while
-// each block's products still sum in chains of at most 1024 float32 terms.
+// that sum over s short (59 blocks for 60k rows), while each block's products still sum in chains of at most 1024
+// float32 terms.
 const BLOCK = 1024;
 
 /** Features as [S, n, D] blocks (zero-padded) and the labels [S, n] (i32, −1 on the padding rows). */
