@@ -4,6 +4,7 @@
 
 import { nodeGpu } from '#node-gpu';
 import { isNode } from './node-module.ts';
+import { setIdleWait, idleWhile, endIdleWaits } from './idle-wait.ts';
 
 export interface DeviceInfo {
   vendor: string;
@@ -72,6 +73,7 @@ function markLost(reason: string): void {
   lostReason = reason;
   signalLost(reason);
   wakeWaiters(reason);
+  endIdleWaits();
   for (const l of lostListeners) l(reason);
 }
 
@@ -118,6 +120,8 @@ export async function getDevice(): Promise<GpuContext> {
       hasSubgroups: device.features.has('subgroups' as GPUFeatureName),
       hasTimestamps: device.features.has('timestamp-query'),
     };
+    // a CPU adapter's shader threads share the cores with this one: wait for them asleep (engine/idle-wait.ts)
+    setIdleWait(isCpuAdapter(info));
     return current;
   })();
   try {
@@ -151,6 +155,11 @@ export function gpu(op = 'a GPU operation'): GpuContext {
 }
 
 /** Whether the device is Mesa's lavapipe (llvmpipe), the CPU adapter several kernels' defaults were measured on. */
+/** An adapter that runs shaders on the CPU: lavapipe (llvmpipe), SwiftShader, or one that says it is a fallback. */
+export function isCpuAdapter(info: DeviceInfo): boolean {
+  return info.isFallback || /llvmpipe|lavapipe|swiftshader/i.test(`${info.description} ${info.architecture} ${info.vendor}`);
+}
+
 export function isLavapipe(op = 'isLavapipe'): boolean {
   const { info } = gpu(op);
   return /llvmpipe|lavapipe/i.test(`${info.description} ${info.architecture} ${info.vendor}`);
@@ -181,14 +190,15 @@ export function whenDeviceLost(): Promise<string> {
 export function unlessDeviceLost<T>(p: Promise<T>, op: string): Promise<T> {
   p.catch(() => {}); // if loss wins, Dawn may still reject p later (pending maps are aborted): not an error
   if (lostReason) return Promise.reject(deviceLostError(op));
-  return new Promise<T>((resolve, reject) => {
+  // the idle wait ends with this promise, which loss and releaseDevice() settle even where Dawn never settles p
+  return idleWhile(new Promise<T>((resolve, reject) => {
     const onLost = (reason: string) => reject(deviceLostError(op, reason));
     lossWaiters.add(onLost);
     p.then(
       (v) => (lossWaiters.delete(onLost), resolve(v)),
       (e) => (lossWaiters.delete(onLost), reject(e)),
     );
-  });
+  }));
 }
 
 /** True for the error of work cut off by releaseDevice() (not by a real device loss). */
@@ -232,6 +242,7 @@ export function releaseDevice(): void {
   generation++; // even without a new device, what was made on the old one must not be used or pooled again
   signalLost(RELEASED); // anything still waiting on the old device stops waiting
   wakeWaiters(RELEASED);
+  endIdleWaits();
   armLostSignal();
   c?.device.destroy();
   gpuHandle = null;

@@ -3,6 +3,7 @@
 // Pipelines are cached by WGSL source, uniform buffers by their bytes (shapes repeat every step).
 
 import { gpu, onRelease, unlessDeviceLost as unlessLost, quietOnRelease, DeviceLostError } from './device.ts';
+import { idleWhile } from './idle-wait.ts';
 import { BufferPool, sizeClass } from './pool.ts';
 
 /** 'texture': a read-only rgba32float 2-D storage texture (WGSL texture_storage_2d<rgba32float, read>). */
@@ -137,7 +138,7 @@ function reportError(s: EngineState, message: string): void {
 /** Pops the error scope pushed before the work named by `what`; a reported error is kept for checkErrors(). */
 function watchErrors(device: GPUDevice, what: string, onError?: (message: string) => void): void {
   const s = engine();
-  const p: Promise<void> = device.popErrorScope().then(
+  const p: Promise<void> = idleWhile(device.popErrorScope()).then(
     (e) => {
       if (!e) return;
       reportError(s, `${what}: ${e.message}`);

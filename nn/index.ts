@@ -4,6 +4,7 @@
 /// <reference types="@webgpu/types" preserve="true" />
 
 export { getDevice, releaseDevice, gpu, onDeviceLost, deviceLostReason, DeviceLostError, simulateDeviceLoss, whenDeviceLost, type DeviceInfo, type GpuContext } from '../engine/device.ts';
+export { setIdleWait } from '../engine/idle-wait.ts';
 export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep, shapeSize, fmtShape, inferDType, type DType, type Shape, type TypedArray, type ArrayOf, type TensorOptions } from '../engine/tensor.ts';
 export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled, setTapeWarning } from '../engine/tape.ts';
 // Tensor methods (x.add(y), x.matmul(w), loss.backward(), ...): installed on Tensor.prototype by this import
