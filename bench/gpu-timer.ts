@@ -5,6 +5,7 @@
 
 import { gpu } from '../engine/device.ts';
 import { encoderForCopy, sync } from '../engine/recorder.ts';
+import { idleWhile } from '../engine/idle-wait.ts';
 
 export class GpuTimer {
   private readonly querySet: GPUQuerySet;
@@ -40,7 +41,7 @@ export class GpuTimer {
     enc.resolveQuerySet(this.querySet, 0, 2, this.resolved, 0);
     enc.copyBufferToBuffer(this.resolved, 0, this.readback, 0, 16);
     await sync();
-    await this.readback.mapAsync(GPUMapMode.READ);
+    await idleWhile(this.readback.mapAsync(GPUMapMode.READ));
     const [t0, t1] = new BigUint64Array(this.readback.getMappedRange().slice(0));
     this.readback.unmap();
     return Number(t1 - t0) / 1e6;

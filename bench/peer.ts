@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 import type { BenchCase, SideOps } from './case.ts';
 import type { Sample, Side } from './harness.ts';
 import { localSide } from './harness.ts';
+import { setIdleWait, idleWhile } from '../engine/idle-wait.ts';
+import { isCpuAdapter } from '../engine/device.ts';
 
 export type Tf = typeof import('@tensorflow/tfjs');
 
@@ -50,6 +52,9 @@ function exposeNavigatorGpu(gpu: GPU): void {
 /** Imports tfjs onto `gpu` and selects its WebGPU backend; returns tf and a sync for its device. */
 export async function loadTfjs(gpu: GPU): Promise<{ tf: Tf; name: string; sync: () => Promise<void> }> {
   exposeNavigatorGpu(gpu);
+  // the harness waits for tfjs's device as ours waits for its own: asleep on a CPU adapter (engine/idle-wait.ts)
+  const ai: any = (await gpu.requestAdapter())?.info ?? {};
+  setIdleWait(isCpuAdapter({ vendor: ai.vendor ?? '', architecture: ai.architecture ?? '', description: ai.description ?? '', isFallback: !!ai.isFallbackAdapter }));
   const tf = (await import('@tensorflow/tfjs')) as unknown as Tf;
   await import('@tensorflow/tfjs-backend-webgpu');
   if (!(await tf.setBackend('webgpu'))) throw new Error('tf.setBackend("webgpu") returned false');
@@ -61,7 +66,7 @@ export async function loadTfjs(gpu: GPU): Promise<{ tf: Tf; name: string; sync: 
       backend.endComputePassEncoder?.();
       backend.submitQueue();
     }
-    await backend.device.queue.onSubmittedWorkDone();
+    await idleWhile(backend.device.queue.onSubmittedWorkDone());
   };
   return { tf, name: `TensorFlow.js ${tf.version.tfjs}, tfjs-backend-webgpu`, sync };
 }

@@ -156,7 +156,7 @@ export function gpu(op = 'a GPU operation'): GpuContext {
 
 /** Whether the device is Mesa's lavapipe (llvmpipe), the CPU adapter several kernels' defaults were measured on. */
 /** An adapter that runs shaders on the CPU: lavapipe (llvmpipe), SwiftShader, or one that says it is a fallback. */
-export function isCpuAdapter(info: DeviceInfo): boolean {
+export function isCpuAdapter(info: Pick<DeviceInfo, 'vendor' | 'architecture' | 'description' | 'isFallback'>): boolean {
   return info.isFallback || /llvmpipe|lavapipe|swiftshader/i.test(`${info.description} ${info.architecture} ${info.vendor}`);
 }
 
