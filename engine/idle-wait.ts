@@ -7,7 +7,7 @@
 
 import { isNode } from './node-module.ts';
 
-/** The first nap, and the longest: a wait overshoots the GPU's finish by at most one nap. */
+/** The shortest nap (a wait's first) and the longest: a wait overshoots the GPU's finish by at most one nap. */
 const MIN_NAP_MS = 0.05;
 const MAX_NAP_MS = 2;
 /** A nap is at most this fraction of the time waited so far, so short waits stay short. */
