@@ -154,12 +154,12 @@ export function gpu(op = 'a GPU operation'): GpuContext {
   return current;
 }
 
-/** Whether the device is Mesa's lavapipe (llvmpipe), the CPU adapter several kernels' defaults were measured on. */
 /** An adapter that runs shaders on the CPU: lavapipe (llvmpipe), SwiftShader, or one that says it is a fallback. */
 export function isCpuAdapter(info: Pick<DeviceInfo, 'vendor' | 'architecture' | 'description' | 'isFallback'>): boolean {
   return info.isFallback || /llvmpipe|lavapipe|swiftshader/i.test(`${info.description} ${info.architecture} ${info.vendor}`);
 }
 
+/** Whether the device is Mesa's lavapipe (llvmpipe), the CPU adapter several kernels' defaults were measured on. */
 export function isLavapipe(op = 'isLavapipe'): boolean {
   const { info } = gpu(op);
   return /llvmpipe|lavapipe/i.test(`${info.description} ${info.architecture} ${info.vendor}`);
