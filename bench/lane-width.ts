@@ -4,9 +4,8 @@
 // os.tmpdir()/byol-webgpu, file lavapipe-width.json, keyed by the CPU model. LP_NATIVE_VECTOR_WIDTH set by hand
 // still wins. Usage: npx tsx bench/lane-width.ts [--rounds 2] [--steps 3] [--old] [--dry-run]
 
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { lavapipeWidthCachePath, cpuModel } from '../engine/lavapipe.ts';
+import { timeStepInChild } from './step-child.ts';
 
 const argv = process.argv.slice(2);
 const arg = (name: string, def: number) => {
@@ -15,50 +14,11 @@ const arg = (name: string, def: number) => {
 };
 const WIDTHS = [256, 512] as const; // lavapipe's LP_NATIVE_VECTOR_WIDTH: 8 and 16 f32 lanes
 
-if (argv.includes('--child')) {
-  // one process at the width its environment set: median ms of `steps` training steps after a warm-up step
-  const { getDevice, tensor, sync } = await import('../nn/index.ts');
-  const { randomData } = await import('./case.ts');
-  const { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep } = await import('./cases/byol-step.ts');
-  const { median } = await import('./harness.ts');
-  const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
-  const ctx = await getDevice();
-  const shape = [s.batch, s.size, s.size, s.channels];
-  const n = shape.reduce((a, b) => a * b, 1);
-  const v1 = tensor(randomData(n, 1), shape);
-  const v2 = tensor(randomData(n, 2), shape);
-  const model = byolForStep(s);
-  model.trainStep(v1, v2).loss.dispose();
-  await sync();
-  const times: number[] = [];
-  for (let i = 0; i < arg('--steps', 3); i++) {
-    const t0 = performance.now();
-    model.trainStep(v1, v2).loss.dispose();
-    await sync();
-    times.push(performance.now() - t0);
-  }
-  const info = ctx.adapter as unknown as { info?: { subgroupMinSize?: number } };
-  console.log(JSON.stringify({ ms: median(times), lanes: info.info?.subgroupMinSize ?? null }));
-  process.exit(0);
-}
-
-const me = fileURLToPath(import.meta.url);
 const rounds = arg('--rounds', 2);
 const samples = new Map<number, number[]>(WIDTHS.map((w) => [w, []]));
 for (let r = 0; r < rounds; r++) {
   for (const width of r % 2 ? [...WIDTHS].reverse() : WIDTHS) {
-    const child = spawnSync(process.execPath, ['--import', 'tsx', me, '--child', ...argv], {
-      env: { ...process.env, LP_NATIVE_VECTOR_WIDTH: String(width) },
-      encoding: 'utf8',
-      timeout: 15 * 60_000,
-    });
-    const line = child.stdout.trim().split('\n').pop() ?? '';
-    let ms: number;
-    try {
-      ms = JSON.parse(line).ms;
-    } catch {
-      throw new Error(`lane-width: the step at LP_NATIVE_VECTOR_WIDTH=${width} failed (exit ${child.status}): ${child.stderr.slice(-2000)}`);
-    }
+    const { ms } = timeStepInChild({ LP_NATIVE_VECTOR_WIDTH: String(width) }, { steps: arg('--steps', 3), old: argv.includes('--old') }, `lane-width at LP_NATIVE_VECTOR_WIDTH=${width}`);
     samples.get(width)!.push(ms);
     console.log(`round ${r + 1}: ${width / 32} lanes, ${ms.toFixed(0)} ms per step`);
   }

@@ -1,13 +1,12 @@
 // A/B of driver settings that are fixed when a process loads the driver (lavapipe's LP_NUM_THREADS, ...): the whole
-// BYOL training step timed in child processes (bench/lane-width.ts's child: median of `--steps` steps after a
-// warm-up) under each environment in turn, alternating the order every round so that both see the same machine.
+// BYOL training step timed in child processes (bench/step-child.ts: median of `--steps` steps after a warm-up)
+// under each environment in turn, alternating the order every round so that both see the same machine.
 // Not a tuner: it prints the medians and each setting's fastest round against the first setting's.
 // Usage: npx tsx bench/step-env-ab.ts [--rounds 3] [--steps 3] [--old] 'LP_NUM_THREADS=2' 'LP_NUM_THREADS=4' ...
 //   (each argument: space-separated NAME=VALUE pairs added to this process's environment; '' for none)
 
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { median } from './harness.ts';
+import { timeStepInChild } from './step-child.ts';
 
 const argv = process.argv.slice(2);
 const flag = (name: string, def: number) => (argv.includes(name) ? Number(argv[argv.indexOf(name) + 1]) : def);
@@ -25,24 +24,12 @@ const envOf = (setting: string): Record<string, string> => {
   return env;
 };
 
-const child = fileURLToPath(new URL('./lane-width.ts', import.meta.url));
 const samples = settings.map(() => [] as number[]);
 for (let r = 0; r < rounds; r++) {
   const order = settings.map((_, i) => i);
   if (r % 2) order.reverse();
   for (const i of order) {
-    const out = spawnSync(process.execPath, ['--import', 'tsx', child, '--child', '--steps', String(steps), ...(argv.includes('--old') ? ['--old'] : [])], {
-      env: { ...process.env, ...envOf(settings[i]) },
-      encoding: 'utf8',
-      timeout: 15 * 60_000,
-    });
-    const line = out.stdout.trim().split('\n').pop() ?? '';
-    let ms: number;
-    try {
-      ms = JSON.parse(line).ms;
-    } catch {
-      throw new Error(`step-env-ab: the step under '${settings[i]}' failed (exit ${out.status}): ${out.stderr.slice(-2000)}`);
-    }
+    const { ms } = timeStepInChild(envOf(settings[i]), { steps, old: argv.includes('--old') }, `step-env-ab under '${settings[i]}'`);
     samples[i].push(ms);
     console.log(`round ${r + 1}: '${settings[i]}' ${ms.toFixed(0)} ms per step`);
   }
