@@ -25,7 +25,7 @@ export function timeStepInChild(env: Record<string, string>, opts: { steps: numb
 
 if (process.argv[1] === me && process.argv.includes('--child')) {
   const argv = process.argv.slice(2);
-  const steps = Number(argv[argv.indexOf('--steps') + 1] ?? 3);
+  const steps = argv.includes('--steps') ? Number(argv[argv.indexOf('--steps') + 1]) : 3;
   const { getDevice, tensor, sync } = await import('../nn/index.ts');
   const { randomData } = await import('./case.ts');
   const { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep } = await import('./cases/byol-step.ts');

@@ -13,8 +13,8 @@ import { tuningFor } from '../engine/tuning.ts';
 import { flatTexture, flatTextureWidth } from '../engine/textures.ts';
 import { Tensor, empty, zeros, fmtShape } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
-import { ew } from '../engine/ew.ts';
 import { reduceTuning, type ReduceTuning } from './reduce.ts';
+import { reluBackward } from './elementwise.ts';
 import type { Arr } from '../engine/ref.ts';
 
 export interface BatchNormStats {
@@ -475,7 +475,7 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
     // the mask needs the residual too, so it comes from y; dy through the mask is the residual's gradient and the
     // plain batchNorm's dy
     record(op, [x, gamma, beta, res], y, (dy, [sx, sst, sy], [nx, ng, nb, nr]) => {
-      const g = relu ? ew(`${op}.residual.backward`, 'select(0.0, a, b > 0.0)', [dy, sy], x.shape) : dy.share();
+      const g = relu ? reluBackward(`${op}.residual.backward`, dy, sy) : dy.share();
       const grads = nx || ng || nb ? batchNormBackward(L, g, sx, sst, null, training, [nx, ng, nb]) : [null, null, null];
       if (nr) return [...grads, g];
       g.dispose();
