@@ -2,10 +2,12 @@
 // with the fusion on and off alternate in one process, so both sides see the same load, and the ratio of their
 // medians is the figure (absolute times on a shared machine move with its load). It also reports the process's
 // CPU time per step (lavapipe's threads included), which moves far less with other processes' load than wall time.
-// Usage: tsx bench/step-fusion-ab.ts [pairs] [--old] [--what moments|textures|idle-wait|conv:JSON|batchNorm:JSON]
+// Usage: tsx bench/step-fusion-ab.ts [pairs] [--old] [--what moments|bn-sums|textures|idle-wait|conv:JSON|batchNorm:JSON]
 // What is compared (on vs off):
 //   moments (default): conv2d writing its output's per-channel moments in the epilogue (Conv2d.moments), which
 //     batchNorm then reads instead of its statistics pass over the conv's output;
+//   bn-sums: a residual block's first batchNorm taking its backward sums from the next conv's dx epilogue
+//     (BatchNorm.fuseConv, kernels/batchnorm-conv.ts) against its own pass over x and dy;
 //   textures: the conv lane kernels reading their operands through operand textures (ConvTuning.textures);
 //   idle-wait: the main thread asleep while it waits for the GPU (engine/idle-wait.ts) against Dawn's spinning poll;
 //   conv:JSON: the device's conv2d record with JSON's fields over it (e.g. conv:{"tiles":{"narrowRows":32}})
@@ -16,6 +18,7 @@ import { convTuning } from '../kernels/conv2d.ts';
 import { batchNormTuning } from '../kernels/batchnorm.ts';
 import { setDeviceTuning } from '../engine/tuning.ts';
 import { setIdleWait } from '../engine/idle-wait.ts';
+import { BatchNorm } from '../nn/layers.ts';
 import { randomData } from './case.ts';
 import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepConvs } from './cases/byol-step.ts';
 import { median, loadAverage } from './harness.ts';
@@ -25,8 +28,8 @@ const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
 const pairs = Number(argv.find((a) => /^\d+$/.test(a)) ?? 5);
 const whatAt = argv.indexOf('--what');
 const what = whatAt >= 0 ? argv[whatAt + 1] : 'moments';
-if (what !== 'moments' && what !== 'textures' && what !== 'idle-wait' && !what.startsWith('conv:') && !what.startsWith('batchNorm:')) {
-  throw new Error(`step-fusion-ab: --what must be moments, textures, idle-wait, conv:JSON or batchNorm:JSON, got ${what}`);
+if (what !== 'moments' && what !== 'bn-sums' && what !== 'textures' && what !== 'idle-wait' && !what.startsWith('conv:') && !what.startsWith('batchNorm:')) {
+  throw new Error(`step-fusion-ab: --what must be moments, bn-sums, textures, idle-wait, conv:JSON or batchNorm:JSON, got ${what}`);
 }
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description}`);
@@ -37,10 +40,12 @@ const v1 = tensor(randomData(n, 1), shape);
 const v2 = tensor(randomData(n, 2), shape);
 const model = byolForStep(s);
 const convs = stepConvs(model);
+const norms = [model.online, model.target].flatMap((net) => net.namedModules().map(([, m]) => m)).filter((m): m is BatchNorm => m instanceof BatchNorm);
 const record = convTuning();
 const bnRecord = batchNormTuning();
 const setFusion = (on: boolean) => {
   if (what === 'moments') convs.forEach((c) => (c.moments = on));
+  else if (what === 'bn-sums') norms.forEach((b) => (b.fuseConv = on));
   else if (what === 'textures') setDeviceTuning('conv2d', { ...record, textures: on });
   else if (what === 'idle-wait') setIdleWait(on);
   else if (what.startsWith('conv:')) setDeviceTuning('conv2d', on ? convTuning(JSON.parse(what.slice(5))) : record);
@@ -74,7 +79,7 @@ for (const [kind, t] of [['wall', wall], ['CPU', cpu]] as const) {
   // each pair ran back to back, so its ratio cancels slow drifts in load; the median of the ratios is the figure
   const ratios = t.on.map((x, i) => x / t.off[i]).sort((a, b) => a - b);
   const q = (f: number) => ratios[Math.min(ratios.length - 1, Math.floor(f * ratios.length))].toFixed(3);
-  const label = what === 'moments' ? 'moments in the conv epilogue' : what === 'textures' ? 'conv operands in textures' : what === 'idle-wait' ? 'waiting for the GPU asleep' : what;
+  const label = what === 'moments' ? 'moments in the conv epilogue' : what === 'bn-sums' ? "batchNorm's backward sums from the conv dx" : what === 'textures' ? 'conv operands in textures' : what === 'idle-wait' ? 'waiting for the GPU asleep' : what;
   console.log(`${label}, ${kind} ms per step (medians): on ${on.toFixed(0)}, off ${off.toFixed(0)}; on/off per pair: median ${median(ratios).toFixed(3)} (quartiles ${q(0.25)}-${q(0.75)})`);
   console.log(`  samples on:  ${t.on.map((x) => x.toFixed(0)).join(' ')}`);
   console.log(`  samples off: ${t.off.map((x) => x.toFixed(0)).join(' ')}`);

@@ -8,8 +8,8 @@ import { augmentChecks } from './augment-checks.ts';
 
 export type { Check } from '../nn/check.ts';
 
-// conv2d last: its pipelines take the longest to compile on CPU adapters, and a check that stalls there stops the
-// page (byol/web/checks.ts), so every other family has been checked by then
-const { conv2d, ...rest } = engineChecks;
+// conv2d (and batchNorm fused with a conv) last: their pipelines take the longest to compile on CPU adapters, and a
+// check that stalls there stops the page (byol/web/checks.ts), so every other family has been checked by then
+const { conv2d, 'batchnorm-conv': batchNormConv, ...rest } = engineChecks;
 
-export const checkFamilies: Record<string, Check[]> = { ...rest, augment: augmentChecks, conv2d };
+export const checkFamilies: Record<string, Check[]> = { ...rest, augment: augmentChecks, conv2d, 'batchnorm-conv': batchNormConv };

@@ -60,7 +60,7 @@ export class BasicBlock extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const h = this.conv2.forward(this.bn1.forward(this.conv1.forward(x)));
+    const h = this.bn1.forwardConv(this.conv2, this.conv1.forward(x));
     const skip = this.downsample ? this.downsample.forward(x) : x;
     return this.bn2.forward(h, skip);
   }
@@ -90,7 +90,7 @@ export class Bottleneck extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const h = this.conv3.forward(this.bn2.forward(this.conv2.forward(this.bn1.forward(this.conv1.forward(x)))));
+    const h = this.bn2.forwardConv(this.conv3, this.bn1.forwardConv(this.conv2, this.conv1.forward(x)));
     const skip = this.downsample ? this.downsample.forward(x) : x;
     return this.bn3.forward(h, skip);
   }

@@ -440,6 +440,39 @@ function validate(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats 
  * ones in place (unbiased variance, as PyTorch). Eval: the running statistics. Differentiable in x, gamma, beta.
  */
 export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): Tensor {
+  const op = 'batchNorm';
+  const relu = !!opts.relu;
+  const { y, st, L } = batchNormForward(x, gamma, beta, stats, opts);
+  const training = opts.training;
+  const res = opts.residual;
+  if (res && needsGrad(x, gamma, beta, res)) {
+    // the mask needs the residual too, so it comes from y; dy through the mask is the residual's gradient and the
+    // plain batchNorm's dy
+    record(op, [x, gamma, beta, res], y, (dy, [sx, sst, sy], [nx, ng, nb, nr]) => {
+      const g = relu ? reluBackward(`${op}.residual.backward`, dy, sy) : dy.share();
+      const grads = nx || ng || nb ? batchNormBackward(L, g, sx, sst, null, training, [nx, ng, nb]) : [null, null, null];
+      if (nr) return [...grads, g];
+      g.dispose();
+      return [...grads, null];
+    }, [x, st, y]);
+  } else if (needsGrad(x, gamma, beta)) {
+    // the ReLU's mask is recomputed from x, the statistics and beta, as the normalize pass computed it, instead of
+    // read from y: the backward passes read two full tensors instead of three
+    record(op, [x, gamma, beta], y, (dy, [sx, sst, sbeta]) => batchNormBackward(L, dy, sx, sst, relu ? sbeta : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, beta] : [x, st]);
+  }
+  st.dispose();
+  return y;
+}
+
+/** How a batchNorm call laid out its sums, for a backward run by a fused op (batchNormBackwardFromSums). */
+export type BatchNormLayout = Layout;
+
+/**
+ * batchNorm's forward without recording anything: the output, the statistics its backward reads ([G * 4, C]: per
+ * group shift, dmean, invstd, gamma * invstd) and the layout of its sums. The caller disposes st. For ops that
+ * fuse batchNorm with the op after it (kernels/batchnorm-conv.ts).
+ */
+export function batchNormForward(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): { y: Tensor; st: Tensor; L: BatchNormLayout } {
   const C = validate(x, gamma, beta, stats, opts);
   const op = 'batchNorm';
   const relu = !!opts.relu;
@@ -470,47 +503,59 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNo
   const res = opts.residual;
   const resArg = res && tw ? flatTexture('batchNorm residual', res, tw, BN_TEXTURE_CACHE_BYTES) : res;
   normalizeKernel(L.vec, relu, !!res, tw).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x: xTex, stats: st, beta, ...(resArg ? { residual: resArg } : {}), y }, { threads: n });
-  const training = opts.training;
-  if (res && needsGrad(x, gamma, beta, res)) {
-    // the mask needs the residual too, so it comes from y; dy through the mask is the residual's gradient and the
-    // plain batchNorm's dy
-    record(op, [x, gamma, beta, res], y, (dy, [sx, sst, sy], [nx, ng, nb, nr]) => {
-      const g = relu ? reluBackward(`${op}.residual.backward`, dy, sy) : dy.share();
-      const grads = nx || ng || nb ? batchNormBackward(L, g, sx, sst, null, training, [nx, ng, nb]) : [null, null, null];
-      if (nr) return [...grads, g];
-      g.dispose();
-      return [...grads, null];
-    }, [x, st, y]);
-  } else if (needsGrad(x, gamma, beta)) {
-    // the ReLU's mask is recomputed from x, the statistics and beta, as the normalize pass computed it, instead of
-    // read from y: the backward passes read two full tensors instead of three
-    record(op, [x, gamma, beta], y, (dy, [sx, sst, sbeta]) => batchNormBackward(L, dy, sx, sst, relu ? sbeta : null, training, [x.requiresGrad, gamma.requiresGrad, beta.requiresGrad]), relu ? [x, st, beta] : [x, st]);
+  return { y, st, L };
+}
+
+/**
+ * The sums of batchNorm's training backward, already made by the op that produced dy (conv2d's dx epilogue,
+ * kernels/batchnorm-conv.ts): partial rows [G * tilesPerGroup, 2, C] of sum(g) and sum(g * (x - mean)), with g
+ * dy masked by the ReLU.
+ */
+export interface BatchNormSums {
+  part: Tensor;
+  tilesPerGroup: number;
+}
+
+/**
+ * batchNorm's training backward (x, gamma, beta; null for an unwanted one) for a fused op that recorded the
+ * forward itself (batchNormForward): with `sums` only their finishing dispatch, not the pass over x and dy.
+ * reluBeta: beta where the forward had the ReLU.
+ */
+export function batchNormBackwardFromSums(L: BatchNormLayout, dy: Tensor, x: Tensor, st: Tensor, reluBeta: Tensor | null, wants: boolean[], sums: BatchNormSums): (Tensor | null)[] {
+  if (!L.vec || sums.part.rank !== 3 || sums.part.shape[0] !== L.G * sums.tilesPerGroup || sums.part.shape[1] !== 2 || sums.part.shape[2] !== L.C) {
+    throw new Error(`batchNorm.backward: sums ${fmtShape(sums.part.shape)} do not match ${L.G} groups of ${sums.tilesPerGroup} partial rows of ${L.C} channels (channels in quads)`);
   }
-  st.dispose();
-  return y;
+  return batchNormBackward(L, dy, x, st, reluBeta, true, wants, sums);
 }
 
 /** reluBeta: beta when the forward had the fused ReLU (its mask is recomputed), else null. */
-function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, reluBeta: Tensor | null, training: boolean, wants: boolean[]): (Tensor | null)[] {
+function batchNormBackward(L: Layout, dy: Tensor, x: Tensor, st: Tensor, reluBeta: Tensor | null, training: boolean, wants: boolean[], sums: BatchNormSums | null = null): (Tensor | null)[] {
   const op = 'batchNorm.backward';
   const [wantX, wantGamma, wantBeta] = wants;
   let dgamma: Tensor | null = null;
   let dbeta: Tensor | null = null;
   let coef: Tensor;
   const relu = !!reluBeta;
-  // both passes read x and dy: one copy of each into a texture serves both
-  const [xArg, dyArg] = L.tw ? [flatTexture('batchNorm x', x, L.tw, BN_TEXTURE_CACHE_BYTES), flatTexture('batchNorm dy', dy, L.tw, BN_TEXTURE_CACHE_BYTES)] : [x, dy];
+  // both passes read x and dy: one copy of each into a texture serves both (with sums, only dx's pass reads them)
+  const [xArg, dyArg] = L.tw && (!sums || wantX) ? [flatTexture('batchNorm x', x, L.tw, BN_TEXTURE_CACHE_BYTES), flatTexture('batchNorm dy', dy, L.tw, BN_TEXTURE_CACHE_BYTES)] : [x, dy];
   const data: Record<string, Tensor | GPUTextureView> = { x: xArg, dy: dyArg, stats: st, ...(reluBeta ? { beta: reluBeta } : {}) };
   if ((training && wantX) || wantGamma || wantBeta) {
     dgamma = empty([L.C], 'f32', op);
     dbeta = empty([L.C], 'f32', op);
     coef = empty([L.G * 2, L.C], 'f32', op);
-    reduceLaunch(L, {
-      pass: 'backward', relu, running: false,
-      uniforms: reduceUniforms(L, 0, 0, training),
-      data,
-      finish: { dgamma, dbeta, coef },
-    });
+    if (sums) {
+      // the partials' rows stand for the chunks of the finishing dispatch
+      const Ls = { ...L, chunks: sums.tilesPerGroup };
+      reduceKernel({ pass: 'backward', fromPartials: true, moments: false, final: true, vec: L.vec, relu: false, running: false, wg: L.tuning.workgroupSize, tree: L.tuning.tree, tw: 0 })
+        .launch({ ...reduceUniforms(Ls, 0, 0, training), stats: st, part: sums.part, dgamma, dbeta, coef }, [L.blocks, 1]);
+    } else {
+      reduceLaunch(L, {
+        pass: 'backward', relu, running: false,
+        uniforms: reduceUniforms(L, 0, 0, training),
+        data,
+        finish: { dgamma, dbeta, coef },
+      });
+    }
   } else coef = zeros([L.G * 2, L.C]); // eval mode: dx = scale * dy
   let dx: Tensor | null = null;
   if (wantX) {

@@ -1,7 +1,7 @@
 // conv2d's 'subgroups' and 'portable' kernels (kernels/conv2d.ts describes the template): forward and dx as GEMMs
 // whose lanes share loaded rows by subgroup operations (or each load them), and dW as outer products over pixels.
 
-import type { KernelDecl } from '../engine/kernel.ts';
+import type { KernelDecl, BindingDecl } from '../engine/kernel.ts';
 import { type Lanes, range, XYZW, lines, GEMM_UNIFORMS, DW_UNIFORMS, gemmBindings, dwBindings, PARITY_CLASS, TILE_DECODE, tapLoops } from './conv2d-wgsl.ts';
 
 // ---- 'subgroups' / 'portable': forward and dx -------------------------------------------------------------
@@ -29,6 +29,16 @@ export interface LanesGemm {
    * launch asks for it only where every row of every tile is a real output row.
    */
   moments: boolean;
+  /**
+   * dx epilogue (aligned, stride 1): also write, per row tile, the two per-channel sums that the backward of a
+   * batchNorm before this conv needs, over the dx values it stores: sum(g) and sum(g * xm), with g the value
+   * (masked by that batchNorm's ReLU, recomputed as its forward did) and xm = (x - shift) - dmean its centered
+   * input (`bx`, statistics `bst` per group of `p.grp` rows). batchNorm then skips its pass over x and dy
+   * (kernels/batchnorm-conv.ts). The launch asks for it only where no row tile straddles two groups.
+   */
+  bnSums?: boolean;
+  /** with bnSums: the batchNorm had a ReLU (its mask needs `bbeta`) */
+  bnRelu?: boolean;
   /** aligned: read the source image (x, or dy for dx) through an operand texture [N * sh rows, sw * ck / 4 texels] */
   texA: boolean;
   /** aligned: read the weight's vec4s through a flat texture of this many texels per row (engine/textures.ts); 0: the buffer */
@@ -167,10 +177,39 @@ export function lanesGemmDecl(v: LanesGemm): KernelDecl {
     ].join('\n');
   });
 
+  // batchNorm's backward sums: a lane adds up its rows of its column quads (padding rows count 0), the narrow
+  // layout's lane groups are added by subgroupShuffleXor, and the tile's sums are stored as one partial row pair
+  if (v.bnSums && (mode !== 'dx' || !aligned || moments)) throw new Error('conv2d: batchNorm sums are a dx epilogue of aligned layers');
+  const bnSumStores = !v.bnSums ? [] : cbs.map((cb) => {
+    const rowTerms = range(RB).flatMap((rb) => range(laneRows).map((r) => {
+      const mask = `${v.bnRelu ? '(xm * scale + bb > vec4<f32>(0.0)) & ' : ''}vec4<bool>(o >= 0)`;
+      return lines(4, [
+        `{ let o = ${shared(rb, r, 'o')}; let e = u32(max(o, 0)) * p.nq + cl${cb};`,
+        `  let xm = (bx[e] - shift) - dmean;`,
+        `  let gv = select(vec4<f32>(0.0), ${acc(rb, r, cb)}${addend ? ' + addend[e]' : ''}, ${mask});`,
+        '  sa += gv; sb += gv * xm; }',
+      ]);
+    }));
+    const merge = [];
+    for (let step = GQ; GQ && step < SG; step *= 2) merge.push(`    sa += subgroupShuffleXor(sa, ${step}u); sb += subgroupShuffleXor(sb, ${step}u);`);
+    return [
+      '  {',
+      '    let s0 = 4u * ((rowTile * ' + `${SG * RB}u) / p.grp) * p.nq;`,
+      `    let shift = bst[s0 + cl${cb}]; let dmean = bst[s0 + p.nq + cl${cb}];`,
+      ...(v.bnRelu ? [`    let scale = bst[s0 + 3u * p.nq + cl${cb}]; let bb = bbeta[cl${cb}];`] : []),
+      '    var sa = vec4<f32>(0.0); var sb = vec4<f32>(0.0);',
+      ...rowTerms,
+      ...merge,
+      `    if (${GQ ? 'g == 0u && ' : ''}cq${cb} < p.nq) { part[2u * rowTile * p.nq + cq${cb}] = sa; part[(2u * rowTile + 1u) * p.nq + cq${cb}] = sb; }`,
+      '  }',
+    ].join('\n');
+  });
+  const bnBindings: Record<string, BindingDecl> = !v.bnSums ? {} : { bx: 'read vec4<f32>', bst: 'read vec4<f32>', ...(v.bnRelu ? { bbeta: 'read vec4<f32>' } : {}), part: 'rw vec4<f32>' };
+
   return {
     name: `conv2d.${mode}`,
-    uniforms: GEMM_UNIFORMS,
-    bindings: { ...gemmBindings(aligned, addend, moments), ...(v.texA ? { a: 'texture' } : {}), ...(v.texB ? { b: 'texture' } : {}) },
+    uniforms: v.bnSums ? { ...GEMM_UNIFORMS, grp: 'u32' } : GEMM_UNIFORMS,
+    bindings: { ...gemmBindings(aligned, addend, moments), ...bnBindings, ...(v.texA ? { a: 'texture' } : {}), ...(v.texB ? { b: 'texture' } : {}) },
     workgroupSize: SG * L.G,
     enable: L.subgroups ? ['subgroups'] : [],
     body: `
@@ -192,7 +231,8 @@ ${fmas.join('\n')}
   }
 ${biases.join('\n')}
 ${stores.join('\n')}
-${momentStores.join('\n')}`,
+${momentStores.join('\n')}
+${bnSumStores.join('\n')}`,
   };
 }
 

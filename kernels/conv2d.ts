@@ -124,8 +124,22 @@ function forwardMomentRows(g: ConvGeom, t: ConvTuning): number {
   return rows > 0 && rows % (L.SG * RB) === 0 ? L.SG * RB : 0;
 }
 
+/**
+ * What a dx GEMM needs to write a batchNorm's backward sums in its epilogue (LanesGemm.bnSums): the batchNorm's
+ * input x (dx's shape), its statistics [G * 4, C] and beta where it had a ReLU, and the partials to write.
+ */
+interface BnSumsArgs {
+  x: Tensor;
+  stats: Tensor;
+  beta: Tensor | null;
+  /** [row tiles, 2, C] */
+  part: Tensor;
+  /** rows per batchNorm group, a multiple of the row tile */
+  grpRows: number;
+}
+
 /** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
-function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null, moments: Tensor | null = null, relu = false): void {
+function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null, moments: Tensor | null = null, relu = false, bn: BnSumsArgs | null = null): void {
   const CK = mode === 'fwd' ? g.Cin : g.Cout;
   const CN = mode === 'fwd' ? g.Cout : g.Cin;
   const S = g.stride;
@@ -146,6 +160,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   let bTex: GPUTextureView | null = null;
   if (t.variant === 'tiled') {
     if (moments) throw new Error('conv2d: the tiled kernels write no moments'); // forwardMomentRows says 0 there
+    if (bn) throw new Error('conv2d: the tiled kernels write no batchNorm sums'); // dxBnSumRows says 0 there
     k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${relu}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, relu, ...t.tiled }));
     rowsPerTile = t.tiled.TM;
     colsPerTile = t.tiled.TN / 4;
@@ -154,7 +169,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
     // the source image as [N * sh rows, sw * CK floats]; the weight as flat vec4s
     const texA = !!t.textures && aligned && fitsOperandTexture(g.N * sh, sw * CK);
     const texB = t.textures && aligned ? flatTextureWidth(b) : 0;
-    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend, relu, moments: !!moments, texA, texB };
+    const v: LanesGemm = { variant: 'lanes', mode, aligned, RB, CB, GQ, lanes: L, addend: !!addend, relu, moments: !!moments, ...(bn ? { bnSums: true, bnRelu: !!bn.beta } : {}), texA, texB };
     if (texA) aTex = operandTexture('conv2d A', a, g.N * sh, sw * CK, CONV_TEXTURE_CACHE_BYTES);
     if (texB) bTex = flatTexture('conv2d B', b, texB, CONV_TEXTURE_CACHE_BYTES);
     k = kernel(`conv2d|${JSON.stringify(v)}`, () => lanesGemmDecl(v));
@@ -169,6 +184,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
     {
       rows, tiles, rowTiles, colTiles, dh, dw, sh, sw, th: g.H, tw: g.W, ck: CK, cn: CN, kq: KQ, nq: NQ, kh: g.KH, kw: g.KW, s: S, pad: g.pad,
       hasBias: bias ? 1 : 0, a: aTex ?? a, b: bTex ?? b, bias: bias ?? b, ...(addend ? { addend } : {}), y: out, ...(moments ? { mom: moments } : {}),
+      ...(bn ? { bx: bn.x, bst: bn.stats, ...(bn.beta ? { bbeta: bn.beta } : {}), part: bn.part, grp: bn.grpRows } : {}),
     },
     grid1d(Math.ceil(tiles / groupsPerWorkgroup), 1),
   );
@@ -273,8 +289,8 @@ function transposeWeight(w: Tensor, g: ConvGeom): Tensor {
 
 // ---- shapes and the differentiable op ------------------------------------------------------------------
 
-
-function geometry(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions): ConvGeom {
+/** The layer's geometry, with the inputs checked (errors name the shapes and what was expected). */
+export function conv2dGeometry(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions): ConvGeom {
   const op = 'conv2d';
   x.assertLive(op);
   w.assertLive(op);
@@ -354,7 +370,7 @@ function epilogueOf(g: ConvGeom, opts: Conv2dOptions): { add: Tensor | null; rel
 
 /** The forward launch (no tape). */
 export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions = {}): Tensor {
-  const g = geometry(x, w, bias, opts);
+  const g = conv2dGeometry(x, w, bias, opts);
   const t = usableTuning(opts.tuning);
   const ep = epilogueOf(g, opts);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
@@ -402,6 +418,40 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pi
   return total;
 }
 
+/**
+ * Rows per dx row tile where dx's epilogue can also write the backward sums of a batchNorm over its input
+ * (conv2dBackwardInputWithBnSums), or 0: the lane kernels, stride 1, channels in quads, no padded stem, and row
+ * tiles that never straddle two of the batchNorm's `groups` (equal parts of the batch).
+ */
+export function dxBnSumRows(g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, groups: number): number {
+  const t = usableTuning(opts.tuning);
+  if (t.variant === 'tiled' || g.stride !== 1 || g.Cin % 4 !== 0 || g.Cout % 4 !== 0 || g.N % groups !== 0) return 0;
+  const { L, RB } = lanesBlocks(t, true, g.Cin / 4);
+  const grpRows = (g.N / groups) * g.H * g.W;
+  return grpRows > 0 && grpRows % (L.SG * RB) === 0 ? L.SG * RB : 0;
+}
+
+/**
+ * conv2dBackwardInput, whose epilogue also writes the per-channel sums that the backward of a batchNorm over the
+ * conv's input needs (sum of dx masked by that batchNorm's ReLU, and of it times the centered input), one pair of
+ * rows per row tile: `part` [row tiles, 2, Cin], `tilesPerGroup` of them per group. Only where dxBnSumRows > 0.
+ */
+export function conv2dBackwardInputWithBnSums(
+  dy: Tensor, w: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>,
+  bn: { x: Tensor; stats: Tensor; beta: Tensor | null; groups: number },
+): { dx: Tensor; part: Tensor; tilesPerGroup: number } {
+  const t = usableTuning(opts.tuning);
+  const rowsPerTile = dxBnSumRows(g, opts, bn.groups);
+  if (!rowsPerTile) throw new Error(`conv2d: dx cannot write batchNorm sums for ${g.N}x${g.H}x${g.W}x${g.Cin} (stride ${g.stride}, ${bn.groups} groups, variant ${t.variant}); check dxBnSumRows first`);
+  const rows = g.N * g.H * g.W;
+  const dx = empty([g.N, g.H, g.W, g.Cin], 'f32', 'conv2d.dx');
+  const part = empty([rows / rowsPerTile, 2, g.Cin], 'f32', 'conv2d.dx');
+  const wt = transposeWeight(w, g);
+  runGather('dx', g, dy, wt, null, dx, t, null, null, false, { ...bn, part, grpRows: rows / bn.groups });
+  wt.dispose();
+  return { dx, part, tilesPerGroup: rows / bn.groups / rowsPerTile };
+}
+
 /** Gradient of the weight. `opts.tuning` as for conv2d. */
 export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'> = {}): Tensor {
   const t = usableTuning(opts.tuning);
@@ -425,7 +475,7 @@ export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null = null, opts: C
   const add = opts.epilogue?.add ?? null;
   const relu = !!opts.epilogue?.relu;
   if (needsGrad(x, w, bias, add)) {
-    const g = geometry(x, w, bias, opts);
+    const g = conv2dGeometry(x, w, bias, opts);
     const inputs = [x, w, ...(bias ? [bias] : []), ...(add ? [add] : [])];
     // dx takes over x's gradient accumulated so far (e.g. from a residual connection) and adds it in its epilogue
     record('conv2d', inputs, y, (dy, [sx, sw, sy], needs, take) => {

@@ -22,6 +22,7 @@ export { tuneMatmul, type TuneResult, type TuneOptions } from '../kernels/matmul
 export { tuneConv } from '../kernels/conv2d-tune.ts';
 export { conv2d, type Conv2dOptions, type ConvEpilogue } from '../kernels/conv2d.ts';
 export { batchNorm, type BatchNormStats, type BatchNormOptions } from '../kernels/batchnorm.ts';
+export { batchNormConv2d } from '../kernels/batchnorm-conv.ts';
 export { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
 export { softmaxCrossEntropy, crossEntropyRows, softmax, argmax } from '../kernels/softmax.ts';
 export { cosineLoss, normalizedStd } from '../kernels/cosine.ts';

@@ -3,8 +3,9 @@
 
 import { Module, Parameter, StateBuffer, init } from './module.ts';
 import { Tensor, fmtShape } from '../engine/tensor.ts';
-import { conv2d } from '../kernels/conv2d.ts';
-import { batchNorm } from '../kernels/batchnorm.ts';
+import { conv2d, type Conv2dOptions } from '../kernels/conv2d.ts';
+import { batchNorm, type BatchNormOptions } from '../kernels/batchnorm.ts';
+import { batchNormConv2d } from '../kernels/batchnorm-conv.ts';
 import { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
 
 export interface Conv2dLayerOptions {
@@ -47,7 +48,12 @@ export class Conv2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return conv2d(x, this.weight.value, this.bias?.value ?? null, { stride: this.stride, padding: this.padding, moments: this.training && this.moments });
+    return conv2d(x, this.weight.value, this.bias?.value ?? null, this.options());
+  }
+
+  /** conv2d's options for this layer's forward. */
+  options(): Conv2dOptions {
+    return { stride: this.stride, padding: this.padding, moments: this.training && this.moments };
   }
 }
 
@@ -73,6 +79,11 @@ export class BatchNorm extends Module {
   numBatchesTracked = 0;
   /** Batches in one training forward, each with its own statistics (set by withBatchNormGroups). */
   groups = 1;
+  /**
+   * forwardConv's fused op (kernels/batchnorm-conv.ts: the conv's dx writes this layer's backward sums); false
+   * runs the two layers one after the other. May be changed at any time (benchmarks compare both).
+   */
+  fuseConv = true;
 
   constructor(readonly numFeatures: number, opts: BatchNormLayerOptions = {}) {
     super();
@@ -95,14 +106,33 @@ export class BatchNorm extends Module {
       throw new Error(`BatchNorm(${this.numFeatures}): input ${fmtShape(x.shape)} has ${x.shape[x.rank - 1]} channels in its last axis, expected ${this.numFeatures}`);
     }
     if (this.training) this.numBatchesTracked += this.groups;
-    return batchNorm(x, this.weight.value, this.bias.value, { runningMean: this.runningMean.value, runningVar: this.runningVar.value }, {
+    return batchNorm(x, this.weight.value, this.bias.value, { runningMean: this.runningMean.value, runningVar: this.runningVar.value }, this.options(residual));
+  }
+
+  /**
+   * conv.forward(this.forward(x)) for a conv that is the only reader of this layer's output (a residual block's
+   * first batchNorm and second conv). In training it is one op (batchNormConv2d) whose backward takes this
+   * layer's sums from the conv's dx instead of a pass over x and dy; the values are the composition's.
+   */
+  forwardConv(conv: Conv2d, x: Tensor): Tensor {
+    if (!this.fuseConv || !this.training) return conv.forward(this.forward(x));
+    if (x.shape[x.rank - 1] !== this.numFeatures) return conv.forward(this.forward(x)); // forward() names the mismatch
+    this.numBatchesTracked += this.groups;
+    return batchNormConv2d(
+      x, this.weight.value, this.bias.value, { runningMean: this.runningMean.value, runningVar: this.runningVar.value }, this.options(),
+      conv.weight.value, conv.bias?.value ?? null, conv.options(),
+    );
+  }
+
+  private options(residual?: Tensor): BatchNormOptions {
+    return {
       training: this.training,
       momentum: this.momentum,
       eps: this.eps,
       relu: this.relu,
       groups: this.groups,
       ...(residual ? { residual } : {}),
-    });
+    };
   }
 }
 

@@ -83,7 +83,7 @@ t('every engine kernel fits the smallest browser limits (SwiftShader: 256 invoca
 
 t('the page runs a check for every kernel family, each named uniquely within its family', () => {
   const families = Object.keys(checkFamilies);
-  for (const f of ['elementwise', 'reduce', 'matmul', 'conv2d', 'batchnorm', 'pool', 'softmax', 'cosine', 'optim', 'ema', 'gather', 'knn', 'augment']) {
+  for (const f of ['elementwise', 'reduce', 'matmul', 'conv2d', 'batchnorm', 'batchnorm-conv', 'pool', 'softmax', 'cosine', 'optim', 'ema', 'gather', 'knn', 'augment']) {
     assert.ok(families.includes(f) && checkFamilies[f].length > 0, `family ${f} has checks`);
   }
   for (const [f, list] of Object.entries(checkFamilies)) {

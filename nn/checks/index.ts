@@ -8,6 +8,7 @@ import { reduceCases } from './reduce.ts';
 import { matmulCases } from './matmul.ts';
 import { conv2dCases } from './conv2d.ts';
 import { batchNormCases } from './batchnorm.ts';
+import { batchNormConvCases } from './batchnorm-conv.ts';
 import { poolCases } from './pool.ts';
 import { softmaxCases } from './softmax.ts';
 import { cosineCases } from './cosine.ts';
@@ -16,7 +17,7 @@ import { emaChecks } from './ema.ts';
 import { gatherChecks } from './gather.ts';
 import { knnChecks } from './knn.ts';
 
-export { elementwiseCases, reduceCases, matmulCases, conv2dCases, batchNormCases, poolCases, softmaxCases, cosineCases };
+export { elementwiseCases, reduceCases, matmulCases, conv2dCases, batchNormCases, batchNormConvCases, poolCases, softmaxCases, cosineCases };
 export { optimChecks, emaChecks, gatherChecks, knnChecks };
 
 /** Every check of the engine's kernels and optimizers by family, in the order the page runs them. */
@@ -26,6 +27,7 @@ export const engineChecks: Record<string, Check[]> = {
   matmul: opChecks(matmulCases),
   conv2d: opChecks(conv2dCases),
   batchnorm: opChecks(batchNormCases),
+  'batchnorm-conv': opChecks(batchNormConvCases),
   pool: opChecks(poolCases),
   softmax: opChecks(softmaxCases),
   cosine: opChecks(cosineCases),

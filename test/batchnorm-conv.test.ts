@@ -1,0 +1,119 @@
+// batchNormConv2d (kernels/batchnorm-conv.ts): conv(batchNorm(x)) as one op whose backward takes batchNorm's
+// sums from the conv's dx epilogue. Checked here: forward and every gradient against the float64 composition on
+// the lane kernels' wide, narrow and portable layouts, with 1 and 2 groups, with and without the ReLU; the shapes
+// where it falls back to the two ops; that the fused backward really skips batchNorm's pass over x and dy; and
+// that a ResNet block takes it.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { checkOp, checkTests } from './helpers/gradcheck.ts';
+import { tensor, tidy, sync, getDevice, backward, liveTensors } from '../nn/index.ts';
+import { materialize } from '../nn/module.ts';
+import { convSubgroupWidth, type ConvTuningOverrides } from '../kernels/conv2d.ts';
+import { batchNormConv2d, batchNormConvFuses } from '../kernels/batchnorm-conv.ts';
+import { BN_CONV_SHAPES, BN_CONV_FALLBACK_SHAPES, batchNormConvCase, batchNormConvCases, type BnConvShape } from '../nn/checks/batchnorm-conv.ts';
+import { recordDispatches } from '../engine/recorder.ts';
+import { BasicBlock } from '../byol/resnet.ts';
+import { withBatchNormGroups } from '../nn/layers.ts';
+import { rng, randArr, opChecks } from '../nn/check.ts';
+
+const t = suite('batchNorm -> conv2d fused');
+
+await getDevice();
+const sg = convSubgroupWidth();
+const variants: [string, ConvTuningOverrides][] = [
+  ...(sg
+    ? ([
+        ['subgroups, narrow split', { variant: 'subgroups', tiles: { narrowRows: 16 } }],
+        ['subgroups, wide', { variant: 'subgroups', tiles: { narrowRows: 0 } }],
+        ['subgroups, buffer operands', { variant: 'subgroups', textures: false }],
+      ] as [string, ConvTuningOverrides][])
+    : []),
+  ['portable', { variant: 'portable' }],
+];
+
+for (const [vname, tuning] of variants) {
+  for (const shape of BN_CONV_SHAPES) {
+    for (const groups of [1, 2]) {
+      for (const relu of [true, false]) {
+        const c = batchNormConvCase(shape, { training: true, relu, groups }, tuning, true);
+        t(`[${vname}] ${c.name}: forward and every gradient against float64`, () => checkOp(c));
+      }
+    }
+  }
+}
+
+// where dx's row tiles straddle a group or the layer is not one dx can take, the two ops run
+for (const [tuning, shape] of [[{}, BN_CONV_FALLBACK_SHAPES[0]], [{}, BN_CONV_FALLBACK_SHAPES[1]], [{ variant: 'tiled' }, BN_CONV_SHAPES[0]]] as [ConvTuningOverrides, BnConvShape][]) {
+  const c = batchNormConvCase(shape, { training: true, relu: true, groups: 2 }, tuning, false);
+  t(`falls back to batchNorm then conv2d${tuning.variant ? ` (${tuning.variant} kernels)` : ''}: ${c.name}`, () => checkOp(c));
+}
+
+checkTests(opChecks(batchNormConvCases).map((c) => ({ ...c, name: `the page's case ${c.name}` })), t);
+
+t('the fused backward runs no batchNorm pass over x and dy: the sums come from the conv dx', async () => {
+  if (!sg) return; // the portable kernels fuse too, but the default tuning here is the subgroup one
+  const r = rng(7);
+  const [x, gamma, beta, w] = [randArr([2, 8, 8, 16], r), randArr([16], r, 0.5, 1.5), randArr([16], r), randArr([3, 3, 16, 16], r)]
+    .map((a) => tensor(Float32Array.from(a.data), a.shape, { requiresGrad: true }));
+  const o = { training: true, relu: true, groups: 2 };
+  assert.ok(batchNormConvFuses(x, w, null, o, { padding: 1 }));
+  const y = tidy(() => batchNormConv2d(x, gamma, beta, null, o, w, null, { padding: 1 }));
+  const dy = tensor(Float32Array.from(randArr(y.shape, r).data), y.shape);
+  recordDispatches(true);
+  backward(y, dy);
+  const names = recordDispatches(false).map((d) => d.name);
+  dy.dispose();
+  assert.ok(names.includes('batchNorm.backward.finish'), `the sums are finished: ${names.join(', ')}`);
+  assert.not.ok(names.some((n) => n.startsWith('batchNorm.backward.reduce')), `no reduce pass: ${names.join(', ')}`);
+  assert.ok(names.includes('batchNorm.backward.dx'));
+  for (const v of [x, gamma, beta, w, y]) v.dispose();
+  await sync();
+});
+
+t('a ResNet basic block in training takes the fused op; turned off, the same output and gradients', async () => {
+  const r = rng(11);
+  const xa = randArr([4, 8, 8, 8], r, -1, 1);
+  const dya = randArr([4, 8, 8, 8], r, -1, 1);
+  const run = async (fuse: boolean) => {
+    const block = materialize(new BasicBlock(8, 8, 1), { seed: 5 });
+    block.train();
+    block.bn1.fuseConv = fuse;
+    const x = tensor(Float32Array.from(xa.data), xa.shape, { requiresGrad: true });
+    recordDispatches(true);
+    const y = tidy(() => withBatchNormGroups(block, 2, () => block.forward(x)));
+    const dy = tensor(Float32Array.from(dya.data), dya.shape);
+    backward(y, dy);
+    dy.dispose();
+    const names = recordDispatches(false).map((d) => d.name);
+    const grads = [await x.grad!.toArray()];
+    for (const [, p] of block.namedParameters()) grads.push(await p.grad!.toArray());
+    const out = await y.toArray();
+    y.dispose();
+    x.dispose();
+    block.dispose();
+    return { names, grads, out };
+  };
+  const before = liveTensors();
+  const fused = await run(true);
+  const plain = await run(false);
+  await sync();
+  assert.is(liveTensors(), before, 'both runs released everything');
+  const reduces = (names: string[]) => names.filter((n) => n.startsWith('batchNorm.backward.reduce')).length;
+  assert.is(reduces(fused.names), reduces(plain.names) - 1, 'one batchNorm reduce pass fewer (bn1)');
+  assert.equal(Array.from(fused.out), Array.from(plain.out), 'the same forward');
+  assert.is(fused.grads.length, plain.grads.length);
+  fused.grads.forEach((a, k) => {
+    const b = plain.grads[k];
+    let worst = 0;
+    let scale = 0;
+    for (let i = 0; i < a.length; i++) {
+      worst = Math.max(worst, Math.abs(a[i] - b[i]));
+      scale = Math.max(scale, Math.abs(b[i]));
+    }
+    // the sums differ only in their float32 order
+    assert.ok(worst <= 1e-4 * scale, `gradient ${k}: fused and plain differ by ${worst} (largest ${scale})`);
+  });
+});
+
+t.run();
