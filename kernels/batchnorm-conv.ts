@@ -2,8 +2,9 @@
 // from the epilogue of the conv's dx GEMM (conv2dBackwardInputWithBnSums) instead of a pass that reads x and dy
 // again: the "reductions in the pass that produces dy" of a ResNet block's first batchNorm, whose output only its
 // second conv reads. The forward is the two ops as they are (batchNorm, then the conv, moments and all). Where the
-// conv's dx cannot write the sums (the tiled kernels, stride 2, channels not in quads, row tiles straddling the
-// batchNorm's groups), out of training, or with nothing to differentiate, it is the plain composition.
+// conv's dx cannot write the sums (stride 2, channels not in quads, row tiles straddling the batchNorm's groups, a
+// tiled tile whose sums do not fit in workgroup memory), out of training, or with nothing to differentiate, it is the
+// plain composition.
 
 import type { Tensor } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';

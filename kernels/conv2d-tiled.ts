@@ -21,6 +21,17 @@ export interface TiledGemm extends TiledTiles {
   addend: boolean;
   /** epilogue, last: max(value, 0) */
   relu: boolean;
+  /**
+   * dx epilogue: batchNorm's backward sums of each row tile (LanesGemm.bnSums), the workgroup's row groups added
+   * in workgroup memory (`Ss`, tiledBnSumBytes more)
+   */
+  bnSums?: boolean;
+  bnRelu?: boolean;
+}
+
+/** Workgroup memory the bnSums epilogue adds to a tile: two vec4 per column quad per row group of invocations. */
+export function tiledBnSumBytes(t: TiledTiles): number {
+  return 2 * 16 * (t.TN / 4) * (t.TM / t.RM);
 }
 
 /** Workgroup shape and per-invocation load counts of a tile; throws on a tile the device cannot run. */
@@ -113,14 +124,43 @@ export function tiledGemmDecl(v: TiledGemm): KernelDecl {
       '  }',
     ].join('\n'),
   );
+  // batchNorm's backward sums: each invocation adds up its rows of its column quads (padding rows count 0), the
+  // row groups' sums meet in workgroup memory, and one invocation per column quad stores the tile's partial pair
+  if (v.bnSums && (mode !== 'dx' || !aligned)) throw new Error('conv2d: batchNorm sums are a dx epilogue of aligned layers');
+  const bnSumStores = !v.bnSums ? '' : [
+    '  {',
+    `    let s0 = 4u * ((rowTile * ${TM}u) / p.grp) * p.nq;`,
+    ...cq.map((c) => `    let cl${c} = min(col${c}, p.nq - 1u); let shift${c} = bst[s0 + cl${c}]; let dmean${c} = bst[s0 + p.nq + cl${c}];` +
+      (v.bnRelu ? ` let scale${c} = bst[s0 + 3u * p.nq + cl${c}]; let bb${c} = bbeta[cl${c}];` : '')),
+    `    ${cq.map((c) => `var sa${c} = vec4<f32>(0.0); var sb${c} = vec4<f32>(0.0);`).join(' ')}`,
+    ...ra.map((i) => [
+      '    {',
+      lines(6, outRow(i)),
+      ...cq.map((c) => lines(6, [
+        `{ let e = u32(max(o, 0)) * p.nq + cl${c}; let xm = (bx[e] - shift${c}) - dmean${c};`,
+        `  let gv = select(vec4<f32>(0.0), ${acc(i, c)}${v.addend ? ' + addend[e]' : ''}, ${v.bnRelu ? `(xm * scale${c} + bb${c} > vec4<f32>(0.0)) & ` : ''}vec4<bool>(o >= 0));`,
+        `  sa${c} += gv; sb${c} += gv * xm; }`,
+      ])),
+      '    }',
+    ].join('\n')),
+    ...cq.map((c) => `    Ss[(ty * ${NQ}u + tx + ${c * WX}u) * 2u] = sa${c}; Ss[(ty * ${NQ}u + tx + ${c * WX}u) * 2u + 1u] = sb${c};`),
+    '    workgroupBarrier();',
+    `    if (li < ${NQ}u) {`,
+    '      var A = vec4<f32>(0.0); var B = vec4<f32>(0.0);',
+    `      for (var k = 0u; k < ${WY}u; k++) { A += Ss[(k * ${NQ}u + li) * 2u]; B += Ss[(k * ${NQ}u + li) * 2u + 1u]; }`,
+    `      let col = colTile * ${NQ}u + li;`,
+    '      if (col < p.nq) { part[2u * rowTile * p.nq + col] = A; part[(2u * rowTile + 1u) * p.nq + col] = B; }',
+    '    }',
+    '  }',
+  ].join('\n');
   return {
     name: `conv2d.${mode}.tiled`,
-    uniforms: GEMM_UNIFORMS,
-    bindings: gemmBindings(aligned, v.addend),
+    uniforms: v.bnSums ? { ...GEMM_UNIFORMS, grp: 'u32' } : GEMM_UNIFORMS,
+    bindings: { ...gemmBindings(aligned, v.addend), ...(!v.bnSums ? {} : { bx: 'read vec4<f32>', bst: 'read vec4<f32>', ...(v.bnRelu ? { bbeta: 'read vec4<f32>' } : {}), part: 'rw vec4<f32>' }) },
     workgroupSize: WG,
     header: `
 var<workgroup> As: array<vec4<f32>, ${TM * KQ}>;
-var<workgroup> Bs: array<vec4<f32>, ${TK * NQ}>;
+var<workgroup> Bs: array<vec4<f32>, ${TK * NQ}>;${v.bnSums ? `\nvar<workgroup> Ss: array<vec4<f32>, ${2 * NQ * WY}>;` : ''}
 ${quadHelpers(aligned, [{ name: 'loadA', buf: 'a', quads: 'p.kq', count: 'p.ck' }, { name: 'loadB', buf: 'b', quads: 'p.nq', count: 'p.cn' }, { name: 'loadBias', buf: 'bias', quads: 'p.nq', count: 'p.cn' }, ...(v.addend ? [{ name: 'loadAddend', buf: 'addend', quads: 'p.nq', count: 'p.cn' }] : [])], { name: 'storeY', buf: 'y', quads: 'p.nq', count: 'p.cn' })}`,
     body: `
   let tile = wid.x + wid.y * nwg.x;
@@ -151,7 +191,8 @@ ${fmas.map((l) => '  ' + l).join('\n')}
   }
   }
 ${lines(2, cq.flatMap((c) => [`let col${c} = colTile * ${NQ}u + tx + ${c * WX}u;`, `let bias${c} = select(vec4<f32>(0.0), loadBias(0u, min(col${c}, p.nq - 1u)), p.hasBias != 0u);`]))}
-${stores.join('\n')}`,
+${stores.join('\n')}
+${bnSumStores}`,
   };
 }
 

@@ -41,7 +41,8 @@ import { convOutSize, type ConvGeom } from './conv2d-geom.ts';
 import { convTuning, type ConvTuning, type ConvTuningOverrides } from './conv2d-tuning.ts';
 import { type Lanes, lanesFor, nextPow2 } from './conv2d-wgsl.ts';
 import { type LanesGemm, lanesGemmDecl, type LanesDw, lanesDwDecl } from './conv2d-lanes.ts';
-import { tiledShape, tiledGemmDecl, tiledDwDecl } from './conv2d-tiled.ts';
+import { tiledShape, tiledGemmDecl, tiledDwDecl, tiledBnSumBytes } from './conv2d-tiled.ts';
+import { gpu } from '../engine/device.ts';
 import type { Arr } from '../engine/ref.ts';
 
 export { convOutSize, type ConvGeom };
@@ -160,8 +161,8 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   let bTex: GPUTextureView | null = null;
   if (t.variant === 'tiled') {
     if (moments) throw new Error('conv2d: the tiled kernels write no moments'); // forwardMomentRows says 0 there
-    if (bn) throw new Error('conv2d: the tiled kernels write no batchNorm sums'); // dxBnSumRows says 0 there
-    k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${relu}|${JSON.stringify(t.tiled)}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, relu, ...t.tiled }));
+    const bnFlags = bn ? { bnSums: true, bnRelu: !!bn.beta } : {};
+    k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${relu}|${JSON.stringify({ ...t.tiled, ...bnFlags })}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, relu, ...t.tiled, ...bnFlags }));
     rowsPerTile = t.tiled.TM;
     colsPerTile = t.tiled.TN / 4;
   } else {
@@ -425,10 +426,19 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pi
  */
 export function dxBnSumRows(g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, groups: number): number {
   const t = usableTuning(opts.tuning);
-  if (t.variant === 'tiled' || g.stride !== 1 || g.Cin % 4 !== 0 || g.Cout % 4 !== 0 || g.N % groups !== 0) return 0;
-  const { L, RB } = lanesBlocks(t, true, g.Cin / 4);
+  if (g.stride !== 1 || g.Cin % 4 !== 0 || g.Cout % 4 !== 0 || g.N % groups !== 0) return 0;
+  let rowsPerTile: number;
+  if (t.variant === 'tiled') {
+    // the tile's row groups add their sums in workgroup memory: it must fit beside the tile
+    const maxBytes = gpu('conv2d').info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+    if (tiledShape(t.tiled, false).bytes + tiledBnSumBytes(t.tiled) > maxBytes) return 0;
+    rowsPerTile = t.tiled.TM;
+  } else {
+    const { L, RB } = lanesBlocks(t, true, g.Cin / 4);
+    rowsPerTile = L.SG * RB;
+  }
   const grpRows = (g.N / groups) * g.H * g.W;
-  return grpRows > 0 && grpRows % (L.SG * RB) === 0 ? L.SG * RB : 0;
+  return grpRows > 0 && grpRows % rowsPerTile === 0 ? rowsPerTile : 0;
 }
 
 /**

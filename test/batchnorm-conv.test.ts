@@ -1,6 +1,6 @@
 // batchNormConv2d (kernels/batchnorm-conv.ts): conv(batchNorm(x)) as one op whose backward takes batchNorm's
 // sums from the conv's dx epilogue. Checked here: forward and every gradient against the float64 composition on
-// the lane kernels' wide, narrow and portable layouts, with 1 and 2 groups, with and without the ReLU; the shapes
+// the lane kernels' wide, narrow and portable layouts and the tiled kernel, with 1 and 2 groups, with and without the ReLU; the shapes
 // where it falls back to the two ops; that the fused backward really skips batchNorm's pass over x and dy; and
 // that a ResNet block takes it.
 
@@ -19,8 +19,9 @@ import { rng, randArr, opChecks } from '../nn/check.ts';
 
 const t = suite('batchNorm -> conv2d fused');
 
-await getDevice();
+const ctx = await getDevice();
 const sg = convSubgroupWidth();
+const workgroupBytes = ctx.info.limits.maxComputeWorkgroupStorageSize ?? 16384;
 const variants: [string, ConvTuningOverrides][] = [
   ...(sg
     ? ([
@@ -30,6 +31,7 @@ const variants: [string, ConvTuningOverrides][] = [
       ] as [string, ConvTuningOverrides][])
     : []),
   ['portable', { variant: 'portable' }],
+  ['tiled', { variant: 'tiled' }],
 ];
 
 for (const [vname, tuning] of variants) {
@@ -44,9 +46,15 @@ for (const [vname, tuning] of variants) {
 }
 
 // where dx's row tiles straddle a group or the layer is not one dx can take, the two ops run
-for (const [tuning, shape] of [[{}, BN_CONV_FALLBACK_SHAPES[0]], [{}, BN_CONV_FALLBACK_SHAPES[1]], [{ variant: 'tiled' }, BN_CONV_SHAPES[0]]] as [ConvTuningOverrides, BnConvShape][]) {
+for (const [tuning, shape] of [
+  [{}, BN_CONV_FALLBACK_SHAPES[0]],
+  [{}, BN_CONV_FALLBACK_SHAPES[1]],
+  [{ variant: 'tiled' }, BN_CONV_FALLBACK_SHAPES[0]],
+  // a tile whose operands fit in the device's workgroup memory, but not with its row groups' sums beside them
+  [{ variant: 'tiled', tiled: { TM: 64, TN: 128, TK: workgroupBytes >= 32768 ? 32 : 16, RM: 4, CQ: 2 } }, BN_CONV_SHAPES[1]],
+] as [ConvTuningOverrides, BnConvShape][]) {
   const c = batchNormConvCase(shape, { training: true, relu: true, groups: 2 }, tuning, false);
-  t(`falls back to batchNorm then conv2d${tuning.variant ? ` (${tuning.variant} kernels)` : ''}: ${c.name}`, () => checkOp(c));
+  t(`falls back to batchNorm then conv2d${tuning.variant ? ` (${tuning.variant} kernels${tuning.tiled ? ` ${JSON.stringify(tuning.tiled)}` : ''})` : ''}: ${c.name}`, () => checkOp(c));
 }
 
 checkTests(opChecks(batchNormConvCases).map((c) => ({ ...c, name: `the page's case ${c.name}` })), t);
