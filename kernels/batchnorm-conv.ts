@@ -9,14 +9,16 @@
 import type { Tensor } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
 import { batchNorm, batchNormForward, batchNormBackwardFromSums, type BatchNormOptions, type BatchNormStats } from './batchnorm.ts';
-import { conv2d, conv2dRaw, conv2dGeometry, conv2dBackwardInputWithBnSums, conv2dBackwardWeight, dxBnSumRows, type Conv2dOptions } from './conv2d.ts';
+import { conv2d, conv2dRaw, conv2dGeometry, conv2dBackwardInputWithBnSums, conv2dBackwardWeight, dxBnSumRows, type Conv2dOptions, type ConvGeom } from './conv2d.ts';
 import { sum } from './reduce.ts';
 
 /** Whether batchNormConv2d takes the fused path for these arguments (else it runs the two ops). */
 export function batchNormConvFuses(x: Tensor, w: Tensor, bias: Tensor | null, bnOpts: BatchNormOptions, convOpts: Conv2dOptions): boolean {
-  if (!bnOpts.training || bnOpts.residual || convOpts.epilogue) return false;
-  const g = conv2dGeometry(x, w, bias, convOpts);
-  return dxBnSumRows(g, convOpts, bnOpts.groups ?? 1) > 0;
+  return fuses(conv2dGeometry(x, w, bias, convOpts), bnOpts, convOpts);
+}
+
+function fuses(g: ConvGeom, bnOpts: BatchNormOptions, convOpts: Conv2dOptions): boolean {
+  return !!bnOpts.training && !bnOpts.residual && !convOpts.epilogue && dxBnSumRows(g, convOpts, bnOpts.groups ?? 1) > 0;
 }
 
 /**
@@ -28,10 +30,10 @@ export function batchNormConv2d(
   x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, bnOpts: BatchNormOptions,
   w: Tensor, bias: Tensor | null, convOpts: Conv2dOptions = {},
 ): Tensor {
-  if (!needsGrad(x, gamma, beta, w, bias) || !batchNormConvFuses(x, w, bias, bnOpts, convOpts)) {
+  const g = conv2dGeometry(x, w, bias, convOpts);
+  if (!needsGrad(x, gamma, beta, w, bias) || !fuses(g, bnOpts, convOpts)) {
     return conv2d(batchNorm(x, gamma, beta, stats, bnOpts), w, bias, convOpts);
   }
-  const g = conv2dGeometry(x, w, bias, convOpts);
   const groups = bnOpts.groups ?? 1;
   const relu = !!bnOpts.relu;
   const { y: a, st, L } = batchNormForward(x, gamma, beta, stats, bnOpts);

@@ -421,8 +421,9 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pi
 
 /**
  * Rows per dx row tile where dx's epilogue can also write the backward sums of a batchNorm over its input
- * (conv2dBackwardInputWithBnSums), or 0: the lane kernels, stride 1, channels in quads, no padded stem, and row
- * tiles that never straddle two of the batchNorm's `groups` (equal parts of the batch).
+ * (conv2dBackwardInputWithBnSums), or 0. It needs stride 1, channels in quads (so no padded stem), row tiles that
+ * never straddle two of the batchNorm's `groups` (equal parts of the batch), and for the tiled kernels a tile whose
+ * sums fit beside it in workgroup memory.
  */
 export function dxBnSumRows(g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, groups: number): number {
   const t = usableTuning(opts.tuning);

@@ -4,7 +4,7 @@
 import { Module, Parameter, StateBuffer, init } from './module.ts';
 import { Tensor, fmtShape } from '../engine/tensor.ts';
 import { conv2d, type Conv2dOptions } from '../kernels/conv2d.ts';
-import { batchNorm, type BatchNormOptions } from '../kernels/batchnorm.ts';
+import { batchNorm, type BatchNormOptions, type BatchNormStats } from '../kernels/batchnorm.ts';
 import { batchNormConv2d } from '../kernels/batchnorm-conv.ts';
 import { maxPool2d, globalAvgPool } from '../kernels/pool.ts';
 
@@ -106,7 +106,7 @@ export class BatchNorm extends Module {
       throw new Error(`BatchNorm(${this.numFeatures}): input ${fmtShape(x.shape)} has ${x.shape[x.rank - 1]} channels in its last axis, expected ${this.numFeatures}`);
     }
     if (this.training) this.numBatchesTracked += this.groups;
-    return batchNorm(x, this.weight.value, this.bias.value, { runningMean: this.runningMean.value, runningVar: this.runningVar.value }, this.options(residual));
+    return batchNorm(x, this.weight.value, this.bias.value, this.stats(), this.options(residual));
   }
 
   /**
@@ -119,9 +119,13 @@ export class BatchNorm extends Module {
     if (x.shape[x.rank - 1] !== this.numFeatures) return conv.forward(this.forward(x)); // forward() names the mismatch
     this.numBatchesTracked += this.groups;
     return batchNormConv2d(
-      x, this.weight.value, this.bias.value, { runningMean: this.runningMean.value, runningVar: this.runningVar.value }, this.options(),
+      x, this.weight.value, this.bias.value, this.stats(), this.options(),
       conv.weight.value, conv.bias?.value ?? null, conv.options(),
     );
+  }
+
+  private stats(): BatchNormStats {
+    return { runningMean: this.runningMean.value, runningVar: this.runningVar.value };
   }
 
   private options(residual?: Tensor): BatchNormOptions {
