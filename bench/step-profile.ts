@@ -3,8 +3,9 @@
 // (conv, batchnorm, elementwise, matmul, optimizer, EMA, ...). Replayed dispatches read whatever the pooled buffers
 // hold by then, so this is for timing only; alone, each dispatch also pays the wait for the device, which in the
 // step overlaps with the next dispatch's recording.
-// Usage: tsx bench/step-profile.ts [repeats] [--old] [--no-moments]   (--old: the older width-8 / batch-256 row's
-//   shape; --no-moments: the convolutions write no moments for batchNorm, Conv2d.moments off)
+// Usage: tsx bench/step-profile.ts [repeats] [--old] [--no-moments] [--stem KIND]   (--old: the older width-8 /
+//   batch-256 row's shape; --no-moments: the convolutions write no moments for batchNorm, Conv2d.moments off;
+//   --stem: the encoder's stem, e.g. small-s2)
 //   BY_SHAPE=1: convolutions and batchnorm also by dispatch size, i.e. by layer
 
 import { getDevice, releaseDevice, tensor, sync, recordDispatches, recorderStats, gpu } from '../nn/index.ts';
@@ -12,13 +13,15 @@ import { randomData } from './case.ts';
 import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepFlops, stepConvs } from './cases/byol-step.ts';
 import { median } from './harness.ts';
 import { idleWhile } from '../engine/idle-wait.ts';
+import type { ResNetStem } from '../byol/resnet.ts';
 
 const argv = process.argv.slice(2);
-const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
+const stem = argv.includes('--stem') ? (argv[argv.indexOf('--stem') + 1] as ResNetStem) : undefined;
+const s = { ...(argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE), ...(stem ? { stem } : {}) };
 const repeats = Number(argv.find((a) => /^\d+$/.test(a)) ?? 3);
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description}`);
-console.log(`shape: resnet-small w${s.width}, batch ${s.batch}, ${s.size}x${s.size}x${s.channels}, heads ${s.projHidden}/${s.projDim} (pred ${s.predHidden}), Adam`);
+console.log(`shape: resnet-small w${s.width}${s.stem ? ` (${s.stem} stem)` : ''}, batch ${s.batch}, ${s.size}x${s.size}x${s.channels}, heads ${s.projHidden}/${s.projDim} (pred ${s.predHidden}), Adam`);
 const shape = [s.batch, s.size, s.size, s.channels];
 const n = shape.reduce((a, b) => a * b, 1);
 const v1 = tensor(randomData(n, 1), shape);

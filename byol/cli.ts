@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { releaseDevice } from '../engine/device.ts';
 import { train, TRAIN_DEFAULTS, DEFAULT_BASE_LR, type TrainOptions } from './train.ts';
+import { RESNET_STEMS } from './resnet.ts';
 
 const HELP = `usage: byol train [flags]
        byol setup [--data] [--browser]
@@ -25,7 +26,8 @@ data
 model
   --arch ARCH          resnet-small (default), resnet18, resnet34, resnet50
   --width N            channels of the first stage (default ${TRAIN_DEFAULTS.width}; torchvision uses 64)
-  --stem KIND          small (3x3 conv, no max-pool; default) or imagenet (7x7/2 + max-pool)
+  --stem KIND          small (3x3 conv, no max-pool; default), small-s2 (the same conv at stride 2: the stages at
+                       half the image's resolution, about a quarter of the work) or imagenet (7x7/2 + max-pool)
   --head-channels N    1x1 conv + BN + ReLU to N channels after the last stage, widening the representation
                        (default ${TRAIN_DEFAULTS.headChannels}; 0: none, the plain ResNet)
   --proj-hidden N      projector hidden size (default ${TRAIN_DEFAULTS.projHidden}; paper 4096)
@@ -141,7 +143,7 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     dataPath: v['data-path'],
     arch: oneOf('arch', v.arch, d.arch, ['resnet-small', 'resnet18', 'resnet34', 'resnet50'] as const),
     width: int('width', v.width, d.width),
-    stem: oneOf('stem', v.stem, d.stem, ['small', 'imagenet'] as const),
+    stem: oneOf('stem', v.stem, d.stem, RESNET_STEMS),
     headChannels: int('head-channels', v['head-channels'], d.headChannels, 0),
     cropScale: range('crop-scale', v['crop-scale'], d.cropScale),
     solarize: prob('solarize', v.solarize, d.solarize),

@@ -1,6 +1,7 @@
 // ResNet encoders (He et al. 2016, v1.5 as torchvision: stride on the 3x3 of a Bottleneck) with torchvision's
 // parameter names, so checkpoints map one to one onto torchvision.models.resnet18/34/50. NHWC activations.
-// Stems: 'imagenet' (7x7/2 conv, 3x3/2 max-pool) and 'small' (3x3/1 conv, no pool) for 28-32 px images.
+// Stems: 'imagenet' (7x7/2 conv, 3x3/2 max-pool), 'small' (3x3/1 conv, no pool) for 28-32 px images and 'small-s2'
+// (3x3/2 conv, no pool: the stages at half the input's resolution, a quarter of the work).
 // 'resnet-small' is the official BYOL code's TinyResNet shape: one BasicBlock per stage, for CPU-sized runs.
 
 import { Module, Sequential, Linear } from '../nn/module.ts';
@@ -8,11 +9,16 @@ import { Conv2d, BatchNorm, MaxPool2d, GlobalAvgPool } from '../nn/layers.ts';
 import { Tensor, fmtShape } from '../engine/tensor.ts';
 
 export type ResNetArch = 'resnet18' | 'resnet34' | 'resnet50' | 'resnet-small';
+export type ResNetStem = 'imagenet' | 'small' | 'small-s2';
+export const RESNET_STEMS: readonly ResNetStem[] = ['small', 'small-s2', 'imagenet'];
 
 export interface ResNetConfig {
   arch: ResNetArch;
-  /** 'imagenet': 7x7/2 conv + max-pool; 'small': 3x3/1 conv, no pool (CIFAR/Fashion-MNIST practice). */
-  stem?: 'imagenet' | 'small';
+  /**
+   * 'imagenet': 7x7/2 conv + max-pool; 'small': 3x3/1 conv, no pool (CIFAR/Fashion-MNIST practice); 'small-s2':
+   * 3x3/2 conv, no pool (the first stage at half the input's resolution).
+   */
+  stem?: ResNetStem;
   /** Channels of the first stage (64 in torchvision); later stages double it. */
   width?: number;
   inChannels?: number;
@@ -112,6 +118,7 @@ export class ResNet extends Module {
   constructor(config: ResNetConfig) {
     super();
     const c: Required<ResNetConfig> = { stem: 'imagenet', width: 64, inChannels: 3, numClasses: 0, zeroInitResidual: false, headChannels: 0, ...config };
+    if (!RESNET_STEMS.includes(c.stem)) throw new Error(`ResNet: unknown stem '${c.stem}' (expected ${RESNET_STEMS.join(', ')})`);
     if (!BLOCKS[c.arch]) throw new Error(`ResNet: unknown arch '${c.arch}' (expected ${Object.keys(BLOCKS).join(', ')})`);
     if (!Number.isInteger(c.width) || c.width < 1) throw new Error(`ResNet: width must be a positive integer, got ${c.width}`);
     if (!Number.isInteger(c.headChannels) || c.headChannels < 0) throw new Error(`ResNet: headChannels must be a non-negative integer (0 = no head conv), got ${c.headChannels}`);
@@ -123,7 +130,7 @@ export class ResNet extends Module {
       this.bn1 = this.child('bn1', new BatchNorm(c.width, { relu: true }));
       this.maxpool = new MaxPool2d(3, 2, 1);
     } else {
-      this.conv1 = this.child('conv1', new Conv2d(c.inChannels, c.width, 3, { stride: 1, padding: 1 }));
+      this.conv1 = this.child('conv1', new Conv2d(c.inChannels, c.width, 3, { stride: c.stem === 'small-s2' ? 2 : 1, padding: 1 }));
       this.bn1 = this.child('bn1', new BatchNorm(c.width, { relu: true }));
       this.maxpool = null;
     }

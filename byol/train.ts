@@ -19,7 +19,7 @@ import { byolAugmentConfig } from './augment-params.ts';
 import { writeAugmentationPreview } from './preview.ts';
 import { Rng } from './rng.ts';
 import { BYOL } from './model.ts';
-import { ResNet, type ResNetArch } from './resnet.ts';
+import { ResNet, type ResNetArch, type ResNetStem } from './resnet.ts';
 import { lossCurvePng } from './loss-curve.ts';
 import { Progress } from './progress.ts';
 import { evaluateEncoder } from './evaluate.ts';
@@ -29,7 +29,7 @@ export interface TrainOptions {
   dataPath?: string;
   arch: ResNetArch;
   width: number;
-  stem: 'imagenet' | 'small';
+  stem: ResNetStem;
   /** Channels of the 1x1 head conv after the last stage (the representation's size); 0: none. */
   headChannels: number;
   /** Random-resized-crop area range (the paper's [0.08, 1]). */

@@ -57,6 +57,8 @@ t('negative numbers get our own message, not the parser\'s "ambiguous"', () => {
   throwsWith(() => parseTrainArgs(['--solarize', '-.2']), "--solarize: expected a number >= 0, got '-.2'");
   throwsWith(() => parseTrainArgs(['--head-channels', '-x']), "--head-channels: expected an integer >= 0, got '-x'");
   assert.not.throws(() => parseTrainArgs(['--width', '8', '--no-eval']));
+  assert.is(parseTrainArgs(['--stem', 'small-s2']).stem, 'small-s2');
+  throwsWith(() => parseTrainArgs(['--stem', 's2']), "--stem: expected one of small, small-s2, imagenet, got 's2'");
   // a flag after a string option is still a flag, not its value
   assert.throws(() => parseTrainArgs(['--width', '--no-eval']), (e: Error) => !/ambiguous/.test(e.message) || /--width/.test(e.message));
 });

@@ -158,4 +158,38 @@ t('headChannels: a 1x1 conv + BN + ReLU after the last stage, then the pool; tor
   assert.is(liveTensors(), before, 'no tensors left behind');
 });
 
+t("stem 'small-s2': the small stem's conv at stride 2, the same parameters; the stages at half the resolution", async () => {
+  const before = liveTensors();
+  const cfg = { arch: 'resnet-small' as const, width: 4, inChannels: 1 };
+  const strided = materialize(new ResNet({ ...cfg, stem: 'small-s2' }), { seed: 3 });
+  const plain = materialize(new ResNet({ ...cfg, stem: 'small' }), { seed: 9 });
+  assert.equal((await exportTorchStateDict(strided)).get('conv1.weight')!.shape, [4, 1, 3, 3]);
+  importTorchStateDict(plain, await exportTorchStateDict(strided)); // the same weights and BN state in both
+  strided.train();
+  plain.train();
+  // 13x13: odd, so the stride-2 stem's padding decides the 7x7 grid. The stem's output, subsampled by hand from the
+  // stride-1 stem's conv (rows and columns 0, 2, ..., 12), must be what the strided stem computes.
+  const x = tensor(Float32Array.from({ length: 2 * 13 * 13 }, (_, i) => Math.cos(i * 0.61)), [2, 13, 13, 1]);
+  const gotT = tidy(() => strided.conv1.forward(x));
+  const fullT = tidy(() => plain.conv1.forward(x));
+  const [got, full] = [await gotT.toArray(), await fullT.toArray()];
+  assert.equal(gotT.shape, [2, 7, 7, 4]);
+  const want = new Float32Array(got.length);
+  for (let n = 0; n < 2; n++) for (let i = 0; i < 7; i++) for (let j = 0; j < 7; j++) for (let c = 0; c < 4; c++) {
+    want[((n * 7 + i) * 7 + j) * 4 + c] = full[((n * 13 + 2 * i) * 13 + 2 * j) * 4 + c];
+  }
+  assert.ok(relErr(got, want) <= 1e-6, `strided stem vs subsampled stride-1 conv: ${relErr(got, want)}`);
+  const y = tidy(() => strided.forward(x));
+  assert.equal(y.shape, [2, 32]);
+  const dy = tensor(new Float32Array(64).fill(1), [2, 32]);
+  backward(y, dy);
+  for (const [name, p] of strided.namedParameters()) assert.ok(p.grad, `${name} got no gradient`);
+  assert.throws(() => new ResNet({ ...cfg, stem: 'tiny' as never }), /unknown stem 'tiny'.*small, small-s2, imagenet/);
+  for (const t of [x, gotT, fullT, y, dy]) t.dispose();
+  strided.dispose();
+  plain.dispose();
+  await sync();
+  assert.is(liveTensors(), before, 'no tensors left behind');
+});
+
 t.run();

@@ -8,6 +8,7 @@
 import { tensor } from '../../nn/index.ts';
 import { BYOL } from '../../byol/model.ts';
 import { Conv2d } from '../../nn/layers.ts';
+import type { ResNetStem } from '../../byol/resnet.ts';
 import type { BenchCase, SideOps } from '../case.ts';
 import { randomData } from '../case.ts';
 import type { Tf } from '../peer.ts';
@@ -21,6 +22,8 @@ export interface ByolStepShape {
   projHidden: number;
   projDim: number;
   predHidden: number;
+  /** The encoder's stem (ResNet's; 'small' when absent, the training default). */
+  stem?: ResNetStem;
 }
 
 /** The training default shape (issue 13): resnet-small w16, batch 64, heads 512/128, Adam, 28x28x1. */
@@ -36,7 +39,7 @@ const TAU = 0.99;
 /** The model the step row trains (bench/step-profile.ts profiles the same one). */
 export function byolForStep(s: ByolStepShape): BYOL {
   return new BYOL({
-    encoder: { arch: 'resnet-small', width: s.width, stem: 'small', inChannels: s.channels },
+    encoder: { arch: 'resnet-small', width: s.width, stem: s.stem ?? 'small', inChannels: s.channels },
     projHidden: s.projHidden,
     projDim: s.projDim,
     predHidden: s.predHidden,
@@ -62,7 +65,7 @@ export function stepConvs(model: BYOL): Conv2d[] {
 export function stepFlops(s: ByolStepShape): { perImage: number; perStep: number } {
   const conv = (h: number, k: number, cin: number, cout: number) => h * h * k * k * cin * cout;
   const down = (h: number) => Math.floor((h - 1) / 2) + 1; // 3x3 pad 1 and 1x1 pad 0, stride 2
-  let h = s.size;
+  let h = s.stem === 'small-s2' ? down(s.size) : s.size;
   const stem = conv(h, 3, s.channels, s.width);
   let encoder = stem;
   let cin = s.width;
