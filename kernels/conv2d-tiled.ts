@@ -23,14 +23,23 @@ export interface TiledGemm extends TiledTiles {
   relu: boolean;
   /**
    * dx epilogue: batchNorm's backward sums of each row tile (LanesGemm.bnSums), the workgroup's row groups added
-   * in workgroup memory (`Ss`, tiledBnSumBytes more)
+   * in workgroup memory (`Ss`, tiledEpilogueBytes more)
    */
   bnSums?: boolean;
   bnRelu?: boolean;
+  /**
+   * fwd epilogue: the per-channel moments (ChannelMoments: mean and squared deviations) of each row tile, as the
+   * lane kernels write them (LanesGemm.moments), the workgroup's row groups merged in workgroup memory (`Ms`,
+   * tiledEpilogueBytes more). The launch asks for it only where every row of every tile is a real output row.
+   */
+  moments?: boolean;
 }
 
-/** Workgroup memory the bnSums epilogue adds to a tile: two vec4 per column quad per row group of invocations. */
-export function tiledBnSumBytes(t: TiledTiles): number {
+/**
+ * Workgroup memory a per-tile reduction in the epilogue (bnSums, moments) adds to a tile: two vec4 per column quad
+ * per row group of invocations.
+ */
+export function tiledEpilogueBytes(t: TiledTiles): number {
   return 2 * 16 * (t.TN / 4) * (t.TM / t.RM);
 }
 
@@ -153,14 +162,43 @@ export function tiledGemmDecl(v: TiledGemm): KernelDecl {
     '    }',
     '  }',
   ].join('\n');
+  // the moments: each invocation's RM rows of its column quads give a mean and squared deviations (two passes over
+  // registers); the row groups' pairs meet in workgroup memory and merge in order by Chan et al.'s update (equal
+  // counts of RM rows), so a stored pair is the whole tile's
+  if (v.moments && (mode !== 'fwd' || v.bnSums)) throw new Error('conv2d: moments are a forward epilogue');
+  const momentStores = !v.moments ? '' : [
+    '  {',
+    ...cq.map((c) => {
+      const vals = ra.map((i) => `(${acc(i, c)} + bias${c})`);
+      return lines(4, [
+        `let mean${c} = (${vals.join(' + ')}) / ${RM}.0;`,
+        `var m2${c} = vec4<f32>(0.0);`,
+        ...vals.map((x) => `{ let d = ${x} - mean${c}; m2${c} = fma(d, d, m2${c}); }`),
+        `Ms[(ty * ${NQ}u + tx + ${c * WX}u) * 2u] = mean${c}; Ms[(ty * ${NQ}u + tx + ${c * WX}u) * 2u + 1u] = m2${c};`,
+      ]);
+    }),
+    '    workgroupBarrier();',
+    `    if (li < ${NQ}u) {`,
+    '      var mean = Ms[li * 2u]; var m2 = Ms[li * 2u + 1u];',
+    `      for (var k = 1u; k < ${WY}u; k++) {`,
+    `        let mb = Ms[(k * ${NQ}u + li) * 2u]; let d = mb - mean; let f = 1.0 / f32(k + 1u);`,
+    `        mean = fma(d, vec4<f32>(f), mean); m2 = m2 + Ms[(k * ${NQ}u + li) * 2u + 1u] + d * d * (${RM}.0 * f32(k) * f);`,
+    '      }',
+    `      let col = colTile * ${NQ}u + li;`,
+    aligned
+      ? '      if (col < p.nq) { mom[2u * rowTile * p.nq + col] = mean; mom[(2u * rowTile + 1u) * p.nq + col] = m2; }'
+      : range(4).map((j) => `      if (col * 4u + ${j}u < p.cn) { mom[2u * rowTile * p.cn + col * 4u + ${j}u] = mean.${XYZW[j]}; mom[(2u * rowTile + 1u) * p.cn + col * 4u + ${j}u] = m2.${XYZW[j]}; }`).join('\n'),
+    '    }',
+    '  }',
+  ].join('\n');
   return {
     name: `conv2d.${mode}.tiled`,
     uniforms: v.bnSums ? { ...GEMM_UNIFORMS, grp: 'u32' } : GEMM_UNIFORMS,
-    bindings: { ...gemmBindings(aligned, v.addend), ...(!v.bnSums ? {} : { bx: 'read vec4<f32>', bst: 'read vec4<f32>', ...(v.bnRelu ? { bbeta: 'read vec4<f32>' } : {}), part: 'rw vec4<f32>' }) },
+    bindings: { ...gemmBindings(aligned, v.addend, !!v.moments), ...(!v.bnSums ? {} : { bx: 'read vec4<f32>', bst: 'read vec4<f32>', ...(v.bnRelu ? { bbeta: 'read vec4<f32>' } : {}), part: 'rw vec4<f32>' }) },
     workgroupSize: WG,
     header: `
 var<workgroup> As: array<vec4<f32>, ${TM * KQ}>;
-var<workgroup> Bs: array<vec4<f32>, ${TK * NQ}>;${v.bnSums ? `\nvar<workgroup> Ss: array<vec4<f32>, ${2 * NQ * WY}>;` : ''}
+var<workgroup> Bs: array<vec4<f32>, ${TK * NQ}>;${v.bnSums ? `\nvar<workgroup> Ss: array<vec4<f32>, ${2 * NQ * WY}>;` : ''}${v.moments ? `\nvar<workgroup> Ms: array<vec4<f32>, ${2 * NQ * WY}>;` : ''}
 ${quadHelpers(aligned, [{ name: 'loadA', buf: 'a', quads: 'p.kq', count: 'p.ck' }, { name: 'loadB', buf: 'b', quads: 'p.nq', count: 'p.cn' }, { name: 'loadBias', buf: 'bias', quads: 'p.nq', count: 'p.cn' }, ...(v.addend ? [{ name: 'loadAddend', buf: 'addend', quads: 'p.nq', count: 'p.cn' }] : [])], { name: 'storeY', buf: 'y', quads: 'p.nq', count: 'p.cn' })}`,
     body: `
   let tile = wid.x + wid.y * nwg.x;
@@ -192,7 +230,8 @@ ${fmas.map((l) => '  ' + l).join('\n')}
   }
 ${lines(2, cq.flatMap((c) => [`let col${c} = colTile * ${NQ}u + tx + ${c * WX}u;`, `let bias${c} = select(vec4<f32>(0.0), loadBias(0u, min(col${c}, p.nq - 1u)), p.hasBias != 0u);`]))}
 ${stores.join('\n')}
-${bnSumStores}`,
+${bnSumStores}
+${momentStores}`,
   };
 }
 

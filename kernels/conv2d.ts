@@ -38,10 +38,10 @@ import { reluBackward } from './elementwise.ts';
 import { directSuits, directForward, directWeightGrad } from './conv2d-direct.ts';
 import { convOutSize, type ConvGeom } from './conv2d-geom.ts';
 
-import { convTuning, type ConvTuning, type ConvTuningOverrides } from './conv2d-tuning.ts';
+import { convTuning, type ConvTuning, type ConvTuningOverrides, type TiledTiles } from './conv2d-tuning.ts';
 import { type Lanes, lanesFor, nextPow2 } from './conv2d-wgsl.ts';
 import { type LanesGemm, lanesGemmDecl, type LanesDw, lanesDwDecl } from './conv2d-lanes.ts';
-import { tiledShape, tiledGemmDecl, tiledDwDecl, tiledBnSumBytes } from './conv2d-tiled.ts';
+import { tiledShape, tiledGemmDecl, tiledDwDecl, tiledEpilogueBytes } from './conv2d-tiled.ts';
 import { gpu } from '../engine/device.ts';
 import type { Arr } from '../engine/ref.ts';
 
@@ -116,13 +116,26 @@ function lanesBlocks(t: ConvTuning, aligned: boolean, NQ: number): { L: Lanes; G
 
 /**
  * Rows per ChannelMoments block (a row tile) of the forward GEMM for this layer, or 0 where its kernel writes
- * none: the tiled kernels, and shapes whose last row tile is partial (every block must hold real rows only).
+ * none: shapes whose last row tile is partial (every block must hold real rows only), and tiled tiles whose
+ * moments do not fit beside them in workgroup memory.
  */
 function forwardMomentRows(g: ConvGeom, t: ConvTuning): number {
-  if (t.variant === 'tiled') return 0;
-  const { L, RB } = lanesBlocks(t, g.Cin % 4 === 0 && g.Cout % 4 === 0, Math.ceil(g.Cout / 4));
   const rows = g.N * g.OH * g.OW;
-  return rows > 0 && rows % (L.SG * RB) === 0 ? L.SG * RB : 0;
+  let rowsPerTile: number;
+  if (t.variant === 'tiled') {
+    if (!tiledEpilogueFits(t.tiled)) return 0;
+    rowsPerTile = t.tiled.TM;
+  } else {
+    const { L, RB } = lanesBlocks(t, g.Cin % 4 === 0 && g.Cout % 4 === 0, Math.ceil(g.Cout / 4));
+    rowsPerTile = L.SG * RB;
+  }
+  return rows > 0 && rows % rowsPerTile === 0 ? rowsPerTile : 0;
+}
+
+/** Whether a tile's epilogue reduction (tiledEpilogueBytes) fits beside the tile in the device's workgroup memory. */
+function tiledEpilogueFits(t: TiledTiles): boolean {
+  const maxBytes = gpu('conv2d').info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+  return tiledShape(t, false).bytes + tiledEpilogueBytes(t) <= maxBytes;
 }
 
 /**
@@ -160,8 +173,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   let aTex: GPUTextureView | null = null;
   let bTex: GPUTextureView | null = null;
   if (t.variant === 'tiled') {
-    if (moments) throw new Error('conv2d: the tiled kernels write no moments'); // forwardMomentRows says 0 there
-    const bnFlags = bn ? { bnSums: true, bnRelu: !!bn.beta } : {};
+    const bnFlags = bn ? { bnSums: true, bnRelu: !!bn.beta } : moments ? { moments: true } : {};
     k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${relu}|${JSON.stringify({ ...t.tiled, ...bnFlags })}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, relu, ...t.tiled, ...bnFlags }));
     rowsPerTile = t.tiled.TM;
     colsPerTile = t.tiled.TN / 4;
@@ -431,8 +443,7 @@ export function dxBnSumRows(g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, gr
   let rowsPerTile: number;
   if (t.variant === 'tiled') {
     // the tile's row groups add their sums in workgroup memory: it must fit beside the tile
-    const maxBytes = gpu('conv2d').info.limits.maxComputeWorkgroupStorageSize ?? 16384;
-    if (tiledShape(t.tiled, false).bytes + tiledBnSumBytes(t.tiled) > maxBytes) return 0;
+    if (!tiledEpilogueFits(t.tiled)) return 0;
     rowsPerTile = t.tiled.TM;
   } else {
     const { L, RB } = lanesBlocks(t, true, g.Cin / 4);

@@ -7,7 +7,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkOp } from './helpers/gradcheck.ts';
-import { tensor, tidy, liveTensors, sync, getDevice } from '../nn/index.ts';
+import { tensor, tidy, liveTensors, sync, getDevice, gpu } from '../nn/index.ts';
 import { conv2d, convSubgroupWidth, ref as convRef, type ConvTuningOverrides } from '../kernels/conv2d.ts';
 import { batchNorm, ref as bnRef } from '../kernels/batchnorm.ts';
 import { rng, randArr } from '../nn/check.ts';
@@ -17,7 +17,10 @@ const t = suite('conv moments');
 
 await getDevice();
 const sg = convSubgroupWidth();
-// the lane kernels write moments: wide and narrow subgroup layouts at the adapter's width, and the portable one
+const workgroupBytes = gpu('test').info.limits.maxComputeWorkgroupStorageSize ?? 16384;
+// every GEMM kernel writes moments: the lane kernels' wide and narrow subgroup layouts at the adapter's width and
+// the portable one; the tiled kernel with its default tile and with a small one (8 row groups of invocations to
+// merge, several column tiles)
 const variants: [string, ConvTuningOverrides][] = [
   ...(sg
     ? ([
@@ -26,6 +29,8 @@ const variants: [string, ConvTuningOverrides][] = [
       ] as [string, ConvTuningOverrides][])
     : []),
   ['portable', { variant: 'portable', fewChannels: 'gemm' }],
+  ['tiled', { variant: 'tiled', fewChannels: 'gemm' }],
+  ['tiled 32x16x8', { variant: 'tiled', fewChannels: 'gemm', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
 ];
 
 // [name, N, H, Cin, K, Cout, stride, pad, bias]: every one has 128 * k output rows, so whole row tiles of every
@@ -146,12 +151,17 @@ t('batchNorm takes its statistics from attached moments (made-up ones give their
   for (const v of [x, y, gamma, beta, runningMean, runningVar]) v.dispose();
 });
 
-t('no moments where the kernel cannot write them: the tiled kernels, a partial last row tile; batchNorm then computes its own', async () => {
+t('no moments where the kernel cannot write them: a tiled tile without room for them, a partial last row tile; batchNorm then computes its own', async () => {
   const before = liveTensors();
   tidy(() => {
     const w = tensor(new Float32Array(9 * 8 * 16).fill(0.01), [3, 3, 8, 16]);
-    const tiled = conv2d(tensor(new Float32Array(4 * 8 * 8 * 8).fill(1), [4, 8, 8, 8]), w, null, { padding: 1, moments: true, tuning: { variant: 'tiled' } });
-    assert.not.ok(tiled.hasMoments, 'tiled: none');
+    // operands that fit in the device's workgroup memory, but not with the row groups' moments beside them
+    const big = { TM: 64, TN: 128, TK: workgroupBytes >= 32768 ? 32 : 16, RM: 4, CQ: 2 };
+    const tiled = conv2d(tensor(new Float32Array(4 * 8 * 8 * 8).fill(1), [4, 8, 8, 8]), w, null, { padding: 1, moments: true, tuning: { variant: 'tiled', tiled: big } });
+    assert.not.ok(tiled.hasMoments, `tiled ${JSON.stringify(big)}: none`);
+    const fits = conv2d(tensor(new Float32Array(4 * 8 * 8 * 8).fill(1), [4, 8, 8, 8]), w, null, { padding: 1, moments: true, tuning: { variant: 'tiled' } });
+    assert.ok(fits.hasMoments, 'the default tile: attached');
+    fits.takeMoments()!.partials.dispose();
     const partial = conv2d(tensor(new Float32Array(3 * 7 * 7 * 8).fill(1), [3, 7, 7, 8]), w, null, { padding: 1, moments: true, tuning: { variant: 'portable' } });
     assert.not.ok(partial.hasMoments, '147 rows: none');
   });

@@ -1,10 +1,10 @@
 // batchNormConv2d cases (kernels/batchnorm-conv.ts: conv(batchNorm(x)) whose backward takes batchNorm's sums from
-// the conv's dx epilogue), forward and the gradients of x, gamma, beta, w and bias against the float64
+// the conv's dx epilogue), and conv -> batchNorm with the statistics from the conv's forward epilogue (moments), forward and the gradients of x, gamma, beta, w and bias against the float64
 // composition. batchNormConvCases run the adapter's own conv variant (what the page checks; where it cannot write
 // the sums, the composition runs); test/batchnorm-conv.test.ts also forces the lane layouts and asserts the path.
 
-import { ref as convRef, type ConvTuningOverrides } from '../../kernels/conv2d.ts';
-import { ref as bnRef, type BatchNormOptions } from '../../kernels/batchnorm.ts';
+import { conv2d, ref as convRef, type ConvTuningOverrides } from '../../kernels/conv2d.ts';
+import { batchNorm, ref as bnRef, type BatchNormOptions } from '../../kernels/batchnorm.ts';
 import { batchNormConv2d, batchNormConvFuses } from '../../kernels/batchnorm-conv.ts';
 import type { NamedOpCase } from '../check.ts';
 import type { Arr } from '../../engine/ref.ts';
@@ -52,7 +52,37 @@ export function batchNormConvCase(
   };
 }
 
+/**
+ * The other direction: batchNorm(conv2d(x, w)) with the statistics from the moments the conv's epilogue wrote
+ * (Conv2dOptions.moments), forward and the gradients of x, w, gamma and beta. The GPU side checks that the conv
+ * attached moments and batchNorm took them. [name, N, H, Cin, K, Cout, stride, pad]: 128 * k output rows, whole
+ * row tiles of every conv kernel.
+ */
+export function convMomentsBatchNormCase([name, N, H, Cin, K, Cout, s, pad]: [string, number, number, number, number, number, number, number], o: BatchNormOptions): NamedOpCase {
+  const conv = (x: Arr, w: Arr) => convRef.conv2d(x, w, null, s, pad);
+  return {
+    name: `conv2d with moments -> batchNorm, ${name}, groups ${o.groups ?? 1}${o.relu ? ', ReLU' : ''}: x [${N},${H},${H},${Cin}]`,
+    shapes: [[N, H, H, Cin], [K, K, Cin, Cout], [Cout], [Cout]],
+    range: [[0.5, 2], [-0.3, 0.6], [0.5, 1.5], [-0.5, 0.5]],
+    ref: ([x, w, gamma, beta]) => bnRef.batchNorm(conv(x, w), gamma, beta, o),
+    refGrad: ([x, w, gamma, beta], dy) => {
+      const [dyc, dg, db] = bnRef.batchNormBackward(conv(x, w), gamma, beta, dy, o);
+      return [...convRef.conv2dBackward(x, w, dyc, s, pad).slice(0, 2), dg, db];
+    },
+    gpu: ([x, w, gamma, beta]) => {
+      const y = conv2d(x, w, null, { stride: s, padding: pad, moments: true });
+      if (!y.hasMoments) throw new Error('conv2d attached no moments');
+      const out = batchNorm(y, gamma, beta, null, o);
+      if (y.hasMoments) throw new Error('batchNorm did not take the moments');
+      return out;
+    },
+    tol: 1e-4,
+  };
+}
+
 export const batchNormConvCases: NamedOpCase[] = [
+  convMomentsBatchNormCase(['3x3 8->16', 4, 8, 8, 3, 16, 1, 1], { training: true, relu: true, groups: 2 }),
+  convMomentsBatchNormCase(['3x3 stride 2, 32->64', 8, 8, 32, 3, 64, 2, 1], { training: true, relu: false, groups: 1 }),
   ...BN_CONV_SHAPES.map((s) => batchNormConvCase(s, { training: true, relu: true, groups: 2 })),
   batchNormConvCase(BN_CONV_SHAPES[1], { training: true, relu: false, groups: 1 }),
   ...BN_CONV_FALLBACK_SHAPES.map((s) => batchNormConvCase(s, { training: true, relu: true, groups: 2 }, undefined, false)),
