@@ -473,9 +473,31 @@ export type BatchNormLayout = Layout;
  * fuse batchNorm with the op after it (kernels/batchnorm-conv.ts).
  */
 export function batchNormForward(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): { y: Tensor; st: Tensor; L: BatchNormLayout } {
+  const { st, L, xTex: made } = statistics(x, gamma, beta, stats, opts);
+  const xTex = made ?? (L.tw ? flatTexture('batchNorm x', x, L.tw, BN_TEXTURE_CACHE_BYTES) : x);
+  const relu = !!opts.relu;
+  const y = empty(x.shape, 'f32', 'batchNorm');
+  const n = L.G * L.rowBlocks * L.Cv;
+  const res = opts.residual;
+  const resArg = res && L.tw ? flatTexture('batchNorm residual', res, L.tw, BN_TEXTURE_CACHE_BYTES) : res;
+  normalizeKernel(L.vec, relu, !!res, L.tw).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x: xTex, stats: st, beta, ...(resArg ? { residual: resArg } : {}), y }, { threads: n });
+  return { y, st, L };
+}
+
+/**
+ * batchNorm's statistics alone, for an op that applies them itself as it reads x (conv2d's batchNorm prologue,
+ * kernels/batchnorm-conv.ts): st [G * 4, C] (per group shift, dmean, invstd, gamma * invstd) and the layout of its
+ * sums; training also moves the running statistics, as batchNorm does. The caller disposes st.
+ */
+export function batchNormStatistics(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): { st: Tensor; L: BatchNormLayout } {
+  const { st, L } = statistics(x, gamma, beta, stats, opts);
+  return { st, L };
+}
+
+/** xTex: x's operand texture where the statistics pass made one (else null: moments or eval mode needed none). */
+function statistics(x: Tensor, gamma: Tensor, beta: Tensor, stats: BatchNormStats | null, opts: BatchNormOptions): { st: Tensor; L: Layout; xTex: GPUTextureView | null } {
   const C = validate(x, gamma, beta, stats, opts);
   const op = 'batchNorm';
-  const relu = !!opts.relu;
   const momentum = opts.momentum ?? 0.1;
   const eps = opts.eps ?? 1e-5;
   // eval mode normalizes every row with the running statistics: groups change nothing there
@@ -483,7 +505,7 @@ export function batchNormForward(x: Tensor, gamma: Tensor, beta: Tensor, stats: 
   const bnRecord = batchNormTuning({ textures: opts.textures });
   const tw = vec && bnRecord.textures ? flatTextureWidth(x) : 0;
   const L = layoutOf(x.size / C, C, opts.training ? opts.groups ?? 1 : 1, reduceTuning({ ...bnRecord.reduce, ...opts.tuning }, op), tw);
-  const xTex = tw ? flatTexture('batchNorm x', x, tw, BN_TEXTURE_CACHE_BYTES) : x;
+  let xTex: GPUTextureView | null = null;
   const st = empty([L.G * 4, C], 'f32', op); // per group: shift, dmean (mean = shift + dmean), invstd, gamma * invstd
   if (opts.training) {
     const running = !!stats;
@@ -493,17 +515,15 @@ export function batchNormForward(x: Tensor, gamma: Tensor, beta: Tensor, stats: 
     if (m && L.Rg % m.rowsPerPartial === 0) {
       const Lm = layoutOf(m.partials.shape[0], C, L.G, L.tuning);
       reduceLaunch(Lm, { pass: 'forward', moments: true, relu: false, running, uniforms: reduceUniforms(Lm, momentum, eps, true, m.rowsPerPartial), data: { mom: m.partials }, finish });
-    } else reduceLaunch(L, { pass: 'forward', relu: false, running, uniforms: reduceUniforms(L, momentum, eps, true), data: { x: xTex }, finish });
+    } else {
+      if (tw) xTex = flatTexture('batchNorm x', x, tw, BN_TEXTURE_CACHE_BYTES);
+      reduceLaunch(L, { pass: 'forward', relu: false, running, uniforms: reduceUniforms(L, momentum, eps, true), data: { x: xTex ?? x }, finish });
+    }
     m?.partials.dispose();
   } else {
     evalStatsKernel.launch({ C, eps, runningMean: stats!.runningMean, runningVar: stats!.runningVar, gamma, stats: st }, [Math.ceil(C / 64)]);
   }
-  const y = empty(x.shape, 'f32', op);
-  const n = L.G * L.rowBlocks * L.Cv;
-  const res = opts.residual;
-  const resArg = res && tw ? flatTexture('batchNorm residual', res, tw, BN_TEXTURE_CACHE_BYTES) : res;
-  normalizeKernel(L.vec, relu, !!res, tw).launch({ n, Cv: L.Cv, Rg: L.Rg, rowBlocks: L.rowBlocks, x: xTex, stats: st, beta, ...(resArg ? { residual: resArg } : {}), y }, { threads: n });
-  return { y, st, L };
+  return { st, L, xTex };
 }
 
 /**

@@ -4,7 +4,7 @@
 import type { KernelDecl } from '../engine/kernel.ts';
 import { gpu } from '../engine/device.ts';
 import type { TiledTiles } from './conv2d-tuning.ts';
-import { range, XYZW, lines, GEMM_UNIFORMS, DW_UNIFORMS, gemmBindings, dwBindings, quadHelpers, PARITY_CLASS, TILE_DECODE, tapLoops } from './conv2d-wgsl.ts';
+import { range, XYZW, lines, GEMM_UNIFORMS, DW_UNIFORMS, gemmBindings, dwBindings, quadHelpers, PARITY_CLASS, TILE_DECODE, tapLoops, bnPrologueFn, BN_PROLOGUE_BINDINGS } from './conv2d-wgsl.ts';
 
 // ---- 'tiled': forward and dx, staged in workgroup memory ---------------------------------------------------
 // A workgroup owns TM rows x TN columns of the output. For each tap and each step of TK channels it stages
@@ -33,6 +33,11 @@ export interface TiledGemm extends TiledTiles {
    * tiledEpilogueBytes more). The launch asks for it only where every row of every tile is a real output row.
    */
   moments?: boolean;
+  /**
+   * fwd prologue (aligned): the image is a batchNorm's input, normalized as it is staged (bnPrologueFn); `relu`:
+   * the batchNorm had a ReLU
+   */
+  bnPrologue?: { relu: boolean };
 }
 
 /**
@@ -96,7 +101,12 @@ export function tiledGemmDecl(v: TiledGemm): KernelDecl {
       `let pix${j} = u32(max((n${j} * p.sh + yy${j}) * p.sw + xx${j}, 0));`,
     ]);
   });
-  const stageA = ja.map((j) => `      if (ar${j} < ${TM}u) { As[ar${j} * ${KQ}u + aq] = select(vec4<f32>(0.0), loadA(pix${j}, min(c0 / 4u + aq, p.kq - 1u)), ok${j} && c0 + aq * 4u < p.ck); }`);
+  if (v.bnPrologue && (mode !== 'fwd' || !aligned)) throw new Error('conv2d: the batchNorm prologue is for the forward of aligned layers');
+  const stageA = ja.map((j) => {
+    const load = `loadA(pix${j}, min(c0 / 4u + aq, p.kq - 1u))`;
+    const value = v.bnPrologue ? `bnIn(${load}, min(c0 / 4u + aq, p.kq - 1u), u32(n${j}))` : load;
+    return `      if (ar${j} < ${TM}u) { As[ar${j} * ${KQ}u + aq] = select(vec4<f32>(0.0), ${value}, ok${j} && c0 + aq * 4u < p.ck); }`;
+  });
   const stageB = range(loadsB).map((j) =>
     lines(6, [
       `{ let k = li / ${NQ}u + ${j * (WG / NQ)}u;`,
@@ -193,12 +203,16 @@ export function tiledGemmDecl(v: TiledGemm): KernelDecl {
   ].join('\n');
   return {
     name: `conv2d.${mode}.tiled`,
-    uniforms: v.bnSums ? { ...GEMM_UNIFORMS, grp: 'u32' } : GEMM_UNIFORMS,
-    bindings: { ...gemmBindings(aligned, v.addend, !!v.moments), ...(!v.bnSums ? {} : { bx: 'read vec4<f32>', bst: 'read vec4<f32>', ...(v.bnRelu ? { bbeta: 'read vec4<f32>' } : {}), part: 'rw vec4<f32>' }) },
+    uniforms: { ...GEMM_UNIFORMS, ...(v.bnSums ? { grp: 'u32' } : {}), ...(v.bnPrologue ? { pimg: 'u32' } : {}) },
+    bindings: {
+      ...gemmBindings(aligned, v.addend, !!v.moments),
+      ...(!v.bnSums ? {} : { bx: 'read vec4<f32>', bst: 'read vec4<f32>', ...(v.bnRelu ? { bbeta: 'read vec4<f32>' } : {}), part: 'rw vec4<f32>' }),
+      ...(v.bnPrologue ? BN_PROLOGUE_BINDINGS : {}),
+    },
     workgroupSize: WG,
     header: `
 var<workgroup> As: array<vec4<f32>, ${TM * KQ}>;
-var<workgroup> Bs: array<vec4<f32>, ${TK * NQ}>;${v.bnSums ? `\nvar<workgroup> Ss: array<vec4<f32>, ${2 * NQ * WY}>;` : ''}${v.moments ? `\nvar<workgroup> Ms: array<vec4<f32>, ${2 * NQ * WY}>;` : ''}
+var<workgroup> Bs: array<vec4<f32>, ${TK * NQ}>;${v.bnSums ? `\nvar<workgroup> Ss: array<vec4<f32>, ${2 * NQ * WY}>;` : ''}${v.moments ? `\nvar<workgroup> Ms: array<vec4<f32>, ${2 * NQ * WY}>;` : ''}${v.bnPrologue ? `\n${bnPrologueFn(v.bnPrologue.relu, 'p.kq')}` : ''}
 ${quadHelpers(aligned, [{ name: 'loadA', buf: 'a', quads: 'p.kq', count: 'p.ck' }, { name: 'loadB', buf: 'b', quads: 'p.nq', count: 'p.cn' }, { name: 'loadBias', buf: 'bias', quads: 'p.nq', count: 'p.cn' }, ...(v.addend ? [{ name: 'loadAddend', buf: 'addend', quads: 'p.nq', count: 'p.cn' }] : [])], { name: 'storeY', buf: 'y', quads: 'p.nq', count: 'p.cn' })}`,
     body: `
   let tile = wid.x + wid.y * nwg.x;
@@ -245,6 +259,8 @@ ${momentStores}`,
 export interface TiledDw extends TiledTiles {
   variant: 'tiled';
   aligned: boolean;
+  /** x is a batchNorm's input, normalized as it is staged (TiledGemm.bnPrologue) */
+  bnPrologue?: { relu: boolean };
 }
 
 export function tiledDwDecl(v: TiledDw): KernelDecl {
@@ -255,6 +271,8 @@ export function tiledDwDecl(v: TiledDw): KernelDecl {
   const RQ = RM / 4;
   const cq = range(CQ);
   const acc = (i: number, c: number) => `acc${i}_${c}`;
+  if (v.bnPrologue && !aligned) throw new Error('conv2d: the batchNorm prologue is for aligned layers');
+  const loadX = 'loadX(u32(max((n * p.H + yy) * p.W + xx, 0)), ciq)';
   const stageX = range(loadsA).map((j) =>
     lines(4, [
       `{ let k = li / ${MQ}u + ${j * (WG / MQ)}u;`,
@@ -262,7 +280,7 @@ export function tiledDwDecl(v: TiledDw): KernelDecl {
       `  let n = i32(px / (p.OH * p.OW)); let oh = i32((px / p.OW) % p.OH); let ow = i32(px % p.OW);`,
       `  let yy = oh * p.s + ky; let xx = ow * p.s + kx;`,
       `  let ok = rowOk && px < end && yy >= 0 && yy < p.H && xx >= 0 && xx < p.W;`,
-      `  if (k < ${TK}u) { Xs[k * ${MQ}u + xq] = select(vec4<f32>(0.0), loadX(u32(max((n * p.H + yy) * p.W + xx, 0)), ciq), ok); } }`,
+      `  if (k < ${TK}u) { Xs[k * ${MQ}u + xq] = select(vec4<f32>(0.0), ${v.bnPrologue ? `bnIn(${loadX}, ciq, u32(n))` : loadX}, ok); } }`,
     ]),
   );
   const stageD = range(loadsB).map((j) =>
@@ -289,13 +307,13 @@ export function tiledDwDecl(v: TiledDw): KernelDecl {
   );
   return {
     name: 'conv2d.dW.tiled',
-    uniforms: DW_UNIFORMS,
-    bindings: dwBindings(aligned),
+    uniforms: v.bnPrologue ? { ...DW_UNIFORMS, pimg: 'u32' } : DW_UNIFORMS,
+    bindings: { ...dwBindings(aligned), ...(v.bnPrologue ? BN_PROLOGUE_BINDINGS : {}) },
     workgroupSize: WG,
     header: `
 var<workgroup> Xs: array<vec4<f32>, ${TK * MQ}>;
 var<workgroup> Ds: array<vec4<f32>, ${TK * NQ}>;
-${quadHelpers(aligned, [{ name: 'loadX', buf: 'x', quads: 'p.cq', count: 'p.cin' }, { name: 'loadDy', buf: 'dy', quads: 'p.nq', count: 'p.cout' }], { name: 'storeOut', buf: 'out', quads: 'p.nq', count: 'p.cout' })}`,
+${quadHelpers(aligned, [{ name: 'loadX', buf: 'x', quads: 'p.cq', count: 'p.cin' }, { name: 'loadDy', buf: 'dy', quads: 'p.nq', count: 'p.cout' }], { name: 'storeOut', buf: 'out', quads: 'p.nq', count: 'p.cout' })}${v.bnPrologue ? `\n${bnPrologueFn(v.bnPrologue.relu, 'p.cq')}` : ''}`,
     body: `
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= p.tiles) { return; }

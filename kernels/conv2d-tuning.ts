@@ -44,6 +44,12 @@ export interface ConvTuning {
    * textures (engine/textures.ts) instead of storage buffers. Unset in a record: texturesDefault().
    */
   textures?: boolean;
+  /**
+   * 'tiled' kernels: run a batchNorm over a conv's input as the prologue of its forward and dW launches
+   * (kernels/batchnorm-conv.ts) instead of a normalize pass. Unset: on. A measuring switch, e.g.
+   * `npx tsx bench/step-fusion-ab.ts 10 --what 'conv:{"bnPrologue":false}'` on an adapter whose record is tiled.
+   */
+  bnPrologue?: boolean;
   /** blocks of the 'subgroups' / 'portable' kernels */
   tiles: ConvTiles;
   /** blocks of the 'tiled' kernels */
@@ -55,6 +61,7 @@ export interface ConvTuningOverrides {
   variant?: ConvVariant;
   fewChannels?: 'direct' | 'gemm';
   textures?: boolean;
+  bnPrologue?: boolean;
   tiles?: Partial<ConvTiles>;
   tiled?: Partial<TiledTiles>;
 }
@@ -125,6 +132,7 @@ export function convTuning(over?: ConvTuningOverrides): ConvTuning {
     variant: over.variant ?? base.variant,
     fewChannels,
     textures,
+    ...((over.bnPrologue ?? base.bnPrologue) !== undefined ? { bnPrologue: over.bnPrologue ?? base.bnPrologue } : {}),
     tiles: { ...base.tiles, ...over.tiles },
     tiled: { ...base.tiled, ...over.tiled },
   };

@@ -93,6 +93,22 @@ export function quadHelpers(aligned: boolean, fns: { name: string; buf: string; 
   return out.join('\n');
 }
 
+/**
+ * The batchNorm prologue of a launch whose A operand (fwd: the image; dW: x) is a batchNorm's input, so that the
+ * normalized activation is never written: `bnIn(v, q, img)` is batchNorm's normalize pass (and its ReLU) applied to
+ * the quad v of channel quad q of image img as it is read, with the statistics of img's group (`pst` [G * 4, C]
+ * as vec4: shift, dmean, invstd, gamma * invstd; `pbeta`; p.pimg images per group), in the normalize pass's order
+ * of operations. `quads` is the uniform holding x's channel quads. Callers zero the padding after it.
+ */
+export function bnPrologueFn(relu: boolean, quads: string): string {
+  return `fn bnIn(v: vec4<f32>, q: u32, img: u32) -> vec4<f32> {
+  let s0 = 4u * (img / p.pimg) * ${quads};
+  let y = ((v - pst[s0 + q]) - pst[s0 + ${quads} + q]) * pst[s0 + 3u * ${quads} + q] + pbeta[q];
+  return ${relu ? 'max(y, vec4<f32>(0.0))' : 'y'};
+}`;
+}
+export const BN_PROLOGUE_BINDINGS = { pst: 'read vec4<f32>', pbeta: 'read vec4<f32>' } as const;
+
 /** A tile index's column tile, and its row tile within one chunk or parity class (rt / rowTiles). */
 export const TILE_DECODE = `let colTile = tile % p.colTiles;
   let rt = tile / p.colTiles;

@@ -153,7 +153,7 @@ interface BnSumsArgs {
 }
 
 /** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
-function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null, moments: Tensor | null = null, relu = false, bn: BnSumsArgs | null = null): void {
+function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null, moments: Tensor | null = null, relu = false, bn: BnSumsArgs | null = null, pro: BnPrologueArgs | null = null): void {
   const CK = mode === 'fwd' ? g.Cin : g.Cout;
   const CN = mode === 'fwd' ? g.Cout : g.Cin;
   const S = g.stride;
@@ -173,11 +173,12 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
   let aTex: GPUTextureView | null = null;
   let bTex: GPUTextureView | null = null;
   if (t.variant === 'tiled') {
-    const bnFlags = bn ? { bnSums: true, bnRelu: !!bn.beta } : moments ? { moments: true } : {};
+    const bnFlags = { ...(bn ? { bnSums: true, bnRelu: !!bn.beta } : moments ? { moments: true } : {}), ...(pro ? { bnPrologue: { relu: pro.relu } } : {}) };
     k = kernel(`conv2d|${mode}|tiled|${aligned}|${!!addend}|${relu}|${JSON.stringify({ ...t.tiled, ...bnFlags })}`, () => tiledGemmDecl({ variant: 'tiled', mode, aligned, addend: !!addend, relu, ...t.tiled, ...bnFlags }));
     rowsPerTile = t.tiled.TM;
     colsPerTile = t.tiled.TN / 4;
   } else {
+    if (pro) throw new Error('conv2d: the batchNorm prologue runs in the tiled kernels only (check bnPrologueSuits first)');
     const { L, GQ, RB, CB } = lanesBlocks(t, aligned, NQ);
     // the source image as [N * sh rows, sw * CK floats]; the weight as flat vec4s
     const texA = !!t.textures && aligned && fitsOperandTexture(g.N * sh, sw * CK);
@@ -198,6 +199,7 @@ function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: 
       rows, tiles, rowTiles, colTiles, dh, dw, sh, sw, th: g.H, tw: g.W, ck: CK, cn: CN, kq: KQ, nq: NQ, kh: g.KH, kw: g.KW, s: S, pad: g.pad,
       hasBias: bias ? 1 : 0, a: aTex ?? a, b: bTex ?? b, bias: bias ?? b, ...(addend ? { addend } : {}), y: out, ...(moments ? { mom: moments } : {}),
       ...(bn ? { bx: bn.x, bst: bn.stats, ...(bn.beta ? { bbeta: bn.beta } : {}), part: bn.part, grp: bn.grpRows } : {}),
+      ...(pro ? { pst: pro.stats, pbeta: pro.beta, pimg: g.N / pro.groups } : {}),
     },
     grid1d(Math.ceil(tiles / groupsPerWorkgroup), 1),
   );
@@ -209,7 +211,7 @@ const DW_TARGET_WORKGROUPS = 256;
 const CONV_TEXTURE_CACHE_BYTES = 256 * 2 ** 20;
 const DW_MIN_PIXELS_PER_CHUNK = 64;
 
-function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {
+function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning, pro: BnPrologueArgs | null = null): Tensor {
   const aligned = g.Cin % 4 === 0 && g.Cout % 4 === 0;
   const CQ = Math.ceil(g.Cin / 4);
   const NQ = Math.ceil(g.Cout / 4);
@@ -227,11 +229,13 @@ function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {
   let xArg: Tensor | GPUTextureView = x;
   let dyArg: Tensor | GPUTextureView = dy;
   if (t.variant === 'tiled') {
-    k = kernel(`conv2d|dW|tiled|${aligned}|${JSON.stringify(t.tiled)}`, () => tiledDwDecl({ variant: 'tiled', aligned, ...t.tiled }));
+    const proFlags = pro ? { bnPrologue: { relu: pro.relu } } : {};
+    k = kernel(`conv2d|dW|tiled|${aligned}|${JSON.stringify({ ...t.tiled, ...proFlags })}`, () => tiledDwDecl({ variant: 'tiled', aligned, ...t.tiled, ...proFlags }));
     rowTiles = Math.ceil(RQT / (t.tiled.TM / 4));
     colTiles = Math.ceil(NQ / (t.tiled.TN / 4));
     units = pixels;
   } else {
+    if (pro) throw new Error('conv2d: the batchNorm prologue runs in the tiled kernels only (check bnPrologueSuits first)');
     const L = lanesFor(t);
     // narrow layers (as for fwd/dx, and as there not at 16 lanes, where it measured slower): GQ lanes per column
     // set, the other lane groups on other pixels
@@ -263,6 +267,7 @@ function weightGrad(g: ConvGeom, x: Tensor, dy: Tensor, t: ConvTuning): Tensor {
     {
       tiles, rowTiles, colTiles, perChunk, total: units, H: g.H, W: g.W, OH: g.OH, OW: g.OW, cin: g.Cin, cout: g.Cout, cq: CQ, nq: NQ, rqt: RQT,
       kw: g.KW, s: g.stride, pad: g.pad, wsize, x: xArg, dy: dyArg, out: partial,
+      ...(pro ? { pst: pro.stats, pbeta: pro.beta, pimg: g.N / pro.groups } : {}),
     },
     grid1d(Math.ceil(tiles / groups), 1),
   );
@@ -486,6 +491,57 @@ export function conv2dBackwardWeight(x: Tensor, dy: Tensor, g: ConvGeom, opts: P
   const dw = resizeRows(dw4, g.KH * g.KW, p.Cin * g.Cout, g.Cin * g.Cout, [g.KH, g.KW, g.Cin, g.Cout]);
   dw4.dispose();
   return dw;
+}
+
+/**
+ * A batchNorm over the conv's input, run as the prologue of its forward and dW launches (TiledGemm.bnPrologue):
+ * the batchNorm's statistics [G * 4, Cin] (shift, dmean, invstd, gamma * invstd per group), beta, whether it had a
+ * ReLU, and its groups (equal parts of the batch).
+ */
+export interface BnPrologueArgs {
+  stats: Tensor;
+  beta: Tensor;
+  relu: boolean;
+  groups: number;
+}
+
+/**
+ * Whether this layer's forward and dW can take a batchNorm over their input as a prologue (conv2dWithBnPrologue):
+ * the tiled kernels with the record's `bnPrologue` on (where a staged operand is read once per tap from workgroup memory, so normalizing it as it
+ * is staged costs little), channels in quads, whole images per group.
+ */
+export function bnPrologueSuits(g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, groups: number): boolean {
+  const t = usableTuning(opts.tuning);
+  return t.variant === 'tiled' && t.bnPrologue !== false && g.Cin % 4 === 0 && g.Cout % 4 === 0 && Number.isInteger(groups) && groups > 0 && g.N % groups === 0;
+}
+
+function assertPrologue(op: string, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, pro: BnPrologueArgs): void {
+  if (!bnPrologueSuits(g, opts, pro.groups)) {
+    throw new Error(`${op}: a batchNorm prologue needs the tiled kernels, channels in quads and whole images per group; got ${g.N}x${g.H}x${g.W}x${g.Cin} -> ${g.Cout}, ${pro.groups} groups, variant ${usableTuning(opts.tuning).variant} (check bnPrologueSuits first)`);
+  }
+}
+
+/**
+ * conv2dRaw(batchNorm(x), w, bias, opts) where bnPrologueSuits: the forward normalizes x as it stages it, so the
+ * normalized activation is never written. `opts.moments` as for conv2d; no epilogue. Records nothing.
+ */
+export function conv2dWithBnPrologue(x: Tensor, w: Tensor, bias: Tensor | null, g: ConvGeom, opts: Conv2dOptions, pro: BnPrologueArgs): Tensor {
+  assertPrologue('conv2d', g, opts, pro);
+  if (opts.epilogue) throw new Error('conv2d: a batchNorm prologue does not combine with an epilogue here');
+  const t = usableTuning(opts.tuning);
+  const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
+  if (y.size === 0) return y;
+  const momentRows = opts.moments ? forwardMomentRows(g, t) : 0;
+  const moments = momentRows ? empty([y.size / g.Cout / momentRows, 2, g.Cout], 'f32', 'conv2d') : null;
+  runGather('fwd', g, x, w, bias, y, t, null, moments, false, null, pro);
+  if (moments) y.attachMoments({ partials: moments, rowsPerPartial: momentRows });
+  return y;
+}
+
+/** conv2dBackwardWeight(batchNorm(x), dy, g, opts) where bnPrologueSuits: dW normalizes x as it stages it. */
+export function conv2dBackwardWeightWithBnPrologue(x: Tensor, dy: Tensor, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, pro: BnPrologueArgs): Tensor {
+  assertPrologue('conv2d.dW', g, opts, pro);
+  return weightGrad(g, x, dy, usableTuning(opts.tuning), pro);
 }
 
 /**
