@@ -2,12 +2,16 @@
 // with the fusion on and off alternate in one process, so both sides see the same load, and the ratio of their
 // medians is the figure (absolute times on a shared machine move with its load). It also reports the process's
 // CPU time per step (lavapipe's threads included), which moves far less with other processes' load than wall time.
-// Usage: tsx bench/step-fusion-ab.ts [pairs] [--old] [--what moments|bn-sums|textures|idle-wait|conv:JSON|batchNorm:JSON]
+// Usage: tsx bench/step-fusion-ab.ts [pairs] [--old] [--record JSON]
+//          [--what moments|bn-sums|bn-prologue|textures|idle-wait|conv:JSON|batchNorm:JSON]
+//   --record JSON: the device's conv2d record with JSON's fields over it for both sides (e.g. {"variant":"tiled"})
 // What is compared (on vs off):
 //   moments (default): conv2d writing its output's per-channel moments in the epilogue (Conv2d.moments), which
 //     batchNorm then reads instead of its statistics pass over the conv's output;
 //   bn-sums: a residual block's first batchNorm taking its backward sums from the next conv's dx epilogue
 //     (BatchNorm.fuseConv, kernels/batchnorm-conv.ts) against its own pass over x and dy;
+//   bn-prologue: with the tiled conv kernels, that batchNorm as the prologue of the conv's forward and dW
+//     (ConvTuning.bnPrologue) against a normalize pass, e.g. --record '{"variant":"tiled"}' --what bn-prologue;
 //   textures: the conv lane kernels reading their operands through operand textures (ConvTuning.textures);
 //   idle-wait: the main thread asleep while it waits for the GPU (engine/idle-wait.ts) against Dawn's spinning poll;
 //   conv:JSON: the device's conv2d record with JSON's fields over it (e.g. conv:{"tiles":{"narrowRows":32}})
@@ -28,12 +32,15 @@ const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
 const pairs = Number(argv.find((a) => /^\d+$/.test(a)) ?? 5);
 const whatAt = argv.indexOf('--what');
 const what = whatAt >= 0 ? argv[whatAt + 1] : 'moments';
-if (what !== 'moments' && what !== 'bn-sums' && what !== 'textures' && what !== 'idle-wait' && !what.startsWith('conv:') && !what.startsWith('batchNorm:')) {
-  throw new Error(`step-fusion-ab: --what must be moments, bn-sums, textures, idle-wait, conv:JSON or batchNorm:JSON, got ${what}`);
+if (!['moments', 'bn-sums', 'bn-prologue', 'textures', 'idle-wait'].includes(what) && !what.startsWith('conv:') && !what.startsWith('batchNorm:')) {
+  throw new Error(`step-fusion-ab: --what must be moments, bn-sums, bn-prologue, textures, idle-wait, conv:JSON or batchNorm:JSON, got ${what}`);
 }
+const recordAt = argv.indexOf('--record');
 const ctx = await getDevice();
+if (recordAt >= 0) setDeviceTuning('conv2d', convTuning(JSON.parse(argv[recordAt + 1])));
 console.log(`device: ${ctx.info.description}`);
 console.log(`shape: resnet-small w${s.width}, batch ${s.batch}, ${s.size}x${s.size}x${s.channels}; load average before: ${loadAverage()}`);
+if (recordAt >= 0) console.log(`conv2d record: ${JSON.stringify(convTuning())}`);
 const shape = [s.batch, s.size, s.size, s.channels];
 const n = shape.reduce((a, b) => a * b, 1);
 const v1 = tensor(randomData(n, 1), shape);
@@ -47,6 +54,7 @@ const setFusion = (on: boolean) => {
   if (what === 'moments') convs.forEach((c) => (c.moments = on));
   else if (what === 'bn-sums') norms.forEach((b) => (b.fuseConv = on));
   else if (what === 'textures') setDeviceTuning('conv2d', { ...record, textures: on });
+  else if (what === 'bn-prologue') setDeviceTuning('conv2d', { ...record, bnPrologue: on });
   else if (what === 'idle-wait') setIdleWait(on);
   else if (what.startsWith('conv:')) setDeviceTuning('conv2d', on ? convTuning(JSON.parse(what.slice(5))) : record);
   else setDeviceTuning('batchNorm', on ? batchNormTuning(JSON.parse(what.slice(10))) : bnRecord);
@@ -79,7 +87,7 @@ for (const [kind, t] of [['wall', wall], ['CPU', cpu]] as const) {
   // each pair ran back to back, so its ratio cancels slow drifts in load; the median of the ratios is the figure
   const ratios = t.on.map((x, i) => x / t.off[i]).sort((a, b) => a - b);
   const q = (f: number) => ratios[Math.min(ratios.length - 1, Math.floor(f * ratios.length))].toFixed(3);
-  const label = what === 'moments' ? 'moments in the conv epilogue' : what === 'bn-sums' ? "batchNorm's backward sums from the conv dx" : what === 'textures' ? 'conv operands in textures' : what === 'idle-wait' ? 'waiting for the GPU asleep' : what;
+  const label = what === 'moments' ? 'moments in the conv epilogue' : what === 'bn-sums' ? "batchNorm's backward sums from the conv dx" : what === 'bn-prologue' ? 'batchNorm as the tiled conv prologue' : what === 'textures' ? 'conv operands in textures' : what === 'idle-wait' ? 'waiting for the GPU asleep' : what;
   console.log(`${label}, ${kind} ms per step (medians): on ${on.toFixed(0)}, off ${off.toFixed(0)}; on/off per pair: median ${median(ratios).toFixed(3)} (quartiles ${q(0.25)}-${q(0.75)})`);
   console.log(`  samples on:  ${t.on.map((x) => x.toFixed(0)).join(' ')}`);
   console.log(`  samples off: ${t.off.map((x) => x.toFixed(0)).join(' ')}`);

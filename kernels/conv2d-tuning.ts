@@ -1,7 +1,7 @@
 // conv2d's per-device tuning record (engine/tuning.ts, family 'conv2d'): which variant of the GEMM template runs
 // (kernels/conv2d.ts), with which register blocks or workgroup tiles, and the adapter's defaults.
 
-import { gpu, isLavapipe } from '../engine/device.ts';
+import { gpu, isLavapipe, isCpuAdapter } from '../engine/device.ts';
 import { tuningFor } from '../engine/tuning.ts';
 
 /** Register blocks of the 'subgroups' and 'portable' kernels. fwd/dx: a lane group computes SG*RB rows x SG*4*CB columns. */
@@ -46,8 +46,7 @@ export interface ConvTuning {
   textures?: boolean;
   /**
    * 'tiled' kernels: run a batchNorm over a conv's input as the prologue of its forward and dW launches
-   * (kernels/batchnorm-conv.ts) instead of a normalize pass. Unset: on. A measuring switch, e.g.
-   * `npx tsx bench/step-fusion-ab.ts 10 --what 'conv:{"bnPrologue":false}'` on an adapter whose record is tiled.
+   * (kernels/batchnorm-conv.ts) instead of a normalize pass. Unset: bnPrologueDefault().
    */
   bnPrologue?: boolean;
   /** blocks of the 'subgroups' / 'portable' kernels */
@@ -119,6 +118,17 @@ export function fewChannelsDefault(): 'direct' | 'gemm' {
  */
 export function texturesDefault(): boolean {
   return isLavapipe();
+}
+
+/**
+ * The batchNorm prologue where it saves memory traffic that costs more than the work it adds: on GPUs. A staged
+ * element is normalized once per tap (9 times for 3x3) with four loads of per-channel values, against one write and
+ * one read of the activation saved. On CPU adapters (lavapipe, SwiftShader), where those loads are per-lane loops,
+ * it measured slower: the step with lavapipe on the tiled record 1.086x wall, 1.092x CPU
+ * (`npx tsx bench/step-fusion-ab.ts 10 --record '{"variant":"tiled"}' --what bn-prologue`). Not yet measured on a GPU.
+ */
+export function bnPrologueDefault(): boolean {
+  return !isCpuAdapter(gpu('conv2d').info);
 }
 
 /** The tuning one call uses: the device's record with the call's overrides. */

@@ -38,7 +38,7 @@ import { reluBackward } from './elementwise.ts';
 import { directSuits, directForward, directWeightGrad } from './conv2d-direct.ts';
 import { convOutSize, type ConvGeom } from './conv2d-geom.ts';
 
-import { convTuning, type ConvTuning, type ConvTuningOverrides, type TiledTiles } from './conv2d-tuning.ts';
+import { convTuning, bnPrologueDefault, type ConvTuning, type ConvTuningOverrides, type TiledTiles } from './conv2d-tuning.ts';
 import { type Lanes, lanesFor, nextPow2 } from './conv2d-wgsl.ts';
 import { type LanesGemm, lanesGemmDecl, type LanesDw, lanesDwDecl } from './conv2d-lanes.ts';
 import { tiledShape, tiledGemmDecl, tiledDwDecl, tiledEpilogueBytes } from './conv2d-tiled.ts';
@@ -507,12 +507,12 @@ export interface BnPrologueArgs {
 
 /**
  * Whether this layer's forward and dW can take a batchNorm over their input as a prologue (conv2dWithBnPrologue):
- * the tiled kernels with the record's `bnPrologue` on (where a staged operand is read once per tap from workgroup memory, so normalizing it as it
+ * the tiled kernels with the record's `bnPrologue` on (bnPrologueDefault: GPUs; where a staged operand is read once per tap from workgroup memory, so normalizing it as it
  * is staged costs little), channels in quads, whole images per group.
  */
 export function bnPrologueSuits(g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, groups: number): boolean {
   const t = usableTuning(opts.tuning);
-  return t.variant === 'tiled' && t.bnPrologue !== false && g.Cin % 4 === 0 && g.Cout % 4 === 0 && Number.isInteger(groups) && groups > 0 && g.N % groups === 0;
+  return t.variant === 'tiled' && (t.bnPrologue ?? bnPrologueDefault()) && g.Cin % 4 === 0 && g.Cout % 4 === 0 && Number.isInteger(groups) && groups > 0 && g.N % groups === 0;
 }
 
 function assertPrologue(op: string, g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, pro: BnPrologueArgs): void {

@@ -36,10 +36,11 @@ const variants: [string, ConvTuningOverrides][] = [
       ] as [string, ConvTuningOverrides][])
     : []),
   ['portable', { variant: 'portable' }],
-  // the tiled kernels also take the batchNorm as the prologue of the forward and dW (asserted below); the small
-  // tile has 8 row groups of invocations and several column tiles
-  ['tiled', { variant: 'tiled' }],
-  ['tiled 32x16x8', { variant: 'tiled', tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
+  ['tiled', { variant: 'tiled', bnPrologue: false }],
+  // the tiled kernels with the batchNorm as the prologue of the forward and dW (asserted below; the default on
+  // GPUs); the small tile has 8 row groups of invocations and several column tiles
+  ['tiled, batchNorm prologue', { variant: 'tiled', bnPrologue: true }],
+  ['tiled 32x16x8, batchNorm prologue', { variant: 'tiled', bnPrologue: true, tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } }],
 ];
 
 for (const [vname, tuning] of variants) {
@@ -87,9 +88,9 @@ t('the fused backward runs no batchNorm pass over x and dy: the sums come from t
   await sync();
 });
 
-for (const record of ['default', 'tiled'] as const) t(`a ResNet basic block in training takes the fused op (the device's ${record} conv record); turned off, the same output and gradients`, async () => {
+for (const record of ['default', 'tiled'] as const) t(`a ResNet basic block in training takes the fused op (the device's ${record === 'tiled' ? 'tiled record with the prologue' : 'default record'}); turned off, the same output and gradients`, async () => {
   const saved = convTuning();
-  if (record === 'tiled') setDeviceTuning('conv2d', convTuning({ variant: 'tiled' }));
+  if (record === 'tiled') setDeviceTuning('conv2d', convTuning({ variant: 'tiled', bnPrologue: true }));
   try {
     await blockFusedVsPlain(record === 'tiled');
   } finally {
@@ -149,7 +150,7 @@ async function blockFusedVsPlain(tiled: boolean): Promise<void> {
 
 t('tiled kernels: the batchNorm runs as the prologue of the forward and dW, so no normalize pass runs, with or without gradients', async () => {
   const r = rng(9);
-  const tuning: ConvTuningOverrides = { variant: 'tiled' };
+  const tuning: ConvTuningOverrides = { variant: 'tiled', bnPrologue: true };
   const xa = randArr([4, 8, 8, 8], r, 0.5, 2);
   const [ga, ba, wa] = [randArr([8], r, 0.5, 1.5), randArr([8], r, -0.5, 0.5), randArr([3, 3, 8, 12], r, -0.3, 0.6)];
   const o = { training: true, relu: true, groups: 2 };
@@ -182,7 +183,7 @@ t('tiled kernels: the batchNorm runs as the prologue of the forward and dW, so n
   assert.is(liveTensors(), before, 'nothing left behind');
 });
 
-t("the record's bnPrologue: false turns the prologue off (a normalize pass runs), with the same result", async () => {
+t("the record's bnPrologue switches the prologue (off: a normalize pass runs), with the same result", async () => {
   const r = rng(10);
   const arrs = [randArr([4, 8, 8, 8], r, 0.5, 2), randArr([8], r, 0.5, 1.5), randArr([8], r, -0.5, 0.5), randArr([3, 3, 8, 8], r, -0.3, 0.6)];
   const o = { training: true, relu: true, groups: 2 };

@@ -32,7 +32,7 @@ export function batchNormConvCase(
 ): NamedOpCase {
   const conv = (a: Arr, w: Arr, b: Arr | null) => convRef.conv2d(a, w, b, 1, pad);
   return {
-    name: `${name}, groups ${o.groups ?? 1}${o.relu ? ', ReLU' : ''}: x [${N},${H},${H},${C}]`,
+    name: `${name}, groups ${o.groups ?? 1}${o.relu ? ', ReLU' : ''}${tuning?.bnPrologue !== undefined ? `, prologue ${tuning.bnPrologue ? 'on' : 'off'}` : ''}: x [${N},${H},${H},${C}]`,
     shapes: [[N, H, H, C], [C], [C], [K, K, C, Cout], ...(bias ? [[Cout]] : [])],
     // an offset mean (|mean| > std in places), where the centered sums matter
     range: [[0.5, 2], [0.5, 1.5], [-0.5, 0.5], [-0.3, 0.6], [-0.5, 0.5]],
@@ -86,4 +86,6 @@ export const batchNormConvCases: NamedOpCase[] = [
   ...BN_CONV_SHAPES.map((s) => batchNormConvCase(s, { training: true, relu: true, groups: 2 })),
   batchNormConvCase(BN_CONV_SHAPES[1], { training: true, relu: false, groups: 1 }),
   ...BN_CONV_FALLBACK_SHAPES.map((s) => batchNormConvCase(s, { training: true, relu: true, groups: 2 }, undefined, false)),
+  // the batchNorm prologue where the adapter runs the tiled kernels (it is off by default on CPU adapters)
+  ...[BN_CONV_SHAPES[0], BN_CONV_SHAPES[1]].map((s) => batchNormConvCase(s, { training: true, relu: true, groups: 2 }, { bnPrologue: true })),
 ];
