@@ -124,8 +124,7 @@ export function texturesDefault(): boolean {
  * The batchNorm prologue where it saves memory traffic that costs more than the work it adds: on GPUs. A staged
  * element is normalized once per tap (9 times for 3x3) with four loads of per-channel values, against one write and
  * one read of the activation saved. On CPU adapters (lavapipe, SwiftShader), where those loads are per-lane loops,
- * it measured slower: the step with lavapipe on the tiled record 1.086x wall, 1.092x CPU
- * (`npx tsx bench/step-fusion-ab.ts 10 --record '{"variant":"tiled"}' --what bn-prologue`). Not yet measured on a GPU.
+ * the step measured slower with it (bench/results/step-ab-session12.md). Not yet measured on a GPU.
  */
 export function bnPrologueDefault(): boolean {
   return !isCpuAdapter(gpu('conv2d').info);
