@@ -110,6 +110,17 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   probeEpochs: 20,
 };
 
+/**
+ * Named sets of options over TRAIN_DEFAULTS (`byol train --preset NAME`; flags given beside it still win).
+ * 'long': the recipe screened in PyTorch for 0.90 linear (bench/results/long-preset.md): the default with a
+ * 512-channel head conv, for 24 epochs. Hours on lavapipe; the default fits the 30-minute budget.
+ */
+export const TRAIN_PRESETS = {
+  default: {},
+  long: { headChannels: 512, epochs: 24 },
+} satisfies Record<string, Partial<TrainOptions>>;
+export type TrainPreset = keyof typeof TRAIN_PRESETS;
+
 /** Options that define the run: a checkpoint may only be resumed with the same values. */
 const IDENTITY_KEYS: (keyof TrainOptions)[] = ['data', 'arch', 'width', 'stem', 'headChannels', 'cropScale', 'solarize', 'epochs', 'batchSize', 'baseLr', 'optimizer', 'warmup', 'weightDecay', 'tauBase', 'projHidden', 'projDim', 'predHidden', 'seed'];
 /** Keys added to the identity later, with the value every run made before then used. */

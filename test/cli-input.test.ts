@@ -59,6 +59,14 @@ t('negative numbers get our own message, not the parser\'s "ambiguous"', () => {
   assert.not.throws(() => parseTrainArgs(['--width', '8', '--no-eval']));
   assert.is(parseTrainArgs(['--stem', 'small-s2']).stem, 'small-s2');
   throwsWith(() => parseTrainArgs(['--stem', 's2']), "--stem: expected one of small, small-s2, imagenet, got 's2'");
+  // --preset: its values over the defaults, flags over the preset, the rest the defaults
+  const long = parseTrainArgs(['--preset', 'long']);
+  assert.is(long.headChannels, 512);
+  assert.is(long.epochs, 24);
+  assert.is(long.width, parseTrainArgs([]).width);
+  assert.equal(parseTrainArgs(['--epochs', '2', '--preset', 'long']).epochs, 2);
+  assert.equal(parseTrainArgs(['--preset', 'default']), parseTrainArgs([]));
+  throwsWith(() => parseTrainArgs(['--preset', 'longer']), "--preset: expected one of default, long, got 'longer'");
   // a flag after a string option is still a flag, not its value
   assert.throws(() => parseTrainArgs(['--width', '--no-eval']), (e: Error) => !/ambiguous/.test(e.message) || /--width/.test(e.message));
 });
