@@ -12,7 +12,7 @@
 
 import type { Tensor } from '../engine/tensor.ts';
 import { needsGrad, record } from '../engine/tape.ts';
-import { batchNorm, batchNormForward, batchNormStatistics, batchNormBackwardFromSums, type BatchNormOptions, type BatchNormStats } from './batchnorm.ts';
+import { batchNorm, batchNormForward, batchNormStatistics, batchNormBackwardFromSums, type BatchNormOptions, type BatchNormStats, type BatchNormLayout } from './batchnorm.ts';
 import {
   conv2d, conv2dRaw, conv2dGeometry, conv2dBackwardInputWithBnSums, conv2dBackwardWeight, dxBnSumRows,
   bnPrologueSuits, conv2dWithBnPrologue, conv2dBackwardWeightWithBnPrologue, type Conv2dOptions, type ConvGeom,
@@ -65,15 +65,8 @@ export function batchNormConv2d(
   const out = conv2dRaw(a, w, bias, convOpts);
   const inputs = [x, gamma, beta, w, ...(bias ? [bias] : [])];
   record('batchNormConv2d', inputs, out, (dy, [sx, sst, sbeta, sa, sw], needs) => {
-    const [nx, ng, nb, nw] = needs;
-    let bnGrads: (Tensor | null)[] = [null, null, null];
-    if (nx || ng || nb) {
-      const { dx: da, part, tilesPerGroup } = conv2dBackwardInputWithBnSums(dy, sw, g, convOpts, { x: sx, stats: sst, beta: relu ? sbeta : null, groups });
-      bnGrads = batchNormBackwardFromSums(L, da, sx, sst, relu ? sbeta : null, [nx, ng, nb], { part, tilesPerGroup });
-      da.dispose();
-      part.dispose();
-    }
-    const grads = [...bnGrads, nw ? conv2dBackwardWeight(sa, dy, g, convOpts) : null];
+    const bnGrads = bnGradsFromDx(dy, sw, sx, sst, relu ? sbeta : null, needs.slice(0, 3), L, g, convOpts, groups);
+    const grads = [...bnGrads, needs[3] ? conv2dBackwardWeight(sa, dy, g, convOpts) : null];
     if (bias) grads.push(needs[4] ? sum(dy, [0, 1, 2]) : null);
     return grads;
   }, [x, st, beta, a, w]);
@@ -94,19 +87,28 @@ function withPrologue(
   if (grad) {
     const inputs = [x, gamma, beta, w, ...(bias ? [bias] : [])];
     record('batchNormConv2d', inputs, out, (dy, [sx, sst, sbeta, sw], needs) => {
-      const [nx, ng, nb, nw] = needs;
-      let bnGrads: (Tensor | null)[] = [null, null, null];
-      if (nx || ng || nb) {
-        const { dx: da, part, tilesPerGroup } = conv2dBackwardInputWithBnSums(dy, sw, g, convOpts, { x: sx, stats: sst, beta: relu ? sbeta : null, groups });
-        bnGrads = batchNormBackwardFromSums(L, da, sx, sst, relu ? sbeta : null, [nx, ng, nb], { part, tilesPerGroup });
-        da.dispose();
-        part.dispose();
-      }
-      const grads = [...bnGrads, nw ? conv2dBackwardWeightWithBnPrologue(sx, dy, g, convOpts, { stats: sst, beta: sbeta, relu, groups }) : null];
+      const bnGrads = bnGradsFromDx(dy, sw, sx, sst, relu ? sbeta : null, needs.slice(0, 3), L, g, convOpts, groups);
+      const grads = [...bnGrads, needs[3] ? conv2dBackwardWeightWithBnPrologue(sx, dy, g, convOpts, { stats: sst, beta: sbeta, relu, groups }) : null];
       if (bias) grads.push(needs[4] ? sum(dy, [0, 1, 2]) : null);
       return grads;
     }, [x, st, beta, w]);
   }
   st.dispose();
   return out;
+}
+
+/**
+ * The batchNorm's gradients (x, gamma, beta; null where not wanted) from the conv's dx, whose epilogue writes
+ * batchNorm's backward sums: both paths' backward. reluBeta: beta where the batchNorm had a ReLU.
+ */
+function bnGradsFromDx(
+  dy: Tensor, w: Tensor, x: Tensor, st: Tensor, reluBeta: Tensor | null, wants: boolean[],
+  L: BatchNormLayout, g: ConvGeom, convOpts: Conv2dOptions, groups: number,
+): (Tensor | null)[] {
+  if (!wants.some(Boolean)) return [null, null, null];
+  const { dx: da, part, tilesPerGroup } = conv2dBackwardInputWithBnSums(dy, w, g, convOpts, { x, stats: st, beta: reluBeta, groups });
+  const grads = batchNormBackwardFromSums(L, da, x, st, reluBeta, wants, { part, tilesPerGroup });
+  da.dispose();
+  part.dispose();
+  return grads;
 }

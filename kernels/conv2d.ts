@@ -507,8 +507,8 @@ export interface BnPrologueArgs {
 
 /**
  * Whether this layer's forward and dW can take a batchNorm over their input as a prologue (conv2dWithBnPrologue):
- * the tiled kernels with the record's `bnPrologue` on (bnPrologueDefault: GPUs; where a staged operand is read once per tap from workgroup memory, so normalizing it as it
- * is staged costs little), channels in quads, whole images per group.
+ * the tiled kernels with the record's `bnPrologue` on (by default on GPUs, bnPrologueDefault), channels in quads,
+ * whole images per group.
  */
 export function bnPrologueSuits(g: ConvGeom, opts: Pick<Conv2dOptions, 'tuning'>, groups: number): boolean {
   const t = usableTuning(opts.tuning);
