@@ -4,6 +4,9 @@
 // localStorage). Optional: without it conv2d uses defaultConvTuning(). As tuneMatmul does, the adapter's default
 // is kept unless a candidate beats it clearly, here on every tuning layer, so the choice is never a bet that one
 // layer's gain pays for another's loss. A candidate whose outputs disagree with the default's is never chosen.
+// Where the choice is the tiled kernel, which can run a batchNorm as the prologue of its forward and dW, the
+// prologue is measured too: batchNorm -> conv on the same layers, forward and backward, on and off, with the same
+// rule (keep bnPrologueDefault() unless the other setting wins on every layer).
 //
 //   import { tuneConv } from 'byol-webgpu';
 //   const r = await tuneConv();   // { name, choice: ConvTuning, source: 'measured' | 'cache' | 'memory', ms, timings }
@@ -11,16 +14,18 @@
 import { gpu } from '../engine/device.ts';
 import { normalizedError } from '../engine/ref.ts';
 import { sync } from '../engine/recorder.ts';
-import { tensor, type Tensor } from '../engine/tensor.ts';
+import { tensor, tidy, type Tensor } from '../engine/tensor.ts';
+import { backward } from '../engine/tape.ts';
 import { setDeviceTuning, tuneCachePath, readTuneCache, writeTuneCache } from '../engine/tuning.ts';
 import { uniformArray } from '../engine/random.ts';
 import {
   conv2dRaw, conv2dBackwardInput, conv2dBackwardWeight, convOutSize, convSubgroupWidth, defaultConvTuning, DEFAULT_TILED_TILES,
-  type ConvGeom, type ConvTuning, type TiledTiles,
+  tiledEpilogueFits, bnPrologueDefault, type ConvGeom, type ConvTuning, type TiledTiles,
 } from './conv2d.ts';
+import { batchNormConv2d } from './batchnorm-conv.ts';
 
 /** Bump when the kernels change so that cached choices are measured again. */
-const KERNEL_VERSION = 3; // 3: dW fetches U = 2 pixel steps before their products; fwd/dx take CB = 2 where a layer fills it
+const KERNEL_VERSION = 4; // 4: a tiled choice carries a measured bnPrologue; 3: dW fetches U = 2 pixel steps before their products
 
 export interface ConvTuneResult {
   /** the candidate's name (convTuningName) */
@@ -32,6 +37,11 @@ export interface ConvTuneResult {
   ms: number;
   /** per candidate, ms of fwd + dx + dW on each tuning layer (measured runs only); Infinity = rejected or not reached */
   timings: { name: string; ms: number[] }[];
+  /**
+   * Where the choice is the tiled kernel (measured runs only): ms of batchNorm -> conv, forward and backward, on
+   * each tuning layer with the batchNorm as the conv's prologue and without; `choice.bnPrologue` holds the pick.
+   */
+  prologue?: { on: number[]; off: number[] };
 }
 
 /** A tuning layer: [N, H, Cin, Cout], 3x3, stride 1, padding 1. */
@@ -66,7 +76,7 @@ export const SWITCH_MARGIN = 0.85;
 export function convTuningName(t: ConvTuning): string {
   if (t.variant === 'tiled') {
     const { TM, TN, TK, RM, CQ } = t.tiled;
-    return `tiled ${TM}x${TN}x${TK} r${RM}c${CQ}`;
+    return `tiled ${TM}x${TN}x${TK} r${RM}c${CQ}${t.bnPrologue === undefined ? '' : t.bnPrologue ? ' +bn-prologue' : ' -bn-prologue'}`;
   }
   const { RB, CB, RQ, dwCB, U, narrowRows } = t.tiles;
   return `${t.variant} RB${RB} CB${CB} RQ${RQ} dwCB${dwCB} U${U} narrow${narrowRows}${t.textures ? ' +textures' : ''}`;
@@ -81,7 +91,12 @@ const TILED_CANDIDATES: TiledTiles[] = [
   { TM: 64, TN: 32, TK: 8, RM: 4, CQ: 2 },
 ];
 
-/** The tunings worth timing here: the default first, the other lane kernels, the tiled kernel at a few tiles. */
+/**
+ * The tunings worth timing here: the default first, the other lane kernels, the tiled kernel at a few tiles. A
+ * tile whose epilogue reduction does not fit beside it in workgroup memory is left out where the default tile's
+ * does: it would lose the forward's moments and dx's batchNorm sums, passes over memory that the tuning layers'
+ * timings do not see.
+ */
 export function candidatesFor(): ConvTuning[] {
   const def = defaultConvTuning();
   const out: ConvTuning[] = [def];
@@ -97,7 +112,8 @@ export function candidatesFor(): ConvTuning[] {
     }
     add({ ...def, variant: 'portable', textures });
   }
-  for (const tiled of TILED_CANDIDATES) add({ ...def, variant: 'tiled', tiled });
+  const roomy = tiledEpilogueFits(DEFAULT_TILED_TILES);
+  for (const tiled of TILED_CANDIDATES) if (!roomy || tiledEpilogueFits(tiled)) add({ ...def, variant: 'tiled', tiled });
   return out;
 }
 
@@ -183,6 +199,66 @@ async function measure(candidates: ConvTuning[], shapes: ConvTuneLayer[], budget
   return ms;
 }
 
+/** The batchNorm of the prologue measurement: training, with its ReLU, two groups (BYOL's two views). */
+const PROLOGUE_BN = { training: true, relu: true, groups: 2 } as const;
+
+/**
+ * batchNorm -> conv on each layer, forward and backward, with `t`'s tiled kernels and the batchNorm as the conv's
+ * prologue and not, timed in rounds like the candidates; both must give the same output. Returns the best ms of each
+ * setting per layer, or null where the two disagree or a layer cannot take the prologue (odd batch).
+ */
+async function measurePrologue(t: ConvTuning, shapes: ConvTuneLayer[], rounds: number): Promise<{ on: number[]; off: number[] } | null> {
+  if (shapes.some(([N]) => N % PROLOGUE_BN.groups !== 0)) return null;
+  const layers = shapes.map(([N, H, C, K], i) => {
+    const seed = 5000 + 1000 * i;
+    const leaf = (shape: number[], s: number, lo = -1, hi = 1) => tensor(uniformArray(shape.reduce((a, b) => a * b, 1), seed + s, lo, hi), shape, { requiresGrad: true });
+    return { x: leaf([N, H, H, C], 1), gamma: leaf([C], 2, 0.5, 1.5), beta: leaf([C], 3, -0.5, 0.5), w: leaf([3, 3, C, K], 4, -0.3, 0.3), dy: tensor(uniformArray(N * H * H * K, seed + 5), [N, H, H, K]) };
+  });
+  type L = (typeof layers)[number];
+  const run = (l: L, bnPrologue: boolean): Tensor => {
+    const y = tidy(() => batchNormConv2d(l.x, l.gamma, l.beta, null, PROLOGUE_BN, l.w, null, { padding: 1, tuning: { ...t, bnPrologue } }));
+    backward(y, l.dy);
+    for (const v of [l.x, l.gamma, l.beta, l.w]) {
+      v.grad?.dispose();
+      v.grad = null;
+    }
+    return y;
+  };
+  const time = async (l: L, on: boolean) => {
+    const s = performance.now();
+    run(l, on).dispose();
+    await sync();
+    return performance.now() - s;
+  };
+  const ms = { on: shapes.map(() => Infinity), off: shapes.map(() => Infinity) };
+  try {
+    for (const l of layers) {
+      const outs = [true, false].map((on) => run(l, on)); // compiles
+      const [a, b] = await Promise.all(outs.map((y) => y.toArray() as Promise<Float32Array>));
+      outs.forEach((y) => y.dispose());
+      if (normalizedError(a, b) > 1e-4) return null;
+    }
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < layers.length; i++) {
+        ms.on[i] = Math.min(ms.on[i], await time(layers[i], true));
+        ms.off[i] = Math.min(ms.off[i], await time(layers[i], false));
+      }
+    }
+  } finally {
+    for (const l of layers) [l.x, l.gamma, l.beta, l.w, l.dy].forEach((v) => v.dispose());
+  }
+  return ms;
+}
+
+/**
+ * Whether to run the batchNorm as the conv's prologue, from its timings: the adapter's default
+ * (bnPrologueDefault()) unless the other setting takes at most SWITCH_MARGIN of the default's time on every layer.
+ */
+export function choosePrologue(defaultOn: boolean, ms: { on: number[]; off: number[] }): boolean {
+  const [mine, other] = defaultOn ? [ms.on, ms.off] : [ms.off, ms.on];
+  return other.every((v, i) => v <= mine[i] * SWITCH_MARGIN) ? !defaultOn : defaultOn;
+}
+
 /** Picks the conv2d kernels for this adapter (measuring at most once per adapter) and installs them. */
 export async function tuneConv(opts: ConvTuneOptions = {}): Promise<ConvTuneResult> {
   const t0 = performance.now();
@@ -212,12 +288,22 @@ export async function tuneConv(opts: ConvTuneOptions = {}): Promise<ConvTuneResu
   for (let c = 1; c < candidates.length; c++) {
     if (ms[c].every((v, i) => v <= ms[0][i] * SWITCH_MARGIN) && total(c) < total(best)) best = c;
   }
+  let choice = candidates[best];
+  let prologue: { on: number[]; off: number[] } | undefined;
+  if (choice.variant === 'tiled') {
+    const p = await measurePrologue(choice, opts.layers ?? DEFAULT_TUNE_LAYERS, 3);
+    if (p) {
+      prologue = p;
+      choice = { ...choice, bnPrologue: choosePrologue(choice.bnPrologue ?? bnPrologueDefault(), p) };
+    }
+  }
   const result: ConvTuneResult = {
-    name: convTuningName(candidates[best]),
-    choice: candidates[best],
+    name: convTuningName(choice),
+    choice,
     source: 'measured',
     ms: performance.now() - t0,
     timings: candidates.map((c, i) => ({ name: convTuningName(c), ms: ms[i] })),
+    ...(prologue ? { prologue } : {}),
   };
   if (own) {
     cache[key] = { name: result.name, choice: result.choice, ms: ms[best], date: new Date().toISOString() };

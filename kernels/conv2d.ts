@@ -49,7 +49,7 @@ export { convOutSize, type ConvGeom };
 export {
   type ConvTiles, type TiledTiles, type ConvVariant, type ConvTuning, type ConvTuningOverrides,
   DEFAULT_CONV_TILES, DEFAULT_CONV_TILES_16, DEFAULT_TILED_TILES,
-  convSubgroupWidth, defaultConvTuning, fewChannelsDefault, texturesDefault, convTuning,
+  convSubgroupWidth, defaultConvTuning, fewChannelsDefault, texturesDefault, convTuning, bnPrologueDefault,
 } from './conv2d-tuning.ts';
 
 /**
@@ -133,7 +133,7 @@ function forwardMomentRows(g: ConvGeom, t: ConvTuning): number {
 }
 
 /** Whether a tile's epilogue reduction (tiledEpilogueBytes) fits beside the tile in the device's workgroup memory. */
-function tiledEpilogueFits(t: TiledTiles): boolean {
+export function tiledEpilogueFits(t: TiledTiles): boolean {
   const maxBytes = gpu('conv2d').info.limits.maxComputeWorkgroupStorageSize ?? 16384;
   return tiledShape(t, false).bytes + tiledEpilogueBytes(t) <= maxBytes;
 }

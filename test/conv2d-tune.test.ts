@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { liveTensors, sync } from '../nn/index.ts';
 import { setDeviceTuning } from '../engine/tuning.ts';
-import { tuneConv, clearConvTuneMemo, candidatesFor, convTuningName, SWITCH_MARGIN, type ConvTuneLayer } from '../kernels/conv2d-tune.ts';
-import { convTuning, defaultConvTuning, convSubgroupWidth } from '../kernels/conv2d.ts';
+import { tuneConv, clearConvTuneMemo, candidatesFor, convTuningName, choosePrologue, SWITCH_MARGIN, type ConvTuneLayer } from '../kernels/conv2d-tune.ts';
+import { convTuning, defaultConvTuning, convSubgroupWidth, bnPrologueDefault, tiledEpilogueFits, DEFAULT_TILED_TILES } from '../kernels/conv2d.ts';
 
 const t = suite('conv2d-tune');
 const dir = mkdtempSync(join(tmpdir(), 'byol-conv-tune-'));
@@ -28,6 +28,9 @@ t('the candidates: the default first, every variant this adapter can run, the ti
   assert.ok(variants.has('tiled') && variants.has('portable'));
   assert.is(variants.has('subgroups'), convSubgroupWidth() > 0);
   assert.is(new Set(c.map(convTuningName)).size, c.length, 'no candidate twice');
+  if (tiledEpilogueFits(DEFAULT_TILED_TILES)) {
+    for (const x of c) if (x.variant === 'tiled') assert.ok(tiledEpilogueFits(x.tiled), `${convTuningName(x)} keeps the moments and dx sums`);
+  }
 });
 
 t('measures, keeps the default unless a candidate beats it on every layer, installs the choice', async () => {
@@ -40,11 +43,35 @@ t('measures, keeps the default unless a candidate beats it on every layer, insta
   assert.ok(r.timings.every((x) => x.ms.length === layers.length && x.ms.every(Number.isFinite)), 'both timed on both layers');
   const [def, other] = r.timings.map((x) => x.ms);
   const beats = other.every((v, i) => v <= def[i] * SWITCH_MARGIN);
-  assert.is(r.name, convTuningName(candidates[beats ? 1 : 0]));
+  // a tiled choice also carries its measured prologue setting
+  assert.is(convTuningName({ ...r.choice, bnPrologue: undefined }), convTuningName(candidates[beats ? 1 : 0]));
+  assert.is(!!r.prologue, beats, 'the prologue is measured where the tiled kernel is chosen');
   assert.is(convTuningName(convTuning()), r.name, 'installed as the device record');
   assert.is(existsSync(cacheFile), false, 'explicit candidates are not cached');
   await sync();
   assert.is(liveTensors(), before, 'tuning frees its tensors');
+});
+
+t('choosePrologue keeps the default unless the other setting wins by the margin on every layer', () => {
+  const fast = 100 * SWITCH_MARGIN - 1;
+  assert.is(choosePrologue(true, { on: [100, 100], off: [fast, fast] }), false, 'off wins everywhere');
+  assert.is(choosePrologue(true, { on: [100, 100], off: [fast, 100] }), true, 'off wins on one layer only');
+  assert.is(choosePrologue(true, { on: [100, 100], off: [99, 99] }), true, 'off wins by less than the margin');
+  assert.is(choosePrologue(false, { on: [fast, fast], off: [100, 100] }), true, 'on wins everywhere');
+  assert.is(choosePrologue(false, { on: [fast, 101], off: [100, 100] }), false);
+});
+
+t('a tiled choice measures batchNorm -> conv with the prologue on and off and keeps the pick in the record', async () => {
+  const before = liveTensors();
+  const tiled = { ...defaultConvTuning(), variant: 'tiled' as const, tiled: { TM: 32, TN: 16, TK: 8, RM: 4, CQ: 1 } };
+  const r = await tuneConv({ cacheFile, layers, candidates: [tiled], budgetMs: 1e7 });
+  assert.ok(r.prologue, 'measured');
+  for (const ms of [r.prologue!.on, r.prologue!.off]) assert.ok(ms.length === layers.length && ms.every((v) => Number.isFinite(v) && v > 0), JSON.stringify(r.prologue));
+  assert.is(r.choice.bnPrologue, choosePrologue(bnPrologueDefault(), r.prologue!));
+  assert.ok(r.name.endsWith(r.choice.bnPrologue ? '+bn-prologue' : '-bn-prologue'), r.name);
+  assert.is(convTuning().bnPrologue, r.choice.bnPrologue, 'installed');
+  await sync();
+  assert.is(liveTensors(), before, 'the measurement frees its tensors and gradients');
 });
 
 t('apply: false reports without installing; the choice is cached per adapter on disk and in memory', async () => {
