@@ -18,7 +18,8 @@ import { fileURLToPath } from 'node:url';
 import type { Sample, Side } from './harness.ts';
 import { median } from './harness.ts';
 
-export const PYTHON = '/usr/bin/python3';
+/** Debian's python3 with python3-torch; BYOL_PYTHON names another (engine/device-check.sh: the GPU machine's). */
+export const PYTHON = process.env.BYOL_PYTHON ?? '/usr/bin/python3';
 export const TORCH_INSTALL_HINT = "bash engine/setup.sh --bench (as root; Debian's python3-torch, about 1 GB)";
 const POLICIES = ['default', 'passive'] as const;
 const FORMATS = ['contiguous', 'channels_last'] as const;

@@ -47,23 +47,12 @@ slug="$(printf '%s' "$gpu_name" | tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-
 echo "gpu-check: $gpu_name (driver $driver) -> bench/results/gpu-$slug.*"
 
 # ---- Vulkan: the loader, and NVIDIA's ICD ----
-shared_libs() { ldconfig -p 2>/dev/null || /sbin/ldconfig -p; }
+. "$here/engine/nvidia-vulkan.sh"
 if ! shared_libs | grep -q 'libvulkan\.so\.1'; then
   echo "gpu-check: installing the Vulkan loader (libvulkan1)"
   apt_install libvulkan1
 fi
-icd=""
-for f in /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json; do
-  [ -f "$f" ] && { icd="$f"; break; }
-done
-if [ -z "$icd" ]; then
-  shared_libs | grep -q 'libGLX_nvidia\.so\.0' ||
-    die "no Vulkan driver of NVIDIA's (neither nvidia_icd.json nor libGLX_nvidia.so.0); in a container set NVIDIA_DRIVER_CAPABILITIES=all (or add 'graphics')"
-  # the driver's library is there but nobody wrote its manifest (typical in containers)
-  icd="${TMPDIR:-/tmp}/byol-webgpu-nvidia_icd.json"
-  printf '{ "file_format_version": "1.0.0", "ICD": { "library_path": "libGLX_nvidia.so.0", "api_version": "1.3.0" } }\n' >"$icd"
-  echo "gpu-check: wrote $icd (the driver ships none here)"
-fi
+icd="$(nvidia_vulkan_icd)" || die "no NVIDIA Vulkan driver found"
 # only NVIDIA's driver: Dawn would otherwise also see lavapipe where Mesa is installed
 export VK_DRIVER_FILES="$icd" VK_ICD_FILENAMES="$icd"
 
