@@ -277,7 +277,8 @@ export function tiledDwDecl(v: TiledDw): KernelDecl {
     lines(4, [
       `{ let k = li / ${MQ}u + ${j * (WG / MQ)}u;`,
       `  let px = px0 + k;`,
-      `  let n = i32(px / (p.OH * p.OW)); let oh = i32((px / p.OW) % p.OH); let ow = i32(px % p.OW);`,
+      // past the last pixel (px >= total, discarded by ok) the image index stays in range for x and the prologue's statistics
+      `  let n = i32(min(px, p.total - 1u) / (p.OH * p.OW)); let oh = i32((px / p.OW) % p.OH); let ow = i32(px % p.OW);`,
       `  let yy = oh * p.s + ky; let xx = ow * p.s + kx;`,
       `  let ok = rowOk && px < end && yy >= 0 && yy < p.H && xx >= 0 && xx < p.W;`,
       `  if (k < ${TK}u) { Xs[k * ${MQ}u + xq] = select(vec4<f32>(0.0), ${v.bnPrologue ? `bnIn(${loadX}, ciq, u32(n))` : loadX}, ok); } }`,

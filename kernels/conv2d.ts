@@ -132,6 +132,15 @@ function forwardMomentRows(g: ConvGeom, t: ConvTuning): number {
   return rows > 0 && rows % rowsPerTile === 0 ? rowsPerTile : 0;
 }
 
+/**
+ * The forward's moments output for y where `want` and the layer's row tiles allow (forwardMomentRows), else null;
+ * y.attachMoments(...) after the launch hands them to the batchNorm that reads y.
+ */
+function forwardMoments(g: ConvGeom, t: ConvTuning, y: Tensor, want: boolean | undefined): { partials: Tensor; rowsPerPartial: number } | null {
+  const rows = want ? forwardMomentRows(g, t) : 0;
+  return rows ? { partials: empty([y.size / g.Cout / rows, 2, g.Cout], 'f32', 'conv2d'), rowsPerPartial: rows } : null;
+}
+
 /** Whether a tile's epilogue reduction (tiledEpilogueBytes) fits beside the tile in the device's workgroup memory. */
 export function tiledEpilogueFits(t: TiledTiles): boolean {
   const maxBytes = gpu('conv2d').info.limits.maxComputeWorkgroupStorageSize ?? 16384;
@@ -152,8 +161,24 @@ interface BnSumsArgs {
   grpRows: number;
 }
 
+/** The optional operands of a forward or dx GEMM launch: the bias, the epilogue's and the prologue's. */
+interface GatherExtras {
+  bias?: Tensor | null;
+  /** epilogue: added to every stored value (a gradient accumulated so far, or a residual) */
+  addend?: Tensor | null;
+  /** fwd epilogue: the per-tile ChannelMoments to write (forwardMoments) */
+  moments?: Tensor | null;
+  /** epilogue, last: max(value, 0) */
+  relu?: boolean;
+  /** dx epilogue: a batchNorm's backward sums */
+  bn?: BnSumsArgs | null;
+  /** fwd prologue: a batchNorm over the image (tiled kernels) */
+  pro?: BnPrologueArgs | null;
+}
+
 /** Launches a forward or dx GEMM (dx: one set of row tiles per parity class of the stride). */
-function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, bias: Tensor | null, out: Tensor, t: ConvTuning, addend: Tensor | null = null, moments: Tensor | null = null, relu = false, bn: BnSumsArgs | null = null, pro: BnPrologueArgs | null = null): void {
+function runGather(mode: 'fwd' | 'dx', g: ConvGeom, a: Tensor, b: Tensor, out: Tensor, t: ConvTuning, extras: GatherExtras = {}): void {
+  const { bias = null, addend = null, moments = null, relu = false, bn = null, pro = null } = extras;
   const CK = mode === 'fwd' ? g.Cin : g.Cout;
   const CN = mode === 'fwd' ? g.Cout : g.Cin;
   const S = g.stride;
@@ -398,16 +423,16 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2
     return y;
   }
   const p = paddedGeom(g);
-  const momentRows = opts.moments ? forwardMomentRows(p ?? g, t) : 0;
-  const moments = momentRows ? empty([y.size / g.Cout / momentRows, 2, g.Cout], 'f32', 'conv2d') : null;
+  const m = forwardMoments(p ?? g, t, y, opts.moments);
+  const extras = { bias, addend: ep.add, moments: m?.partials, relu: ep.relu };
   if (p) {
     const x4 = padInput(x, g, p);
     const w4 = padWeight(w, g, p);
-    runGather('fwd', p, x4, w4, bias, y, t, ep.add, moments, ep.relu);
+    runGather('fwd', p, x4, w4, y, t, extras);
     x4.dispose();
     w4.dispose();
-  } else runGather('fwd', g, x, w, bias, y, t, ep.add, moments, ep.relu);
-  if (moments) y.attachMoments({ partials: moments, rowsPerPartial: momentRows });
+  } else runGather('fwd', g, x, w, y, t, extras);
+  if (m) y.attachMoments(m);
   return y;
 }
 
@@ -423,7 +448,7 @@ export function conv2dBackwardInput(dy: Tensor, w: Tensor, g: ConvGeom, opts: Pi
   const dx = empty([g.N, g.H, g.W, p ? p.Cin : g.Cin], 'f32', 'conv2d.dx');
   const w4 = p ? padWeight(w, g, p) : w;
   const wt = transposeWeight(w4, p ?? g);
-  runGather('dx', p ?? g, dy, wt, null, dx, t, p ? null : addend);
+  runGather('dx', p ?? g, dy, wt, dx, t, { addend: p ? null : addend });
   wt.dispose();
   if (!p) return dx;
   w4.dispose();
@@ -474,7 +499,7 @@ export function conv2dBackwardInputWithBnSums(
   const dx = empty([g.N, g.H, g.W, g.Cin], 'f32', 'conv2d.dx');
   const part = empty([rows / rowsPerTile, 2, g.Cin], 'f32', 'conv2d.dx');
   const wt = transposeWeight(w, g);
-  runGather('dx', g, dy, wt, null, dx, t, null, null, false, { ...bn, part, grpRows: rows / bn.groups });
+  runGather('dx', g, dy, wt, dx, t, { bn: { ...bn, part, grpRows: rows / bn.groups } });
   wt.dispose();
   return { dx, part, tilesPerGroup: rows / bn.groups / rowsPerTile };
 }
@@ -531,10 +556,9 @@ export function conv2dWithBnPrologue(x: Tensor, w: Tensor, bias: Tensor | null, 
   const t = usableTuning(opts.tuning);
   const y = empty([g.N, g.OH, g.OW, g.Cout], 'f32', 'conv2d');
   if (y.size === 0) return y;
-  const momentRows = opts.moments ? forwardMomentRows(g, t) : 0;
-  const moments = momentRows ? empty([y.size / g.Cout / momentRows, 2, g.Cout], 'f32', 'conv2d') : null;
-  runGather('fwd', g, x, w, bias, y, t, null, moments, false, null, pro);
-  if (moments) y.attachMoments({ partials: moments, rowsPerPartial: momentRows });
+  const m = forwardMoments(g, t, y, opts.moments);
+  runGather('fwd', g, x, w, y, t, { bias, moments: m?.partials, pro });
+  if (m) y.attachMoments(m);
   return y;
 }
 
