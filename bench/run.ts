@@ -11,7 +11,7 @@
 // Each row: the check (one op of each engine, outputs compared), then samples of k ops back to back + one wait
 // for the device, ours and the peers' alternating. Times are wall-clock per op; ratio = peer / ours.
 // Rows with a `torch` spec (the BYOL steps) also run in PyTorch on the CPU (ratio_torch = torch / ours), and print
-// their model FLOP rate beside our matmul 1024³ rate of the same run, and our dispatches per step.
+// their model FLOP rate beside our matmul 1024³ rate of the same run, and our dispatches per step and the host's time to record one.
 
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -27,7 +27,7 @@ const { tuneMatmul } = await import('../kernels/matmul-tune.ts');
 const { tuneConv } = await import('../kernels/conv2d-tune.ts');
 const { broadcastLanes } = await import('../kernels/matmul.ts');
 const { lavapipeConfig } = await import('../engine/lavapipe.ts');
-const { measureInterleaved, localSide, ForeignCpu, cpuModel, loadAverage, fmtMs, fmtRate, markdownTable } = await import('./harness.ts');
+const { measureInterleaved, localSide, ForeignCpu, cpuModel, loadAverage, fmtMs, fmtRate, markdownTable, median } = await import('./harness.ts');
 const { normalizedDiff } = await import('./case.ts');
 const { peerInProcess, peerProcess } = await import('./peer.ts');
 const { torchPeer } = await import('./peer-torch.ts');
@@ -71,6 +71,8 @@ interface Row {
   foreign_cpu_pct: number | null;
   /** our dispatches per op (recorderStats().dispatches over one op) */
   dispatches: number;
+  /** host ms to record (and submit) one op of ours, until it returns: a device faster than this waits on the host */
+  ours_record_ms: number;
   /** PyTorch peer (step rows): ms per op (median, min), CPU ms per op, images/s, the configuration it chose */
   torch_ms: number | null;
   torch_min_ms: number | null;
@@ -199,6 +201,14 @@ for (const { c, index } of picked) {
   ours.op();
   await sync();
   const dispatches = recorderStats().dispatches - d0;
+  // the host's share: recording (and submitting) one op until it returns, median of 3; a GPU faster than this waits
+  const recordMs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r0 = performance.now();
+    ours.op();
+    recordMs.push(performance.now() - r0);
+    await sync();
+  }
   const sides: Side[] = [localSide(ours.op, sync, undefined, timer)];
   if (theirs) sides.push(theirs.side);
   if (onTorch) sides.push(onTorch.side);
@@ -236,6 +246,7 @@ for (const { c, index } of picked) {
     first_ms: [t.firstMs, p?.firstMs ?? null],
     foreign_cpu_pct: foreign.percent((peer?.ownCpuMs() ?? 0) + (torch?.ownCpuMs() ?? 0) - peerCpu0),
     dispatches,
+    ours_record_ms: median(recordMs),
     torch_ms: q?.medianMs ?? null,
     torch_min_ms: q?.minMs ?? null,
     torch_cpu_ms: q?.cpuMs ?? null,
@@ -271,7 +282,7 @@ for (const { c, index } of picked) {
     const mm = machine.matmul1024_gflops;
     console.log(`  model FLOPs ${(row.model_flops! / 1e9).toFixed(2)} G/step (${(row.model_flops! / c.images! / 1e6).toFixed(0)} M/image): ours ${fmtRate(row.model_gflops)} GFLOPS` +
       `${mm != null ? ` = ${((100 * row.model_gflops) / mm).toFixed(0)}% of our matmul 1024³ in this run (${fmtRate(mm)} GFLOPS)` : ''}` +
-      `${row.torch_model_gflops != null ? `, torch ${fmtRate(row.torch_model_gflops)}` : ''}${row.peer_model_gflops != null ? `, tfjs ${fmtRate(row.peer_model_gflops)}` : ''}; ${row.dispatches} dispatches/step`);
+      `${row.torch_model_gflops != null ? `, torch ${fmtRate(row.torch_model_gflops)}` : ''}${row.peer_model_gflops != null ? `, tfjs ${fmtRate(row.peer_model_gflops)}` : ''}; ${row.dispatches} dispatches/step, recorded by the host in ${row.ours_record_ms.toFixed(1)} ms`);
   }
 }
 machine.load_after = loadAverage();

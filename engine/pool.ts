@@ -23,6 +23,9 @@ export interface PoolStats {
 
 export class BufferPool {
   private free = new Map<number, GPUBuffer[]>();
+  /** creation order of each buffer: reuse takes the oldest free one of its size (afterSubmit) */
+  private order = new WeakMap<GPUBuffer, number>();
+  private created = 0;
   private released: GPUBuffer[] = [];
   private _releasedBytes = 0;
   private live = new Set<GPUBuffer>();
@@ -41,6 +44,7 @@ export class BufferPool {
     if (buf) this.pooled--;
     else {
       buf = this.device.createBuffer({ size, usage: USAGE_STORAGE, label });
+      this.order.set(buf, this.created++);
       this.allocatedBytes += size;
     }
     this.live.add(buf);
@@ -60,14 +64,22 @@ export class BufferPool {
     return this._releasedBytes;
   }
 
-  /** Called right after a submit: buffers released before it may now be reused. */
+  /**
+   * Called right after a submit: buffers released before it may now be reused. Each size class hands out its
+   * oldest free buffer first, so a loop that allocates the same way every step gets the same buffers every step,
+   * and the recorder's bind groups for them are reused (engine/recorder.ts, bindGroupFor).
+   */
   afterSubmit(): void {
+    const touched = new Set<GPUBuffer[]>();
     for (const b of this.released) {
       let list = this.free.get(b.size);
       if (!list) this.free.set(b.size, (list = []));
       list.push(b);
+      touched.add(list);
       this.pooled++;
     }
+    // newest first: pop() takes the oldest
+    for (const list of touched) list.sort((a, b) => this.order.get(b)! - this.order.get(a)!);
     this.released.length = 0;
     this._releasedBytes = 0;
   }

@@ -53,6 +53,10 @@ interface EngineState {
   /** Idle MAP_READ buffers by size class: a readback reuses one instead of creating and destroying it. */
   staging: Map<number, GPUBuffer[]>;
   stagingBytes: number;
+  /** Bind groups by pipeline and bound resources (bindGroupFor), least recently used first. */
+  bindGroups: Map<string, GPUBindGroup>;
+  bindGroupHits: number;
+  bindGroupMisses: number;
 }
 
 /**
@@ -81,6 +85,8 @@ export function setAutoFlush(limits: Partial<AutoFlushLimits>): AutoFlushLimits 
 const MAX_STAGING_PER_SIZE = 4;
 const MAX_STAGING_BYTES = 64 * 2 ** 20;
 const MAX_UNIFORMS = 4096;
+/** Bind groups kept (bindGroupFor): a BYOL training step launches about 200 kernels, an evaluation a few dozen. */
+const MAX_BIND_GROUPS = 4096;
 const MAX_ERRORS = 16;
 let state: EngineState | null = null;
 
@@ -113,6 +119,9 @@ function engine(op?: string): EngineState {
       readbacks: 0,
       staging: new Map(),
       stagingBytes: 0,
+      bindGroups: new Map(),
+      bindGroupHits: 0,
+      bindGroupMisses: 0,
     };
   }
   return state;
@@ -269,14 +278,7 @@ export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number,
   }
   if (x === 0 || y === 0 || z === 0) return;
   const { pipeline, layout } = pipelineFor(spec);
-  const entries: GPUBindGroupEntry[] = args.map((a, binding) => {
-    if (a instanceof ArrayBuffer) return { binding, resource: { buffer: uniformFor(a) } };
-    if (!('buffer' in a)) return { binding, resource: a };
-    return { binding, resource: { buffer: a.buffer, offset: a.offset, size: a.size } };
-  });
-  device.pushErrorScope('validation');
-  const bindGroup = device.createBindGroup({ layout, entries });
-  watchErrors(device, `${spec.name}: invalid bindings`);
+  const bindGroup = bindGroupFor(spec, pipeline, layout, args, device);
   const pass = openPass();
   pass.setPipeline(pipeline);
   pass.setBindGroup(0, bindGroup);
@@ -285,6 +287,59 @@ export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number,
   s.dispatches++;
   if (s.opsSinceSubmit.length < 64) s.opsSinceSubmit.push(spec.name);
   if (++s.dispatchesSinceSubmit >= autoFlush.dispatches || s.pool.releasedBytes >= autoFlush.releasedBytes) flush();
+}
+
+// Objects (pipelines, buffers, texture views) by a number that is never reused: a key that names a destroyed buffer
+// can never match again, since the pool never hands out a destroyed buffer's object.
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+function objectId(o: object): number {
+  let id = objectIds.get(o);
+  if (id === undefined) objectIds.set(o, (id = nextObjectId++));
+  return id;
+}
+
+let reuseBindGroups = true;
+/** Turns the reuse of bind groups (bindGroupFor) on or off, for A/B measurements and tests; returns the previous setting. */
+export function setBindGroupReuse(on: boolean): boolean {
+  const prev = reuseBindGroups;
+  reuseBindGroups = on;
+  return prev;
+}
+
+/**
+ * The bind group of one launch, reused where the same pipeline binds the same resources (same buffers, ranges,
+ * uniform contents, texture views): a training step launches the same kernels on the same pooled buffers every
+ * step, and creating a bind group is most of a launch's host time in Dawn (about 25 us). A new one is created under
+ * an error scope, so that an invalid binding names the op.
+ */
+function bindGroupFor(spec: KernelSpec, pipeline: GPUComputePipeline, layout: GPUBindGroupLayout, args: LaunchArg[], device: GPUDevice): GPUBindGroup {
+  const s = engine();
+  const entries: GPUBindGroupEntry[] = args.map((a, binding) => {
+    if (a instanceof ArrayBuffer) return { binding, resource: { buffer: uniformFor(a) } };
+    if (!('buffer' in a)) return { binding, resource: a };
+    return { binding, resource: { buffer: a.buffer, offset: a.offset, size: a.size } };
+  });
+  let key = String(objectId(pipeline));
+  for (const e of entries) {
+    const r = e.resource as GPUBufferBinding | GPUTextureView;
+    key += 'buffer' in r ? `|${objectId(r.buffer)}:${r.offset ?? 0}:${r.size ?? ''}` : `|t${objectId(r)}`;
+  }
+  let bindGroup = reuseBindGroups ? s.bindGroups.get(key) : undefined;
+  if (bindGroup) {
+    s.bindGroupHits++;
+    s.bindGroups.delete(key); // refresh its place in the LRU order
+    s.bindGroups.set(key, bindGroup);
+    return bindGroup;
+  }
+  s.bindGroupMisses++;
+  device.pushErrorScope('validation');
+  bindGroup = device.createBindGroup({ label: spec.name, layout, entries });
+  watchErrors(device, `${spec.name}: invalid bindings`, () => s.bindGroups.delete(key));
+  if (!reuseBindGroups) return bindGroup;
+  s.bindGroups.set(key, bindGroup);
+  if (s.bindGroups.size > MAX_BIND_GROUPS) s.bindGroups.delete(s.bindGroups.keys().next().value as string);
+  return bindGroup;
 }
 
 /**
@@ -434,6 +489,10 @@ export interface RecorderStats {
   readbacks: number;
   pipelines: number;
   uniforms: number;
+  /** bind groups kept, and launches that reused one or created one (bindGroupFor) */
+  bindGroups: number;
+  bindGroupHits: number;
+  bindGroupMisses: number;
 }
 
 /** The kernel specs behind every pipeline of this device, in creation order (tests check where they came from). */
@@ -443,7 +502,10 @@ export function pipelineSpecs(): KernelSpec[] {
 
 export function recorderStats(): RecorderStats {
   const s = engine();
-  return { dispatches: s.dispatches, submits: s.submits, readbacks: s.readbacks, pipelines: s.pipelines.size, uniforms: s.uniforms.size };
+  return {
+    dispatches: s.dispatches, submits: s.submits, readbacks: s.readbacks, pipelines: s.pipelines.size, uniforms: s.uniforms.size,
+    bindGroups: s.bindGroups.size, bindGroupHits: s.bindGroupHits, bindGroupMisses: s.bindGroupMisses,
+  };
 }
 
 /** Packs uniform parameters: u32 for integers given as {u: n}, i32 as {i: n}, f32 for plain numbers. */

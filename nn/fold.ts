@@ -17,6 +17,7 @@
 import { Tensor, tensor, empty, keep, tidy, fmtShape } from '../engine/tensor.ts';
 import { noGrad } from '../engine/tape.ts';
 import { add, addRelu, relu } from '../kernels/elementwise.ts';
+import { full } from '../engine/ew.ts';
 import { matmul } from '../kernels/matmul.ts';
 import { conv2d, convOutSize } from '../kernels/conv2d.ts';
 import { Module, Linear } from './module.ts';
@@ -114,6 +115,9 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
   // output's shape, which only its BN reads (the trace checked that no other module does; the sample check below
   // catches an op outside the modules that would read it). Placeholder -> the conv's input.
   const deferred = new Map<Tensor, Tensor>();
+  // during the sample check the placeholders hold NaN, so an op that reads one shows in the check's output whatever
+  // the pool's buffer last held (with the pool's reuse order that can be the very values the trace computed)
+  let poison = false;
   try {
     for (const { layer, bn } of pairs) {
       const [w, gamma, beta, mu, v] = await Promise.all([layer.weight.value, bn.weight.value, bn.bias.value, bn.runningMean.value, bn.runningVar.value].map(read));
@@ -134,7 +138,8 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
         overrides.set(layer, (x) => {
           if (x.rank !== 4) throw new Error(`${what}: '${names.get(layer)}' got ${fmtShape(x.shape)}, expected NHWC [N, H, W, C]`);
           const [N, H, Wd] = x.shape;
-          const placeholder = empty([N, convOutSize(H, KH, layer.stride, layer.padding), convOutSize(Wd, KW, layer.stride, layer.padding), cout], 'f32', what);
+          const shape = [N, convOutSize(H, KH, layer.stride, layer.padding), convOutSize(Wd, KW, layer.stride, layer.padding), cout];
+          const placeholder = poison ? full(shape, NaN) : empty(shape, 'f32', what);
           deferred.set(placeholder, x);
           return placeholder;
         });
@@ -167,7 +172,13 @@ export async function foldBatchNorm(model: Module, sample: Tensor, opts: FoldOpt
 
     // the check: the folded forward against the traced one on the same sample
     const diff = noGrad(() => tidy(() => {
-      const y = forward(sample);
+      poison = true;
+      let y: Tensor;
+      try {
+        y = forward(sample);
+      } finally {
+        poison = false;
+      }
       if (y.shape.length !== reference.shape.length || y.shape.some((d, i) => d !== reference.shape[i])) {
         throw new Error(`${what}: the folded forward returned ${fmtShape(y.shape)}, the model ${fmtShape(reference.shape)}`);
       }

@@ -9,7 +9,7 @@ export { Tensor, Storage, tensor, variable, zeros, empty, tidy, tidyAsync, keep,
 export { backward, noGrad, detach, clearTape, tapeLength, isGradEnabled, setTapeWarning } from '../engine/tape.ts';
 // Tensor methods (x.add(y), x.matmul(w), loss.backward(), ...): installed on Tensor.prototype by this import
 import '../kernels/methods.ts';
-export { flush, sync, recorderStats, pool, setAutoFlush, recordDispatches, type RecordedDispatch } from '../engine/recorder.ts';
+export { flush, sync, recorderStats, pool, setAutoFlush, setBindGroupReuse, recordDispatches, type RecordedDispatch } from '../engine/recorder.ts';
 export { defineKernel, kernel, dumpWgslTo, type Kernel, type KernelDecl, type KernelArg, type UniformType, type BindingDecl, type Grid } from '../engine/kernel.ts';
 export { NonFiniteMonitor, type HealthReport } from '../engine/health.ts';
 export { liveTensors, memoryStats } from '../engine/memory.ts';
