@@ -75,8 +75,8 @@ export function defaultReduceTuningFor(maxSubgroupSize: number): ReduceTuning {
 
 /** The record one call uses (this device's, with `over` applied), checked against the device; errors name `op`. */
 export function reduceTuning(over?: Partial<ReduceTuning>, op = 'reduce'): ReduceTuning {
+  const c = gpu(op); // first: on a lost device the error names the caller's op, not the defaults' probe
   const t = tuningFor<ReduceTuning>(REDUCE_TUNING, defaultReduceTuning, over);
-  const c = gpu(op);
   const wg = t.workgroupSize;
   const limit = Math.min(512, c.info.limits.maxComputeInvocationsPerWorkgroup ?? 256, c.info.limits.maxComputeWorkgroupSizeX ?? 256);
   if (!Number.isInteger(wg) || wg < 32 || wg > limit || (wg & (wg - 1)) !== 0) {
