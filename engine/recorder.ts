@@ -34,6 +34,8 @@ interface CachedPipeline {
 interface EngineState {
   pool: BufferPool;
   pipelines: Map<string, CachedPipeline>;
+  /** The same pipelines by the spec object they were made for (pipelineFor's shortcut). */
+  pipelineBySpec: WeakMap<KernelSpec, CachedPipeline>;
   uniforms: Map<string, GPUBuffer>;
   retiredUniforms: GPUBuffer[];
   encoder: GPUCommandEncoder | null;
@@ -104,6 +106,7 @@ function engine(op?: string): EngineState {
     state = {
       pool: new BufferPool(device, device.limits.maxBufferSize),
       pipelines: new Map(),
+      pipelineBySpec: new WeakMap(),
       uniforms: new Map(),
       retiredUniforms: [],
       encoder: null,
@@ -160,11 +163,17 @@ function watchErrors(device: GPUDevice, what: string, onError?: (message: string
 
 function pipelineFor(spec: KernelSpec): CachedPipeline {
   const s = engine(spec.name);
+  // a declared kernel launches with the same spec object every time: found without building the key from its WGSL
+  let p = s.pipelineBySpec.get(spec);
+  if (p) return p;
   const key = spec.bindings.join(',') + '|' + (spec.entry ?? 'main') + '|' + spec.code;
   const failed = s.failed.get(key);
   if (failed) throw new Error(failed);
-  let p = s.pipelines.get(key);
-  if (p) return p;
+  p = s.pipelines.get(key);
+  if (p) {
+    s.pipelineBySpec.set(spec, p);
+    return p;
+  }
   const { device } = gpu(spec.name);
   device.pushErrorScope('validation');
   const entries: GPUBindGroupLayoutEntry[] = spec.bindings.map((kind, binding) =>
@@ -187,9 +196,11 @@ function pipelineFor(spec: KernelSpec): CachedPipeline {
     // keep the message, drop the invalid pipeline: every later launch of this kernel throws it synchronously
     s.failed.set(key, `kernel '${spec.name}' failed to compile: ${message}`);
     s.pipelines.delete(key);
+    s.pipelineBySpec = new WeakMap(); // forget every spec's shortcut to the invalid pipeline
   });
   p = { pipeline, layout, spec };
   s.pipelines.set(key, p);
+  s.pipelineBySpec.set(spec, p);
   return p;
 }
 
