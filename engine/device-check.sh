@@ -5,7 +5,8 @@
 # what each printed to $OUT (or bench/results/device/ without it):
 #   adapter.txt     the adapter Dawn found (it must be NVIDIA's)
 #   tune-conv.txt   tuneConv's timings and choice, the batchNorm-prologue measurement included (issue 13)
-#   fusion-ab.txt   the training step with and without each fusion: bn-prologue, moments, bn-sums, and with a
+#   fusion-ab.txt   the training step with and without each fusion: bn-prologue, moments, bn-sums; with bind groups
+#                   reused or not; and with a
 #                   submit every 24 dispatches (the host records a step in ~40 ms: a GPU may wait on it) (issue 13)
 #   bench.txt       the quick bench, and bench.json its rows (issue 15's GPU table)
 #   tests.txt       the test suite (issue 15)
@@ -77,7 +78,7 @@ if wants tune-conv; then
   stage tune-conv-tiled tune-conv.txt 0.10 "${tsx[@]}" bench/tune-conv.ts --tiled
 fi
 if wants fusion-ab; then
-  for what in bn-prologue moments bn-sums submit:24; do
+  for what in bn-prologue moments bn-sums submit:24 bind-groups; do
     stage "fusion-ab $what" fusion-ab.txt 0.12 "${tsx[@]}" bench/step-fusion-ab.ts 20 --what "$what"
   done
 fi
