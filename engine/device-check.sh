@@ -5,9 +5,9 @@
 # what each printed to $OUT (or bench/results/device/ without it):
 #   adapter.txt     the adapter Dawn found (it must be NVIDIA's)
 #   tune-conv.txt   tuneConv's timings and choice, the batchNorm-prologue measurement included (issue 13)
-#   fusion-ab.txt   the training step with and without each fusion: bn-prologue, moments, bn-sums; with bind groups
-#                   reused or not; and with a
-#                   submit every 24 dispatches (the host records a step in ~40 ms: a GPU may wait on it) (issue 13)
+#   fusion-ab.txt   the training step with and without each fusion (bn-prologue, moments, bn-sums), with bind
+#                   groups reused or not, and with a submit every 24 dispatches: the host records a step in 20-25
+#                   ms, which a GPU may wait on (issue 13)
 #   bench.txt       the quick bench, and bench.json its rows (issue 15's GPU table)
 #   tests.txt       the test suite (issue 15)
 # Usage: bash engine/device-check.sh [--budget SECONDS] [--stages LIST] [--any-adapter]
