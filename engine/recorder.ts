@@ -1,6 +1,7 @@
 // Command recording: every kernel launch goes into one open compute pass of one command encoder; flush()
 // submits it. A training step therefore costs one submit, and reading a tensor back is the only other sync.
-// Pipelines are cached by WGSL source, uniform buffers by their bytes (shapes repeat every step).
+// Pipelines are cached by WGSL source, uniform buffers by their bytes (shapes repeat every step), and bind groups by
+// pipeline and bound resources (the pool hands a step the same buffers every step).
 
 import { gpu, onRelease, unlessDeviceLost as unlessLost, quietOnRelease, DeviceLostError } from './device.ts';
 import { idleWhile } from './idle-wait.ts';
