@@ -73,6 +73,11 @@ export const DEFAULT_TUNE_LAYERS: ConvTuneLayer[] = [
 /** Keep the default unless a candidate takes at most this fraction of its time on every layer. */
 export const SWITCH_MARGIN = 0.85;
 
+/** Whether `other` takes at most SWITCH_MARGIN of `base`'s time on every layer: the one rule for any switch. */
+function beatsOnEveryLayer(other: number[], base: number[]): boolean {
+  return other.every((v, i) => v <= base[i] * SWITCH_MARGIN);
+}
+
 export function convTuningName(t: ConvTuning): string {
   if (t.variant === 'tiled') {
     const { TM, TN, TK, RM, CQ } = t.tiled;
@@ -256,7 +261,7 @@ async function measurePrologue(t: ConvTuning, shapes: ConvTuneLayer[], rounds: n
  */
 export function choosePrologue(defaultOn: boolean, ms: { on: number[]; off: number[] }): boolean {
   const [mine, other] = defaultOn ? [ms.on, ms.off] : [ms.off, ms.on];
-  return other.every((v, i) => v <= mine[i] * SWITCH_MARGIN) ? !defaultOn : defaultOn;
+  return beatsOnEveryLayer(other, mine) ? !defaultOn : defaultOn;
 }
 
 /** Picks the conv2d kernels for this adapter (measuring at most once per adapter) and installs them. */
@@ -286,7 +291,7 @@ export async function tuneConv(opts: ConvTuneOptions = {}): Promise<ConvTuneResu
   let best = 0;
   const total = (c: number) => ms[c].reduce((a, b) => a + b, 0);
   for (let c = 1; c < candidates.length; c++) {
-    if (ms[c].every((v, i) => v <= ms[0][i] * SWITCH_MARGIN) && total(c) < total(best)) best = c;
+    if (beatsOnEveryLayer(ms[c], ms[0]) && total(c) < total(best)) best = c;
   }
   let choice = candidates[best];
   let prologue: { on: number[]; off: number[] } | undefined;
