@@ -155,6 +155,31 @@ function runOnce(l: Layer, t: ConvTuning): Tensor[] {
   return [conv2dRaw(l.x, l.w, null, opts), conv2dBackwardInput(l.dy, l.w, l.g, opts), conv2dBackwardWeight(l.x, l.dy, l.g, opts)];
 }
 
+/** Wall time of one launch until the device is idle, its outputs released. */
+async function timeOnce(launch: () => Tensor | Tensor[]): Promise<number> {
+  const s = performance.now();
+  const out = launch();
+  for (const y of Array.isArray(out) ? out : [out]) y.dispose();
+  await sync();
+  return performance.now() - s;
+}
+
+/**
+ * Lowers best[arm][layer] to the fastest of `rounds` more runs of each arm on each layer, round-robin so that load
+ * from other processes spreads over all arms. Arms that `runs` rejects are skipped; stops early when `more` says so.
+ */
+async function bestOfRounds(
+  best: number[][], rounds: number, launch: (arm: number, layer: number) => Tensor | Tensor[],
+  runs: (arm: number) => boolean = () => true, more: () => boolean = () => true,
+): Promise<void> {
+  for (let round = 0; round < rounds && more(); round++) {
+    for (let arm = 0; arm < best.length; arm++) {
+      if (!runs(arm)) continue;
+      for (let i = 0; i < best[arm].length; i++) best[arm][i] = Math.min(best[arm][i], await timeOnce(() => launch(arm, i)));
+    }
+  }
+}
+
 /**
  * Compiles each candidate and checks its outputs against the first candidate's, then times them in rounds,
  * round-robin so that load from other processes spreads over all of them; a candidate's time per layer is its
@@ -166,12 +191,6 @@ async function measure(candidates: ConvTuning[], shapes: ConvTuneLayer[], budget
   const ms = candidates.map(() => shapes.map(() => Infinity));
   const ok = candidates.map(() => false);
   const reference: Float32Array[][] = [];
-  const time = async (l: Layer, t: ConvTuning) => {
-    const s = performance.now();
-    runOnce(l, t).forEach((y) => y.dispose());
-    await sync();
-    return performance.now() - s;
-  };
   try {
     for (let c = 0; c < candidates.length; c++) {
       if (c > 0 && performance.now() - t0 > budgetMs / 2) break; // keep half the budget for timing
@@ -188,16 +207,11 @@ async function measure(candidates: ConvTuning[], shapes: ConvTuneLayer[], budget
         outs.forEach((y) => y.dispose());
         if (c === 0) reference.push(got);
         else if (got.some((v, k) => normalizedError(v, reference[i][k]) > 1e-4)) good = false;
-        if (good) ms[c][i] = await time(layers[i], candidates[c]);
+        if (good) ms[c][i] = await timeOnce(() => runOnce(layers[i], candidates[c]));
       }
       ok[c] = good;
     }
-    for (let round = 0; round < 3 && performance.now() - t0 < budgetMs; round++) {
-      for (let c = 0; c < candidates.length; c++) {
-        if (!ok[c]) continue;
-        for (let i = 0; i < layers.length; i++) ms[c][i] = Math.min(ms[c][i], await time(layers[i], candidates[c]));
-      }
-    }
+    await bestOfRounds(ms, 3, (c, i) => runOnce(layers[i], candidates[c]), (c) => ok[c], () => performance.now() - t0 < budgetMs);
   } finally {
     for (const l of layers) [l.x, l.w, l.dy].forEach((t) => t.dispose());
   }
@@ -229,13 +243,7 @@ async function measurePrologue(t: ConvTuning, shapes: ConvTuneLayer[], rounds: n
     }
     return y;
   };
-  const time = async (l: L, on: boolean) => {
-    const s = performance.now();
-    run(l, on).dispose();
-    await sync();
-    return performance.now() - s;
-  };
-  const ms = { on: shapes.map(() => Infinity), off: shapes.map(() => Infinity) };
+  const best = [true, false].map(() => shapes.map(() => Infinity)); // [on, off] per layer
   try {
     for (const l of layers) {
       const outs = [true, false].map((on) => run(l, on)); // compiles
@@ -243,16 +251,11 @@ async function measurePrologue(t: ConvTuning, shapes: ConvTuneLayer[], rounds: n
       outs.forEach((y) => y.dispose());
       if (normalizedError(a, b) > 1e-4) return null;
     }
-    for (let round = 0; round < rounds; round++) {
-      for (let i = 0; i < layers.length; i++) {
-        ms.on[i] = Math.min(ms.on[i], await time(layers[i], true));
-        ms.off[i] = Math.min(ms.off[i], await time(layers[i], false));
-      }
-    }
+    await bestOfRounds(best, rounds, (arm, i) => run(layers[i], arm === 0));
   } finally {
     for (const l of layers) [l.x, l.gamma, l.beta, l.w, l.dy].forEach((v) => v.dispose());
   }
-  return ms;
+  return { on: best[0], off: best[1] };
 }
 
 /**
