@@ -13,6 +13,7 @@
 import { getDevice, releaseDevice, sync, tensor } from '../nn/index.ts';
 import { conv2dRaw } from '../kernels/conv2d.ts';
 import { gpu } from '../engine/device.ts';
+import { readRange } from '../engine/recorder.ts';
 import { median } from './harness.ts';
 
 const PROBES = ['constants', 'uniform-loop', 'uniform-unrolled'] as const;
@@ -121,13 +122,7 @@ const expected = conv2dRaw(x, w, null, { padding: 1 });
 const want = (await expected.toArray()) as Float32Array;
 expected.dispose();
 await runProbe(1);
-const readBuf = dev.createBuffer({ size: yBuf.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-const enc = dev.createCommandEncoder();
-enc.copyBufferToBuffer(yBuf, 0, readBuf, 0, yBuf.size);
-dev.queue.submit([enc.finish()]);
-await readBuf.mapAsync(GPUMapMode.READ);
-const got = new Float32Array(readBuf.getMappedRange().slice(0));
-readBuf.unmap();
+const got = new Float32Array(await readRange({ buffer: yBuf, offset: 0, size: yBuf.size }, 'narrow-conv-probes'));
 let maxDiff = 0;
 let maxAbs = 0;
 for (let i = 0; i < got.length; i++) {

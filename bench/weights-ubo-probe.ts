@@ -10,6 +10,7 @@ import { getDevice, releaseDevice, tensor } from '../nn/index.ts';
 import { conv2dRaw } from '../kernels/conv2d.ts';
 import { declaredKernels } from '../engine/kernel.ts';
 import { gpu } from '../engine/device.ts';
+import { readRange } from '../engine/recorder.ts';
 import { median } from './harness.ts';
 
 const [N, C, H] = [Number(process.argv[2] ?? 64), Number(process.argv[3] ?? 16), Number(process.argv[4] ?? 28)];
@@ -71,14 +72,7 @@ function variant(code: string, weights: GPUBindingResource) {
   };
 }
 async function maxDiff(): Promise<number> {
-  const read = dev.createBuffer({ size: yBuf.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const enc = dev.createCommandEncoder();
-  enc.copyBufferToBuffer(yBuf, 0, read, 0, yBuf.size);
-  dev.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const got = new Float32Array(read.getMappedRange().slice(0));
-  read.unmap();
-  read.destroy();
+  const got = new Float32Array(await readRange({ buffer: yBuf, offset: 0, size: yBuf.size }, 'weights-ubo-probe'));
   let d = 0;
   for (let i = 0; i < got.length; i++) d = Math.max(d, Math.abs(got[i] - want[i]));
   return d;
