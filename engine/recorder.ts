@@ -322,8 +322,8 @@ export function setBindGroupReuse(on: boolean): boolean {
 /**
  * The bind group of one launch, reused where the same pipeline binds the same resources (same buffers, ranges,
  * uniform contents, texture views): a training step launches the same kernels on the same pooled buffers every
- * step, and creating a bind group is most of a launch's host time in Dawn (about 25 us). A new one is created under
- * an error scope, so that an invalid binding names the op.
+ * step, and creating a bind group is two thirds of a launch's host time in Dawn (bench/launch-cost.ts). A new one
+ * is created under an error scope, so that an invalid binding names the op.
  */
 function bindGroupFor(spec: KernelSpec, pipeline: GPUComputePipeline, layout: GPUBindGroupLayout, args: LaunchArg[], device: GPUDevice): GPUBindGroup {
   const s = engine();
