@@ -267,7 +267,7 @@ export function markDeclared(spec: KernelSpec): KernelSpec {
 export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number, number?, number?]): void {
   if (!declared.has(spec)) throw new Error(`${spec.name}: not a declared kernel (declare it with defineKernel or kernel() of engine/kernel.ts)`);
   const s = engine(spec.name);
-  const { device } = gpu(spec.name);
+  const { device, info: { limits } } = gpu(spec.name); // a plain copy: device.limits is a native object per read
   if (args.length !== spec.bindings.length) {
     throw new Error(`${spec.name}: kernel expects ${spec.bindings.length} bindings, got ${args.length}`);
   }
@@ -281,9 +281,9 @@ export function launch(spec: KernelSpec, args: LaunchArg[], workgroups: [number,
     if ((spec.bindings[i] === 'texture') !== !isRange) {
       throw new Error(`${spec.name}: binding ${i} is '${spec.bindings[i]}' but got ${isRange ? 'a buffer range' : 'a texture view'}`);
     }
-    if (isRange) checkRange(spec.name, i, a, device);
+    if (isRange) checkRange(spec.name, i, a, limits.minStorageBufferOffsetAlignment);
   });
-  const maxWg = device.limits.maxComputeWorkgroupsPerDimension;
+  const maxWg = limits.maxComputeWorkgroupsPerDimension;
   const [x, y = 1, z = 1] = workgroups;
   if (x > maxWg || y > maxWg || z > maxWg) {
     throw new Error(`${spec.name}: dispatch [${x}, ${y}, ${z}] exceeds maxComputeWorkgroupsPerDimension ${maxWg}`);
@@ -358,14 +358,12 @@ function bindGroupFor(spec: KernelSpec, pipeline: GPUComputePipeline, layout: GP
  * Checked here, synchronously, so the error names the op: WebGPU would only report it later, from an error
  * scope, and an out-of-range binding is always a caller bug.
  */
-function checkRange(op: string, i: number, r: BufferRange, device: GPUDevice): void {
-  const where = `${op}: binding ${i} (offset ${r.offset}, size ${r.size})`;
-  if (!Number.isInteger(r.offset) || !Number.isInteger(r.size) || r.offset < 0 || r.size <= 0) throw new Error(`${where} is not a valid buffer range`);
-  if (r.offset + r.size > r.buffer.size) throw new Error(`${where} exceeds its buffer of ${r.buffer.size} bytes`);
-  if (r.offset % device.limits.minStorageBufferOffsetAlignment !== 0) {
-    throw new Error(`${where}: offset is not a multiple of minStorageBufferOffsetAlignment ${device.limits.minStorageBufferOffsetAlignment}`);
-  }
-  if (r.size % 4 !== 0) throw new Error(`${where}: size is not a multiple of 4 bytes`);
+function checkRange(op: string, i: number, r: BufferRange, alignment: number): void {
+  const where = () => `${op}: binding ${i} (offset ${r.offset}, size ${r.size})`; // built only for an error
+  if (!Number.isInteger(r.offset) || !Number.isInteger(r.size) || r.offset < 0 || r.size <= 0) throw new Error(`${where()} is not a valid buffer range`);
+  if (r.offset + r.size > r.buffer.size) throw new Error(`${where()} exceeds its buffer of ${r.buffer.size} bytes`);
+  if (r.offset % alignment !== 0) throw new Error(`${where()}: offset is not a multiple of minStorageBufferOffsetAlignment ${alignment}`);
+  if (r.size % 4 !== 0) throw new Error(`${where()}: size is not a multiple of 4 bytes`);
 }
 
 /** One recorded dispatch, to be replayed on its own by a profiler (bench/step-profile.ts). */

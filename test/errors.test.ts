@@ -1,6 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { tensor, variable, add, matmul, sum, relu, reshape, backward, tidy, clearTape } from '../nn/index.ts';
+import { defineKernel } from '../engine/kernel.ts';
+import { gpu } from '../engine/device.ts';
 import { throwsWith } from './helpers/errors.ts';
 
 const t = suite('errors');
@@ -60,6 +62,19 @@ t('backward through a non-scalar without a gradient names the shape', () => {
   g.dispose();
   y.dispose();
   x.dispose();
+});
+
+t('a launch with a bad buffer range names the kernel, the binding and what was expected', () => {
+  const fill = defineKernel({ name: 'rangeCheckFill', bindings: { o: 'rw f32' }, workgroupSize: 1, body: '  o[0] = 1.0;' });
+  const y = tensor(new Float32Array(64), [64]);
+  const { buffer, offset } = y.binding('test');
+  const align = gpu('test').info.limits.minStorageBufferOffsetAlignment;
+  throwsWith(() => fill.launch({ o: { buffer, offset, size: buffer.size + 4 } }, [1]), 'rangeCheckFill', 'binding 0', 'exceeds its buffer', `${buffer.size} bytes`);
+  throwsWith(() => fill.launch({ o: { buffer, offset: offset + 4, size: 16 } }, [1]), 'rangeCheckFill', 'binding 0', 'minStorageBufferOffsetAlignment', `${align}`);
+  throwsWith(() => fill.launch({ o: { buffer, offset, size: 6 } }, [1]), 'rangeCheckFill', 'binding 0', 'size 6', 'multiple of 4');
+  throwsWith(() => fill.launch({ o: { buffer, offset, size: 0 } }, [1]), 'rangeCheckFill', 'not a valid buffer range');
+  fill.launch({ o: { buffer, offset, size: 16 } }, [1]); // a good range still launches
+  y.dispose();
 });
 
 t.run();
