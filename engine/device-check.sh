@@ -8,11 +8,13 @@
 #   fusion-ab.txt   the training step with and without each fusion (bn-prologue, moments, bn-sums), with bind
 #                   groups reused or not, and with a submit every 24 dispatches: the host records a step in 20-25
 #                   ms, which a GPU may wait on (issue 13)
+#   profile.txt     where the step's time goes: each dispatch replayed alone (bench/step-profile.ts) and the host's
+#                   recording of it (bench/host-profile.ts), which a GPU may wait on (issue 13)
 #   bench.txt       the quick bench, and bench.json its rows (issue 15's GPU table)
 #   tests.txt       the test suite (issue 15)
 # Usage: bash engine/device-check.sh [--budget SECONDS] [--stages LIST] [--any-adapter]
 #   --budget       seconds for everything (default 540, inside the tool's 600 per call); the stages share it in order
-#   --stages       which stages, comma-separated (default tune-conv,fusion-ab,bench,tests), e.g. tests alone in a
+#   --stages       which stages, comma-separated (default tune-conv,fusion-ab,profile,bench,tests), e.g. tests alone in a
 #                  second call
 #   --any-adapter  whatever adapter Dawn finds, not only NVIDIA's: a dry run of the pack and the stages on this
 #                  machine's lavapipe, at no device time
@@ -20,7 +22,7 @@ set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 budget=540
-stages=tune-conv,fusion-ab,bench,tests
+stages=tune-conv,fusion-ab,profile,bench,tests
 any=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -81,6 +83,10 @@ if wants fusion-ab; then
   for what in bn-prologue moments bn-sums submit:24 bind-groups; do
     stage "fusion-ab $what" fusion-ab.txt 0.12 "${tsx[@]}" bench/step-fusion-ab.ts 20 --what "$what"
   done
+fi
+if wants profile; then
+  stage step-profile profile.txt 0.08 env BY_SHAPE=1 "${tsx[@]}" bench/step-profile.ts 3
+  stage host-profile profile.txt 0.08 "${tsx[@]}" bench/host-profile.ts 30
 fi
 wants bench && stage bench bench.txt "$(wants tests && echo 0.45 || echo 1.0)" "${tsx[@]}" bench/run.ts --quick --json "$out/bench.json"
 wants tests && stage tests tests.txt 1.0 "${tsx[@]}" test/run.ts
