@@ -7,9 +7,8 @@
 // Usage: npx tsx bench/host-profile.ts [steps] [--top N]   (default 30 steps, top 25)
 
 import { Session } from 'node:inspector/promises';
-import { getDevice, releaseDevice, tensor, sync } from '../nn/index.ts';
-import { randomData } from './case.ts';
-import { TRAIN_STEP_SHAPE, byolForStep } from './cases/byol-step.ts';
+import { getDevice, releaseDevice, sync } from '../nn/index.ts';
+import { TRAIN_STEP_SHAPE, byolForStep, stepViews } from './cases/byol-step.ts';
 import { median } from './harness.ts';
 
 const argv = process.argv.slice(2);
@@ -17,10 +16,7 @@ const steps = Number(argv.find((a) => /^\d+$/.test(a)) ?? 30);
 const top = argv.includes('--top') ? Number(argv[argv.indexOf('--top') + 1]) : 25;
 const s = TRAIN_STEP_SHAPE;
 const ctx = await getDevice();
-const shape = [s.batch, s.size, s.size, s.channels];
-const n = shape.reduce((a, b) => a * b, 1);
-const v1 = tensor(randomData(n, 1), shape);
-const v2 = tensor(randomData(n, 2), shape);
+const [v1, v2] = stepViews(s);
 const model = byolForStep(s);
 for (let i = 0; i < 3; i++) {
   model.trainStep(v1, v2).loss.dispose(); // compiles, fills the pools and the bind-group cache

@@ -26,16 +26,12 @@ export function timeStepInChild(env: Record<string, string>, opts: { steps: numb
 if (process.argv[1] === me && process.argv.includes('--child')) {
   const argv = process.argv.slice(2);
   const steps = argv.includes('--steps') ? Number(argv[argv.indexOf('--steps') + 1]) : 3;
-  const { getDevice, tensor, sync } = await import('../nn/index.ts');
-  const { randomData } = await import('./case.ts');
-  const { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep } = await import('./cases/byol-step.ts');
+  const { getDevice, sync } = await import('../nn/index.ts');
+  const { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepViews } = await import('./cases/byol-step.ts');
   const { median } = await import('./harness.ts');
   const s = argv.includes('--old') ? OLD_STEP_SHAPE : TRAIN_STEP_SHAPE;
   const ctx = await getDevice();
-  const shape = [s.batch, s.size, s.size, s.channels];
-  const n = shape.reduce((a, b) => a * b, 1);
-  const v1 = tensor(randomData(n, 1), shape);
-  const v2 = tensor(randomData(n, 2), shape);
+  const [v1, v2] = stepViews(s);
   const model = byolForStep(s);
   model.trainStep(v1, v2).loss.dispose();
   await sync();

@@ -5,19 +5,15 @@
 // replays all of them in one submit to time them. Not a test; the replay's timing is as noisy as the machine.
 // Usage: npx tsx bench/step-copies.ts [replays]
 
-import { getDevice, releaseDevice, tensor, sync, gpu } from '../nn/index.ts';
+import { getDevice, releaseDevice, sync, gpu } from '../nn/index.ts';
 import { idleWhile } from '../engine/idle-wait.ts';
-import { randomData } from './case.ts';
-import { TRAIN_STEP_SHAPE as s, byolForStep } from './cases/byol-step.ts';
+import { TRAIN_STEP_SHAPE as s, byolForStep, stepViews } from './cases/byol-step.ts';
 import { median } from './harness.ts';
 
 const replays = Number(process.argv[2] ?? 5);
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description}; resnet-small w${s.width}, batch ${s.batch}`);
-const shape = [s.batch, s.size, s.size, s.channels];
-const n = shape.reduce((a, b) => a * b, 1);
-const v1 = tensor(randomData(n, 1), shape);
-const v2 = tensor(randomData(n, 2), shape);
+const [v1, v2] = stepViews(s);
 const model = byolForStep(s);
 model.trainStep(v1, v2).loss.dispose(); // compiles everything
 await sync();

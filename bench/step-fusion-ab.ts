@@ -20,15 +20,14 @@
 //   conv:JSON: the device's conv2d record with JSON's fields over it (e.g. conv:{"tiles":{"narrowRows":32}})
 //     against the record itself; batchNorm:JSON the same for the batchNorm record (e.g. batchNorm:{"textures":false}).
 
-import { getDevice, releaseDevice, tensor, sync } from '../nn/index.ts';
+import { getDevice, releaseDevice, sync } from '../nn/index.ts';
 import { convTuning } from '../kernels/conv2d.ts';
 import { batchNormTuning } from '../kernels/batchnorm.ts';
 import { setDeviceTuning } from '../engine/tuning.ts';
 import { setIdleWait } from '../engine/idle-wait.ts';
 import { setAutoFlush, setBindGroupReuse } from '../engine/recorder.ts';
 import { BatchNorm } from '../nn/layers.ts';
-import { randomData } from './case.ts';
-import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepConvs } from './cases/byol-step.ts';
+import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepViews, stepConvs } from './cases/byol-step.ts';
 import { median, loadAverage } from './harness.ts';
 
 const argv = process.argv.slice(2);
@@ -45,10 +44,7 @@ if (recordAt >= 0) setDeviceTuning('conv2d', convTuning(JSON.parse(argv[recordAt
 console.log(`device: ${ctx.info.description}`);
 console.log(`shape: resnet-small w${s.width}, batch ${s.batch}, ${s.size}x${s.size}x${s.channels}; load average before: ${loadAverage()}`);
 if (recordAt >= 0) console.log(`conv2d record: ${JSON.stringify(convTuning())}`);
-const shape = [s.batch, s.size, s.size, s.channels];
-const n = shape.reduce((a, b) => a * b, 1);
-const v1 = tensor(randomData(n, 1), shape);
-const v2 = tensor(randomData(n, 2), shape);
+const [v1, v2] = stepViews(s);
 const model = byolForStep(s);
 const convs = stepConvs(model);
 const norms = [model.online, model.target].flatMap((net) => net.namedModules().map(([, m]) => m)).filter((m): m is BatchNorm => m instanceof BatchNorm);

@@ -8,9 +8,8 @@
 //   --stem: the encoder's stem, e.g. small-s2)
 //   BY_SHAPE=1: convolutions and batchnorm also by dispatch size, i.e. by layer
 
-import { getDevice, releaseDevice, tensor, sync, recordDispatches, recorderStats, gpu } from '../nn/index.ts';
-import { randomData } from './case.ts';
-import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepFlops, stepConvs } from './cases/byol-step.ts';
+import { getDevice, releaseDevice, sync, recordDispatches, recorderStats, gpu } from '../nn/index.ts';
+import { TRAIN_STEP_SHAPE, OLD_STEP_SHAPE, byolForStep, stepViews, stepFlops, stepConvs } from './cases/byol-step.ts';
 import { median } from './harness.ts';
 import { idleWhile } from '../engine/idle-wait.ts';
 import type { ResNetStem } from '../byol/resnet.ts';
@@ -22,10 +21,7 @@ const repeats = Number(argv.find((a) => /^\d+$/.test(a)) ?? 3);
 const ctx = await getDevice();
 console.log(`device: ${ctx.info.description}`);
 console.log(`shape: resnet-small w${s.width}${s.stem ? ` (${s.stem} stem)` : ''}, batch ${s.batch}, ${s.size}x${s.size}x${s.channels}, heads ${s.projHidden}/${s.projDim} (pred ${s.predHidden}), Adam`);
-const shape = [s.batch, s.size, s.size, s.channels];
-const n = shape.reduce((a, b) => a * b, 1);
-const v1 = tensor(randomData(n, 1), shape);
-const v2 = tensor(randomData(n, 2), shape);
+const [v1, v2] = stepViews(s);
 const model = byolForStep(s);
 if (argv.includes('--no-moments')) for (const c of stepConvs(model)) c.moments = false;
 model.trainStep(v1, v2).loss.dispose(); // compiles everything

@@ -5,7 +5,7 @@
 // the defaults become, and the older default (width 8, batch 256). Peers: the same network and step from tfjs ops
 // (bench/peer-byol.ts) and in PyTorch on the CPU (bench/peer-torch.py).
 
-import { tensor } from '../../nn/index.ts';
+import { tensor, type Tensor } from '../../nn/index.ts';
 import { BYOL } from '../../byol/model.ts';
 import { Conv2d } from '../../nn/layers.ts';
 import type { ResNetStem } from '../../byol/resnet.ts';
@@ -35,6 +35,13 @@ export const OLD_STEP_SHAPE: ByolStepShape = { batch: 256, size: 28, channels: 1
 const LR = 3e-3;
 const WEIGHT_DECAY = 1e-6;
 const TAU = 0.99;
+
+/** The step's two fixed views (seeded random images of the shape), as every step benchmark feeds them. */
+export function stepViews(s: ByolStepShape): [Tensor, Tensor] {
+  const shape = [s.batch, s.size, s.size, s.channels];
+  const n = shape.reduce((a, b) => a * b, 1);
+  return [tensor(randomData(n, 1), shape), tensor(randomData(n, 2), shape)];
+}
 
 /** The model the step row trains (bench/step-profile.ts profiles the same one). */
 export function byolForStep(s: ByolStepShape): BYOL {
